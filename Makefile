@@ -1,0 +1,37 @@
+# parcelscan: the two commands of the quick start are `make demo` and `make test`.
+# Both build their own virtual environment from this repository's files only.
+
+PYTHON_BOOT ?= python3
+VENV        ?= .venv
+PY          := $(VENV)/bin/python
+STAMP       := $(VENV)/.installed
+DEMO_OUT    ?= runs/demo
+
+.PHONY: demo test lint install install-station bench clean
+
+$(STAMP): pyproject.toml
+	$(PYTHON_BOOT) -m venv $(VENV)
+	$(PY) -m pip install --quiet --upgrade pip
+	$(PY) -m pip install --quiet -e '.[train,review,dev]'
+	touch $(STAMP)
+
+install: $(STAMP)
+
+demo: $(STAMP)
+	$(PY) -m parcelscan simulate --phantom --out $(DEMO_OUT)/phantom
+	$(PY) -m parcelscan render $(DEMO_OUT)/phantom/phantom_low.png --out $(DEMO_OUT)/phantom_render.png
+	$(PY) -m parcelscan physics --material Nd2O3 --areal-density 0.3 1.0
+	@echo "demo outputs in $(DEMO_OUT)/"
+
+lint: $(STAMP)
+	$(VENV)/bin/ruff check .
+
+test: $(STAMP)
+	$(VENV)/bin/ruff check .
+	$(PY) -m pytest -q
+
+bench: $(STAMP)
+	$(PY) benchmarks/physics_bench.py
+
+clean:
+	rm -rf runs .pytest_cache .ruff_cache

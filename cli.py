@@ -1,0 +1,77 @@
+"""``parcelscan <verb>``: a thin layer that parses arguments and calls one function per verb.
+
+Each verb lives in its own module exposing ``add_arguments(parser)`` and ``run(args) -> int``.
+Verb modules keep their top-level imports light (argparse and the standard library); heavy imports
+(PyTorch, onnxruntime, the physics tables) happen inside ``run``, so ``parcelscan inspect`` never
+imports PyTorch and ``--help`` is instant.
+"""
+
+from __future__ import annotations
+
+import argparse
+import importlib
+import importlib.util
+import sys
+
+from parcelscan import __version__
+from parcelscan.errors import ParcelscanError
+
+# verb -> (module, one-line help)
+VERBS: dict[str, tuple[str, str]] = {
+    "physics": ("parcelscan.datasets.physics_cli", "attenuation A_low, A_high and R of a material"),
+    "simulate": ("parcelscan.datasets.simulate_cli", "simulate parcel scans or the test phantom"),
+    "render": ("parcelscan.datasets.render_cli", "render a scan as a pseudo-colour image"),
+    "data": ("parcelscan.datasets.data_cli", "dataset tools: check, split, import, convert"),
+    "train": ("parcelscan.training.train_cli", "train the CNN"),
+    "evaluate": ("parcelscan.training.evaluate_cli", "evaluate a model at screening operating points"),
+    "export": ("parcelscan.model.export_cli", "export a checkpoint to ONNX"),
+    "inspect": ("parcelscan.inference.inspect_cli", "inspect scans with the ONNX model (station CLI)"),
+    "review": ("parcelscan.inference.review_cli", "inspector review web app"),
+    "retrain": ("parcelscan.training.retrain_cli", "fine-tune on new seizures"),
+    "models": ("parcelscan.training.models_cli", "model registry: list, show, promote, rollback"),
+}
+
+
+def _available_verbs() -> dict[str, tuple[str, str]]:
+    """Verbs whose module exists in this install (later issues add the rest)."""
+    found = {}
+    for verb, (module, help_text) in VERBS.items():
+        if importlib.util.find_spec(module) is not None:
+            found[verb] = (module, help_text)
+    return found
+
+
+def build_parser() -> tuple[argparse.ArgumentParser, dict[str, str]]:
+    parser = argparse.ArgumentParser(
+        prog="parcelscan",
+        description="Dual-energy X-ray inspection of postal parcels for concealed critical minerals.",
+    )
+    parser.add_argument("--version", action="version", version=f"parcelscan {__version__}")
+    sub = parser.add_subparsers(dest="verb", metavar="VERB")
+    modules = {}
+    for verb, (module_name, help_text) in _available_verbs().items():
+        verb_parser = sub.add_parser(verb, help=help_text, description=help_text)
+        importlib.import_module(module_name).add_arguments(verb_parser)
+        modules[verb] = module_name
+    return parser, modules
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser, modules = build_parser()
+    args = parser.parse_args(argv)
+    if args.verb is None:
+        parser.print_help()
+        return 2
+    module = importlib.import_module(modules[args.verb])
+    try:
+        return int(module.run(args) or 0)
+    except ParcelscanError as error:
+        print(f"parcelscan {args.verb}: error: {error}", file=sys.stderr)
+        return 2
+    except KeyboardInterrupt:
+        print(f"parcelscan {args.verb}: interrupted", file=sys.stderr)
+        return 130
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,49 @@
+"""``parcelscan simulate``: parcel scans with concealments and labels, or the physics test phantom."""
+
+from __future__ import annotations
+
+import argparse
+from pathlib import Path
+
+
+def add_arguments(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument("--out", required=True, help="output directory")
+    parser.add_argument("--phantom", action="store_true", help="write the ASTM F792-like test phantom instead")
+    parser.add_argument("--count", type=int, default=100, help="number of scans (default 100)")
+    parser.add_argument("--seed", type=int, default=0, help="random seed; scan i depends only on (seed, i)")
+    parser.add_argument("--workers", type=int, default=0, help="worker processes (default: all cores)")
+    parser.add_argument("--suspect-fraction", type=float, default=0.5, help="share of scans with a concealment")
+    parser.add_argument("--scenarios", nargs="+", metavar="SCENARIO", help="restrict the concealment scenarios")
+    parser.add_argument("--profile", help="scanner profile file or shipped name (default postal-dual-140)")
+    parser.add_argument("--no-progress", action="store_true", help="no progress bar")
+
+
+def _writable_dir(path: Path) -> Path:
+    import os
+
+    from parcelscan.errors import ParcelscanError
+
+    try:
+        path.mkdir(parents=True, exist_ok=True)
+    except OSError as error:
+        raise ParcelscanError(f"cannot create output directory {path}: {error.strerror or error}") from error
+    if not os.access(path, os.W_OK):
+        raise ParcelscanError(f"output directory {path} is not writable")
+    return path
+
+
+def run(args: argparse.Namespace) -> int:
+    from parcelscan.datasets.profile import load_profile
+
+    profile = load_profile(args.profile)
+    out = _writable_dir(Path(args.out))
+    if args.phantom:
+        from parcelscan.datasets.phantom import write_phantom
+
+        description = write_phantom(out, profile, seed=args.seed)
+        print(f"phantom written to {out}: {', '.join(description['files'].values())}, phantom_regions.json "
+              f"({len(description['regions'])} regions)")
+        return 0
+    from parcelscan.datasets.generate import run_simulate
+
+    return run_simulate(args, profile, out)

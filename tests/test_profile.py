@@ -1,0 +1,46 @@
+from __future__ import annotations
+
+import pytest
+from parcelscan.datasets.profile import Layer, ScannerProfile, load_profile, profile_from_dict
+from parcelscan.errors import ParcelscanError
+
+
+def test_default_profile_is_the_issue_spec():
+    p = load_profile()
+    assert p.name == "postal-dual-140"
+    assert (p.tube_kv, p.anode_angle_deg) == (140.0, 12.0)
+    assert p.filtration == (Layer("Al", 2.5),)
+    assert (p.low_layer, p.interlayer_filter, p.high_layer) == (Layer("CsI", 0.3), Layer("Cu", 0.5), Layer("CsI", 3.0))
+    assert (p.pixel_pitch_mm, p.channels, p.air_quanta_per_pixel, p.blur_sigma_px) == (1.0, 640, 20000.0, 0.7)
+    assert p == ScannerProfile()  # the dataclass defaults and the shipped file agree
+
+
+def test_yaml_profile_round_trip(tmp_path):
+    import yaml
+
+    data = load_profile().to_dict() | {"name": "custom", "tube_kv": 160.0}
+    path = tmp_path / "p.yaml"
+    path.write_text(yaml.safe_dump(data))
+    p = load_profile(path)
+    assert p.name == "custom" and p.tube_kv == 160.0 and p.high_layer == Layer("CsI", 3.0)
+
+
+@pytest.mark.parametrize("data, message", [
+    ({"tube_kv": -5.0}, "tube_kv"),
+    ({"colour": 1}, "unknown profile key"),
+    ({"low_layer": {"material": "CsI"}}, "low_layer"),
+    ({"channels": 1.5}, "channels"),
+    ({"filtration": [{"material": "Al", "thickness_mm": -1}]}, "thickness_mm"),
+])
+def test_bad_profile_values_are_refused(data, message):
+    with pytest.raises(ParcelscanError, match=message):
+        profile_from_dict(data)
+
+
+def test_missing_and_malformed_profile_files(tmp_path):
+    with pytest.raises(ParcelscanError, match="not found"):
+        load_profile(tmp_path / "nope.toml")
+    bad = tmp_path / "bad.toml"
+    bad.write_text("tube_kv = [\n")
+    with pytest.raises(ParcelscanError, match="malformed"):
+        load_profile(bad)
