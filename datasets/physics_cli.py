@@ -7,14 +7,16 @@ import json
 
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
-    parser.add_argument("--material",
+    parser.add_argument(
+        "--material",
                         help="library name, chemical formula, or mixture like Nd2O3:0.05+water:0.95")
     amount = parser.add_mutually_exclusive_group()
     amount.add_argument("--areal-density", type=float, nargs="+", metavar="G_CM2",
                         help="areal density(ies) in g/cm² along the beam")
     amount.add_argument("--thickness-cm", type=float, nargs="+", metavar="CM",
                         help="thickness(es) in cm at the material's density (bulk density for powders)")
-    parser.add_argument("--profile", help="scanner profile file (.toml/.yaml) or shipped name (default postal-dual-140)")
+    parser.add_argument("--profile",
+                        help="scanner profile file (.toml/.yaml) or shipped name (default postal-dual-140)")
     parser.add_argument("--json", action="store_true", help="print JSON lines instead of a table")
     parser.add_argument("--list", action="store_true", help="list the material library and exit")
 

@@ -1,0 +1,132 @@
+"""The manifest: one JSON line per scan, the contract between simulator, data tools, training and review.
+
+Fields (see README "Data formats"):
+
+``scan_id``, ``files`` (name → file name relative to the manifest's directory: ``low``, ``high``,
+``rgb``, ``sidecar``, optionally ``tiff``), ``label`` (``clear`` | ``suspect``), ``scenario`` (a
+concealment scenario or ``none``), ``material`` (target material or null), ``mass_g``,
+``mass_fraction``, ``mask`` (8-bit PNG of the concealed powder's pixels, relative path, or null),
+``lookalike`` (the benign look-alike kind in a clear scan, or null), ``parcel_id`` (scans of one
+physical parcel share it; splits group by it), ``split`` (``train`` | ``val`` | ``test`` | null),
+``source`` (``simulated`` | ``station`` | ``review``), ``provenance`` (free-form object: generator
+version, seed, profile, inspector, station …).
+"""
+
+from __future__ import annotations
+
+import json
+import os
+from dataclasses import asdict, dataclass, field
+from pathlib import Path
+from typing import Any
+
+from parcelscan.errors import ParcelscanError
+
+MANIFEST_NAME = "manifest.jsonl"
+LABELS = ("clear", "suspect")
+SOURCES = ("simulated", "station", "review")
+SPLITS = ("train", "val", "test")
+
+
+@dataclass
+class ManifestRecord:
+    scan_id: str
+    files: dict[str, str]
+    label: str
+    scenario: str = "none"
+    material: str | None = None
+    mass_g: float | None = None
+    mass_fraction: float | None = None
+    mask: str | None = None
+    lookalike: str | None = None
+    parcel_id: str = ""
+    split: str | None = None
+    source: str = "simulated"
+    provenance: dict[str, Any] = field(default_factory=dict)
+
+    def to_json(self) -> str:
+        return json.dumps(asdict(self), sort_keys=True, separators=(",", ":"))
+
+
+def append_records(path: Path, records: list[ManifestRecord]) -> None:
+    """Append whole lines with one write + fsync: a kill leaves at most a missing line, never a torn one
+    that validates (readers skip a final line without its newline)."""
+    if not records:
+        return
+    data = "".join(r.to_json() + "\n" for r in records).encode()
+    fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_APPEND, 0o644)
+    try:
+        os.write(fd, data)
+        os.fsync(fd)
+    finally:
+        os.close(fd)
+
+
+def write_manifest(path: Path, records: list[ManifestRecord]) -> None:
+    """Rewrite a whole manifest atomically (temp file + rename)."""
+    tmp = path.with_name(f".{path.name}.{os.getpid()}.tmp")
+    with open(tmp, "w", encoding="utf-8") as handle:
+        for record in records:
+            handle.write(record.to_json() + "\n")
+        handle.flush()
+        os.fsync(handle.fileno())
+    os.replace(tmp, path)
+
+
+def record_from_dict(data: dict[str, Any], where: str = "manifest") -> ManifestRecord:
+    """Validate one parsed line; every problem is a ParcelscanError naming the line."""
+    if not isinstance(data, dict):
+        raise ParcelscanError(f"{where}: a manifest line must be a JSON object")
+    known = set(ManifestRecord.__dataclass_fields__)
+    unknown = set(data) - known
+    if unknown:
+        raise ParcelscanError(f"{where}: unknown field(s) {', '.join(sorted(unknown))}")
+    for required in ("scan_id", "files", "label"):
+        if required not in data:
+            raise ParcelscanError(f"{where}: missing field {required!r}")
+    if not isinstance(data["scan_id"], str) or not data["scan_id"]:
+        raise ParcelscanError(f"{where}: scan_id must be a non-empty string")
+    if not isinstance(data["files"], dict) or not all(isinstance(v, str) for v in data["files"].values()):
+        raise ParcelscanError(f"{where}: files must map names to file names")
+    if data["label"] not in LABELS:
+        raise ParcelscanError(f"{where}: label must be one of {LABELS}, got {data['label']!r}")
+    if data.get("split") not in (None, *SPLITS):
+        raise ParcelscanError(f"{where}: split must be one of {SPLITS} or null, got {data.get('split')!r}")
+    if data.get("source", "simulated") not in SOURCES:
+        raise ParcelscanError(f"{where}: source must be one of {SOURCES}, got {data.get('source')!r}")
+    for number in ("mass_g", "mass_fraction"):
+        value = data.get(number)
+        if value is not None and (not isinstance(value, (int, float)) or value < 0):
+            raise ParcelscanError(f"{where}: {number} must be a number >= 0 or null")
+    if data["label"] == "suspect" and data.get("scenario", "none") == "none" and data.get("source") == "simulated":
+        raise ParcelscanError(f"{where}: a simulated suspect needs its scenario")
+    record = ManifestRecord(**data)
+    if not record.parcel_id:
+        record.parcel_id = record.scan_id
+    return record
+
+
+def read_manifest(path: Path) -> list[ManifestRecord]:
+    """Read and validate a manifest; a final line without newline (a torn append) is ignored."""
+    path = Path(path)
+    if path.is_dir():
+        path = path / MANIFEST_NAME
+    try:
+        text = path.read_text(encoding="utf-8")
+    except FileNotFoundError as error:
+        raise ParcelscanError(f"manifest not found: {path}") from error
+    except (OSError, UnicodeDecodeError) as error:
+        raise ParcelscanError(f"unreadable manifest {path}: {error}") from error
+    lines = text.split("\n")
+    if lines and lines[-1] != "":
+        lines = lines[:-1]  # torn last line from an interrupted writer
+    records = []
+    for number, line in enumerate(lines, start=1):
+        if not line.strip():
+            continue
+        try:
+            data = json.loads(line)
+        except json.JSONDecodeError as error:
+            raise ParcelscanError(f"{path}:{number}: not valid JSON ({error.msg})") from error
+        records.append(record_from_dict(data, f"{path}:{number}"))
+    return records
