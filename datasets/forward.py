@@ -19,6 +19,7 @@ from collections.abc import Sequence
 from dataclasses import dataclass
 
 import numpy as np
+
 from parcelscan.datasets.materials import LIBRARY, Material
 from parcelscan.datasets.profile import ScannerProfile
 from parcelscan.datasets.spectrum import ChannelResponses, channel_responses

@@ -12,6 +12,7 @@ import re
 from dataclasses import dataclass
 
 import numpy as np
+
 from parcelscan.errors import ParcelscanError
 
 FAMILIES = ("organic", "inorganic", "metal", "target")

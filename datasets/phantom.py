@@ -11,6 +11,7 @@ from __future__ import annotations
 from dataclasses import asdict, dataclass
 
 import numpy as np
+
 from parcelscan.datasets.materials import Material, get_material
 
 PHANTOM_ROWS = 360

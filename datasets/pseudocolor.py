@@ -15,6 +15,7 @@ from __future__ import annotations
 import functools
 
 import numpy as np
+
 from parcelscan.datasets.materials import get_material
 from parcelscan.datasets.profile import ScannerProfile
 

@@ -16,6 +16,7 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
 
 def run(args: argparse.Namespace) -> int:
     import numpy as np
+
     from parcelscan.datasets.render import render_scan_file
     from parcelscan.datasets.scanfile import write_png
 

@@ -17,6 +17,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 import numpy as np
+
 from parcelscan.datasets.materials import get_material
 from parcelscan.datasets.profile import Layer, ScannerProfile
 

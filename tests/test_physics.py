@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import numpy as np
 import pytest
+
 from parcelscan.datasets.materials import LIBRARY, TARGET_MATERIALS, get_material, mix_materials
 from parcelscan.errors import ParcelscanError
 

@@ -1,6 +1,7 @@
 from __future__ import annotations
 
 import pytest
+
 from parcelscan.datasets.profile import Layer, ScannerProfile, load_profile, profile_from_dict
 from parcelscan.errors import ParcelscanError
 

@@ -6,6 +6,7 @@ import json
 
 import numpy as np
 import pytest
+
 from parcelscan.datasets.pseudocolor import apparent_z, pseudocolor
 from parcelscan.datasets.scanfile import Scan, read_station_pair, read_tiff, write_station_scan, write_tiff
 from parcelscan.errors import ScanReadError
