@@ -1,0 +1,75 @@
+"""``parcelscan models``: the model registry — list, show, register, promote, rollback."""
+
+from __future__ import annotations
+
+import argparse
+import json
+
+
+def add_arguments(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument("--registry", help="model store directory (default $PARCELSCAN_MODEL_DIR or "
+                                           "~/.local/share/parcelscan/models)")
+    sub = parser.add_subparsers(dest="action", metavar="ACTION", required=True)
+    sub.add_parser("list", help="registered models, the current one marked with *")
+    show = sub.add_parser("show", help="one model's record as JSON")
+    show.add_argument("model_id")
+    register = sub.add_parser("register", help="add an exported ONNX model to the store")
+    register.add_argument("onnx")
+    register.add_argument("--checkpoint", help="the .pt it was exported from (needed to retrain from it)")
+    register.add_argument("--parent", help="model id it was fine-tuned from")
+    promote = sub.add_parser("promote", help="make a model the default for `parcelscan inspect` (gated)")
+    promote.add_argument("model_id")
+    promote.add_argument("--force", action="store_true", help="override the promotion gate (needs --reason)")
+    promote.add_argument("--reason", default="", help="why (recorded in the history)")
+    rollback = sub.add_parser("rollback", help="return to the model current before the last promotion")
+    rollback.add_argument("--reason", default="")
+
+
+def run(args: argparse.Namespace) -> int:
+    from pathlib import Path
+
+    from parcelscan.model.registry import Registry, default_model_path
+
+    registry = Registry(Path(args.registry) if args.registry else None)
+    if args.action == "list":
+        data = registry.load()
+        current = data.get("current")
+        if not data["models"]:
+            print(f"no models registered in {registry.directory}; inspect uses {default_model_path()}")
+            return 0
+        print(f"{'':1s} {'model':28s} {'kind':12s} {'parent':28s} {'Pd@op':>7s} {'registered':20s}")
+        for entry in registry.entries():
+            pd = entry.metrics.get("pd_at_operating_point")
+            pd_text = f"{pd:7.3f}" if isinstance(pd, (int, float)) else "      -"
+            mark = "*" if entry.model_id == current else " "
+            print(f"{mark} {entry.model_id:28s} {entry.input_kind:12s} {entry.parent or '-':28s} {pd_text} "
+                  f"{entry.registered:20s}")
+        if current is None:
+            print(f"(no promoted model: inspect uses the shipped default {default_model_path()})")
+        return 0
+    if args.action == "show":
+        from dataclasses import asdict
+
+        print(json.dumps(asdict(registry.get(args.model_id)), indent=1))
+        return 0
+    if args.action == "register":
+        from parcelscan.model.metadata import read_metadata
+
+        onnx = Path(args.onnx)
+        meta = read_metadata(onnx)
+        entry = registry.register(onnx, name=meta.get("name", onnx.stem),
+                                  input_kind=meta.get("input_kind", "dual_energy"),
+                                  checkpoint=Path(args.checkpoint) if args.checkpoint else None, parent=args.parent,
+                                  created=meta.get("created", ""), data_fingerprint=meta.get("data_fingerprint"),
+                                  metrics=meta.get("metrics") or {})
+        print(f"registered {entry.model_id} ({entry.sha256[:12]}) in {registry.directory}")
+        return 0
+    if args.action == "promote":
+        entry = registry.promote(args.model_id, force=args.force, reason=args.reason)
+        print(f"promoted {entry.model_id}: `parcelscan inspect` now uses {registry.resolve_path(entry)}")
+        return 0
+    if args.action == "rollback":
+        current = registry.rollback(reason=args.reason)
+        print(f"rolled back: current model is now {current or 'the shipped default'}")
+        return 0
+    return 2
