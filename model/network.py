@@ -1,0 +1,152 @@
+"""The parcelscan CNN: a torchvision backbone, a clear/suspect head and a light powder-mask head.
+
+Why this shape:
+
+* **Backbone** — torchvision's MobileNetV3-small (default), MobileNetV3-large, EfficientNet-B0 or
+  ResNet-18, always built with ``weights=None``: the model is trained from scratch on physics-simulated
+  scans (ImageNet statistics do not describe log-attenuation channels, and stations have no internet).
+  The first convolution is rebuilt for the input kind's channel count (dual-energy or pseudo-colour).
+* **Classification head** — global *average and max* pooling of the last feature map, concatenated.
+  A concealed powder can cover a few percent of a tile; average pooling alone dilutes that evidence,
+  max pooling keeps the strongest local response.
+* **Mask head** — an FPN-lite decoder on two feature levels (stride 8 and stride 32): 1×1 laterals to
+  ``decoder_channels``, the coarse level upsampled and added, one depthwise-separable 3×3 block, a 1×1
+  to one logit. The heatmap is at stride :data:`HEATMAP_STRIDE` (8): 40×40 cells for a 320×320 tile,
+  16 mm per cell at the 2 mm model pitch — enough to show an inspector where to look, and cheap.
+
+``forward(x) -> (logits (N, 2), heatmap_logits (N, 1, ceil(H/8), ceil(W/8)))``.
+"""
+
+from __future__ import annotations
+
+import math
+
+import torch
+import torch.nn.functional as F
+from torch import nn
+
+ARCHS = ("mobilenet_v3_small", "mobilenet_v3_large", "efficientnet_b0", "resnet18")
+DEFAULT_ARCH = "mobilenet_v3_small"
+HEATMAP_STRIDE = 8
+DECODER_CHANNELS = 32
+HIDDEN_UNITS = 256
+HEATMAP_PRIOR = 0.01  # initial powder probability per cell: a fresh model does not paint the whole scan
+
+
+def _backbone_blocks(arch: str) -> list[nn.Module]:
+    """The backbone as a flat list of blocks, each keeping or reducing the resolution (no classifier)."""
+    from torchvision import models
+
+    if arch == "mobilenet_v3_small":
+        return list(models.mobilenet_v3_small(weights=None).features)
+    if arch == "mobilenet_v3_large":
+        return list(models.mobilenet_v3_large(weights=None).features)
+    if arch == "efficientnet_b0":
+        return list(models.efficientnet_b0(weights=None).features)
+    if arch == "resnet18":
+        net = models.resnet18(weights=None)
+        return [nn.Sequential(net.conv1, net.bn1, net.relu), net.maxpool, net.layer1, net.layer2, net.layer3,
+                net.layer4]
+    raise ValueError(f"unknown arch {arch!r}; choose one of {', '.join(ARCHS)}")
+
+
+def _replace_stem(blocks: list[nn.Module], in_channels: int) -> None:
+    """Rebuild the first convolution for ``in_channels`` inputs (same kernel, stride, padding, width)."""
+    for parent in blocks[0].modules():
+        for child_name, child in parent.named_children():
+            if isinstance(child, nn.Conv2d):
+                if child.groups != 1:
+                    raise ValueError("the first backbone convolution is expected to be a dense convolution")
+                stem = nn.Conv2d(in_channels, child.out_channels, child.kernel_size, child.stride, child.padding,
+                                 child.dilation, bias=child.bias is not None)
+                nn.init.kaiming_normal_(stem.weight, mode="fan_out")
+                if stem.bias is not None:
+                    nn.init.zeros_(stem.bias)
+                setattr(parent, child_name, stem)
+                return
+    raise ValueError("no convolution found in the first backbone block")
+
+
+def _level_indices(blocks: list[nn.Module], in_channels: int) -> tuple[int, int, int, int]:
+    """(index of the last stride-8 block, its channels, index of the last stride-32 block, its channels).
+
+    Found with one dummy forward pass, so the same code serves every arch."""
+    size = 64
+    x = torch.zeros(1, in_channels, size, size)
+    last8 = last32 = -1
+    ch8 = ch32 = 0
+    with torch.no_grad():
+        for index, block in enumerate(blocks):
+            block.eval()
+            x = block(x)
+            stride = size // x.shape[-1]
+            if stride == 8:
+                last8, ch8 = index, x.shape[1]
+            if stride == 32:
+                last32, ch32 = index, x.shape[1]
+    if last8 < 0 or last32 < 0:
+        raise ValueError("backbone does not reach strides 8 and 32")
+    return last8, ch8, last32, ch32
+
+
+class ConvBNAct(nn.Sequential):
+    def __init__(self, in_ch: int, out_ch: int, kernel: int = 1, groups: int = 1) -> None:
+        super().__init__(nn.Conv2d(in_ch, out_ch, kernel, padding=kernel // 2, groups=groups, bias=False),
+                         nn.BatchNorm2d(out_ch), nn.ReLU(inplace=True))
+
+
+class MaskDecoder(nn.Module):
+    """FPN-lite: two laterals, top-down add, one depthwise-separable block, a 1×1 logit."""
+
+    def __init__(self, ch8: int, ch32: int, width: int = DECODER_CHANNELS) -> None:
+        super().__init__()
+        self.lateral8 = ConvBNAct(ch8, width)
+        self.lateral32 = ConvBNAct(ch32, width)
+        self.refine = nn.Sequential(ConvBNAct(width, width, 3, groups=width), ConvBNAct(width, width))
+        self.logit = nn.Conv2d(width, 1, 1)
+        nn.init.normal_(self.logit.weight, std=0.01)
+        nn.init.constant_(self.logit.bias, -math.log((1 - HEATMAP_PRIOR) / HEATMAP_PRIOR))
+
+    def forward(self, f8: torch.Tensor, f32: torch.Tensor) -> torch.Tensor:
+        top = F.interpolate(self.lateral32(f32), size=f8.shape[-2:], mode="bilinear", align_corners=False)
+        return self.logit(self.refine(self.lateral8(f8) + top))
+
+
+class ParcelNet(nn.Module):
+    """Backbone split at stride 8 and stride 32 → (class logits, heatmap logits at stride 8)."""
+
+    def __init__(self, arch: str = DEFAULT_ARCH, in_channels: int = 3, num_classes: int = 2) -> None:
+        super().__init__()
+        if arch not in ARCHS:
+            raise ValueError(f"unknown arch {arch!r}; choose one of {', '.join(ARCHS)}")
+        if in_channels < 1:
+            raise ValueError("in_channels must be >= 1")
+        self.arch, self.in_channels, self.num_classes = arch, in_channels, num_classes
+        blocks = _backbone_blocks(arch)
+        _replace_stem(blocks, in_channels)
+        i8, ch8, i32, ch32 = _level_indices(blocks, in_channels)
+        self.to_stride8 = nn.Sequential(*blocks[: i8 + 1])
+        self.to_stride32 = nn.Sequential(*blocks[i8 + 1: i32 + 1])
+        self.decoder = MaskDecoder(ch8, ch32)
+        self.classifier = nn.Sequential(nn.Linear(2 * ch32, HIDDEN_UNITS), nn.Hardswish(), nn.Dropout(0.2),
+                                        nn.Linear(HIDDEN_UNITS, num_classes))
+        for layer in self.classifier:
+            if isinstance(layer, nn.Linear):
+                nn.init.normal_(layer.weight, 0, 0.01)
+                nn.init.zeros_(layer.bias)
+        self.train()
+
+    def forward(self, x: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+        f8 = self.to_stride8(x)
+        f32 = self.to_stride32(f8)
+        pooled = torch.cat([f32.mean(dim=(2, 3)), f32.amax(dim=(2, 3))], dim=1)
+        return self.classifier(pooled), self.decoder(f8, f32)
+
+
+def build_model(arch: str = DEFAULT_ARCH, in_channels: int = 3, num_classes: int = 2) -> ParcelNet:
+    """The contract's constructor: randomly initialised (never downloads weights)."""
+    return ParcelNet(arch, in_channels, num_classes)
+
+
+def count_parameters(model: nn.Module) -> int:
+    return sum(p.numel() for p in model.parameters())
