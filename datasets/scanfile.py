@@ -5,49 +5,102 @@ A scan ``<scan_id>`` is
 * two 16-bit greyscale PNGs ``<scan_id>_low.png`` and ``<scan_id>_high.png``: air-normalised
   transmission after offset/gain correction, 65535 = unattenuated, 0 = opaque; rows run along the
   belt, columns are detector channels;
-* or one 16-bit two-page TIFF ``<scan_id>.tiff`` (page 0 low, page 1 high);
+* or one 16-bit two-page TIFF ``<scan_id>.tiff`` (page 0 low, page 1 high). Float TIFF pages
+  (float32/float64) are accepted as air-normalised transmission in [0, 1] and converted with
+  ``rint(x * 65535)`` (exact for values written as ``v / 65535``); a float page with NaN or inf, or
+  with values outside [0, 1], is refused — it is not transmission;
 * an optional sidecar ``<scan_id>.json``: ``format``, ``scan_id``, ``profile``, ``pixel_pitch_mm``,
   and for simulated scans ``labels``;
 * the operator image ``<scan_id>_rgb.png``: 8-bit screening pseudo-colour (see ``pseudocolor``).
+
+Readers never decode an image before its header passed the size limits (decompression bombs), and
+every failure of a third-party decoder becomes one ``ScanReadError`` naming the file
+(see ``decoding``). Other formats (pseudo-colour PNG/JPEG, DICOS) and the one door ``load_scan``
+are in ``readers`` and ``dicos``.
 """
 
 from __future__ import annotations
 
+import contextlib
 import json
+import logging
 import os
 import re
 import struct
+import warnings
 import zlib
+from collections.abc import Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
 import numpy as np
+
 from parcelscan.errors import ScanReadError
 
 SCAN_FORMAT = "parcelscan-scan/1"
 MAX_PIXELS = 8192 * 16384  # refuse larger images before decoding (decompression bombs)
 MAX_SIDE = 65536
+MIN_SIDE = 8
+MAX_FILE_BYTES = 1 << 30  # no scan file is this large: two uncompressed 16-bit MAX_PIXELS images are 512 MiB
+SCAN_KINDS = ("dual_energy", "pseudo_color")
+STRUCTURAL_KEYS = ("format", "scan_id", "rows", "channels")  # derived from the files, not kept in Scan.meta
 _SCAN_ID = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._-]{0,127}$")
+_PNG_COLOUR = {0: "grey", 2: "RGB", 3: "palette", 4: "grey+alpha", 6: "RGBA"}
+
+
+class ScanTooLargeError(ScanReadError):
+    """The header announces an image beyond the size limits: refused before decoding."""
+
+
+class BitDepthError(ScanReadError):
+    """Pixels of the wrong depth or type (8-bit where 16-bit is expected, signed, float out of range …)."""
+
+
+class IncompleteScanError(ScanReadError):
+    """A file of a multi-file scan is missing (half a pair, one DICOS energy, a sidecar without images)."""
+
+
+class UnsupportedScanError(ScanReadError):
+    """A readable image that is not a scan this project takes (single-energy, grey 8-bit, DX for presentation …)."""
 
 
 @dataclass
 class Scan:
-    """A decoded dual-energy scan: two uint16 transmission images and its metadata."""
+    """A decoded scan and its metadata.
+
+    ``kind`` is ``"dual_energy"`` (``low``/``high``: uint16 transmission images of one shape) or
+    ``"pseudo_color"`` (``rgb``: uint8 H×W×3 operator image as scanners and public data sets export it;
+    ``low``/``high`` are None). ``source_files`` lists the files it was decoded from.
+    """
 
     scan_id: str
-    low: np.ndarray
-    high: np.ndarray
+    low: np.ndarray | None
+    high: np.ndarray | None
     meta: dict[str, Any] = field(default_factory=dict)
+    kind: str = "dual_energy"
+    rgb: np.ndarray | None = None
+    source_files: list[str] = field(default_factory=list)
+
+    def __post_init__(self) -> None:
+        if self.kind not in SCAN_KINDS:
+            raise ValueError(f"scan kind must be one of {SCAN_KINDS}, got {self.kind!r}")
+        if self.kind == "dual_energy" and (self.low is None or self.high is None):
+            raise ValueError("a dual-energy scan needs both the low and the high image")
+        if self.kind == "pseudo_color" and self.rgb is None:
+            raise ValueError("a pseudo-colour scan needs its rgb image")
 
     @property
     def shape(self) -> tuple[int, int]:
-        return self.low.shape  # type: ignore[return-value]
+        image = self.low if self.kind == "dual_energy" else self.rgb
+        return tuple(image.shape[:2])  # type: ignore[union-attr, return-value]
 
     def log_attenuation(self) -> tuple[np.ndarray, np.ndarray]:
         """(A_low, A_high) = −ln(I/I0) as float32; opaque pixels clip at one grey level."""
         from parcelscan.datasets.pseudocolor import transmission_to_log_attenuation
 
+        if self.kind != "dual_energy":
+            raise ValueError(f"scan {self.scan_id}: a pseudo-colour scan has no energy channels")
         return transmission_to_log_attenuation(self.low), transmission_to_log_attenuation(self.high)
 
 
@@ -57,20 +110,90 @@ def check_scan_id(scan_id: str) -> str:
     return scan_id
 
 
+def check_size(source: Any, width: int, height: int) -> None:
+    """Refuse empty or oversized images from their header, before any pixel is decoded."""
+    if width <= 0 or height <= 0:
+        raise ScanReadError(f"{source}: image header announces an empty image ({width}x{height})")
+    if width > MAX_SIDE or height > MAX_SIDE or width * height > MAX_PIXELS:
+        raise ScanTooLargeError(f"{source}: image size {width}x{height} exceeds the limit "
+                                f"({MAX_PIXELS} pixels, {MAX_SIDE} per side); refused before decoding")
+
+
+def check_file(path: Path) -> Path:
+    """A readable, non-empty, not absurdly large regular file — else one clear error."""
+    path = Path(path)
+    try:
+        info = path.stat()
+    except FileNotFoundError as error:
+        raise ScanReadError(f"{path}: no such file") from error
+    except OSError as error:
+        raise ScanReadError(f"{path}: cannot read: {error.strerror or error}") from error
+    if path.is_dir():
+        raise ScanReadError(f"{path}: is a directory, not a scan file")
+    if not path.is_file():
+        raise ScanReadError(f"{path}: not a regular file")
+    if info.st_size == 0:
+        raise ScanReadError(f"{path}: empty file")
+    if info.st_size > MAX_FILE_BYTES:
+        raise ScanTooLargeError(f"{path}: file of {info.st_size} bytes exceeds the {MAX_FILE_BYTES}-byte limit")
+    return path
+
+
+def _one_line(error: BaseException, limit: int = 200) -> str:
+    text = " ".join(str(error).split()) or type(error).__name__
+    return text if len(text) <= limit else text[: limit - 1] + "…"
+
+
+@contextlib.contextmanager
+def decoding(path: Any, what: str) -> Iterator[None]:
+    """Run third-party decoders (Pillow, tifffile, pydicom): their warnings and log lines are silenced,
+    and whatever they raise becomes one ``ScanReadError`` naming the file — never a crash deeper down.
+    Our own ``ScanReadError``s pass through unchanged."""
+    loggers = [logging.getLogger(name) for name in ("tifffile", "pydicom", "PIL")]
+    levels = [logger.level for logger in loggers]
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")
+        for logger in loggers:
+            logger.setLevel(logging.CRITICAL + 1)
+        try:
+            yield
+        except ScanReadError:
+            raise
+        except Exception as error:  # decoders raise anything: OSError, ValueError, struct.error, MemoryError …
+            raise ScanReadError(f"{path}: unreadable {what}: {_one_line(error)}") from error
+        finally:
+            for logger, level in zip(loggers, levels, strict=True):
+                logger.setLevel(level)
+
+
 def validate_pair(low: np.ndarray, high: np.ndarray, source: str) -> None:
     """The checks every reader applies to a decoded pair."""
     for name, image in (("low", low), ("high", high)):
         if image.ndim != 2:
             raise ScanReadError(f"{source}: {name} image must be single-channel 2-D, got shape {image.shape}")
         if image.dtype != np.uint16:
-            raise ScanReadError(f"{source}: {name} image must be 16-bit, got {image.dtype}")
-        if image.shape[0] < 8 or image.shape[1] < 8:
+            raise BitDepthError(f"{source}: {name} image must be 16-bit, got {image.dtype}")
+        if image.shape[0] < MIN_SIDE or image.shape[1] < MIN_SIDE:
             raise ScanReadError(f"{source}: {name} image is too small ({image.shape[1]}x{image.shape[0]})")
     if low.shape != high.shape:
         raise ScanReadError(f"{source}: low and high images differ in size: {low.shape} vs {high.shape}")
 
 
+def validate_rgb(rgb: np.ndarray, source: str) -> None:
+    """The checks for a pseudo-colour (operator) image."""
+    if rgb.ndim != 3 or rgb.shape[2] != 3:
+        raise ScanReadError(f"{source}: a pseudo-colour image must be H x W x 3, got shape {rgb.shape}")
+    if rgb.dtype != np.uint8:
+        raise BitDepthError(f"{source}: a pseudo-colour image must be 8-bit, got {rgb.dtype}")
+    if rgb.shape[0] < MIN_SIDE or rgb.shape[1] < MIN_SIDE:
+        raise ScanReadError(f"{source}: image is too small ({rgb.shape[1]}x{rgb.shape[0]})")
+
+
 # --- PNG -------------------------------------------------------------------------------------------
+def png_kind(bit_depth: int, colour_type: int) -> str:
+    return f"{bit_depth}-bit {_PNG_COLOUR.get(colour_type, f'colour type {colour_type}')}"
+
+
 def png_header(path: Path) -> tuple[int, int, int, int]:
     """(width, height, bit_depth, colour_type) from the IHDR chunk, read without decoding."""
     try:
@@ -79,24 +202,36 @@ def png_header(path: Path) -> tuple[int, int, int, int]:
     except OSError as error:
         raise ScanReadError(f"{path}: cannot read: {error.strerror or error}") from error
     if len(head) < 33 or head[:8] != b"\x89PNG\r\n\x1a\n" or head[12:16] != b"IHDR":
-        raise ScanReadError(f"{path}: not a PNG file")
+        raise ScanReadError(f"{path}: not a PNG file (or truncated before its header)")
     width, height, bit_depth, colour_type = struct.unpack(">IIBB", head[16:26])
     if zlib.crc32(head[12:29]) & 0xFFFFFFFF != struct.unpack(">I", head[29:33])[0]:
         raise ScanReadError(f"{path}: corrupt PNG header (bad CRC)")
-    if width == 0 or height == 0 or width > MAX_SIDE or height > MAX_SIDE or width * height > MAX_PIXELS:
-        raise ScanReadError(f"{path}: image size {width}x{height} exceeds the limit ({MAX_PIXELS} pixels)")
+    check_size(path, width, height)
     return width, height, bit_depth, colour_type
+
+
+def decode_png(path: Path, width: int, height: int) -> np.ndarray:
+    """Decode a PNG whose header was checked; a truncated or corrupt stream is an error, never a partial image."""
+    from PIL import Image
+
+    with decoding(path, "PNG"), Image.open(path) as image:
+        image.load()
+        pixels = np.array(image)
+    if pixels.shape[:2] != (height, width):
+        raise ScanReadError(f"{path}: truncated or corrupt PNG data")
+    return pixels
 
 
 def read_png16(path: Path) -> np.ndarray:
     """A 16-bit greyscale PNG as uint16, validated before and after decoding."""
-    import cv2
-
+    path = check_file(path)
     width, height, bit_depth, colour_type = png_header(path)
     if bit_depth != 16 or colour_type != 0:
-        raise ScanReadError(f"{path}: expected a 16-bit greyscale PNG, got {bit_depth}-bit colour type {colour_type}")
-    image = cv2.imread(str(path), cv2.IMREAD_UNCHANGED)
-    if image is None or image.shape != (height, width) or image.dtype != np.uint16:
+        raise BitDepthError(f"{path}: expected a 16-bit greyscale PNG, got {png_kind(bit_depth, colour_type)}")
+    image = decode_png(path, width, height)
+    if image.dtype != np.uint16 and image.dtype.kind in "iu" and 0 <= image.min() <= image.max() < 65536:
+        image = image.astype(np.uint16)  # some Pillow builds hand 16-bit grey out as int32 mode "I"
+    if image.ndim != 2 or image.dtype != np.uint16:
         raise ScanReadError(f"{path}: truncated or corrupt PNG data")
     return image
 
@@ -129,6 +264,8 @@ def pair_paths(directory: Path, scan_id: str) -> tuple[Path, Path, Path, Path]:
 def write_station_scan(scan: Scan, directory: Path, rgb: np.ndarray | None = None) -> dict[str, str]:
     """Write the PNG pair, the sidecar and (if given) the operator image. Returns the file names."""
     check_scan_id(scan.scan_id)
+    if scan.kind != "dual_energy":
+        raise ValueError(f"scan {scan.scan_id}: a pseudo-colour scan cannot be written as a station pair")
     validate_pair(scan.low, scan.high, scan.scan_id)
     directory.mkdir(parents=True, exist_ok=True)
     low_path, high_path, sidecar_path, rgb_path = pair_paths(directory, scan.scan_id)
@@ -145,20 +282,26 @@ def write_station_scan(scan: Scan, directory: Path, rgb: np.ndarray | None = Non
 
 def write_sidecar(path: Path, scan: Scan) -> None:
     sidecar = {"format": SCAN_FORMAT, "scan_id": scan.scan_id, "rows": scan.shape[0], "channels": scan.shape[1]}
-    sidecar.update(scan.meta)
+    sidecar.update({k: v for k, v in scan.meta.items() if k not in STRUCTURAL_KEYS})
     write_bytes_atomic(path, (json.dumps(sidecar, indent=1, sort_keys=True) + "\n").encode())
 
 
 def read_sidecar(path: Path) -> dict[str, Any]:
+    """The sidecar as a dict ({} when there is none), including its structural keys."""
     if not path.exists():
         return {}
     try:
         data = json.loads(path.read_text(encoding="utf-8"))
-    except (OSError, UnicodeDecodeError, json.JSONDecodeError) as error:
-        raise ScanReadError(f"{path}: unreadable sidecar JSON: {error}") from error
+    except (OSError, UnicodeDecodeError, json.JSONDecodeError, RecursionError) as error:
+        raise ScanReadError(f"{path}: unreadable sidecar JSON: {_one_line(error)}") from error
     if not isinstance(data, dict):
         raise ScanReadError(f"{path}: sidecar must be a JSON object")
     return data
+
+
+def scan_meta(sidecar: dict[str, Any]) -> dict[str, Any]:
+    """Scan.meta from a sidecar or embedded description: everything but the structural keys."""
+    return {k: v for k, v in sidecar.items() if k not in STRUCTURAL_KEYS}
 
 
 def read_station_pair(low_path: Path, high_path: Path | None = None) -> Scan:
@@ -168,12 +311,16 @@ def read_station_pair(low_path: Path, high_path: Path | None = None) -> Scan:
         raise ScanReadError(f"{low_path}: a station pair is named <scan_id>_low.png / <scan_id>_high.png")
     scan_id = low_path.name[: -len("_low.png")]
     high_path = Path(high_path) if high_path else low_path.with_name(f"{scan_id}_high.png")
+    if not low_path.exists():
+        raise IncompleteScanError(f"{high_path}: the low-energy image {low_path.name} is missing")
     if not high_path.exists():
-        raise ScanReadError(f"{low_path}: the high-energy image {high_path.name} is missing")
+        raise IncompleteScanError(f"{low_path}: the high-energy image {high_path.name} is missing")
     low, high = read_png16(low_path), read_png16(high_path)
     validate_pair(low, high, str(low_path))
-    meta = read_sidecar(low_path.with_name(f"{scan_id}.json"))
-    return Scan(scan_id, low, high, meta)
+    sidecar_path = low_path.with_name(f"{scan_id}.json")
+    meta = scan_meta(read_sidecar(sidecar_path))
+    files = [str(low_path), str(high_path)] + ([str(sidecar_path)] if sidecar_path.exists() else [])
+    return Scan(scan_id, low, high, meta, source_files=files)
 
 
 # --- TIFF ----------------------------------------------------------------------------------------------
@@ -181,44 +328,83 @@ def write_tiff(scan: Scan, path: Path) -> None:
     """Two-page 16-bit TIFF: page 0 low, page 1 high; metadata in the ImageDescription as JSON."""
     import tifffile
 
+    if scan.kind != "dual_energy":
+        raise ValueError(f"scan {scan.scan_id}: a pseudo-colour scan cannot be written as a two-page TIFF")
     validate_pair(scan.low, scan.high, scan.scan_id)
     tmp = path.with_name(f".{path.name}.{os.getpid()}.tmp")
-    description = json.dumps({"format": SCAN_FORMAT, "scan_id": scan.scan_id, **scan.meta}, sort_keys=True)
+    description = json.dumps({"format": SCAN_FORMAT, "scan_id": scan.scan_id, **scan_meta(scan.meta)},
+                             sort_keys=True)
     with tifffile.TiffWriter(tmp) as tiff:
         tiff.write(scan.low, photometric="minisblack", description=description, metadata=None)
         tiff.write(scan.high, photometric="minisblack", metadata=None)
     os.replace(tmp, path)
 
 
+_FLOAT_TYPES = (np.dtype(np.float32), np.dtype(np.float64))
+
+
+def _check_tiff_page(path: Path, page: Any, index: int) -> None:
+    """Shape, size and pixel type of one page from its tags, before decoding it."""
+    shape = tuple(page.shape)
+    dtype = page.dtype
+    if len(shape) == 3 and shape[-1] in (3, 4):
+        raise UnsupportedScanError(f"{path}: page {index} is a colour image; a station TIFF holds two 16-bit "
+                                   "grey pages (pseudo-colour images are read from PNG or JPEG)")
+    if len(shape) != 2:
+        raise ScanReadError(f"{path}: page {index} must be a single-channel 2-D image, got shape {shape}")
+    check_size(path, shape[1], shape[0])
+    if dtype is None:
+        raise BitDepthError(f"{path}: page {index} has an unsupported pixel format")
+    if dtype == np.uint8:
+        raise BitDepthError(f"{path}: page {index} is 8-bit; a station TIFF needs 16-bit pages")
+    if dtype != np.uint16 and dtype not in _FLOAT_TYPES:
+        raise BitDepthError(f"{path}: page {index} has {dtype} pixels; expected 16-bit unsigned "
+                            "(or float transmission in [0, 1])")
+
+
+def _transmission_u16(image: np.ndarray, path: Path, index: int) -> np.ndarray:
+    """A decoded page as uint16: float pages must be finite transmission in [0, 1] (see module docstring)."""
+    if image.dtype == np.uint16:
+        return image
+    if not np.all(np.isfinite(image)):
+        raise ScanReadError(f"{path}: page {index} contains NaN or infinite values")
+    low, high = float(image.min()), float(image.max())
+    if low < 0.0 or high > 1.0:
+        raise BitDepthError(f"{path}: float page {index} must be air-normalised transmission in [0, 1], "
+                            f"found values in [{low:.6g}, {high:.6g}]")
+    return np.rint(image.astype(np.float64) * 65535.0).astype(np.uint16)
+
+
 def read_tiff(path: Path) -> Scan:
     import tifffile
 
-    path = Path(path)
-    try:
-        with tifffile.TiffFile(path) as tiff:
-            if len(tiff.pages) != 2:
-                raise ScanReadError(f"{path}: expected a two-page TIFF (low, high), found {len(tiff.pages)} page(s)")
-            pages = []
-            for page in tiff.pages:
-                height, width = page.shape[:2]
-                if height * width > MAX_PIXELS or height > MAX_SIDE or width > MAX_SIDE:
-                    raise ScanReadError(f"{path}: image size {width}x{height} exceeds the limit ({MAX_PIXELS} pixels)")
-                pages.append(page.asarray())
-            description = tiff.pages[0].description or ""
-    except ScanReadError:
-        raise
-    except Exception as error:
-        raise ScanReadError(f"{path}: unreadable TIFF: {error}") from error
+    path = check_file(Path(path))
+    with decoding(path, "TIFF"), tifffile.TiffFile(path) as tiff:
+        count = len(tiff.pages)
+        if count == 1:
+            page = tiff.pages[0]
+            if len(page.shape) == 2 and page.dtype in (np.dtype(np.uint16), *_FLOAT_TYPES):
+                raise UnsupportedScanError(f"{path}: single-energy image: a dual-energy pair is needed "
+                                           "(a station TIFF has two pages: low, high)")
+            _check_tiff_page(path, page, 0)
+        if count != 2:
+            raise ScanReadError(f"{path}: expected a two-page TIFF (low, high), found {count} page(s)")
+        pages = []
+        for index, page in enumerate(tiff.pages):
+            _check_tiff_page(path, page, index)
+        for index, page in enumerate(tiff.pages):
+            pages.append(_transmission_u16(page.asarray(), path, index))
+        description = tiff.pages[0].description or ""
     low, high = pages
     validate_pair(low, high, str(path))
     try:
-        meta = json.loads(description) if description.startswith("{") else {}
-    except json.JSONDecodeError:
-        meta = {}
-    scan_id = str(meta.pop("scan_id", path.stem))
-    meta.pop("format", None)
-    sidecar = read_sidecar(path.with_suffix(".json"))
-    sidecar.pop("scan_id", None)
-    sidecar.pop("format", None)
-    meta.update(sidecar)
-    return Scan(scan_id, low, high, meta)
+        embedded = json.loads(description) if description.startswith("{") else {}
+    except (json.JSONDecodeError, RecursionError):
+        embedded = {}
+    embedded = embedded if isinstance(embedded, dict) else {}
+    scan_id = str(embedded.get("scan_id", path.stem))
+    meta = scan_meta(embedded)
+    sidecar_path = path.with_suffix(".json")
+    meta.update(scan_meta(read_sidecar(sidecar_path)))
+    files = [str(path)] + ([str(sidecar_path)] if sidecar_path.exists() else [])
+    return Scan(scan_id, low, high, meta, source_files=files)
