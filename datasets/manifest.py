@@ -9,7 +9,8 @@ concealment scenario or ``none``), ``material`` (target material or null), ``mas
 ``lookalike`` (the benign look-alike kind in a clear scan, or null), ``parcel_id`` (scans of one
 physical parcel share it; splits group by it), ``split`` (``train`` | ``val`` | ``test`` | null),
 ``source`` (``simulated`` | ``station`` | ``review``), ``provenance`` (free-form object: generator
-version, seed, profile, inspector, station …).
+version, seed, profile, inspector, station; imports add ``original_path``, ``sha256``, ``imported_at``),
+``kind`` (``dual_energy``: a low/high pair, or ``pseudo_color``: only an 8-bit RGB image, ``files.rgb``).
 """
 
 from __future__ import annotations
@@ -26,6 +27,7 @@ MANIFEST_NAME = "manifest.jsonl"
 LABELS = ("clear", "suspect")
 SOURCES = ("simulated", "station", "review")
 SPLITS = ("train", "val", "test")
+KINDS = ("dual_energy", "pseudo_color")
 
 
 @dataclass
@@ -43,6 +45,7 @@ class ManifestRecord:
     split: str | None = None
     source: str = "simulated"
     provenance: dict[str, Any] = field(default_factory=dict)
+    kind: str = "dual_energy"
 
     def to_json(self) -> str:
         return json.dumps(asdict(self), sort_keys=True, separators=(",", ":"))
@@ -94,6 +97,20 @@ def record_from_dict(data: dict[str, Any], where: str = "manifest") -> ManifestR
         raise ParcelscanError(f"{where}: split must be one of {SPLITS} or null, got {data.get('split')!r}")
     if data.get("source", "simulated") not in SOURCES:
         raise ParcelscanError(f"{where}: source must be one of {SOURCES}, got {data.get('source')!r}")
+    if data.get("kind", "dual_energy") not in KINDS:
+        raise ParcelscanError(f"{where}: kind must be one of {KINDS}, got {data.get('kind')!r}")
+    kind = data.get("kind", "dual_energy")
+    needed = ("low", "high") if kind == "dual_energy" else ("rgb",)
+    if kind == "dual_energy" and "tiff" in data["files"]:
+        needed = ("tiff",)
+    missing = [name for name in needed if not data["files"].get(name)]
+    if missing:
+        raise ParcelscanError(f"{where}: files needs {' and '.join(repr(m) for m in missing)} for a {kind} scan")
+    for name in ("mask", "parcel_id", "scenario"):
+        if data.get(name) is not None and not isinstance(data[name], str):
+            raise ParcelscanError(f"{where}: {name} must be a string")
+    if not isinstance(data.get("provenance", {}), dict):
+        raise ParcelscanError(f"{where}: provenance must be a JSON object")
     for number in ("mass_g", "mass_fraction"):
         value = data.get(number)
         if value is not None and (not isinstance(value, (int, float)) or value < 0):
@@ -106,11 +123,26 @@ def record_from_dict(data: dict[str, Any], where: str = "manifest") -> ManifestR
     return record
 
 
-def read_manifest(path: Path) -> list[ManifestRecord]:
-    """Read and validate a manifest; a final line without newline (a torn append) is ignored."""
+def manifest_path(path: Path) -> Path:
+    """A manifest file, or ``manifest.jsonl`` inside a directory."""
     path = Path(path)
-    if path.is_dir():
-        path = path / MANIFEST_NAME
+    return path / MANIFEST_NAME if path.is_dir() else path
+
+
+def read_manifest_lenient(path: Path) -> tuple[list[ManifestRecord], list[str]]:
+    """Like ``read_manifest`` but collects every bad line instead of stopping at the first: (records,
+    problems). ``data check`` uses it to report all of them."""
+    path = manifest_path(path)
+    records, problems = [], []
+    for number, line in _manifest_lines(path):
+        try:
+            records.append(_parse_line(line, f"{path}:{number}"))
+        except ParcelscanError as error:
+            problems.append(str(error))
+    return records, problems
+
+
+def _manifest_lines(path: Path) -> list[tuple[int, str]]:
     try:
         text = path.read_text(encoding="utf-8")
     except FileNotFoundError as error:
@@ -120,13 +152,18 @@ def read_manifest(path: Path) -> list[ManifestRecord]:
     lines = text.split("\n")
     if lines and lines[-1] != "":
         lines = lines[:-1]  # torn last line from an interrupted writer
-    records = []
-    for number, line in enumerate(lines, start=1):
-        if not line.strip():
-            continue
-        try:
-            data = json.loads(line)
-        except json.JSONDecodeError as error:
-            raise ParcelscanError(f"{path}:{number}: not valid JSON ({error.msg})") from error
-        records.append(record_from_dict(data, f"{path}:{number}"))
-    return records
+    return [(number, line) for number, line in enumerate(lines, start=1) if line.strip()]
+
+
+def _parse_line(line: str, where: str) -> ManifestRecord:
+    try:
+        data = json.loads(line)
+    except json.JSONDecodeError as error:
+        raise ParcelscanError(f"{where}: not valid JSON ({error.msg})") from error
+    return record_from_dict(data, where)
+
+
+def read_manifest(path: Path) -> list[ManifestRecord]:
+    """Read and validate a manifest; a final line without newline (a torn append) is ignored."""
+    path = manifest_path(path)
+    return [_parse_line(line, f"{path}:{number}") for number, line in _manifest_lines(path)]
