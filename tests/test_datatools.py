@@ -1,0 +1,229 @@
+"""Dataset tools: `data check` (duplicates, leakage, corruption), `data split`, `data import`, `data stats`."""
+
+from __future__ import annotations
+
+import json
+import shutil
+from collections import Counter, defaultdict
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+from parcelscan.cli import main
+from parcelscan.datasets.check import check_dataset
+from parcelscan.datasets.manifest import ManifestRecord, append_records, read_manifest, write_manifest
+from parcelscan.datasets.materials import get_material
+from parcelscan.datasets.scanfile import Scan, write_png, write_station_scan
+from parcelscan.datasets.split import assign_splits
+
+SCENARIOS = ("tile_adhesive", "tin_can", "bag_in_clothes")
+
+
+def make_dataset(root: Path, model, n_parcels: int = 30, rows: int = 72, cols: int = 64, seed: int = 0,
+                 views_every: int = 5) -> list[ManifestRecord]:
+    """Small simulated parcels (cardboard + water + Nd2O3 powder) written in the station format.
+
+    Every ``views_every``-th parcel is scanned twice (two scans, one parcel_id)."""
+    rng = np.random.default_rng(seed)
+    materials = [get_material("cardboard"), get_material("water"), get_material("Nd2O3")]
+    records = []
+    for p in range(n_parcels):
+        suspect = p % 2 == 1
+        scenario = SCENARIOS[(p // 2) % len(SCENARIOS)] if suspect else "none"
+        for view in range(2 if p % views_every == 0 else 1):
+            scan_id = f"p{p:03d}v{view}"
+            areal = np.zeros((3, rows, cols), np.float32)
+            areal[0, 4:-4, 4:-4] = 0.3
+            r, c = rng.integers(8, rows - 24), rng.integers(8, cols - 24)
+            areal[1, r:r + 16, c:c + 16] = rng.uniform(1, 5)
+            mask = np.zeros((rows, cols), np.uint8)
+            if suspect:
+                r, c = rng.integers(8, rows - 20), rng.integers(8, cols - 20)
+                areal[2, r:r + 12, c:c + 12] = 0.3
+                mask[r:r + 12, c:c + 12] = 255
+            low, high = model.scan(materials, areal, rng)
+            files = write_station_scan(Scan(scan_id, low, high, {"pixel_pitch_mm": 1.0}), root)
+            mask_name = f"{scan_id}_mask.png"
+            write_png(root / mask_name, mask)
+            records.append(ManifestRecord(scan_id, files, "suspect" if suspect else "clear", scenario,
+                                          "Nd2O3" if suspect else None, 50.0 if suspect else None, None,
+                                          mask_name, None, f"parcel{p:03d}"))
+    append_records(root / "manifest.jsonl", records)
+    return records
+
+
+@pytest.fixture(scope="module")
+def dataset(tmp_path_factory, model) -> Path:
+    root = tmp_path_factory.mktemp("data") / "set"
+    root.mkdir()
+    make_dataset(root, model)
+    assert main(["data", "split", str(root), "--val", "0.2", "--test", "0.2", "--seed", "1"]) == 0
+    return root
+
+
+@pytest.fixture
+def copy_of(dataset, tmp_path) -> Path:
+    target = tmp_path / "copy"
+    shutil.copytree(dataset, target)
+    return target
+
+
+# --- check --------------------------------------------------------------------------------------------
+def test_check_passes_a_clean_split_dataset(dataset, capsys):
+    assert main(["data", "check", str(dataset), "--workers", "1"]) == 0
+    out = capsys.readouterr().out
+    assert "OK: 0 error(s)" in out
+    assert "split" in out and "train" in out and "test" in out and "tile_adhesive" in out
+
+
+def test_check_finds_a_planted_duplicate_across_splits(copy_of, capsys):
+    records = read_manifest(copy_of)
+    a = next(r for r in records if r.split == "train" and r.label == "clear")
+    b = next(r for r in records if r.split == "test" and r.label == "clear")
+    # b's images are replaced by a re-encoded copy of a's pixels (different file bytes, same image)
+    import cv2
+
+    for role in ("low", "high"):
+        write_png(copy_of / b.files[role], cv2.imread(str(copy_of / a.files[role]), cv2.IMREAD_UNCHANGED),
+                  compression=9)
+    assert main(["data", "check", str(copy_of), "--workers", "1"]) == 1
+    out = capsys.readouterr().out
+    line = next(ln for ln in out.splitlines() if "duplicate image across splits" in ln)
+    assert a.scan_id in line and b.scan_id in line and "FAILED" in out
+
+
+def test_duplicate_within_one_split_is_a_warning(copy_of):
+    records = read_manifest(copy_of)
+    a, b = [r for r in records if r.split == "train" and r.label == "clear"][:2]
+    for role in ("low", "high"):
+        shutil.copyfile(copy_of / a.files[role], copy_of / b.files[role])
+    report = check_dataset(copy_of, workers=1)
+    assert report.ok
+    assert any("duplicate image within split train" in w and a.scan_id in w and b.scan_id in w
+               for w in report.warnings)
+
+
+def test_check_finds_a_planted_parcel_leak(copy_of, capsys):
+    records = read_manifest(copy_of)
+    a = next(r for r in records if r.split == "train")
+    b = next(r for r in records if r.split == "val")
+    b.parcel_id = a.parcel_id
+    write_manifest(copy_of / "manifest.jsonl", records)
+    assert main(["data", "check", str(copy_of), "--workers", "1"]) == 1
+    out = capsys.readouterr().out
+    line = next(ln for ln in out.splitlines() if "parcel leak" in ln)
+    assert a.parcel_id in line and a.scan_id in line and b.scan_id in line
+
+
+def test_check_reports_corrupt_files_missing_pairs_and_bit_depth(copy_of, capsys):
+    records = read_manifest(copy_of)
+    truncated, missing, eight_bit, bad_mask = records[0], records[1], records[2], records[3]
+    data = (copy_of / truncated.files["low"]).read_bytes()
+    (copy_of / truncated.files["low"]).write_bytes(data[: len(data) // 2])
+    (copy_of / missing.files["high"]).unlink()
+    low8 = np.full((72, 64), 200, np.uint8)
+    write_png(copy_of / eight_bit.files["low"], low8)
+    write_png(copy_of / bad_mask.mask, np.zeros((10, 10), np.uint8))
+    lines = ["{not json", json.dumps({"scan_id": "x", "files": {}, "label": "maybe"})]
+    with open(copy_of / "manifest.jsonl", "a") as handle:
+        handle.write("\n".join(lines) + "\n")
+    assert main(["data", "check", str(copy_of), "--workers", "2"]) == 1
+    out = capsys.readouterr().out
+    errors = out[out.index("errors ("):out.index("warnings (") if "warnings (" in out else None]
+
+    def error_for(scan_id: str) -> str:
+        return next(ln for ln in errors.splitlines() if ln.strip().startswith(f"{scan_id}:"))
+
+    assert "unreadable" in error_for(truncated.scan_id)
+    assert "missing pair half" in error_for(missing.scan_id) and missing.files["high"] in error_for(missing.scan_id)
+    assert "16-bit" in error_for(eight_bit.scan_id) and "8-bit" in error_for(eight_bit.scan_id)
+    assert "mask" in error_for(bad_mask.scan_id) and "10x10" in error_for(bad_mask.scan_id)
+    assert "not valid JSON" in errors and "label must be one of" in errors
+
+
+def test_check_flags_a_clear_scan_with_powder_in_its_mask(copy_of):
+    records = read_manifest(copy_of)
+    clear = next(r for r in records if r.label == "clear")
+    write_png(copy_of / clear.mask, np.full((72, 64), 255, np.uint8))
+    report = check_dataset(copy_of, workers=1)
+    assert any(clear.scan_id in e and "labelled clear" in e for e in report.errors)
+
+
+def test_check_without_manifest_is_a_user_error(tmp_path, capsys):
+    assert main(["data", "check", str(tmp_path)]) == 2
+    assert "no manifest" in capsys.readouterr().err
+
+
+# --- split --------------------------------------------------------------------------------------------
+def _records(n_parcels: int = 400, seed: int = 0) -> list[ManifestRecord]:
+    rng = np.random.default_rng(seed)
+    records = []
+    for p in range(n_parcels):
+        suspect = rng.random() < 0.4
+        scenario = SCENARIOS[rng.integers(len(SCENARIOS))] if suspect else "none"
+        for v in range(int(rng.integers(1, 4))):
+            records.append(ManifestRecord(f"s{p}_{v}", {"low": "a", "high": "b"}, "suspect" if suspect else "clear",
+                                          scenario, parcel_id=f"P{p}"))
+    return records
+
+
+def test_split_is_deterministic_group_pure_and_stratified():
+    records = _records()
+    first = [r.split for r in assign_splits(_records(), 0.1, 0.2, seed=7)]
+    again = [r.split for r in assign_splits(_records(), 0.1, 0.2, seed=7)]
+    other = [r.split for r in assign_splits(_records(), 0.1, 0.2, seed=8)]
+    assert first == again and first != other
+    # independent of the order of the manifest
+    shuffled = list(reversed(_records()))
+    assign_splits(shuffled, 0.1, 0.2, seed=7)
+    assert {r.scan_id: r.split for r in shuffled} == {r.scan_id: s for r, s in zip(records, first, strict=True)}
+
+    assign_splits(records, 0.1, 0.2, seed=7)
+    parcels = defaultdict(set)
+    for r in records:
+        parcels[r.parcel_id].add(r.split)
+    assert all(len(s) == 1 for s in parcels.values())  # group-pure
+    strata = defaultdict(Counter)
+    for r in records:
+        strata[(r.label, r.scenario)][r.split] += 1
+    for counts in strata.values():  # each (label, scenario) stratum near 70/10/20 (parcels of 1–3 scans)
+        total = sum(counts.values())
+        assert abs(counts["test"] / total - 0.2) < 0.05
+        assert abs(counts["val"] / total - 0.1) < 0.05
+
+
+def test_split_keeps_existing_assignments_and_new_views_join_their_parcel():
+    records = assign_splits(_records(200), 0.1, 0.1, seed=1)
+    before = {r.scan_id: r.split for r in records}
+    test_parcel = next(r.parcel_id for r in records if r.split == "test")
+    records.append(ManifestRecord("new_view", {"low": "a", "high": "b"}, "clear", parcel_id=test_parcel))
+    records.extend(ManifestRecord(f"new{i}", {"low": "a", "high": "b"}, "clear", parcel_id=f"N{i}") for i in range(50))
+    assign_splits(records, 0.1, 0.1, seed=1)
+    assert all(r.split == before[r.scan_id] for r in records if r.scan_id in before)
+    assert next(r for r in records if r.scan_id == "new_view").split == "test"
+    assert Counter(r.split for r in records if r.scan_id.startswith("new"))["train"] > 30
+
+
+def test_split_cli_rewrites_the_manifest_atomically_and_reproducibly(copy_of, capsys):
+    path = copy_of / "manifest.jsonl"
+    assert main(["data", "split", str(copy_of), "--val", "0.2", "--test", "0.2", "--seed", "3", "--reassign"]) == 0
+    first = path.read_bytes()
+    assert main(["data", "split", str(copy_of), "--val", "0.2", "--test", "0.2", "--seed", "3", "--reassign"]) == 0
+    assert path.read_bytes() == first
+    out = capsys.readouterr().out
+    assert "train" in out and "parcels" in out
+    assert not list(copy_of.glob(".manifest.jsonl.*"))  # no temp file left
+    assert main(["data", "split", str(copy_of), "--val", "0.6", "--test", "0.5"]) == 2
+
+
+# --- stats --------------------------------------------------------------------------------------------
+def test_stats_reports_counts_and_tiles(dataset, capsys):
+    assert main(["data", "stats", str(dataset)]) == 0
+    out = capsys.readouterr().out
+    assert "tile_adhesive" in out and "total model tiles: 36" in out  # 36 scans, one tile each
+
+
+# --- import -------------------------------------------------------------------------------------------
+def _station_files(root: Path, scan_id: str) -> list[Path]:
+    return [root / f"{scan_id}{suffix}" for suffix in ("_low.png", "_high.png", ".json")]
