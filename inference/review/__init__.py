@@ -1,0 +1,13 @@
+"""The inspector review app: a queue of flagged scans, one-key decisions, an append-only audit trail.
+
+``parcelscan review ingest`` reads verdict lines (see README "Verdict") into a SQLite database,
+``parcelscan review serve`` serves the queue to logged-in inspectors, ``parcelscan review export``
+turns their decisions into a manifest dataset for ``parcelscan data check`` and ``retrain``.
+
+Modules: ``db`` (schema, migrations, transactions), ``auth`` (argon2 passwords, sessions, CSRF,
+login rate limiting), ``ingest``, ``images`` (what an inspector looks at), ``app`` (FastAPI),
+``export``, ``sample`` (simulated scans and verdict lines for tests and the demo).
+"""
+
+DECISIONS = {"seizure": "S", "false_alarm": "F", "unsure": "U"}
+FLAGGED_VERDICTS = ("suspect", "manual_inspection")

@@ -1,0 +1,221 @@
+"""``parcelscan review ingest``: verdict lines → review queue.
+
+Only flagged scans (``suspect`` or ``manual_inspection``) are queued; a line already ingested (same
+scan id, model sha256 and input files) is ignored. The scan files are read now, to validate them and
+to record their absolute paths and SHA-256: the web app later serves images *only* from these
+recorded files, and refuses them if they changed since. A flagged scan whose files cannot be read is
+still queued (fail closed: the parcel must still be looked at), with the error shown to the inspector.
+
+A whole file is ingested in one transaction. A malformed line aborts it, naming the line, except a
+final line without its newline, which is a verdict still being written and is left for next time.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import sqlite3
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+from parcelscan.errors import ParcelscanError, ScanReadError
+from parcelscan.inference.review import FLAGGED_VERDICTS
+from parcelscan.inference.review.db import transaction, utc_now
+from parcelscan.inference.review.store import audit
+
+VERDICTS = ("clear", "suspect", "manual_inspection")
+
+
+@dataclass
+class IngestReport:
+    added: int = 0
+    duplicates: int = 0
+    not_flagged: int = 0
+    scan_errors: int = 0
+    heatmap_errors: int = 0
+    incomplete_last_line: bool = False
+    messages: list[str] = field(default_factory=list)
+
+    def summary(self) -> str:
+        text = (f"{self.added} added, {self.duplicates} duplicate(s) ignored, {self.not_flagged} clear "
+                f"(not queued), {self.scan_errors} with unreadable scan files")
+        if self.heatmap_errors:
+            text += f", {self.heatmap_errors} with an unreadable heatmap"
+        if self.incomplete_last_line:
+            text += "; the last line is incomplete (still being written?) and was left for a later ingest"
+        return text
+
+
+def load_scan_any(path: Path):
+    """The shared scan reader (``datasets.readers.load_scan``) when present, else the station reader."""
+    try:
+        from parcelscan.datasets.readers import load_scan
+    except ImportError:
+        from parcelscan.datasets.render import read_any_station_scan as load_scan
+    return load_scan(Path(path))
+
+
+def sha256_file(path: Path) -> str:
+    digest = hashlib.sha256()
+    with open(path, "rb") as handle:
+        for block in iter(lambda: handle.read(1 << 20), b""):
+            digest.update(block)
+    return digest.hexdigest()
+
+
+def scan_files(first_input: Path, scan, inputs: list[Path]) -> dict[str, str]:
+    """Role → absolute path of every file the scan was read from (what the app may serve from)."""
+    files: dict[str, str] = {}
+    source_files = getattr(scan, "source_files", None)
+    directory = first_input.parent
+    scan_id = scan.scan_id
+    candidates = {"low": directory / f"{scan_id}_low.png", "high": directory / f"{scan_id}_high.png",
+                  "tiff": directory / f"{scan_id}.tiff", "sidecar": directory / f"{scan_id}.json",
+                  "rgb": directory / f"{scan_id}_rgb.png"}
+    named = {first_input.name.removesuffix(s) for s in ("_low.png", "_high.png", "_rgb.png", ".json", ".tiff", ".tif")}
+    if scan_id in named:
+        for role, candidate in candidates.items():
+            if candidate.is_file():
+                files[role] = str(candidate.resolve())
+        if "low" in files:
+            files.pop("tiff", None)  # the pair was read, not the TIFF
+    for k, path in enumerate(list(source_files or []) + inputs):
+        resolved = str(Path(path).resolve())
+        if resolved not in files.values():
+            files[f"input{k}"] = resolved
+    return files
+
+
+def _resolve(path_text: str, bases: list[Path]) -> Path:
+    path = Path(path_text).expanduser()
+    if path.is_absolute():
+        return path
+    for base in bases:
+        if (base / path).exists():
+            return (base / path).resolve()
+    return (bases[0] / path).resolve()
+
+
+def _check_line(data: Any, where: str) -> dict[str, Any]:
+    if not isinstance(data, dict):
+        raise ParcelscanError(f"{where}: a verdict line must be a JSON object")
+    if not isinstance(data.get("scan_id"), str) or not data["scan_id"]:
+        raise ParcelscanError(f"{where}: missing scan_id")
+    if data.get("verdict") not in VERDICTS:
+        raise ParcelscanError(f"{where}: verdict must be one of {VERDICTS}, got {data.get('verdict')!r}")
+    inputs = data.get("inputs", [])
+    if not isinstance(inputs, list) or not all(isinstance(p, str) for p in inputs):
+        raise ParcelscanError(f"{where}: inputs must be a list of file paths")
+    if data.get("score") is not None and not isinstance(data["score"], (int, float)):
+        raise ParcelscanError(f"{where}: score must be a number or null")
+    model = data.get("model") or {}
+    if not isinstance(model, dict):
+        raise ParcelscanError(f"{where}: model must be an object {{name, version, sha256}}")
+    return data
+
+
+def read_verdict_lines(path: Path) -> tuple[list[tuple[int, dict[str, Any]]], bool]:
+    try:
+        text = Path(path).read_text(encoding="utf-8")
+    except FileNotFoundError as error:
+        raise ParcelscanError(f"results file not found: {path}") from error
+    except (OSError, UnicodeDecodeError) as error:
+        raise ParcelscanError(f"cannot read results file {path}: {error}") from error
+    lines = text.split("\n")
+    incomplete = False
+    if lines and lines[-1] != "":
+        try:
+            json.loads(lines[-1])
+        except json.JSONDecodeError:
+            incomplete = True
+            lines = lines[:-1]
+    out = []
+    for number, line in enumerate(lines, start=1):
+        if not line.strip():
+            continue
+        where = f"{path}:{number}"
+        try:
+            data = json.loads(line)
+        except json.JSONDecodeError as error:
+            raise ParcelscanError(f"{where}: not valid JSON ({error.msg})") from error
+        out.append((number, _check_line(data, where)))
+    return out, incomplete
+
+
+def _read_heatmap(path: Path) -> None:
+    import cv2
+
+    from parcelscan.datasets.scanfile import png_header
+
+    png_header(path)
+    image = cv2.imread(str(path), cv2.IMREAD_UNCHANGED)
+    if image is None or image.ndim not in (2, 3) or min(image.shape[:2]) < 1:
+        raise ScanReadError(f"{path}: unreadable heatmap image")
+
+
+def _prepare(data: dict[str, Any], bases: list[Path], report: IngestReport) -> dict[str, Any]:
+    model = data.get("model") or {}
+    inputs = [_resolve(p, bases) for p in data.get("inputs", [])]
+    row: dict[str, Any] = {
+        "scan_id": data["scan_id"], "model_sha256": str(model.get("sha256") or ""),
+        "inputs": json.dumps([str(p) for p in inputs]),
+        "inputs_sha256": hashlib.sha256(json.dumps(sorted(str(p) for p in inputs)).encode()).hexdigest(),
+        "verdict": data["verdict"], "score": data.get("score"), "threshold": data.get("threshold"),
+        "model_name": model.get("name"), "model_version": model.get("version"),
+        "station": data.get("station"), "scanned_at": data.get("scanned_at"),
+        "reasons": json.dumps(data.get("reasons") or []), "verdict_error": data.get("error"),
+        "verdict_line": json.dumps(data, sort_keys=True), "scan_files": "{}", "scan_error": None,
+        "scan_rows": None, "scan_cols": None, "scan_meta": "{}", "heatmap_path": None,
+        "heatmap_sha256": None, "heatmap_error": None,
+    }
+    try:
+        if not inputs:
+            raise ScanReadError("the verdict names no input files")
+        scan = load_scan_any(inputs[0])
+        files = scan_files(inputs[0], scan, inputs)
+        row["scan_files"] = json.dumps({role: {"path": p, "sha256": sha256_file(Path(p))} for role, p in files.items()},
+                                       sort_keys=True)
+        row["scan_rows"], row["scan_cols"] = (int(v) for v in scan.shape)
+        row["scan_meta"] = json.dumps(scan.meta, sort_keys=True, default=str)
+    except (ScanReadError, OSError) as error:
+        row["scan_error"] = str(error)
+        report.scan_errors += 1
+    if data.get("heatmap"):
+        heatmap = _resolve(str(data["heatmap"]), bases)
+        try:
+            _read_heatmap(heatmap)
+            row["heatmap_path"], row["heatmap_sha256"] = str(heatmap), sha256_file(heatmap)
+        except (ScanReadError, OSError) as error:
+            row["heatmap_error"] = str(error)
+            report.heatmap_errors += 1
+    return row
+
+
+def ingest(conn: sqlite3.Connection, results_path: Path, actor: str = "cli") -> IngestReport:
+    results_path = Path(results_path)
+    report = IngestReport()
+    lines, report.incomplete_last_line = read_verdict_lines(results_path)
+    bases = [Path.cwd(), results_path.resolve().parent]
+    prepared = []
+    for _, data in lines:
+        if data["verdict"] not in FLAGGED_VERDICTS:
+            report.not_flagged += 1
+            continue
+        prepared.append(_prepare(data, bases, report))
+    now = utc_now()
+    with transaction(conn):
+        for row in prepared:
+            row = {**row, "ingested_at": now, "ingested_from": str(results_path.resolve())}
+            columns = ", ".join(row)
+            cursor = conn.execute(f"INSERT OR IGNORE INTO items ({columns}) VALUES ({', '.join('?' * len(row))})",
+                                  list(row.values()))
+            if cursor.rowcount == 1:
+                report.added += 1
+            else:
+                report.duplicates += 1
+                report.scan_errors -= row["scan_error"] is not None
+                report.heatmap_errors -= row["heatmap_error"] is not None
+        audit(conn, None, actor, "ingest", detail={"file": str(results_path.resolve()), "added": report.added,
+                                                   "duplicates": report.duplicates})
+    return report

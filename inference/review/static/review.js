@@ -1,0 +1,313 @@
+// parcelscan review: keyboard-first item view. Plain JavaScript, no build step.
+// Items come from the JSON API; the next one is fetched (with its images) while the current one is
+// on screen, so a decision shows the next parcel at once. Every decision waits for the server's
+// acknowledgement (the database commit) before moving on, and says so in the status bar.
+"use strict";
+
+(function () {
+  const root = document.getElementById("review");
+  const csrf = document.querySelector('meta[name="csrf-token"]').content;
+  const query = root.dataset.query ? "?" + root.dataset.query : "";
+  const LABEL = { seizure: "SEIZURE", false_alarm: "FALSE ALARM", unsure: "UNSURE" };
+  const KEY_DECISION = { s: "seizure", f: "false_alarm", u: "unsure" };
+  const VIEWS = ["pseudo", "low", "high", "material"];
+  const $ = (id) => document.getElementById(id);
+
+  const state = { item: null, cache: new Map(), heat: true, view: "pseudo", busy: false };
+
+  function setStatus(text, kind) {
+    const el = $("status");
+    el.textContent = text;
+    el.className = "status " + (kind || "");
+  }
+
+  async function api(method, url, body) {
+    const options = { method, credentials: "same-origin", headers: { Accept: "application/json" } };
+    if (method !== "GET") {
+      options.headers["X-CSRF-Token"] = csrf;
+      options.headers["Content-Type"] = "application/json";
+      options.body = JSON.stringify(body || {});
+    }
+    let response;
+    try {
+      response = await fetch(url, options);
+    } catch (error) {
+      throw new Error("server unreachable (" + error.message + ")");
+    }
+    if (response.status === 401) {
+      window.location.href = "/login?next=" + encodeURIComponent(location.pathname + location.search);
+      throw new Error("logged out");
+    }
+    let data = null;
+    try { data = await response.json(); } catch (error) { data = null; }
+    if (!response.ok) {
+      const error = new Error((data && data.detail) || "HTTP " + response.status);
+      error.status = response.status;
+      throw error;
+    }
+    return data;
+  }
+
+  function fetchItem(id, fresh) {
+    if (!fresh && state.cache.has(id)) return state.cache.get(id);
+    const promise = api("GET", "/api/items/" + id + query);
+    state.cache.set(id, promise);
+    promise.catch(() => state.cache.delete(id));
+    return promise;
+  }
+
+  function prefetch(id) {
+    if (!id) return;
+    fetchItem(id).then((item) => {
+      for (const url of Object.values(item.images)) {
+        if (url) { const img = new Image(); img.src = url; }
+      }
+    }).catch(() => {});
+  }
+
+  function text(id, value) { $(id).textContent = value == null || value === "" ? "—" : String(value); }
+
+  function li(parent, content, className) {
+    const el = document.createElement("li");
+    el.textContent = content;
+    if (className) el.className = className;
+    parent.appendChild(el);
+    return el;
+  }
+
+  function setImage(id, url) {
+    const img = $(id);
+    if (url) { img.src = url; img.hidden = false; } else { img.removeAttribute("src"); img.hidden = true; }
+  }
+
+  function render(item) {
+    state.item = item;
+    $("done").hidden = true;
+    root.classList.remove("finished");
+    text("scan-id", item.scan_id);
+    text("score", item.score == null ? "none" : item.score.toFixed(3));
+    text("threshold", item.threshold == null ? null : item.threshold);
+    const verdict = $("verdict");
+    verdict.textContent = item.verdict.replace("_", " ");
+    verdict.className = "badge verdict-" + item.verdict;
+    const st = $("state");
+    st.textContent = item.state.replace("_", " ");
+    st.className = "badge state-" + item.state;
+    const pos = item.position;
+    text("position", pos.index ? pos.index + " / " + pos.total : "not in this queue (" + pos.total + ")");
+    const c = item.counts;
+    text("counts", c.undecided + " undecided · " + c.conflict + " conflict · " + c.total + " in all");
+    text("mine", "you (" + item.user + ") decided " + c.mine + " item(s)");
+
+    const reasons = $("reasons");
+    reasons.replaceChildren();
+    for (const reason of item.reasons) li(reasons, reason);
+
+    const errors = [item.verdict_error && "inspect: " + item.verdict_error,
+      item.scan_error && "scan: " + item.scan_error, item.heatmap_error && "heatmap: " + item.heatmap_error]
+      .filter(Boolean);
+    $("errors").hidden = errors.length === 0;
+    $("errors").textContent = errors.join(" · ");
+
+    const meta = $("meta");
+    meta.replaceChildren();
+    const rows = [
+      ["station", item.station], ["scanned", item.scanned_at],
+      ["model", [item.model.name, item.model.version].filter(Boolean).join(" ")],
+      ["model sha256", item.model.sha256 ? item.model.sha256.slice(0, 16) + "…" : null],
+      ["size", item.scan.rows ? item.scan.cols + " × " + item.scan.rows + " px" : null],
+      ["profile", item.scan.meta.profile], ["pitch", item.scan.meta.pixel_pitch_mm ? item.scan.meta.pixel_pitch_mm + " mm" : null],
+      ["files", item.scan.files.join(", ")], ["ingested", item.ingested_at],
+    ];
+    for (const [k, v] of rows) {
+      const dt = document.createElement("dt"); dt.textContent = k;
+      const dd = document.createElement("dd"); dd.textContent = v == null || v === "" ? "—" : String(v);
+      meta.append(dt, dd);
+    }
+
+    const decisions = $("decisions");
+    decisions.replaceChildren();
+    if (item.decisions.length === 0) li(decisions, "none yet", "muted");
+    for (const d of item.decisions) {
+      const extra = [d.material, d.scenario].filter(Boolean).join(", ");
+      li(decisions, d.user + ": " + LABEL[d.decision] + (extra ? " (" + extra + ")" : "") +
+        (d.notes ? " — " + d.notes : "") + " · " + d.created_at.replace("T", " ").slice(0, 19),
+      "decision-" + d.decision);
+    }
+    const conflict = $("conflict");
+    conflict.hidden = !item.conflict;
+    conflict.textContent = item.conflict ? "CONFLICT: " + item.decisions.map((d) => d.user + " → " +
+      LABEL[d.decision]).join(", ") : "";
+
+    const history = $("history");
+    history.replaceChildren();
+    for (const h of item.history) {
+      let what = h.action;
+      if (h.action === "decide") what = "decided " + LABEL[h.decision] + (h.replaced_decision ? " (replacing " + LABEL[h.replaced_decision] + ")" : "");
+      if (h.action === "undo") what = "undid " + LABEL[h.replaced_decision] + (h.decision ? " (back to " + LABEL[h.decision] + ")" : "");
+      li(history, h.at.replace("T", " ").slice(0, 19) + " " + h.user + " " + what);
+    }
+
+    const mine = item.mine;
+    $("material").value = mine && mine.material ? mine.material : "";
+    $("scenario").value = mine && mine.scenario ? mine.scenario : "";
+    $("notes").value = mine && mine.notes ? mine.notes : "";
+    for (const button of document.querySelectorAll("button.decision")) {
+      button.classList.toggle("chosen", !!mine && mine.decision === button.dataset.decision);
+    }
+
+    setImage("img-pseudo", item.images.pseudo);
+    setImage("img-heatmap", item.images.heatmap);
+    setImage("img-low", item.images.low);
+    setImage("img-high", item.images.high);
+    setImage("img-material", item.images.material);
+    setImage("thumb-low", item.images.low);
+    setImage("thumb-high", item.images.high);
+    setImage("thumb-material", item.images.material);
+    const message = $("stage-message");
+    message.hidden = !item.scan_error;
+    message.textContent = item.scan_error ? "No image: " + item.scan_error : "";
+    applyHeat();
+    prefetch(pos.next_id);
+  }
+
+  function applyHeat() {
+    const has = state.item && state.item.images.heatmap;
+    $("img-heatmap").hidden = !(state.heat && has);
+    $("heat-state").textContent = has ? (state.heat ? "on" : "off") : "none";
+    $("heat-toggle").setAttribute("aria-pressed", String(state.heat));
+    root.dataset.heatmap = state.heat && has ? "on" : "off";
+  }
+
+  function setView(view) {
+    state.view = view;
+    for (const v of VIEWS) $("frame-" + v).hidden = v !== view;
+    for (const b of document.querySelectorAll(".views button[data-view]")) b.classList.toggle("active", b.dataset.view === view);
+    root.dataset.view = view;
+  }
+
+  async function show(id, push, fresh) {
+    try {
+      const item = await fetchItem(id, fresh);
+      render(item);
+      if (push) history.pushState({ id }, "", "/review/" + id + query);
+      // refresh in the background: another inspector may have decided meanwhile
+      if (!fresh) fetchItem(id, true).then((latest) => { if (state.item && state.item.id === latest.id) render(latest); }).catch(() => {});
+    } catch (error) {
+      setStatus("Could not load item " + id + ": " + error.message, "error");
+    }
+  }
+
+  function finished() {
+    state.item = null;
+    root.classList.add("finished");
+    $("done").hidden = false;
+    setStatus("Queue done: nothing more matches these filters.", "ok");
+  }
+
+  async function decide(decision) {
+    if (state.busy || !state.item) return;
+    const item = state.item;
+    state.busy = true;
+    setStatus("Saving " + LABEL[decision] + " for " + item.scan_id + "…", "pending");
+    try {
+      const body = { decision, notes: $("notes").value };
+      if (decision === "seizure") { body.material = $("material").value; body.scenario = $("scenario").value; }
+      const result = await api("POST", "/api/items/" + item.id + "/decision" + query, body);
+      state.cache.delete(item.id);
+      setStatus("Saved: " + LABEL[decision] + " · " + item.scan_id +
+        (result.state === "conflict" ? " — CONFLICT with another inspector" : ""), result.state === "conflict" ? "warn" : "ok");
+      const next = result.position.next_id;
+      if (next) await show(next, true); else finished();
+    } catch (error) {
+      setStatus("NOT saved (" + LABEL[decision] + " · " + item.scan_id + "): " + error.message, "error");
+    } finally {
+      state.busy = false;
+    }
+  }
+
+  async function undo() {
+    if (state.busy) return;
+    state.busy = true;
+    setStatus("Undoing your last decision…", "pending");
+    try {
+      const result = await api("POST", "/api/undo", {});
+      state.cache.delete(result.item_id);
+      setStatus("Undone: " + LABEL[result.undone] + " · " + result.scan_id +
+        (result.restored ? " (back to " + LABEL[result.restored] + ")" : " (undecided again)"), "ok");
+      await show(result.item_id, true, true);
+    } catch (error) {
+      setStatus(error.status === 409 ? "Nothing to undo." : "Undo failed: " + error.message, error.status === 409 ? "" : "error");
+    } finally {
+      state.busy = false;
+    }
+  }
+
+  function go(delta) {
+    if (!state.item) return;
+    const id = delta > 0 ? state.item.position.next_id : state.item.position.prev_id;
+    if (id) show(id, true); else setStatus(delta > 0 ? "Last item of this queue." : "First item of this queue.", "");
+  }
+
+  function toggleHelp(open) {
+    const help = $("help");
+    help.hidden = open === undefined ? !help.hidden : !open;
+  }
+
+  function inField(target) {
+    return target && (target.tagName === "INPUT" || target.tagName === "TEXTAREA" || target.tagName === "SELECT");
+  }
+
+  document.addEventListener("keydown", (event) => {
+    const key = event.key;
+    if (!$("help").hidden) {
+      if (key === "Escape" || key === "?") { toggleHelp(false); event.preventDefault(); }
+      return;
+    }
+    if (inField(event.target)) {
+      if (key === "Escape") { event.target.blur(); event.preventDefault(); }
+      return; // typing, including the field's own Ctrl+Z
+    }
+    if ((event.ctrlKey || event.metaKey) && !event.altKey && key.toLowerCase() === "z") {
+      event.preventDefault();
+      if (!event.repeat) undo();
+      return;
+    }
+    if (event.ctrlKey || event.metaKey || event.altKey) return; // leave browser shortcuts alone
+    const lower = key.length === 1 ? key.toLowerCase() : key;
+    if (KEY_DECISION[lower]) {
+      event.preventDefault();
+      if (!event.repeat) decide(KEY_DECISION[lower]); // a held key must not decide a run of parcels
+      return;
+    }
+    const actions = {
+      z: () => { if (!event.repeat) undo(); },
+      h: () => { state.heat = !state.heat; applyHeat(); },
+      "?": () => toggleHelp(true),
+      j: () => go(1), ArrowRight: () => go(1), k: () => go(-1), ArrowLeft: () => go(-1),
+      1: () => setView("pseudo"), 2: () => setView("low"), 3: () => setView("high"), 4: () => setView("material"),
+      m: () => $("material").focus(), c: () => $("scenario").focus(), n: () => $("notes").focus(),
+      q: () => { window.location.href = $("to-queue").getAttribute("href"); },
+      Escape: () => toggleHelp(false),
+    };
+    if (actions[lower]) { event.preventDefault(); actions[lower](); }
+  });
+
+  for (const button of document.querySelectorAll("button.decision")) {
+    button.addEventListener("click", () => decide(button.dataset.decision));
+  }
+  $("undo").addEventListener("click", undo);
+  $("heat-toggle").addEventListener("click", () => { state.heat = !state.heat; applyHeat(); });
+  $("help-button").addEventListener("click", () => toggleHelp());
+  $("help").addEventListener("click", (event) => { if (event.target === $("help")) toggleHelp(false); });
+  for (const b of document.querySelectorAll(".views button[data-view], .thumbs figure[data-view]")) {
+    b.addEventListener("click", () => setView(b.dataset.view));
+  }
+  window.addEventListener("popstate", () => {
+    const match = location.pathname.match(/^\/review\/(\d+)$/);
+    if (match) show(Number(match[1]), false, true);
+  });
+
+  setView("pseudo");
+  show(Number(root.dataset.itemId), false, true).then(() => { if (state.item) setStatus("Ready. Press ? for keys.", ""); });
+})();

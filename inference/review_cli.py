@@ -1,0 +1,130 @@
+"""``parcelscan review``: the inspector review app (serve), its queue (ingest), accounts (add-user), export."""
+
+from __future__ import annotations
+
+import argparse
+import sys
+from pathlib import Path
+
+DEFAULT_DB = "review.sqlite"
+LOOPBACK = ("127.0.0.1", "::1", "localhost")
+
+
+def add_arguments(parser: argparse.ArgumentParser) -> None:
+    sub = parser.add_subparsers(dest="review_command", metavar="COMMAND", required=True)
+
+    serve = sub.add_parser("serve", help="run the review web app", description="run the review web app")
+    serve.add_argument("--db", default=DEFAULT_DB, help=f"review database (default {DEFAULT_DB})")
+    serve.add_argument("--host", default="127.0.0.1",
+                       help="address to bind (default 127.0.0.1: this machine only; anything else needs TLS in front)")
+    serve.add_argument("--port", type=int, default=8000, help="port (default 8000)")
+    serve.add_argument("--secure-cookies", action="store_true",
+                       help="mark cookies Secure (set this behind an HTTPS reverse proxy)")
+    serve.add_argument("--session-hours", type=float, default=12.0, help="login lifetime in hours (default 12)")
+
+    ingest = sub.add_parser("ingest", help="add flagged scans from inspect results (JSONL) to the queue",
+                            description="add flagged scans (suspect, manual_inspection) to the review queue; "
+                                        "lines already ingested are ignored")
+    ingest.add_argument("results", nargs="+", help="results JSONL file(s) written by `parcelscan inspect`")
+    ingest.add_argument("--db", default=DEFAULT_DB, help=f"review database (created if missing; default {DEFAULT_DB})")
+
+    add_user = sub.add_parser("add-user", help="create an inspector account",
+                              description="create an inspector account (password hashed with argon2id)")
+    add_user.add_argument("name", help="user name")
+    add_user.add_argument("--db", default=DEFAULT_DB,
+                          help=f"review database (created if missing; default {DEFAULT_DB})")
+    add_user.add_argument("--password-stdin", action="store_true",
+                          help="read the password from the first line of stdin")
+    add_user.add_argument("--update", action="store_true", help="set a new password for an existing user")
+
+    export = sub.add_parser("export", help="export decided items as a dataset (manifest.jsonl + scan files)",
+                            description="export decided items: seizure → suspect, false alarm → clear; unsure, "
+                                        "conflicting and undecided items are left out")
+    export.add_argument("--db", default=DEFAULT_DB, help=f"review database (default {DEFAULT_DB})")
+    export.add_argument("--out", required=True, help="output directory (new or empty)")
+
+
+def _actor() -> str:
+    import getpass
+
+    try:
+        return f"cli:{getpass.getuser()}"
+    except Exception:
+        return "cli"
+
+
+def _read_password(args: argparse.Namespace) -> str:
+    import getpass
+
+    from parcelscan.errors import ParcelscanError
+
+    if args.password_stdin:
+        line = sys.stdin.readline()
+        password = line[:-1] if line.endswith("\n") else line
+        if not password:
+            raise ParcelscanError("no password on stdin")
+        return password
+    if not sys.stdin.isatty():
+        raise ParcelscanError("no terminal to prompt for a password: use --password-stdin")
+    first = getpass.getpass(f"password for {args.name}: ")
+    second = getpass.getpass("repeat the password: ")
+    if first != second:
+        raise ParcelscanError("the passwords differ")
+    return first
+
+
+def run(args: argparse.Namespace) -> int:
+    command = args.review_command
+    if command == "serve":
+        return _serve(args)
+    from parcelscan.inference.review.db import opened
+
+    if command == "add-user":
+        from parcelscan.inference.review.auth import add_user, check_password, check_user_name
+
+        check_user_name(args.name)
+        password = check_password(_read_password(args))
+        with opened(args.db, create=True) as conn:
+            add_user(conn, args.name, password, update=args.update, actor=_actor())
+        print(f"{'updated' if args.update else 'added'} user {args.name} in {args.db}")
+        return 0
+    if command == "ingest":
+        from parcelscan.inference.review.ingest import ingest
+
+        with opened(args.db, create=True) as conn:
+            for results in args.results:
+                report = ingest(conn, Path(results), actor=_actor())
+                print(f"{results}: {report.summary()}")
+            open_items = conn.execute(
+                "SELECT COUNT(*) FROM items WHERE id NOT IN (SELECT item_id FROM current_decisions)").fetchone()[0]
+        print(f"queue: {open_items} undecided item(s) in {args.db}")
+        return 0
+    if command == "export":
+        from parcelscan.inference.review.export import export
+
+        with opened(args.db) as conn:
+            report = export(conn, Path(args.out), actor=_actor())
+        print(report.summary())
+        return 0
+    raise AssertionError(command)
+
+
+def _serve(args: argparse.Namespace) -> int:
+    from parcelscan.errors import ParcelscanError
+
+    if not 1 <= args.port <= 65535:
+        raise ParcelscanError(f"invalid port {args.port}")
+    if args.session_hours <= 0:
+        raise ParcelscanError("--session-hours must be > 0")
+    import uvicorn
+
+    from parcelscan.inference.review.app import create_app
+
+    app = create_app(args.db, secure_cookies=args.secure_cookies, session_hours=args.session_hours)
+    if args.host not in LOOPBACK:
+        print(f"parcelscan review: warning: listening on {args.host}, reachable from other machines; "
+              "put an HTTPS reverse proxy in front and use --secure-cookies", file=sys.stderr)
+    print(f"parcelscan review: serving {args.db} on http://{args.host}:{args.port}/ (Ctrl+C stops)", flush=True)
+    uvicorn.run(app, host=args.host, port=args.port, log_level="warning", access_log=False,
+                proxy_headers=False, server_header=False)
+    return 0
