@@ -286,6 +286,8 @@ def create_app(db_path: str | Path, *, secure_cookies: bool = False, session_hou
         images = {kind: f"/images/{item_id}/{kind}.png" for kind in IMAGE_KINDS}
         if not item["heatmap_path"]:
             images["heatmap"] = None
+        if item["scan_kind"] == "pseudo_color":  # no low/high channels: no raw images, no material view
+            images.update(low=None, high=None, material=None)
         if item["scan_error"]:
             images = dict.fromkeys(IMAGE_KINDS)
         return {
@@ -294,7 +296,8 @@ def create_app(db_path: str | Path, *, secure_cookies: bool = False, session_hou
             "model": {"name": item["model_name"], "version": item["model_version"], "sha256": item["model_sha256"]},
             "reasons": json.loads(item["reasons"]), "verdict_error": item["verdict_error"],
             "scan_error": item["scan_error"], "heatmap_error": item["heatmap_error"],
-            "scan": {"rows": item["scan_rows"], "cols": item["scan_cols"], "meta": json.loads(item["scan_meta"]),
+            "scan": {"kind": item["scan_kind"], "rows": item["scan_rows"], "cols": item["scan_cols"],
+                     "meta": json.loads(item["scan_meta"]),
                      "files": sorted(Path(p).name for p in json.loads(item["inputs"]))},
             "ingested_at": item["ingested_at"], "images": images,
             "decisions": [{k: d[k] for k in ("user", "decision", "material", "scenario", "notes", "created_at")}

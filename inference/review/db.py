@@ -64,6 +64,7 @@ MIGRATIONS: tuple[str, ...] = (
         verdict_line TEXT NOT NULL,
         scan_files TEXT NOT NULL DEFAULT '{}',
         scan_error TEXT,
+        scan_kind TEXT,
         scan_rows INTEGER,
         scan_cols INTEGER,
         scan_meta TEXT NOT NULL DEFAULT '{}',

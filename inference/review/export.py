@@ -24,7 +24,7 @@ from parcelscan.datasets.manifest import MANIFEST_NAME, ManifestRecord, record_f
 from parcelscan.errors import ParcelscanError, ScanReadError
 from parcelscan.inference.review import store
 from parcelscan.inference.review.db import transaction, utc_now
-from parcelscan.inference.review.images import ImageUnavailable, load_item_scan
+from parcelscan.inference.review.images import ImageUnavailable, is_dual_energy, load_item_scan
 
 LABEL_OF = {"seizure": "suspect", "false_alarm": "clear"}
 
@@ -74,37 +74,54 @@ def _write_scan(item: sqlite3.Row, scan, scan_id: str, out_dir: Path) -> dict[st
     """Station files for one scan in out_dir; returns the manifest's ``files``."""
     from parcelscan.datasets.pseudocolor import pseudocolor_from_pair
     from parcelscan.datasets.render import profile_for
-    from parcelscan.datasets.scanfile import SCAN_FORMAT, Scan, write_bytes_atomic, write_png, write_station_scan
+    from parcelscan.datasets.scanfile import Scan, write_png, write_sidecar, write_station_scan
 
     files = {role: Path(entry["path"]) for role, entry in json.loads(item["scan_files"]).items()}
+    renamed = scan_id != item["scan_id"]
+    if not is_dual_energy(scan):  # a pseudo-colour-only scan: its RGB image and a sidecar
+        out = {"rgb": f"{scan_id}_rgb.png", "sidecar": f"{scan_id}.json"}
+        source = files.get("rgb") or Path(json.loads(item["inputs"])[0])
+        if source.suffix.lower() == ".png":
+            _copy(source, out_dir / out["rgb"])
+        else:
+            write_png(out_dir / out["rgb"], scan.rgb)
+        rgb_scan = Scan(scan_id=scan_id, low=None, high=None, meta=dict(scan.meta), kind="pseudo_color", rgb=scan.rgb)
+        write_sidecar(out_dir / out["sidecar"], rgb_scan)
+        return out
     if "low" in files and "high" in files:
         out = {"low": f"{scan_id}_low.png", "high": f"{scan_id}_high.png", "sidecar": f"{scan_id}.json",
                "rgb": f"{scan_id}_rgb.png"}
         _copy(files["low"], out_dir / out["low"])
         _copy(files["high"], out_dir / out["high"])
-        if "sidecar" in files and scan_id == item["scan_id"]:
+        if "sidecar" in files and not renamed:
             _copy(files["sidecar"], out_dir / out["sidecar"])
         else:  # no sidecar, or a renamed scan: the sidecar must name the exported id
-            sidecar = {"format": SCAN_FORMAT, **scan.meta, "scan_id": scan_id,
-                       "rows": scan.shape[0], "channels": scan.shape[1]}
-            text = json.dumps(sidecar, indent=1, sort_keys=True) + "\n"
-            write_bytes_atomic(out_dir / out["sidecar"], text.encode())
+            write_sidecar(out_dir / out["sidecar"], Scan(scan_id=scan_id, low=scan.low, high=scan.high,
+                                                         meta=dict(scan.meta)))
         if "rgb" in files:
             _copy(files["rgb"], out_dir / out["rgb"])
         else:
             write_png(out_dir / out["rgb"], pseudocolor_from_pair(scan.low, scan.high, profile_for(scan)))
         return out
-    written = write_station_scan(Scan(scan_id, scan.low, scan.high, dict(scan.meta)), out_dir,
+    written = write_station_scan(Scan(scan_id=scan_id, low=scan.low, high=scan.high, meta=dict(scan.meta)), out_dir,
                                  rgb=pseudocolor_from_pair(scan.low, scan.high, profile_for(scan)))
     return dict(written)
 
 
 def _verify_copy(out_dir: Path, files: dict[str, str], scan) -> None:
-    from parcelscan.datasets.scanfile import read_station_pair
+    """Read the exported scan back; it must hold exactly the pixels that were reviewed."""
+    from parcelscan.inference.review.ingest import load_scan_any
 
-    copy = read_station_pair(out_dir / files["low"])
-    if not (np.array_equal(copy.low, scan.low) and np.array_equal(copy.high, scan.high)):
-        raise ScanReadError(f"{out_dir / files['low']}: the exported copy differs from the reviewed scan")
+    if is_dual_energy(scan):
+        path = out_dir / files["low"]
+        copy = load_scan_any(path)
+        same = np.array_equal(copy.low, scan.low) and np.array_equal(copy.high, scan.high)
+    else:
+        path = out_dir / files["rgb"]
+        copy = load_scan_any(path)
+        same = copy.rgb is not None and np.array_equal(copy.rgb, scan.rgb)
+    if not same:
+        raise ScanReadError(f"{path}: the exported copy differs from the reviewed scan")
 
 
 def _groups(conn: sqlite3.Connection, report: ExportReport) -> dict[str, list[tuple[sqlite3.Row, list[dict]]]]:
@@ -170,7 +187,8 @@ def export(conn: sqlite3.Connection, out_dir: Path, actor: str = "cli") -> Expor
         record = ManifestRecord(
             scan_id=scan_id, files=files, label=LABEL_OF[decision],
             scenario=(scenario or "unknown") if decision == "seizure" else "none", material=material,
-            parcel_id=str(scan.meta.get("parcel_id") or scan_id), source="review", provenance=provenance)
+            parcel_id=str(scan.meta.get("parcel_id") or scan_id), source="review", provenance=provenance,
+            kind="dual_energy" if is_dual_energy(scan) else "pseudo_color")
         records.append(record_from_dict(asdict(record), f"export of {scan_id}"))
         report.suspect += decision == "seizure"
         report.clear += decision == "false_alarm"

@@ -105,10 +105,17 @@ def load_item_heatmap(item: Any, shape: tuple[int, int]) -> np.ndarray:
 
 
 # --- renderers ------------------------------------------------------------------------------------------
+def is_dual_energy(scan) -> bool:
+    return getattr(scan, "kind", "dual_energy") == "dual_energy"
+
+
 def render_pseudo(scan) -> np.ndarray:
+    """The operator image: computed from the pair, or the scanner's own for a pseudo-colour-only scan."""
     from parcelscan.datasets.pseudocolor import pseudocolor_from_pair
     from parcelscan.datasets.render import profile_for
 
+    if not is_dual_energy(scan):
+        return scan.rgb
     return pseudocolor_from_pair(scan.low, scan.high, profile_for(scan))
 
 
@@ -296,6 +303,8 @@ def render(item: Any, kind: str) -> bytes:
     scan = load_item_scan(item)
     if kind == "pseudo":
         return encode_png(render_pseudo(scan))
+    if kind != "heatmap" and not is_dual_energy(scan):
+        raise ImageUnavailable("a pseudo-colour-only scan has no low/high channels, so no raw or material view")
     if kind in ("low", "high"):
         return encode_png(render_raw(scan.low if kind == "low" else scan.high))
     if kind == "heatmap":

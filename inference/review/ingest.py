@@ -166,7 +166,7 @@ def _prepare(data: dict[str, Any], bases: list[Path], report: IngestReport) -> d
         "station": data.get("station"), "scanned_at": data.get("scanned_at"),
         "reasons": json.dumps(data.get("reasons") or []), "verdict_error": data.get("error"),
         "verdict_line": json.dumps(data, sort_keys=True), "scan_files": "{}", "scan_error": None,
-        "scan_rows": None, "scan_cols": None, "scan_meta": "{}", "heatmap_path": None,
+        "scan_kind": None, "scan_rows": None, "scan_cols": None, "scan_meta": "{}", "heatmap_path": None,
         "heatmap_sha256": None, "heatmap_error": None,
     }
     try:
@@ -177,6 +177,7 @@ def _prepare(data: dict[str, Any], bases: list[Path], report: IngestReport) -> d
         row["scan_files"] = json.dumps({role: {"path": p, "sha256": sha256_file(Path(p))} for role, p in files.items()},
                                        sort_keys=True)
         row["scan_rows"], row["scan_cols"] = (int(v) for v in scan.shape)
+        row["scan_kind"] = getattr(scan, "kind", "dual_energy")
         row["scan_meta"] = json.dumps(scan.meta, sort_keys=True, default=str)
     except (ScanReadError, OSError) as error:
         row["scan_error"] = str(error)
