@@ -421,6 +421,10 @@ def read_dicos_pixels(path: Path) -> tuple[DicosHeader, np.ndarray]:
                 raise UnsupportedScanError(f"{path}: compressed transfer syntax {syntax.name} needs a pydicom "
                                            "decoder plugin that is not installed (or the data are corrupt)") from error
             raise
+        expected = header.rows * header.columns * 2
+        if syntax is not None and not syntax.is_compressed and len(ds.PixelData) not in (expected, expected + 1):
+            raise ScanReadError(f"{path}: pixel data of {len(ds.PixelData)} bytes do not match Rows x Columns "
+                                f"({header.rows}x{header.columns}: {expected} bytes)")
     if pixels.shape != (header.rows, header.columns) or pixels.dtype != np.uint16:
         raise ScanReadError(f"{path}: pixel data do not match the header ({pixels.shape}, {pixels.dtype})")
     return header, np.ascontiguousarray(pixels)

@@ -240,8 +240,9 @@ def write_png(path: Path, image: np.ndarray, compression: int = 1) -> None:
     """Write a PNG atomically (temp file + rename), so a killed writer never leaves a torn file."""
     import cv2
 
-    ok, encoded = cv2.imencode(".png", image if image.ndim == 2 else image[..., ::-1],
-                               [cv2.IMWRITE_PNG_COMPRESSION, compression])
+    if image.ndim == 3:  # OpenCV wants BGR(A)
+        image = image[..., [2, 1, 0, 3]] if image.shape[2] == 4 else image[..., ::-1]
+    ok, encoded = cv2.imencode(".png", image, [cv2.IMWRITE_PNG_COMPRESSION, compression])
     if not ok:
         raise OSError(f"could not encode {path}")
     write_bytes_atomic(path, encoded.tobytes())
@@ -347,7 +348,7 @@ def _check_tiff_page(path: Path, page: Any, index: int) -> None:
     """Shape, size and pixel type of one page from its tags, before decoding it."""
     shape = tuple(page.shape)
     dtype = page.dtype
-    if len(shape) == 3 and shape[-1] in (3, 4):
+    if getattr(page, "samplesperpixel", 1) in (3, 4) or (len(shape) == 3 and shape[-1] in (3, 4)):
         raise UnsupportedScanError(f"{path}: page {index} is a colour image; a station TIFF holds two 16-bit "
                                    "grey pages (pseudo-colour images are read from PNG or JPEG)")
     if len(shape) != 2:
