@@ -23,29 +23,19 @@ def record_path(root: Path, name: str) -> Path:
     return path if path.is_absolute() else Path(root) / path
 
 
-def _load_scan(path: Path) -> Any:
-    """The one door (readers.load_scan) when present; the station readers otherwise."""
-    try:
-        from parcelscan.datasets.readers import load_scan
-    except ImportError:  # pragma: no cover - readers land in the same issue
-        from parcelscan.datasets.scanfile import read_station_pair, read_tiff
-
-        return read_tiff(path) if path.suffix.lower() in (".tif", ".tiff") else read_station_pair(path)
-    return load_scan(path)
-
-
 def load_record_scan(record: ManifestRecord, root: Path) -> Any:
     """Decode the scan of a manifest record (a Scan); every failure is a ScanReadError naming the file."""
+    from parcelscan.datasets.readers import load_scan
     from parcelscan.datasets.scanfile import Scan, check_file
 
     files = record.files
     if record.kind == "pseudo_color":
-        path = check_file(record_path(root, files["rgb"]))
-        scan = _load_scan(path)
-        if scan.kind != "pseudo_color" or scan.rgb is None:
-            raise ScanReadError(f"{path}: manifest says pseudo-colour but the file is a {scan.kind} scan")
+        # read as an image even when a dual-energy pair of the same id lies beside it
+        from parcelscan.datasets.readers import read_rgb_image
+
+        scan = read_rgb_image(check_file(record_path(root, files["rgb"])), record.scan_id)
     elif "tiff" in files:
-        scan = _load_scan(check_file(record_path(root, files["tiff"])))
+        scan = load_scan(check_file(record_path(root, files["tiff"])))
     else:
         low = check_file(record_path(root, files["low"]))
         high = record_path(root, files["high"])
@@ -55,7 +45,7 @@ def load_record_scan(record: ManifestRecord, root: Path) -> Any:
             raise IncompleteScanError(f"{low}: missing pair: the high-energy image {files['high']} does not exist")
         check_file(high)
         if high.name == low.name[: -len("_low.png")] + "_high.png" and low.name.endswith("_low.png"):
-            scan = _load_scan(low)
+            scan = load_scan(low)
         else:  # unconventional names: read the pair explicitly
             from parcelscan.datasets.scanfile import read_png16, validate_pair
 
@@ -65,12 +55,27 @@ def load_record_scan(record: ManifestRecord, root: Path) -> Any:
     if record.kind == "dual_energy" and scan.kind != "dual_energy":
         raise ScanReadError(f"{record.scan_id}: manifest says dual-energy but the files hold a {scan.kind} image")
     sidecar_name = files.get("sidecar")
-    if sidecar_name and record.kind == "pseudo_color":
+    if sidecar_name:  # the sidecar the manifest names (pitch, profile) wins
         from parcelscan.datasets.scanfile import read_sidecar, scan_meta
 
         scan.meta = {**scan.meta, **scan_meta(read_sidecar(record_path(root, sidecar_name)))}
     scan.scan_id = record.scan_id
     return scan
+
+
+def load_record_input(record: ManifestRecord, root: Path, input_kind: str) -> Any:
+    """The scan as a model of ``input_kind`` sees it. A pseudo-colour model reading a dual-energy record
+    gets the record's operator image (``files.rgb``) when it has one — the image the station shows."""
+    if input_kind == "pseudo_color" and record.kind == "dual_energy" and record.files.get("rgb"):
+        from parcelscan.datasets.readers import read_rgb_image
+        from parcelscan.datasets.scanfile import check_file, read_sidecar, scan_meta
+
+        scan = read_rgb_image(check_file(record_path(root, record.files["rgb"])), record.scan_id)
+        if record.files.get("sidecar"):  # the pair's sidecar (pitch) also describes its operator image
+            scan.meta = {**scan.meta, **scan_meta(read_sidecar(record_path(root, record.files["sidecar"])))}
+        scan.scan_id = record.scan_id
+        return scan
+    return load_record_scan(record, root)
 
 
 def load_record_mask(record: ManifestRecord, root: Path, shape: tuple[int, int]) -> np.ndarray | None:

@@ -1,0 +1,242 @@
+"""The torch Dataset over a manifest: (tensor, label, mask, metadata), through the one preprocessing.
+
+Training items are **one tile per scan** (every model input has the fixed shape (C, tile_rows,
+tile_cols)): a suspect's tile is the one holding the most powder (mask pixels); otherwise a tile is
+drawn with the item's seeded generator. A tile's label is *suspect only if the tile holds mask pixels*
+when the scan's mask is known (a clear scan's mask is known to be empty); with no mask it is the scan
+label. So an augmentation that pushes the powder out of the picture, or a tile of a long parcel far
+from the powder, is honestly labelled clear.
+
+Evaluation sees **every tile** of a scan: ``prepared(i)`` gives all tiles of scan i (score = max over
+tiles, see ``scan_scores``) and ``all_tiles()`` a flat Dataset of (scan, tile) items for batching.
+
+Randomness is a function of (seed, epoch, index) only — the same item is identical across runs and
+DataLoader worker counts; call ``set_epoch`` each epoch (non-persistent workers) to vary augmentation.
+"""
+
+from __future__ import annotations
+
+from collections import Counter
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import torch
+from torch.utils.data import Dataset, WeightedRandomSampler
+
+from parcelscan.datasets.datatools import load_record_input, load_record_mask
+from parcelscan.datasets.manifest import ManifestRecord, manifest_path, read_manifest
+from parcelscan.datasets.preprocess import (
+    PreparedScan,
+    PreprocessSpec,
+    prepare_mask_array,
+    prepare_planes,
+    scan_hw,
+    scan_pitch_mm,
+    scan_planes,
+)
+from parcelscan.errors import ParcelscanError
+
+CLASSES = ("clear", "suspect")
+MIN_TILE_MASK_PX = 1.0  # a tile is suspect when it holds at least one model pixel (4 mm²) of powder
+
+
+@dataclass
+class PreparedItem:
+    """All tiles of one scan, for evaluation: tiles (T, C, h, w), masks (T, h, w) or None."""
+
+    prepared: PreparedScan
+    tiles: torch.Tensor
+    masks: torch.Tensor | None
+    label: int
+    tile_labels: list[int]
+    metadata: dict[str, Any]
+
+
+class ScanDataset(Dataset):
+    """Scans of a manifest (optionally one split) as model inputs of ``spec``.
+
+    ``augment``: physical augmentation in transmission space (``augment.XrayAugment``).
+    ``skip_incompatible``: drop pseudo-colour-only records when the spec is dual-energy instead of
+    refusing the manifest.
+    """
+
+    def __init__(self, manifest_or_dir: str | Path, spec: PreprocessSpec, split: str | list[str] | None = None,
+                 augment: bool = False, seed: int = 0, augment_config: Any = None,
+                 skip_incompatible: bool = False):
+        path = manifest_path(Path(manifest_or_dir))
+        self.root = path.parent
+        self.spec = spec
+        records = read_manifest(path)
+        if split is not None:
+            wanted = {split} if isinstance(split, str) else set(split)
+            records = [r for r in records if r.split in wanted]
+        if spec.input_kind == "dual_energy":
+            rgb_only = [r for r in records if r.kind != "dual_energy"]
+            if rgb_only and not skip_incompatible:
+                raise ParcelscanError(f"{path}: {len(rgb_only)} pseudo-colour-only scan(s) "
+                                      f"(e.g. {rgb_only[0].scan_id}) cannot feed a dual-energy model; "
+                                      "pass skip_incompatible=True to drop them")
+            records = [r for r in records if r.kind == "dual_energy"]
+        if not records:
+            raise ParcelscanError(f"{path}: no scans" + (f" in split {split}" if split else ""))
+        self.records: list[ManifestRecord] = records
+        self.seed = seed
+        self.epoch = 0
+        self.augmenter = None
+        if augment:
+            from parcelscan.datasets.augment import XrayAugment
+
+            self.augmenter = XrayAugment(spec.input_kind, augment_config)
+
+    def __len__(self) -> int:
+        return len(self.records)
+
+    def set_epoch(self, epoch: int) -> None:
+        self.epoch = int(epoch)
+
+    @property
+    def labels(self) -> np.ndarray:
+        """Scan labels (0 clear, 1 suspect) in dataset order."""
+        return np.array([CLASSES.index(r.label) for r in self.records], dtype=np.int64)
+
+    def rng(self, index: int) -> np.random.Generator:
+        return np.random.default_rng([self.seed, self.epoch if self.augmenter else 0, index])
+
+    # --- decoding and preparation --------------------------------------------------------------
+    def _load(self, index: int, rng: np.random.Generator | None) -> tuple[PreparedScan, np.ndarray | None]:
+        record = self.records[index]
+        scan = load_record_input(record, self.root, self.spec.input_kind)
+        planes = scan_planes(scan, self.spec)
+        mask = load_record_mask(record, self.root, scan_hw(scan))
+        if mask is None and self.known_empty(index):
+            mask = np.zeros(planes.shape[:2], np.uint8)
+        if self.augmenter is not None and rng is not None:
+            quanta = scan.meta.get("air_quanta_per_pixel", 20000.0)
+            planes, mask = self.augmenter(planes, mask, rng, nominal_quanta=float(quanta))
+        prepared = prepare_planes(planes, scan_pitch_mm(scan, self.spec), self.spec, record.scan_id)
+        mask_tiles = prepare_mask_array(mask, prepared.content_shape, self.spec) if mask is not None else None
+        return prepared, mask_tiles
+
+    def known_empty(self, index: int) -> bool:
+        """A clear scan without a mask file: its powder mask is known to be empty."""
+        record = self.records[index]
+        return record.mask is None and record.label == "clear"
+
+    def has_mask(self, index: int) -> bool:
+        record = self.records[index]
+        return record.mask is not None or record.label == "clear"
+
+    def _tile_label(self, index: int, mask_tiles: np.ndarray | None, tile: int) -> int:
+        if mask_tiles is not None:
+            return int(mask_tiles[tile].sum() >= MIN_TILE_MASK_PX)
+        return CLASSES.index(self.records[index].label)
+
+    def metadata(self, index: int) -> dict[str, Any]:
+        r = self.records[index]
+        return {"index": index, "scan_id": r.scan_id, "scenario": r.scenario, "material": r.material or "",
+                "lookalike": r.lookalike or "", "has_mask": self.has_mask(index), "parcel_id": r.parcel_id,
+                "source": r.source, "split": r.split or "", "scan_label": CLASSES.index(r.label)}
+
+    # --- training items ------------------------------------------------------------------------
+    def __getitem__(self, index: int) -> tuple[torch.Tensor, int, torch.Tensor, dict[str, Any]]:
+        rng = self.rng(index)
+        prepared, mask_tiles = self._load(index, rng)
+        n = prepared.n_tiles
+        if mask_tiles is not None and mask_tiles.sum() >= MIN_TILE_MASK_PX:
+            tile = int(np.argmax(mask_tiles.reshape(n, -1).sum(axis=1)))
+        else:
+            tile = int(rng.integers(n)) if n > 1 else 0
+        label = self._tile_label(index, mask_tiles, tile)
+        image = torch.from_numpy(np.ascontiguousarray(prepared.tiles[tile]))
+        if mask_tiles is not None:
+            mask = torch.from_numpy(np.ascontiguousarray(mask_tiles[tile]))[None]
+        else:
+            mask = torch.zeros((1, self.spec.tile_rows, self.spec.tile_cols), dtype=torch.float32)
+        metadata = self.metadata(index) | {"tile_index": tile, "n_tiles": n,
+                                           "tile_row0": prepared.tile_origins[tile][0],
+                                           "tile_col0": prepared.tile_origins[tile][1]}
+        return image, label, mask, metadata
+
+    # --- evaluation: every tile -----------------------------------------------------------------
+    def prepared(self, index: int) -> PreparedItem:
+        """All tiles of scan ``index`` (no augmentation), for scoring with a max over tiles."""
+        prepared, mask_tiles = self._load(index, None)
+        tile_labels = [self._tile_label(index, mask_tiles, t) for t in range(prepared.n_tiles)]
+        return PreparedItem(prepared, torch.from_numpy(prepared.tiles),
+                            None if mask_tiles is None else torch.from_numpy(mask_tiles),
+                            CLASSES.index(self.records[index].label), tile_labels, self.metadata(index))
+
+    def all_tiles(self) -> TileDataset:
+        return TileDataset(self)
+
+
+class TileDataset(Dataset):
+    """Every tile of every scan of a ScanDataset, unaugmented, as (tensor, tile label, mask, metadata).
+
+    Metadata carries ``index`` (the scan) and ``tile_index``; aggregate with ``scan_scores``. Tile counts
+    come from decoding each scan once at construction; the last decoded scan is cached, so a sequential
+    sampler decodes each scan once more."""
+
+    def __init__(self, scans: ScanDataset):
+        self.scans = scans
+        self.items: list[tuple[int, int]] = []
+        for index in range(len(scans)):
+            prepared, _ = scans._load(index, None)
+            self.items.extend((index, t) for t in range(prepared.n_tiles))
+        self._cache: tuple[int, PreparedItem] | None = None
+
+    def __len__(self) -> int:
+        return len(self.items)
+
+    def __getitem__(self, item: int) -> tuple[torch.Tensor, int, torch.Tensor, dict[str, Any]]:
+        index, tile = self.items[item]
+        if self._cache is None or self._cache[0] != index:
+            self._cache = (index, self.scans.prepared(index))
+        prepared = self._cache[1]
+        if prepared.masks is not None:
+            mask = prepared.masks[tile][None]
+        else:
+            mask = torch.zeros((1, *prepared.tiles.shape[2:]), dtype=torch.float32)
+        metadata = prepared.metadata | {"tile_index": tile, "n_tiles": prepared.prepared.n_tiles,
+                                        "tile_row0": prepared.prepared.tile_origins[tile][0],
+                                        "tile_col0": prepared.prepared.tile_origins[tile][1]}
+        return prepared.tiles[tile], prepared.tile_labels[tile], mask, metadata
+
+
+def scan_scores(tile_scores: np.ndarray | torch.Tensor, scan_indices: np.ndarray | torch.Tensor) -> dict[int, float]:
+    """Scan score = max over its tiles: {scan index: score}."""
+    scores = np.asarray(tile_scores, dtype=np.float64).ravel()
+    indices = np.asarray(scan_indices).ravel()
+    out: dict[int, float] = {}
+    for index, score in zip(indices.tolist(), scores.tolist(), strict=True):
+        out[index] = max(out.get(index, -np.inf), score)
+    return out
+
+
+def collate(batch: list[tuple[torch.Tensor, int, torch.Tensor, dict[str, Any]]]) \
+        -> tuple[torch.Tensor, torch.Tensor, torch.Tensor, list[dict[str, Any]]]:
+    """Stack images (N, C, h, w), labels (N,) int64, masks (N, 1, h, w); metadata stays a list of dicts."""
+    images, labels, masks, metadata = zip(*batch, strict=True)
+    return torch.stack(images), torch.as_tensor(labels, dtype=torch.int64), torch.stack(masks), list(metadata)
+
+
+def class_balanced_weights(dataset: ScanDataset, by_scenario: bool = False) -> np.ndarray:
+    """Per-sample weights giving each class (and, with ``by_scenario``, each suspect scenario within the
+    suspect class) the same total weight. Mean weight 1."""
+    keys = []
+    for record in dataset.records:
+        keys.append((record.label, record.scenario if by_scenario and record.label == "suspect" else ""))
+    per_key = Counter(keys)
+    per_class = Counter(k[0] for k in per_key)  # number of distinct keys per class
+    weights = np.array([1.0 / (per_class[k[0]] * per_key[k]) for k in keys], dtype=np.float64)
+    return weights * (len(weights) / weights.sum())
+
+
+def balanced_sampler(dataset: ScanDataset, num_samples: int | None = None, seed: int = 0,
+                     by_scenario: bool = False) -> WeightedRandomSampler:
+    """A WeightedRandomSampler over ``class_balanced_weights`` with its own seeded generator."""
+    generator = torch.Generator().manual_seed(seed)
+    weights = torch.as_tensor(class_balanced_weights(dataset, by_scenario), dtype=torch.double)
+    return WeightedRandomSampler(weights, num_samples or len(dataset), replacement=True, generator=generator)
