@@ -1,0 +1,136 @@
+"""``TrainConfig``: every knob of a training run, one dataclass, saved as the run's ``args.yaml``.
+
+Resolution order: dataclass defaults < ``--config FILE`` (YAML) < explicit command-line flags. The
+resolved config is written to ``runs/train/<name>/args.yaml`` and stored in every checkpoint, so a run
+can be repeated exactly (``parcelscan train --config runs/train/<name>/args.yaml``).
+"""
+
+from __future__ import annotations
+
+from dataclasses import asdict, dataclass, field, fields
+from pathlib import Path
+from typing import Any
+
+from parcelscan.errors import ParcelscanError
+
+INPUT_KINDS = ("dual_energy", "pseudo_color")
+DEVICES = ("auto", "cpu", "cuda")
+
+
+@dataclass
+class TrainConfig:
+    """Defaults are the shipped-model recipe; tests shrink ``preprocessing`` tiles and epochs."""
+
+    data: str = ""  # dataset directory holding manifest.jsonl with train/val splits
+    name: str = "exp"  # run name under project/; auto-incremented (exp, exp2, exp3 …)
+    project: str = "runs/train"
+    arch: str = "mobilenet_v3_small"
+    input_kind: str = "dual_energy"
+    preprocessing: dict[str, Any] = field(default_factory=dict)  # overrides of the PreprocessSpec defaults
+    epochs: int = 40
+    batch_size: int = 32
+    workers: int = 2  # DataLoader worker processes per rank
+    device: str = "auto"
+    seed: int = 0
+    deterministic: bool = True
+    # optimisation
+    lr: float = 2e-3  # AdamW peak learning rate (after warm-up), for batch_size 32; scaled linearly with it
+    weight_decay: float = 0.05
+    warmup_epochs: float = 1.0
+    min_lr_ratio: float = 0.02  # cosine floor as a fraction of lr
+    grad_clip_norm: float = 10.0
+    ema_decay: float = 0.999
+    ema_tau_steps: float = 2000.0  # EMA warm-up: effective decay = ema_decay·(1 − exp(−step/τ))
+    amp: bool = True  # mixed precision, used on CUDA only
+    label_smoothing: float = 0.0
+    # losses: total = class CE + mask_weight·(BCE + dice_weight·dice) on samples with a mask
+    mask_weight: float = 1.0
+    dice_weight: float = 1.0
+    # data
+    balanced_sampling: bool = True  # draw clear and suspect scans equally often in each epoch
+    augment: bool = True
+    # validation and selection
+    target_pfa: float = 0.01
+    patience: int = 10  # epochs without a better val Pd at the target Pfa before stopping (0 = never)
+    val_interval: int = 1
+    plots: bool = True
+    progress: bool = True
+
+    def validate(self) -> TrainConfig:
+        from parcelscan.model.network import ARCHS
+
+        if self.arch not in ARCHS:
+            raise ParcelscanError(f"unknown arch {self.arch!r}; choose one of {', '.join(ARCHS)}")
+        if self.input_kind not in INPUT_KINDS:
+            raise ParcelscanError(f"input kind must be one of {', '.join(INPUT_KINDS)}, got {self.input_kind!r}")
+        if self.device not in DEVICES:
+            raise ParcelscanError(f"device must be one of {', '.join(DEVICES)}, got {self.device!r}")
+        for name in ("epochs", "batch_size"):
+            if getattr(self, name) < 1:
+                raise ParcelscanError(f"{name} must be >= 1")
+        if self.workers < 0 or self.patience < 0 or self.val_interval < 1:
+            raise ParcelscanError("workers and patience must be >= 0, val_interval >= 1")
+        if not 0.0 < self.target_pfa < 1.0:
+            raise ParcelscanError(f"target_pfa must be in (0, 1), got {self.target_pfa}")
+        if self.lr <= 0 or not 0.0 <= self.ema_decay < 1.0 or self.warmup_epochs < 0:
+            raise ParcelscanError("lr must be > 0, ema_decay in [0, 1), warmup_epochs >= 0")
+        if not isinstance(self.preprocessing, dict):
+            raise ParcelscanError("preprocessing must be a mapping of PreprocessSpec fields")
+        return self
+
+    def to_dict(self) -> dict[str, Any]:
+        return asdict(self)
+
+    @classmethod
+    def from_dict(cls, data: dict[str, Any], where: str = "config") -> TrainConfig:
+        known = {f.name: f for f in fields(cls)}
+        unknown = sorted(set(data) - set(known))
+        if unknown:
+            raise ParcelscanError(f"{where}: unknown setting(s) {', '.join(unknown)}")
+        values = {}
+        for key, value in data.items():
+            default = getattr(cls(), key)
+            values[key] = _coerce(key, value, default, where)
+        return cls(**values)
+
+
+def _coerce(key: str, value: Any, default: Any, where: str) -> Any:
+    """YAML gives ints for floats (``lr: 1``) and strings for paths; reject anything else clearly."""
+    if isinstance(default, bool):
+        if not isinstance(value, bool):
+            raise ParcelscanError(f"{where}: {key} must be true or false, got {value!r}")
+        return value
+    if isinstance(default, float) and isinstance(value, int) and not isinstance(value, bool):
+        return float(value)
+    if isinstance(default, dict):
+        if value is None:
+            return {}
+        if not isinstance(value, dict):
+            raise ParcelscanError(f"{where}: {key} must be a mapping")
+        return dict(value)
+    if not isinstance(value, type(default)) or isinstance(value, bool) != isinstance(default, bool):
+        raise ParcelscanError(f"{where}: {key} must be {type(default).__name__}, got {value!r}")
+    return value
+
+
+def load_config(path: str | Path) -> TrainConfig:
+    import yaml
+
+    path = Path(path)
+    try:
+        data = yaml.safe_load(path.read_text(encoding="utf-8"))
+    except FileNotFoundError as error:
+        raise ParcelscanError(f"config file not found: {path}") from error
+    except (OSError, UnicodeDecodeError, yaml.YAMLError) as error:
+        raise ParcelscanError(f"unreadable config {path}: {error}") from error
+    if data is None:
+        data = {}
+    if not isinstance(data, dict):
+        raise ParcelscanError(f"{path}: a config file is a YAML mapping of settings")
+    return TrainConfig.from_dict(data, str(path))
+
+
+def dump_config(config: TrainConfig, path: str | Path) -> None:
+    import yaml
+
+    Path(path).write_text(yaml.safe_dump(config.to_dict(), sort_keys=False), encoding="utf-8")

@@ -1,0 +1,536 @@
+"""Scan-level prediction and the screening evaluation report (``parcelscan evaluate``).
+
+One prediction path for training validation, evaluation and (in spirit) the station: every scan goes
+through ``prepare_scan`` (the spec stored with the model), all its tiles through the network, and the
+scan's score is the **max over tiles** — a powder in any part of the parcel flags the parcel. The
+scan-level *margin* ``m = max_tiles(logit_suspect − logit_clear)`` is kept; the suspect probability is
+``sigmoid(m / T)`` with the temperature ``T`` fitted on validation (a monotone map, so it never changes
+which scans are flagged at a given Pfa, only how honest the probability is). Probabilities are rounded
+to float32 — the precision a deployed ONNX model emits — before thresholds are chosen or applied.
+
+Checkpoints (``.pt``) run in PyTorch; ONNX files run in onnxruntime and never import torch, so a
+station-only install can evaluate a shipped model. Both read the same logits and share every line of
+code after that, which is what makes their numbers comparable.
+"""
+
+from __future__ import annotations
+
+import json
+import math
+import time
+from collections.abc import Callable, Iterator, Sequence
+from concurrent.futures import ThreadPoolExecutor
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from parcelscan.errors import ParcelscanError, ScanReadError
+from parcelscan.training import metrics as M
+
+REPORT_PFAS = (0.01, 0.001)
+MASK_EPS = 1e-7
+# tile runner: float32 tiles (B, C, H, W) → (logits (B, 2) float32, heatmap probabilities (B, 1, h, w))
+TileRunner = Callable[[np.ndarray], tuple[np.ndarray, np.ndarray]]
+
+
+# --- reading manifest records ------------------------------------------------------------------------
+def load_record_scan(record: Any, root: Path, input_kind: str):
+    """The Scan a manifest record names, as a model of ``input_kind`` sees it — the same loader as the
+    training Dataset (``datasets.datatools.load_record_input``): a pseudo-colour model reads a record's
+    operator image ``files.rgb``, the picture an RGB-only station exports."""
+    from parcelscan.datasets.datatools import load_record_input
+
+    return load_record_input(record, root, input_kind)
+
+
+def load_record_mask(record: Any, root: Path, shape: tuple[int, int]) -> tuple[np.ndarray | None, bool]:
+    """(mask uint8 or None, has_mask).
+
+    A clear scan without a mask file has a *known* all-zero mask (nothing concealed), which is real
+    supervision for the mask head; a suspect scan without one (e.g. a station seizure) has none."""
+    from parcelscan.datasets import datatools
+
+    mask = datatools.load_record_mask(record, root, shape)
+    if mask is not None:
+        return mask, True
+    if record.label == "clear":
+        return np.zeros(shape, np.uint8), True
+    return None, False
+
+
+# --- the prediction engine --------------------------------------------------------------------------
+@dataclass
+class ScanOutputs:
+    """Per-scan results of :func:`predict_records`, in record order."""
+
+    margins: np.ndarray  # (N,) float64; +inf for an unreadable scan (fail closed)
+    n_tiles: np.ndarray
+    errors: list[str | None]
+    heatmaps: dict[int, np.ndarray] = field(default_factory=dict)  # scan-pixel powder probability
+    displays: dict[int, np.ndarray] = field(default_factory=dict)  # operator images for plots
+    masks: dict[int, np.ndarray] = field(default_factory=dict)
+    mask_bce_sum: float = 0.0
+    mask_bce_tiles: int = 0
+    mask_dice_sum: float = 0.0
+    mask_dice_tiles: int = 0
+    seconds: float = 0.0
+
+    @property
+    def mask_bce(self) -> float:
+        return self.mask_bce_sum / self.mask_bce_tiles if self.mask_bce_tiles else float("nan")
+
+    @property
+    def mask_dice(self) -> float:
+        return self.mask_dice_sum / self.mask_dice_tiles if self.mask_dice_tiles else float("nan")
+
+
+@dataclass
+class _Prepared:
+    index: int
+    prepared: Any = None
+    mask_tiles: np.ndarray | None = None
+    display: np.ndarray | None = None
+    mask: np.ndarray | None = None
+    error: str | None = None
+
+
+def _prepare_one(index: int, record: Any, root: Path, spec: Any, with_masks: bool, keep: bool) -> _Prepared:
+    from parcelscan.datasets.preprocess import prepare_mask, prepare_scan, scan_hw
+
+    try:
+        scan = load_record_scan(record, root, spec.input_kind)
+        prepared = prepare_scan(scan, spec)
+        item = _Prepared(index, prepared)
+        if with_masks or keep:
+            mask, has_mask = load_record_mask(record, root, scan_hw(scan))
+            if with_masks and has_mask:
+                item.mask_tiles = prepare_mask(mask, scan, spec)
+            if keep:
+                item.mask = mask
+                item.display = _display_image(scan)
+        return item
+    except (ScanReadError, OSError) as error:
+        return _Prepared(index, error=str(error))
+
+
+def _display_image(scan: Any) -> np.ndarray:
+    if getattr(scan, "rgb", None) is not None:
+        return np.asarray(scan.rgb, dtype=np.uint8)
+    from parcelscan.datasets.pseudocolor import pseudocolor_from_pair
+    from parcelscan.datasets.render import profile_for
+
+    return pseudocolor_from_pair(scan.low, scan.high, profile_for(scan))
+
+
+def _prefetch(records: Sequence[Any], root: Path, spec: Any, workers: int, with_masks: bool,
+              keep: set[int]) -> Iterator[_Prepared]:
+    """Prepared scans in record order; decoding runs in threads (OpenCV and numpy release the GIL)."""
+    if workers <= 0:
+        for index, record in enumerate(records):
+            yield _prepare_one(index, record, root, spec, with_masks, index in keep)
+        return
+    window = max(2, 2 * workers)
+    with ThreadPoolExecutor(max_workers=workers) as pool:
+        pending = []
+        for index, record in enumerate(records):
+            pending.append(pool.submit(_prepare_one, index, record, root, spec, with_masks, index in keep))
+            if len(pending) >= window:
+                yield pending.pop(0).result()
+        for future in pending:
+            yield future.result()
+
+
+def _block_max(mask_tiles: np.ndarray, shape_hw: tuple[int, int]) -> np.ndarray:
+    """(T, H, W) coverage → (T, h, w): the largest coverage in each heatmap cell (see losses in train.py)."""
+    t, height, width = mask_tiles.shape
+    h, w = shape_hw
+    if height % h or width % w:
+        raise ValueError(f"mask {height}x{width} is not a multiple of the heatmap {h}x{w}")
+    return mask_tiles.reshape(t, h, height // h, w, width // w).max(axis=(2, 4))
+
+
+def mask_losses_numpy(heat_prob: np.ndarray, mask_tiles: np.ndarray) -> tuple[float, int, float, int]:
+    """(BCE sum over tiles, tiles, dice-loss sum over tiles with powder, those tiles): same definitions as
+    the training loss, so validation and training mask losses are comparable."""
+    p = np.clip(heat_prob[:, 0].astype(np.float64), MASK_EPS, 1 - MASK_EPS)
+    target = _block_max(mask_tiles, p.shape[1:]).astype(np.float64)
+    bce = -(target * np.log(p) + (1 - target) * np.log(1 - p)).mean(axis=(1, 2))
+    positive = target.sum(axis=(1, 2)) > 0
+    inter = (p * target).sum(axis=(1, 2))
+    dice = 1 - (2 * inter + 1) / (p.sum(axis=(1, 2)) + target.sum(axis=(1, 2)) + 1)
+    return float(bce.sum()), int(bce.size), float(dice[positive].sum()), int(positive.sum())
+
+
+def predict_records(records: Sequence[Any], root: Path, spec: Any, run_tiles: TileRunner, batch_tiles: int = 32,
+                    workers: int = 2, keep: Sequence[int] = (), with_masks: bool = False, fail_closed: bool = False,
+                    progress: bool = False, desc: str = "predict") -> ScanOutputs:
+    """Run every record through ``prepare_scan`` → tiles → ``run_tiles``; scan margin = max over tiles.
+
+    ``fail_closed``: an unreadable scan gets margin +inf (flagged, as the station sends it to manual
+    inspection) and its error is kept; otherwise the first unreadable scan raises."""
+    from parcelscan.datasets.preprocess import heatmap_to_scan
+
+    start = time.perf_counter()
+    n = len(records)
+    out = ScanOutputs(np.full(n, np.nan), np.zeros(n, np.int64), [None] * n)
+    keep_set = set(keep)
+    buffer: list[_Prepared] = []
+
+    def flush() -> None:
+        if not buffer:
+            return
+        tiles = np.concatenate([item.prepared.tiles for item in buffer]).astype(np.float32, copy=False)
+        logits, heat = [], []
+        for first in range(0, len(tiles), batch_tiles):
+            batch_logits, batch_heat = run_tiles(tiles[first:first + batch_tiles])
+            logits.append(np.asarray(batch_logits, np.float32))
+            heat.append(np.asarray(batch_heat, np.float32))
+        all_logits, all_heat = np.concatenate(logits), np.concatenate(heat)
+        offset = 0
+        for item in buffer:
+            count = item.prepared.n_tiles
+            tile_logits, tile_heat = all_logits[offset:offset + count], all_heat[offset:offset + count]
+            offset += count
+            margin = tile_logits[:, 1].astype(np.float64) - tile_logits[:, 0].astype(np.float64)
+            out.margins[item.index] = float(margin.max())
+            out.n_tiles[item.index] = count
+            if item.mask_tiles is not None:
+                bce_sum, bce_n, dice_sum, dice_n = mask_losses_numpy(tile_heat, item.mask_tiles)
+                out.mask_bce_sum += bce_sum
+                out.mask_bce_tiles += bce_n
+                out.mask_dice_sum += dice_sum
+                out.mask_dice_tiles += dice_n
+            if item.index in keep_set:
+                out.heatmaps[item.index] = heatmap_to_scan(tile_heat, item.prepared)
+                out.displays[item.index] = item.display
+                if item.mask is not None:
+                    out.masks[item.index] = item.mask
+        buffer.clear()
+
+    iterator = _prefetch(records, root, spec, workers, with_masks, keep_set)
+    if progress:
+        from tqdm import tqdm
+
+        iterator = tqdm(iterator, total=n, desc=desc, unit="scan", leave=False, dynamic_ncols=True)
+    buffered_tiles = 0
+    for item in iterator:
+        if item.error is not None:
+            if not fail_closed:
+                raise ParcelscanError(f"{item.error} (run `parcelscan data check` on the dataset)")
+            out.errors[item.index] = item.error
+            out.margins[item.index] = math.inf
+            continue
+        buffer.append(item)
+        buffered_tiles += item.prepared.n_tiles
+        if buffered_tiles >= batch_tiles:
+            flush()
+            buffered_tiles = 0
+    flush()
+    out.seconds = time.perf_counter() - start
+    return out
+
+
+def scan_probabilities(margins: np.ndarray, temperature: float = 1.0) -> np.ndarray:
+    """float32 ``sigmoid(margin / T)`` (an unreadable scan, margin +inf, is 1.0 — always flagged)."""
+    return M.sigmoid(np.asarray(margins, np.float64) / temperature).astype(np.float32)
+
+
+def operating_point(labels: np.ndarray, margins: np.ndarray, target_pfa: float) -> dict[str, float]:
+    """Fit the temperature, then the threshold on calibrated float32 probabilities for ``target_pfa``.
+
+    Both are chosen on validation and stored with the model. A threshold above 1 (clear scans
+    saturating at probability 1.0) cannot be stored as a probability; it is clipped to 1.0 and the
+    measured Pfa, now possibly above target, is reported as ``val_pfa``."""
+    labels = np.asarray(labels).astype(bool)
+    finite = np.isfinite(margins)
+    temperature = M.fit_temperature(labels[finite], margins[finite])
+    probabilities = scan_probabilities(margins, temperature)
+    threshold = min(1.0, M.threshold_at_pfa(probabilities[~labels], target_pfa))
+    pd, pfa = M.rates_at_threshold(labels, probabilities, threshold)
+    return {"temperature": temperature, "threshold": threshold, "target_pfa": target_pfa,
+            "val_pd": pd, "val_pfa": pfa}
+
+
+# --- runners ---------------------------------------------------------------------------------------
+def torch_runner(model: Any, device: Any = "cpu") -> TileRunner:
+    import torch
+
+    def run(tiles: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+        with torch.inference_mode():
+            logits, heat = model(torch.from_numpy(np.ascontiguousarray(tiles)).to(device))
+            return logits.float().cpu().numpy(), torch.sigmoid(heat.float()).cpu().numpy()
+
+    return run
+
+
+@dataclass
+class LoadedModel:
+    runner: TileRunner
+    spec: Any
+    threshold: float
+    temperature: float
+    target_pfa: float | None
+    info: dict[str, Any]
+    kind: str  # "checkpoint" | "onnx"
+
+
+def load_model_for_eval(path: str | Path, device: str = "auto") -> LoadedModel:
+    """A checkpoint (.pt, PyTorch) or an ONNX file (onnxruntime only) behind the same runner interface."""
+    from parcelscan.datasets.preprocess import PreprocessSpec
+
+    path = Path(path)
+    if not path.is_file():
+        raise ParcelscanError(f"model not found: {path}")
+    if path.suffix.lower() == ".onnx":
+        from parcelscan.inference.session import open_session, sha256_sidecar
+
+        session = open_session(path, device=device, verify=sha256_sidecar(path).is_file())
+        meta = session.metadata
+
+        def run(tiles: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+            _, logits, heat = session.run(tiles)
+            return logits, heat
+
+        info = {"name": meta.name, "version": meta.version, "arch": meta.arch, "git_commit": meta.git_commit,
+                "data_fingerprint": meta.data_fingerprint, "sha256": session.sha256, "provider": session.provider}
+        return LoadedModel(run, PreprocessSpec.from_dict(meta.preprocessing), meta.threshold, meta.temperature,
+                           meta.target_pfa, info, "onnx")
+    from parcelscan.model.checkpoint import load_checkpoint
+    from parcelscan.training.train import resolve_device
+
+    model, info = load_checkpoint(path)
+    torch_device = resolve_device(device)
+    model.to(torch_device)
+    if info.get("threshold") is None or info.get("temperature") is None:
+        raise ParcelscanError(f"{path}: checkpoint has no operating threshold/temperature (it was saved before "
+                              f"validation); evaluate best.pt or last.pt of a finished epoch")
+    return LoadedModel(torch_runner(model, torch_device), PreprocessSpec.from_dict(info["preprocessing"]),
+                       float(info["threshold"]), float(info["temperature"]), info.get("target_pfa"),
+                       {k: info.get(k) for k in ("name", "version", "arch", "git_commit", "data_fingerprint",
+                                                 "epoch")}, "checkpoint")
+
+
+# --- the screening summary ----------------------------------------------------------------------------
+def _pd_at(target: float) -> Callable[[np.ndarray, np.ndarray], float]:
+    return lambda y, s: M.pd_at_pfa(y, s, target)[0]
+
+
+def _group_rates(scores: np.ndarray, records: Sequence[Any], mask: np.ndarray, attribute: str,
+                 threshold: float) -> dict[str, dict[str, float]]:
+    index = np.nonzero(mask)[0]
+    if index.size == 0:
+        return {}
+    return M.rates_by_group(scores[index], [getattr(records[i], attribute) for i in index], threshold)
+
+
+def screening_summary(labels: np.ndarray, margins: np.ndarray, records: Sequence[Any], threshold: float,
+                      temperature: float, target_pfa: float = 0.01, n_boot: int = 1000,
+                      seed: int = 0) -> dict[str, Any]:
+    """Every number of the report (see README "Evaluation"): ranking metrics with bootstrap CIs, Pd at fixed
+    Pfa with CIs, both operating points with per-scenario / per-material / per-look-alike rates, ECE."""
+    y = np.asarray(labels).astype(bool)
+    scores = scan_probabilities(margins, temperature)
+    n_clear, n_suspect = int((~y).sum()), int(y.sum())
+    if n_clear == 0 or n_suspect == 0:
+        raise ParcelscanError(f"evaluation needs clear and suspect scans; got {n_clear} clear, {n_suspect} suspect")
+    out: dict[str, Any] = {"n_scans": int(y.size), "n_clear": n_clear, "n_suspect": n_suspect,
+                           "pfa_resolution": 1.0 / n_clear, "bootstrap": {"replicates": n_boot, "seed": seed,
+                                                                          "confidence": 0.95}}
+    for key, function in (("roc_auc", M.roc_auc), ("average_precision", M.average_precision)):
+        out[key] = function(y, scores)
+        out[f"{key}_ci"] = list(M.bootstrap_ci(function, y, scores, n_boot, seed=seed))
+    pfas = sorted({*REPORT_PFAS, target_pfa}, reverse=True)
+    out["pd_at_pfa"] = {}
+    for pfa_target in pfas:
+        pd, pfa, t = M.pd_at_pfa(y, scores, pfa_target)
+        out["pd_at_pfa"][f"{pfa_target:g}"] = {
+            "pd": pd, "pd_ci": list(M.bootstrap_ci(_pd_at(pfa_target), y, scores, n_boot, seed=seed)),
+            "pfa": pfa, "threshold": t, "allowed_false_alarms": M.allowed_false_alarms(n_clear, pfa_target)}
+
+    def point(t: float) -> dict[str, Any]:
+        pd, pfa = M.rates_at_threshold(y, scores, t)
+        confusion = M.confusion_at(y, scores, t)
+        return {"threshold": t, "pd": pd, "pd_ci": list(M.wilson_interval(confusion["tp"], n_suspect)),
+                "pfa": pfa, "pfa_ci": list(M.wilson_interval(confusion["fp"], n_clear)), "confusion": confusion,
+                "pd_by_scenario": _group_rates(scores, records, y, "scenario", t),
+                "pd_by_material": _group_rates(scores, records, y, "material", t),
+                "pfa_by_lookalike": _group_rates(scores, records, ~y, "lookalike", t)}
+
+    out["stored_operating_point"] = point(threshold)
+    out["target_operating_point"] = {"target_pfa": target_pfa, **point(M.threshold_at_pfa(scores[~y], target_pfa))}
+    finite = np.isfinite(margins)
+    raw = scan_probabilities(margins, 1.0)
+    out["calibration"] = {"temperature": temperature, "ece_uncalibrated": M.expected_calibration_error(y, raw),
+                          "ece_calibrated": M.expected_calibration_error(y, scores),
+                          "nll_uncalibrated": M.nll_binary(y[finite], margins[finite], 1.0),
+                          "nll_calibrated": M.nll_binary(y[finite], margins[finite], temperature),
+                          "temperature_fitted_on_this_set": M.fit_temperature(y[finite], margins[finite])}
+    return out
+
+
+# --- the evaluate command --------------------------------------------------------------------------------
+def increment_dir(project: str | Path, name: str) -> Path:
+    """``project/name``, or ``name2``, ``name3`` … if taken (Ultralytics-style); created empty."""
+    project = Path(project)
+    project.mkdir(parents=True, exist_ok=True)
+    candidate = project / name
+    number = 2
+    while True:
+        try:
+            candidate.mkdir()
+            return candidate
+        except FileExistsError:
+            candidate = project / f"{name}{number}"
+            number += 1
+
+
+def select_split(records: list[Any], split: str, data_dir: Path) -> list[Any]:
+    chosen = [r for r in records if r.split == split]
+    if not chosen:
+        present = sorted({str(r.split) for r in records})
+        hint = "run `parcelscan data split` first" if present == ["None"] else f"splits present: {', '.join(present)}"
+        raise ParcelscanError(f"{data_dir}: no scans in split {split!r} ({hint})")
+    return chosen
+
+
+def heatmap_picks(labels: np.ndarray, scores: np.ndarray, count: int = 8) -> list[int]:
+    """Scans to show: the most confident suspects, the missed suspects, the highest-scoring clear scans."""
+    y = np.asarray(labels).astype(bool)
+    suspect, clear = np.nonzero(y)[0], np.nonzero(~y)[0]
+    picks = list(suspect[np.argsort(-scores[suspect])][: count // 4])
+    picks += list(suspect[np.argsort(scores[suspect])][: count // 4])
+    picks += list(clear[np.argsort(-scores[clear])][: count // 4])
+    picks += list(clear[np.argsort(scores[clear])][: count - len(picks)])
+    return sorted({int(i) for i in picks})
+
+
+def evaluate(model_path: str | Path, data_dir: str | Path, split: str = "test", name: str = "exp",
+             project: str | Path = "runs/evaluate", target_pfa: float = 0.01, device: str = "auto",
+             workers: int = 2, batch_tiles: int = 32, n_boot: int = 1000, seed: int = 0, plots: bool = True,
+             progress: bool = True, heatmaps: int = 8) -> tuple[Path, dict[str, Any]]:
+    """Evaluate a model on one split; writes ``report.md``, ``metrics.json`` and PNG plots."""
+    from parcelscan.datasets.manifest import read_manifest
+
+    if not 0.0 < target_pfa < 1.0:
+        raise ParcelscanError(f"--target-pfa must be in (0, 1), got {target_pfa}")
+    data_dir = Path(data_dir)
+    records = select_split(read_manifest(data_dir), split, data_dir)
+    model = load_model_for_eval(model_path, device)
+    labels = np.array([r.label == "suspect" for r in records])
+    outputs = predict_records(records, data_dir, model.spec, model.runner, batch_tiles=batch_tiles, workers=workers,
+                              fail_closed=True, progress=progress, desc=f"evaluate {split}")
+    summary = screening_summary(labels, outputs.margins, records, model.threshold, model.temperature, target_pfa,
+                                n_boot, seed)
+    errors = [(records[i].scan_id, e) for i, e in enumerate(outputs.errors) if e]
+    summary.update({"model": str(model_path), "model_kind": model.kind, "model_info": model.info,
+                    "data": str(data_dir), "split": split, "unreadable_scans": len(errors),
+                    "seconds": outputs.seconds, "scans_per_second": len(records) / max(outputs.seconds, 1e-9),
+                    "input_kind": model.spec.input_kind, "stored_target_pfa": model.target_pfa})
+    run_dir = increment_dir(project, name)
+    scores = scan_probabilities(outputs.margins, model.temperature)
+    if plots:
+        _evaluation_plots(run_dir, labels, scores, outputs, records, data_dir, model, summary, heatmaps, workers)
+    (run_dir / "metrics.json").write_text(json.dumps(summary, indent=1, sort_keys=True) + "\n", encoding="utf-8")
+    (run_dir / "predictions.csv").write_text(_predictions_csv(records, outputs, scores), encoding="utf-8")
+    (run_dir / "report.md").write_text(render_report(summary, errors, plots), encoding="utf-8")
+    return run_dir, summary
+
+
+def _predictions_csv(records: Sequence[Any], outputs: ScanOutputs, scores: np.ndarray) -> str:
+    lines = ["scan_id,label,scenario,material,lookalike,margin,probability,tiles,error"]
+    for i, r in enumerate(records):
+        error = (outputs.errors[i] or "").replace(",", ";").replace("\n", " ")
+        lines.append(f"{r.scan_id},{r.label},{r.scenario},{r.material or ''},{r.lookalike or ''},"
+                     f"{outputs.margins[i]:.6g},{float(scores[i]):.9g},{int(outputs.n_tiles[i])},{error}")
+    return "\n".join(lines) + "\n"
+
+
+def _evaluation_plots(run_dir: Path, labels: np.ndarray, scores: np.ndarray, outputs: ScanOutputs,
+                      records: Sequence[Any], data_dir: Path, model: LoadedModel, summary: dict[str, Any],
+                      heatmaps: int, workers: int) -> None:
+    from parcelscan.training import plots
+
+    marks = {f"Pfa {k}": (v["pfa"], v["pd"]) for k, v in summary["pd_at_pfa"].items()}
+    stored = summary["stored_operating_point"]
+    marks["stored threshold"] = (stored["pfa"], stored["pd"])
+    plots.plot_roc(labels, scores, run_dir / "roc.png", marks)
+    plots.plot_pd_vs_pfa(labels, scores, run_dir / "pd_vs_pfa.png", marks)
+    plots.plot_confusion(stored["confusion"], run_dir / "confusion_matrix.png",
+                         f"stored threshold {stored['threshold']:.4g}")
+    plots.plot_reliability(labels, scan_probabilities(outputs.margins, 1.0), scores, run_dir / "calibration.png",
+                           model.temperature)
+    if heatmaps > 0:
+        picks = heatmap_picks(labels, scores, heatmaps)
+        chosen = [records[i] for i in picks]
+        shown = predict_records(chosen, data_dir, model.spec, model.runner, workers=workers,
+                                keep=range(len(chosen)), fail_closed=True)
+        plots.plot_heatmap_grid(shown, chosen, scan_probabilities(shown.margins, model.temperature),
+                                run_dir / "heatmaps.png", model.threshold)
+
+
+def _fmt_ci(value: float, ci: Sequence[float], percent: bool = True) -> str:
+    if percent:
+        return f"{100 * value:.2f} % [{100 * ci[0]:.2f}, {100 * ci[1]:.2f}]"
+    return f"{value:.4f} [{ci[0]:.4f}, {ci[1]:.4f}]"
+
+
+def _group_table(title: str, groups: dict[str, dict[str, float]], what: str) -> list[str]:
+    if not groups:
+        return []
+    lines = [f"**{title}**", "", f"| group | n | flagged | {what} (95 % Wilson CI) |", "|---|---:|---:|---|"]
+    for key, value in groups.items():
+        lines.append(f"| {key} | {value['n']} | {value['flagged']} | "
+                     f"{_fmt_ci(value['rate'], (value['ci_low'], value['ci_high']))} |")
+    return [*lines, ""]
+
+
+def render_report(summary: dict[str, Any], errors: Sequence[tuple[str, str]], plots: bool) -> str:
+    """The Markdown report: the same numbers as metrics.json, for people."""
+    s = summary
+    info = s.get("model_info", {})
+    lines = [f"# Evaluation of {info.get('name') or s['model']} on {s['data']} ({s['split']})", "",
+             f"- model: `{s['model']}` ({s['model_kind']}, arch {info.get('arch')}, version {info.get('version')}, "
+             f"git {info.get('git_commit')})",
+             f"- input kind: {s['input_kind']}; scans: {s['n_scans']} ({s['n_suspect']} suspect, {s['n_clear']} clear)"
+             f"; unreadable: {s['unreadable_scans']} (counted as flagged: the station sends them to manual inspection)",
+             f"- Pfa resolution of this set: {100 * s['pfa_resolution']:.3g} % (one false alarm)",
+             f"- throughput: {s['scans_per_second']:.1f} scans/s", "",
+             "Confidence intervals: 95 %, percentile bootstrap stratified by class "
+             f"({s['bootstrap']['replicates']} replicates, seed {s['bootstrap']['seed']}) for metrics that re-pick "
+             "the threshold; Wilson intervals for rates at a fixed threshold.", "",
+             "## Ranking", "", "| metric | value [95 % CI] |", "|---|---|",
+             f"| ROC AUC | {_fmt_ci(s['roc_auc'], s['roc_auc_ci'], percent=False)} |",
+             f"| average precision | {_fmt_ci(s['average_precision'], s['average_precision_ci'], percent=False)} |",
+             "", "## Pd at fixed Pfa (threshold chosen on this set)", "",
+             "| target Pfa | Pd [95 % CI] | measured Pfa | false alarms allowed | threshold |",
+             "|---|---|---|---:|---|"]
+    for key, v in s["pd_at_pfa"].items():
+        lines.append(f"| {100 * float(key):g} % | {_fmt_ci(v['pd'], v['pd_ci'])} | {100 * v['pfa']:.3f} % | "
+                     f"{v['allowed_false_alarms']} | {v['threshold']:.6g} |")
+    for title, key in (("At the model's stored operating threshold (chosen on validation)", "stored_operating_point"),
+                       (f"At the threshold giving Pfa {100 * s['target_operating_point']['target_pfa']:g} % on this "
+                        "set", "target_operating_point")):
+        p = s[key]
+        c = p["confusion"]
+        lines += ["", f"## {title}", "", f"threshold {p['threshold']:.6g}: Pd {_fmt_ci(p['pd'], p['pd_ci'])}, "
+                  f"Pfa {_fmt_ci(p['pfa'], p['pfa_ci'])}", "",
+                  "| | flagged suspect | passed clear |", "|---|---:|---:|",
+                  f"| suspect (powder) | {c['tp']} | {c['fn']} |", f"| clear | {c['fp']} | {c['tn']} |", ""]
+        lines += _group_table("Pd per scenario", p["pd_by_scenario"], "Pd")
+        lines += _group_table("Pd per material", p["pd_by_material"], "Pd")
+        lines += _group_table("Pfa per look-alike kind (clear scans)", p["pfa_by_lookalike"], "Pfa")
+    cal = s["calibration"]
+    lines += ["## Calibration", "", f"- temperature (fitted on validation, stored): {cal['temperature']:.4g}; "
+              f"the temperature that would fit this set: {cal['temperature_fitted_on_this_set']:.4g}",
+              f"- ECE (15 bins): {cal['ece_uncalibrated']:.4f} before, {cal['ece_calibrated']:.4f} after "
+              "temperature scaling",
+              f"- NLL: {cal['nll_uncalibrated']:.4f} before, {cal['nll_calibrated']:.4f} after", ""]
+    if plots:
+        lines += ["## Plots", "", "![ROC](roc.png) ![Pd vs Pfa](pd_vs_pfa.png)",
+                  "![confusion](confusion_matrix.png) ![calibration](calibration.png)", "",
+                  "![heatmaps](heatmaps.png)", ""]
+    if errors:
+        lines += ["## Unreadable scans", ""] + [f"- {scan_id}: {error}" for scan_id, error in errors[:50]] + [""]
+    return "\n".join(lines)
