@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import csv
 import json
 import shutil
 from collections import Counter, defaultdict
@@ -227,3 +228,145 @@ def test_stats_reports_counts_and_tiles(dataset, capsys):
 # --- import -------------------------------------------------------------------------------------------
 def _station_files(root: Path, scan_id: str) -> list[Path]:
     return [root / f"{scan_id}{suffix}" for suffix in ("_low.png", "_high.png", ".json")]
+
+
+@pytest.fixture(scope="module")
+def sources(tmp_path_factory, dataset) -> dict[str, Path]:
+    """Outside data in every layout, made from the simulated data set's scans."""
+    import cv2
+
+    from parcelscan.datasets.readers import convert_scan
+
+    base = tmp_path_factory.mktemp("sources")
+    records = read_manifest(dataset)
+    clear = [r for r in records if r.label == "clear"]
+    suspect = [r for r in records if r.label == "suspect"]
+
+    folder = base / "imagefolder"
+    (folder / "clear").mkdir(parents=True)
+    (folder / "suspect" / "batch2").mkdir(parents=True)
+    for path in _station_files(dataset, clear[0].scan_id):
+        shutil.copy(path, folder / "clear")
+    convert_scan(dataset / clear[1].files["low"], "tiff", folder / "clear")
+    rgb = np.dstack([np.full((60, 80), v, np.uint8) for v in (230, 140, 40)])
+    cv2.imwrite(str(folder / "clear" / "photo.jpg"), rgb[..., ::-1])
+    convert_scan(dataset / suspect[0].files["low"], "dicos", folder / "suspect")
+    for path in _station_files(dataset, suspect[1].scan_id):
+        shutil.copy(path, folder / "suspect" / "batch2")
+    write_png(folder / "suspect" / "xray.png", rgb)
+
+    table = base / "csv"
+    table.mkdir()
+    for path in _station_files(dataset, suspect[2].scan_id):
+        shutil.copy(path, table)
+    shutil.copy(folder / "clear" / "photo.jpg", table / "img one.jpg")
+    rows = [["path", "label", "scenario", "parcel_id"],
+            [f"{suspect[2].scan_id}_high.png", "suspect", "tin_can", "P-77"],
+            ["img one.jpg", "clear", "", ""]]
+    with open(table / "labels.csv", "w", newline="") as handle:
+        csv.writer(handle).writerows(rows)
+
+    station = base / "station"
+    station.mkdir()
+    for record in suspect[3:5] + clear[2:4]:
+        for path in _station_files(dataset, record.scan_id):
+            shutil.copy(path, station)
+        sidecar = json.loads((station / f"{record.scan_id}.json").read_text())
+        sidecar["labels"] = {"label": record.label, "scenario": record.scenario, "material": record.material,
+                             "mass_g": record.mass_g, "parcel_id": record.parcel_id}
+        (station / f"{record.scan_id}.json").write_text(json.dumps(sidecar))
+        shutil.copy(dataset / record.mask, station / f"{record.scan_id}_mask.png")
+    return {"imagefolder": folder, "csv": table / "labels.csv", "station": station}
+
+
+def test_import_imagefolder(sources, tmp_path, capsys):
+    from parcelscan.datasets.datatools import file_sha256, load_record_scan
+    from parcelscan.datasets.readers import load_scan
+
+    out = tmp_path / "imported"
+    assert main(["data", "import", str(sources["imagefolder"]), "--out", str(out)]) == 0
+    assert "imported 6 scan(s) into" in capsys.readouterr().out
+    records = {r.scan_id: r for r in read_manifest(out)}
+    assert len(records) == 6
+    kinds = Counter((r.label, r.kind) for r in records.values())
+    assert kinds == {("clear", "dual_energy"): 2, ("clear", "pseudo_color"): 1, ("suspect", "dual_energy"): 2,
+                     ("suspect", "pseudo_color"): 1}
+    for record in records.values():
+        assert record.source == "station" and record.split is None
+        original = Path(record.provenance["original_path"])
+        assert record.provenance["sha256"]["main"] == file_sha256(original)
+        assert record.provenance["importer"] == "imagefolder" and record.provenance["imported_at"].endswith("Z")
+        imported = load_record_scan(record, out)
+        source = load_scan(original)
+        if record.kind == "dual_energy":  # copies and conversions are pixel-exact
+            assert np.array_equal(imported.low, source.low) and np.array_equal(imported.high, source.high)
+            assert imported.meta.get("pixel_pitch_mm") == 1.0
+        else:
+            assert np.array_equal(imported.rgb, source.rgb) and record.files["rgb"].endswith("_rgb.png")
+            assert json.loads((out / record.files["sidecar"]).read_text())["kind"] == "pseudo_color"
+    photo = next(r for r in records.values() if r.scan_id == "photo")
+    assert photo.label == "clear" and photo.scenario == "none"
+    assert next(r for r in records.values() if r.scan_id == "xray").scenario == "unknown"
+    # importing again adds nothing; the result passes `data check`
+    assert main(["data", "import", str(sources["imagefolder"]), "--out", str(out)]) == 0
+    assert "6 already imported" in capsys.readouterr().out
+    assert len(read_manifest(out)) == 6
+    assert main(["data", "check", str(out), "--workers", "1"]) == 0
+
+
+def test_import_csv(sources, tmp_path, capsys):
+    out = tmp_path / "fromcsv"
+    assert main(["data", "import", str(sources["csv"]), "--out", str(out)]) == 0
+    records = read_manifest(out)
+    assert [(r.label, r.kind, r.scenario, r.parcel_id) for r in records] == [
+        ("suspect", "dual_energy", "tin_can", "P-77"), ("clear", "pseudo_color", "none", "img-one")]
+    assert records[1].scan_id == "img-one"  # a safe id from "img one.jpg"
+    assert records[0].provenance["importer"] == "csv"
+    bad = sources["csv"].with_name("bad.csv")
+    bad.write_text("path,label\nimg one.jpg,maybe\n")
+    assert main(["data", "import", str(bad), "--out", str(tmp_path / "bad")]) == 2
+    assert "bad.csv:2: label must be one of" in capsys.readouterr().err
+
+
+def test_import_station_folder_with_sidecar_labels_and_masks(sources, tmp_path, capsys):
+    out = tmp_path / "fromstation"
+    assert main(["data", "import", str(sources["station"]), "--out", str(out), "--source", "review"]) == 0
+    records = read_manifest(out)
+    assert len(records) == 4 and Counter(r.label for r in records) == {"suspect": 2, "clear": 2}
+    for record in records:
+        assert record.mask == f"{record.scan_id}_mask.png" and (out / record.mask).exists()
+        assert record.source == "review" and record.parcel_id.startswith("parcel")
+        assert "labels" not in json.loads((out / record.files["sidecar"]).read_text())
+    assert all(r.material == "Nd2O3" and r.mass_g == 50.0 for r in records if r.label == "suspect")
+    assert main(["data", "check", str(out), "--workers", "1"]) == 0
+    # a scan without a label, and a corrupt one
+    unlabelled = tmp_path / "unlabelled"
+    shutil.copytree(sources["station"], unlabelled)
+    first = sorted(unlabelled.glob("*.json"))[0]
+    first.write_text(json.dumps({k: v for k, v in json.loads(first.read_text()).items() if k != "labels"}))
+    assert main(["data", "import", str(unlabelled), "--out", str(tmp_path / "u1")]) == 2
+    assert "no label" in capsys.readouterr().err
+    corrupt = sorted(unlabelled.glob("*_high.png"))[-1]
+    corrupt.write_bytes(corrupt.read_bytes()[:200])
+    assert main(["data", "import", str(unlabelled), "--out", str(tmp_path / "u2"), "--skip-bad", "--label",
+                 "clear"]) == 1
+    out_text = capsys.readouterr().out
+    assert "imported 3 scan(s)" in out_text and "1 skipped" in out_text and corrupt.name in out_text
+
+
+def test_imagefolder_with_an_unknown_class_folder_is_refused(tmp_path, capsys):
+    (tmp_path / "src" / "clear").mkdir(parents=True)
+    (tmp_path / "src" / "maybe").mkdir()
+    assert main(["data", "import", str(tmp_path / "src"), "--out", str(tmp_path / "out")]) == 2
+    assert "unknown class folder(s) maybe" in capsys.readouterr().err
+
+
+def test_convert_cli(dataset, tmp_path, capsys):
+    from parcelscan.datasets.readers import load_scan
+
+    record = read_manifest(dataset)[0]
+    assert main(["data", "convert", str(dataset / record.files["low"]), "--to", "tiff", "--out", str(tmp_path)]) == 0
+    assert f"{record.scan_id}.tiff" in capsys.readouterr().out
+    back, original = load_scan(tmp_path / f"{record.scan_id}.tiff"), load_scan(dataset / record.files["low"])
+    assert np.array_equal(back.low, original.low) and np.array_equal(back.high, original.high)
+    assert main(["data", "convert", str(tmp_path / "nothing.png"), "--to", "tiff", "--out", str(tmp_path)]) == 1
