@@ -135,15 +135,17 @@ class PreprocessSpec:
                     **overrides: Any) -> PreprocessSpec:
         """The dual-energy spec; ``profile_name`` selects the scanner whose spectra define a_excess."""
         channels = list(channels or DUAL_CHANNELS)
-        reference = dict(excess_reference_table(profile_name)) if "a_excess" in channels else {}
-        return cls(input_kind="dual_energy", channels=channels, excess_reference=reference,
-                   **_channel_defaults(channels), **overrides)
+        if "a_excess" in channels and "excess_reference" not in overrides:
+            overrides["excess_reference"] = dict(excess_reference_table(profile_name))
+        return cls(input_kind="dual_energy", channels=channels,
+                   **{"excess_reference": {}, **_channel_defaults(channels), **overrides})
 
     @classmethod
     def pseudo_color(cls, **overrides: Any) -> PreprocessSpec:
-        channels = list(RGB_CHANNELS)
-        return cls(input_kind="pseudo_color", channels=channels, excess_reference={},
-                   **_channel_defaults(channels), **overrides)
+        overrides.pop("profile_name", None)  # no physics in a pseudo-colour spec
+        channels = list(overrides.pop("channels", RGB_CHANNELS))
+        return cls(input_kind="pseudo_color", channels=channels,
+                   **{"excess_reference": {}, **_channel_defaults(channels), **overrides})
 
     @classmethod
     def for_kind(cls, input_kind: str, **overrides: Any) -> PreprocessSpec:

@@ -257,3 +257,12 @@ def test_nan_planes_are_refused(spec):
     planes[3, 3, 0] = np.nan
     with pytest.raises(ScanReadError, match="NaN"):
         prepare_planes(planes, (1.0, 1.0), spec, "bad")
+
+
+def test_for_kind_takes_overrides_of_any_field():
+    spec = PreprocessSpec.for_kind("dual_energy", tile_rows=256, normalisation={"offset": [0, 0], "scale": [3, 2]},
+                                   pad_value=[0, 0], channels=["a_low", "a_high"])
+    assert spec.tile_rows == 256 and spec.channels == ["a_low", "a_high"] and spec.excess_reference == {}
+    assert PreprocessSpec.for_kind("pseudo_color", pixel_pitch_mm=1.5).pixel_pitch_mm == 1.5
+    with pytest.raises(ParcelscanError, match="unknown input kind"):
+        PreprocessSpec.for_kind("single_energy")
