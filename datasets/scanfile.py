@@ -144,26 +144,41 @@ def _one_line(error: BaseException, limit: int = 200) -> str:
     return text if len(text) <= limit else text[: limit - 1] + "…"
 
 
+class _LogCollector(logging.Handler):
+    def __init__(self) -> None:
+        super().__init__(logging.WARNING)
+        self.records: list[logging.LogRecord] = []
+
+    def emit(self, record: logging.LogRecord) -> None:
+        self.records.append(record)
+
+
 @contextlib.contextmanager
-def decoding(path: Any, what: str) -> Iterator[None]:
-    """Run third-party decoders (Pillow, tifffile, pydicom): their warnings and log lines are silenced,
-    and whatever they raise becomes one ``ScanReadError`` naming the file — never a crash deeper down.
+def decoding(path: Any, what: str) -> Iterator[list[logging.LogRecord]]:
+    """Run third-party decoders (Pillow, tifffile, pydicom): their warnings are silenced and their log
+    lines collected (yielded, for readers that treat a decoder's ERROR as corruption) instead of printed;
+    whatever they raise becomes one ``ScanReadError`` naming the file — never a crash deeper down.
     Our own ``ScanReadError``s pass through unchanged."""
     loggers = [logging.getLogger(name) for name in ("tifffile", "pydicom", "PIL")]
-    levels = [logger.level for logger in loggers]
+    saved = [(logger.level, logger.propagate) for logger in loggers]
+    collector = _LogCollector()
     with warnings.catch_warnings():
         warnings.simplefilter("ignore")
         for logger in loggers:
-            logger.setLevel(logging.CRITICAL + 1)
+            logger.addHandler(collector)
+            logger.propagate = False
+            logger.setLevel(logging.WARNING)
         try:
-            yield
+            yield collector.records
         except ScanReadError:
             raise
         except Exception as error:  # decoders raise anything: OSError, ValueError, struct.error, MemoryError …
             raise ScanReadError(f"{path}: unreadable {what}: {_one_line(error)}") from error
         finally:
-            for logger, level in zip(loggers, levels, strict=True):
+            for logger, (level, propagate) in zip(loggers, saved, strict=True):
+                logger.removeHandler(collector)
                 logger.setLevel(level)
+                logger.propagate = propagate
 
 
 def validate_pair(low: np.ndarray, high: np.ndarray, source: str) -> None:
@@ -380,8 +395,16 @@ def read_tiff(path: Path) -> Scan:
     import tifffile
 
     path = check_file(Path(path))
-    with decoding(path, "TIFF"), tifffile.TiffFile(path) as tiff:
+    file_size = path.stat().st_size
+    with decoding(path, "TIFF") as log, tifffile.TiffFile(path) as tiff:
         count = len(tiff.pages)
+        errors = [record.getMessage() for record in log if record.levelno >= logging.ERROR]
+        if errors:  # e.g. a page chain pointing past the end of a truncated file
+            raise ScanReadError(f"{path}: corrupt or truncated TIFF: {re.sub(r'^<[^>]*> *', '', errors[0])}")
+        for index, page in enumerate(tiff.pages):
+            ends = [offset + size for offset, size in zip(page.dataoffsets, page.databytecounts, strict=False)]
+            if any(end > file_size for end in ends):
+                raise ScanReadError(f"{path}: truncated TIFF: the data of page {index} run past the end of the file")
         if count == 1:
             page = tiff.pages[0]
             if len(page.shape) == 2 and page.dtype in (np.dtype(np.uint16), *_FLOAT_TYPES):

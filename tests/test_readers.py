@@ -289,6 +289,15 @@ def test_nan_and_out_of_range_float_tiff(tmp_path):
         load_scan(tmp_path / "range.tiff")
 
 
+@pytest.mark.parametrize("fraction", [0.3, 0.5, 0.75, 0.99])
+def test_truncated_tiff_is_not_mistaken_for_a_single_page(tmp_path, fraction):
+    write_tiff(_scan(), tmp_path / "full.tiff")
+    data = (tmp_path / "full.tiff").read_bytes()
+    (tmp_path / "cut.tiff").write_bytes(data[: int(len(data) * fraction)])
+    with pytest.raises(ScanReadError, match=r"cut\.tiff: .*truncated"):
+        load_scan(tmp_path / "cut.tiff")
+
+
 def test_bad_tiffs(tmp_path):
     import tifffile
 
