@@ -1,0 +1,127 @@
+"""The network: every arch builds offline, adapts its stem, and returns (logits, heatmap at stride 8);
+the loss follows the mask rules; checkpoints round-trip and refuse foreign files."""
+
+from __future__ import annotations
+
+import itertools
+
+import pytest
+import torch
+
+from parcelscan.errors import ParcelscanError
+from parcelscan.model.checkpoint import load_checkpoint, read_checkpoint, save_checkpoint
+from parcelscan.model.network import ARCHS, HEATMAP_STRIDE, build_model, count_parameters
+from parcelscan.training.train import compute_losses, lr_factor, mask_targets
+
+
+@pytest.mark.parametrize("arch", ARCHS)
+@pytest.mark.parametrize("in_channels", [3, 2])
+def test_shapes_every_arch(arch, in_channels):
+    torch.manual_seed(0)
+    model = build_model(arch, in_channels).eval()
+    first_conv = next(m for m in model.modules() if isinstance(m, torch.nn.Conv2d))
+    assert first_conv.in_channels == in_channels
+    with torch.no_grad():
+        logits, heat = model(torch.randn(2, in_channels, 96, 64))
+    assert logits.shape == (2, 2)
+    assert heat.shape == (2, 1, 96 // HEATMAP_STRIDE, 64 // HEATMAP_STRIDE)
+    assert torch.isfinite(logits).all() and torch.isfinite(heat).all()
+
+
+def test_default_model_is_small_and_heatmap_starts_near_prior():
+    model = build_model().eval()
+    assert model.arch == "mobilenet_v3_small"
+    assert count_parameters(model) < 2_000_000  # ~5 MB float32: well under the 10 MB ONNX budget
+    with torch.no_grad():
+        _, heat = model(torch.randn(1, 3, 320, 320))
+    assert heat.shape == (1, 1, 40, 40)
+    # the mask head's bias starts at the 1 % prior: a fresh model does not paint the whole scan
+    assert torch.sigmoid(heat).mean().item() == pytest.approx(0.01, abs=0.01)
+
+
+def test_unknown_arch_and_bad_channels():
+    with pytest.raises(ValueError, match="unknown arch"):
+        build_model("vgg16", 3)
+    with pytest.raises(ValueError):
+        build_model("mobilenet_v3_small", 0)
+
+
+def test_backward_reaches_both_heads():
+    model = build_model("mobilenet_v3_small", 3)
+    logits, heat = model(torch.randn(4, 3, 64, 64))
+    masks = torch.zeros(4, 64, 64)
+    masks[1, 10:30, 20:40] = 1.0
+    losses = compute_losses(logits, heat, torch.tensor([0, 1, 0, 1]), masks, torch.tensor([1, 1, 1, 0]).bool())
+    losses["loss"].backward()
+    assert model.decoder.logit.weight.grad.abs().sum() > 0
+    assert model.classifier[-1].weight.grad.abs().sum() > 0
+    assert model.to_stride8[0][0].weight.grad.abs().sum() > 0
+
+
+def test_mask_loss_rules():
+    torch.manual_seed(0)
+    logits = torch.zeros(2, 2)
+    heat = torch.full((2, 1, 8, 8), -4.0)
+    labels = torch.tensor([0, 1])
+    masks = torch.zeros(2, 64, 64)
+    masks[1, :8, :8] = 0.25  # one heatmap cell, partly covered
+    # no sample has a mask: no mask loss at all (a suspect without a mask, e.g. a station seizure)
+    none = compute_losses(logits, heat, labels, masks, torch.tensor([False, False]))
+    assert none["mask_bce"] == 0 and none["mask_dice"] == 0
+    # only the clear sample's known-empty mask: BCE, no dice (dice is undefined on an empty target)
+    clear_only = compute_losses(logits, heat, labels, masks, torch.tensor([True, False]))
+    expected = torch.nn.functional.softplus(torch.tensor(-4.0)).item()
+    assert clear_only["mask_bce"].item() == pytest.approx(expected, rel=1e-5)
+    assert clear_only["mask_dice"] == 0
+    # the suspect's mask: dice counted; the target is the max coverage in each stride-8 cell
+    both = compute_losses(logits, heat, labels, masks, torch.tensor([True, True]))
+    assert both["mask_dice"] > 0
+    target = mask_targets(masks, (8, 8))
+    assert target.shape == (2, 1, 8, 8) and target[1, 0, 0, 0] == 0.25 and target.sum() == 0.25
+    assert both["loss"] == pytest.approx(both["cls_loss"] + both["mask_bce"] + both["mask_dice"])
+
+
+def test_lr_schedule_warmup_then_cosine():
+    values = [lr_factor(step, 100, 10, 0.02) for step in range(100)]
+    assert values[0] == pytest.approx(0.1) and values[9] == pytest.approx(1.0)
+    assert values[10] == pytest.approx(1.0)
+    assert all(a >= b for a, b in itertools.pairwise(values[10:]))
+    assert lr_factor(100, 100, 10, 0.02) == pytest.approx(0.02)
+
+
+def _checkpoint(model, **extra):
+    return {"arch": model.arch, "in_channels": model.in_channels, "model": model.state_dict(), "ema": None,
+            "preprocessing": {"input_kind": "dual_energy"}, "threshold": 0.5, "temperature": 1.5, **extra}
+
+
+def test_checkpoint_round_trip_prefers_ema(tmp_path):
+    torch.manual_seed(1)
+    model = build_model("mobilenet_v3_small", 3).eval()
+    ema = build_model("mobilenet_v3_small", 3).eval()
+    path = save_checkpoint(tmp_path / "w" / "last.pt", _checkpoint(model, ema=ema.state_dict(), epoch=3))
+    x = torch.randn(1, 3, 64, 64)
+    loaded, info = load_checkpoint(path)
+    assert info["weights"] == "ema" and info["epoch"] == 3 and info["classes"] == ["clear", "suspect"]
+    assert "model" not in info and "optimizer" not in info
+    with torch.no_grad():
+        assert torch.equal(loaded(x)[0], ema(x)[0])
+        raw, raw_info = load_checkpoint(path, use_ema=False)
+        assert raw_info["weights"] == "model" and torch.equal(raw(x)[0], model(x)[0])
+    assert not loaded.training
+
+
+def test_checkpoint_refuses_foreign_files(tmp_path):
+    junk = tmp_path / "junk.pt"
+    junk.write_bytes(b"not a checkpoint")
+    with pytest.raises(ParcelscanError, match="not a readable parcelscan checkpoint"):
+        read_checkpoint(junk)
+    plain = tmp_path / "plain.pt"
+    torch.save({"state": 1}, plain)
+    with pytest.raises(ParcelscanError, match="not a parcelscan checkpoint"):
+        read_checkpoint(plain)
+    with pytest.raises(ParcelscanError, match="not found"):
+        read_checkpoint(tmp_path / "missing.pt")
+    model = build_model("mobilenet_v3_small", 3)
+    wrong = save_checkpoint(tmp_path / "wrong.pt", {**_checkpoint(model), "arch": "resnet18"})
+    with pytest.raises(ParcelscanError, match="do not match"):
+        load_checkpoint(wrong)
