@@ -1,0 +1,513 @@
+"""The review app over HTTP (FastAPI TestClient, in-process) on a real SQLite file with real scans.
+
+Security: every route refuses anonymous requests (routes enumerated from the app, so a new one cannot
+be forgotten), CSRF, path traversal, login rate limiting, session cookies. Rules: duplicate ingest,
+two inspectors' conflict, undo in the audit trail, the append-only audit table, export.
+"""
+
+from __future__ import annotations
+
+import json
+import re
+import shutil
+import sqlite3
+import subprocess
+import sys
+import time
+import warnings
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+warnings.filterwarnings("ignore", message=".*install `httpx2`.*")
+from fastapi.routing import APIRoute  # noqa: E402
+from fastapi.testclient import TestClient  # noqa: E402
+
+from parcelscan.inference.review import auth, store  # noqa: E402
+from parcelscan.inference.review.app import create_app  # noqa: E402
+from parcelscan.inference.review.db import connect  # noqa: E402
+from parcelscan.inference.review.ingest import ingest  # noqa: E402
+from parcelscan.inference.review.sample import write_sample_results  # noqa: E402
+
+PASSWORDS = {"alice": "alice-password-1", "bob": "bob-password-22"}
+# Deliberately a copy, not an import of app.PUBLIC_ROUTES: making a route public must change this test.
+EXPECTED_PUBLIC = {("GET", "/login"), ("POST", "/login"), ("GET", "/static/{name}")}
+
+
+@pytest.fixture(scope="module")
+def sample(tmp_path_factory) -> Path:
+    return write_sample_results(tmp_path_factory.mktemp("review_sample"), rows=120, cols=160)
+
+
+@pytest.fixture(scope="module")
+def template_db(tmp_path_factory, sample) -> Path:
+    """Users and the ingested sample, built once (argon2 is slow on purpose); each test gets a copy."""
+    path = tmp_path_factory.mktemp("review_db") / "template.sqlite"
+    conn = connect(path, create=True)
+    for name, password in PASSWORDS.items():
+        auth.add_user(conn, name, password)
+    report = ingest(conn, sample)
+    assert report.added == 5
+    conn.close()  # the last connection checkpoints the WAL: one self-contained file
+    return path
+
+
+@pytest.fixture
+def db_path(tmp_path, template_db) -> Path:
+    path = tmp_path / "review.sqlite"
+    shutil.copyfile(template_db, path)
+    return path
+
+
+@pytest.fixture
+def app(db_path):
+    return create_app(db_path, rate_limit=auth.RateLimit(max_failures=5, lockout_s=60.0))
+
+
+def login(client: TestClient, user: str, password: str | None = None, expect: int = 303):
+    page = client.get("/login")
+    token = re.search(r'name="csrf_token" value="([^"]+)"', page.text).group(1)
+    response = client.post("/login", data={"username": user, "password": password or PASSWORDS[user],
+                                           "csrf_token": token, "next": "/"}, follow_redirects=False)
+    assert response.status_code == expect, response.text[:300]
+    if expect != 303:
+        return response
+    home = client.get("/")
+    return re.search(r'name="csrf-token" content="([^"]+)"', home.text).group(1)
+
+
+def item_id(conn_path: Path, scan_id: str) -> int:
+    conn = connect(conn_path)
+    try:
+        return int(conn.execute("SELECT id FROM items WHERE scan_id = ?", (scan_id,)).fetchone()[0])
+    finally:
+        conn.close()
+
+
+def _concrete(path: str) -> str:
+    return re.sub(r"\{(\w+)(:\w+)?\}", lambda m: {"name": "pseudo.png", "item_id": "1"}.get(m.group(1), "1"), path)
+
+
+# --- access control --------------------------------------------------------------------------------------
+def test_every_route_refuses_anonymous_requests(app):
+    routes = [(method, route.path) for route in app.routes if isinstance(route, APIRoute) for method in route.methods]
+    assert len(routes) >= 12  # the app's real surface, not an empty list that passes trivially
+    public = {(m, p) for m, p in routes if (m, p) in EXPECTED_PUBLIC}
+    assert public == EXPECTED_PUBLIC
+    client = TestClient(app)
+    checked = 0
+    for method, path in routes:
+        if (method, path) in EXPECTED_PUBLIC:
+            continue
+        url = _concrete(path)
+        kwargs = {"json": {"decision": "seizure"}} if method == "POST" else {}
+        response = client.request(method, url, follow_redirects=False, **kwargs)
+        if response.status_code == 303:
+            assert method == "GET" and response.headers["location"].startswith("/login?next="), (method, url)
+        else:
+            assert response.status_code == 401, (method, url, response.status_code)
+            assert response.json() == {"detail": "login required"}
+        checked += 1
+    assert checked == len(routes) - len(EXPECTED_PUBLIC)
+    # and nothing was decided by all those anonymous POSTs
+    conn = connect(app.state.settings.db_path)
+    assert conn.execute("SELECT COUNT(*) FROM decisions").fetchone()[0] == 0
+    conn.close()
+
+
+def test_no_interactive_docs_or_schema_exposed(app):
+    client = TestClient(app)
+    for path in ("/docs", "/redoc", "/openapi.json"):
+        assert client.get(path).status_code == 404
+
+
+def test_login_sets_a_strict_httponly_cookie_stored_hashed(app, db_path):
+    client = TestClient(app)
+    page = client.get("/login")
+    token = re.search(r'name="csrf_token" value="([^"]+)"', page.text).group(1)
+    response = client.post("/login", data={"username": "alice", "password": PASSWORDS["alice"], "csrf_token": token},
+                           follow_redirects=False)
+    cookie = next(c for c in response.headers.get_list("set-cookie") if c.startswith(auth.SESSION_COOKIE + "="))
+    assert "HttpOnly" in cookie and "SameSite=strict" in cookie
+    value = cookie.split(";")[0].split("=", 1)[1]
+    conn = connect(db_path)
+    stored = [row[0] for row in conn.execute("SELECT token_sha256 FROM sessions")]
+    conn.close()
+    assert value not in stored and len(stored) == 1 and len(stored[0]) == 64
+    assert client.get("/api/queue").status_code == 200
+    # logging out ends the session on the server: the old cookie no longer works
+    csrf = re.search(r'name="csrf-token" content="([^"]+)"', client.get("/").text).group(1)
+    assert client.post("/logout", data={"csrf_token": csrf}, follow_redirects=False).status_code == 303
+    stale = TestClient(app, cookies={auth.SESSION_COOKIE: value})
+    assert stale.get("/api/queue").status_code == 401
+
+
+def test_login_form_needs_its_csrf_token(app):
+    client = TestClient(app)
+    client.get("/login")
+    response = client.post("/login", data={"username": "alice", "password": PASSWORDS["alice"]},
+                           follow_redirects=False)
+    assert response.status_code == 403
+    assert client.get("/api/queue").status_code == 401
+
+
+def test_open_redirect_after_login_is_refused(app):
+    for target in ("https://evil.example/", "//evil.example/x", "/\\evil.example"):
+        client = TestClient(app)
+        page = client.get("/login")
+        token = re.search(r'name="csrf_token" value="([^"]+)"', page.text).group(1)
+        response = client.post("/login", data={"username": "alice", "password": PASSWORDS["alice"],
+                                               "csrf_token": token, "next": target}, follow_redirects=False)
+        assert response.headers["location"] == "/"
+
+
+def test_state_changing_requests_need_the_csrf_token(app, db_path):
+    client = TestClient(app)
+    csrf = login(client, "alice")
+    target = item_id(db_path, "PX-0001")
+    url = f"/api/items/{target}/decision"
+    assert client.post(url, json={"decision": "false_alarm"}).status_code == 403
+    assert client.post(url, json={"decision": "false_alarm"}, headers={"X-CSRF-Token": "x" * 43}).status_code == 403
+    assert client.post("/api/undo").status_code == 403
+    assert client.post("/logout", data={}).status_code == 403
+    # another user's token is not this session's token
+    other = TestClient(app)
+    other_csrf = login(other, "bob")
+    assert client.post(url, json={"decision": "false_alarm"}, headers={"X-CSRF-Token": other_csrf}).status_code == 403
+    # a cross-site page cannot post even with a token it somehow learned
+    response = client.post(url, json={"decision": "false_alarm"},
+                           headers={"X-CSRF-Token": csrf, "Origin": "https://evil.example"})
+    assert response.status_code == 403
+    conn = connect(db_path)
+    assert conn.execute("SELECT COUNT(*) FROM decisions").fetchone()[0] == 0
+    conn.close()
+    ok = client.post(url, json={"decision": "false_alarm"}, headers={"X-CSRF-Token": csrf})
+    assert ok.status_code == 200 and ok.json()["ok"] is True
+
+
+# --- path traversal and images ---------------------------------------------------------------------------
+def test_images_only_from_ingested_files_no_traversal(app, db_path, sample):
+    secret = sample.parent / "secret.txt"
+    secret.write_text("TOP-SECRET-MARKER")
+    client = TestClient(app)
+    login(client, "alice")
+    target = item_id(db_path, "PX-0001")
+    attempts = [
+        f"/images/{target}/../../secret.txt", f"/images/{target}/..%2F..%2Fsecret.txt",
+        f"/images/{target}/%2e%2e%2f%2e%2e%2fsecret.txt", f"/images/{target}/secret.txt",
+        f"/images/{target}/{secret}", f"/images/{target}/..%2f..%2f..%2f..%2fetc%2fpasswd",
+        "/images/../../etc/passwd", "/static/../app.py", "/static/..%2Fapp.py", "/static/%2e%2e%2fdb.py",
+        f"/images/{target}/pseudo.png%00.txt", f"/images/{target}/PX-0001_low.png",
+    ]
+    for url in attempts:
+        response = client.get(url)
+        assert response.status_code in (404, 401), (url, response.status_code)
+        assert b"TOP-SECRET" not in response.content and b"root:" not in response.content
+        assert b"import" not in response.content
+    # ids of things never ingested
+    for url in ("/images/999/pseudo.png", "/images/0/pseudo.png", "/images/-1/low.png"):
+        assert client.get(url).status_code in (404, 422)
+    assert client.get("/api/items/999").status_code == 404
+
+
+def _png(data: bytes) -> np.ndarray:
+    import cv2
+
+    image = cv2.imdecode(np.frombuffer(data, np.uint8), cv2.IMREAD_UNCHANGED)
+    assert image is not None
+    return image
+
+
+def test_every_image_kind_is_a_viewable_png(app, db_path):
+    client = TestClient(app)
+    login(client, "alice")
+    target = item_id(db_path, "PX-0001")
+    shapes = {kind: _png(client.get(f"/images/{target}/{kind}.png").content).shape
+              for kind in ("pseudo", "heatmap", "low", "high", "material")}
+    assert shapes["pseudo"] == (120, 160, 3)
+    assert shapes["heatmap"] == (120, 160, 4)  # RGBA overlay at the scan's size (the file was half size)
+    assert shapes["low"] == shapes["high"] == (120, 160)
+    assert shapes["material"][2] == 3 and shapes["material"][1] > 500
+    low = _png(client.get(f"/images/{target}/low.png").content)
+    high = _png(client.get(f"/images/{target}/high.png").content)
+    assert low.mean() < high.mean()  # the low channel is attenuated more: darker
+    no_heat = item_id(db_path, "PX-0003")  # manual inspection without heatmap
+    response = client.get(f"/images/{no_heat}/heatmap.png")
+    assert response.status_code == 404 and "heatmap" in response.json()["detail"]
+    assert client.get(f"/api/items/{no_heat}").json()["images"]["heatmap"] is None
+
+
+def test_a_scan_changed_after_ingest_is_refused(app, db_path, sample, tmp_path):
+    target = item_id(db_path, "PX-0002")
+    low = sample.parent / "scans" / "PX-0002_low.png"
+    backup = tmp_path / "low.bak"
+    shutil.copyfile(low, backup)
+    try:
+        shutil.copyfile(sample.parent / "scans" / "PX-0004_low.png", low)
+        client = TestClient(app)
+        login(client, "alice")
+        response = client.get(f"/images/{target}/pseudo.png")
+        assert response.status_code == 409 and "changed since it was ingested" in response.json()["detail"]
+    finally:
+        shutil.copyfile(backup, low)
+
+
+# --- login rate limiting -----------------------------------------------------------------------------------
+def test_wrong_passwords_are_rate_limited_per_user(app):
+    client = TestClient(app)
+    for _ in range(5):
+        response = login(client, "alice", "wrong-password-x", expect=401)
+        assert "Wrong user name or password" in response.text
+    locked = login(client, "alice", "wrong-password-x", expect=429)
+    assert 50 <= int(locked.headers["Retry-After"]) <= 61
+    # while locked, even the right password is refused
+    login(client, "alice", PASSWORDS["alice"], expect=429)
+    assert client.get("/api/queue").status_code == 401
+
+
+def test_wrong_passwords_are_rate_limited_per_address(app):
+    client = TestClient(app)
+    for k in range(5):  # a different (even non-existent) user name each time, one client address
+        login(client, f"guess{k}", "wrong-password-x", expect=401)
+    login(client, "bob", PASSWORDS["bob"], expect=429)
+
+
+def test_lockout_ends_and_success_resets_the_user_counter(db_path):
+    app = create_app(db_path, rate_limit=auth.RateLimit(max_failures=3, lockout_s=1.0))
+    client = TestClient(app)
+    for _ in range(3):
+        login(client, "alice", "wrong-password-x", expect=401)
+    login(client, "alice", PASSWORDS["alice"], expect=429)
+    time.sleep(1.2)
+    login(client, "alice", PASSWORDS["alice"])
+    conn = connect(db_path)
+    assert conn.execute("SELECT COUNT(*) FROM login_failures WHERE subject = 'user:alice'").fetchone()[0] == 0
+    actions = [r[0] for r in conn.execute("SELECT action FROM audit WHERE user_name = 'alice' ORDER BY id")]
+    conn.close()
+    assert actions.count("login_failed") == 3 and actions[-1] == "login"
+
+
+# --- ingest -----------------------------------------------------------------------------------------------
+def test_ingest_ignores_duplicates_and_clear_verdicts(tmp_path, sample):
+    conn = connect(tmp_path / "q.sqlite", create=True)
+    first = ingest(conn, sample)
+    second = ingest(conn, sample)
+    assert (first.added, first.duplicates, first.not_flagged) == (5, 0, 1)
+    assert (second.added, second.duplicates, second.not_flagged) == (0, 5, 1)
+    # the same scan flagged by another model is a new item; the same line again is not
+    lines = [json.loads(line) for line in sample.read_text().splitlines()]
+    other = dict(lines[0], model={"name": "m2", "version": "2", "sha256": "b" * 64})
+    extra = tmp_path / "more.jsonl"
+    extra.write_text(json.dumps(other) + "\n" + json.dumps(lines[0]) + "\n")
+    third = ingest(conn, extra)
+    assert (third.added, third.duplicates) == (1, 1)
+    assert conn.execute("SELECT COUNT(*) FROM items").fetchone()[0] == 6
+    conn.close()
+
+
+def test_ingest_is_atomic_and_names_a_bad_line(tmp_path, sample):
+    from parcelscan.errors import ParcelscanError
+
+    lines = sample.read_text().splitlines()
+    bad = tmp_path / "bad.jsonl"
+    bad.write_text(lines[0] + "\n{not json\n" + lines[1] + "\n")
+    conn = connect(tmp_path / "q.sqlite", create=True)
+    with pytest.raises(ParcelscanError, match=r"bad.jsonl:2: not valid JSON"):
+        ingest(conn, bad)
+    assert conn.execute("SELECT COUNT(*) FROM items").fetchone()[0] == 0
+    # a torn last line (inspect still writing) is left for the next ingest
+    torn = tmp_path / "torn.jsonl"
+    torn.write_text(lines[0] + "\n" + lines[1][:40])
+    report = ingest(conn, torn)
+    assert report.added == 1 and report.incomplete_last_line
+    conn.close()
+
+
+def test_unreadable_flagged_scan_is_queued_not_dropped(tmp_path, app, db_path):
+    line = {"scan_id": "GONE-1", "inputs": [str(tmp_path / "GONE-1_low.png"), str(tmp_path / "GONE-1_high.png")],
+            "verdict": "manual_inspection", "score": None, "threshold": 0.5, "model": {"name": "m", "version": "1",
+            "sha256": "c" * 64}, "heatmap": None, "error": "cannot read GONE-1_low.png", "latency_ms": 1.0,
+            "station": "LHR-2", "scanned_at": "2026-03-05T10:00:00Z", "reasons": [], "provider": "cpu"}
+    results = tmp_path / "gone.jsonl"
+    results.write_text(json.dumps(line) + "\n")
+    conn = connect(db_path)
+    report = ingest(conn, results)
+    conn.close()
+    assert report.added == 1 and report.scan_errors == 1
+    client = TestClient(app)
+    login(client, "alice")
+    queue = client.get("/api/queue").json()["items"]
+    assert queue[0]["scan_id"] == "GONE-1"  # unscored: first, unknown risk is the highest
+    gone = queue[0]["id"]
+    item = client.get(f"/api/items/{gone}").json()
+    assert "no such file" in item["scan_error"] and all(v is None for v in item["images"].values())
+    assert client.get(f"/images/{gone}/pseudo.png").status_code == 404
+
+
+# --- decisions, conflict, undo, audit ------------------------------------------------------------------------
+def test_two_inspectors_both_kept_and_conflict_shown(app, db_path):
+    alice, bob = TestClient(app), TestClient(app)
+    alice_csrf, bob_csrf = login(alice, "alice"), login(bob, "bob")
+    target = item_id(db_path, "PX-0004")
+    first = alice.post(f"/api/items/{target}/decision", json={"decision": "seizure", "material": "Nd2O3"},
+                       headers={"X-CSRF-Token": alice_csrf}).json()
+    assert first["state"] == "seizure"
+    second = bob.post(f"/api/items/{target}/decision", json={"decision": "false_alarm", "notes": "tiles, checked"},
+                      headers={"X-CSRF-Token": bob_csrf}).json()
+    assert second["state"] == "conflict"
+    item = alice.get(f"/api/items/{target}").json()
+    assert item["conflict"] is True
+    assert {(d["user"], d["decision"]) for d in item["decisions"]} == {("alice", "seizure"), ("bob", "false_alarm")}
+    assert item["mine"]["decision"] == "seizure"
+    conflicts = alice.get("/api/queue?state=conflict").json()["items"]
+    assert [i["id"] for i in conflicts] == [target]
+    page = alice.get("/?state=conflict").text
+    assert "PX-0004" in page and "state-conflict" in page
+
+
+def test_undo_restores_and_is_recorded_in_the_audit(app, db_path):
+    client = TestClient(app)
+    csrf = login(client, "alice")
+    headers = {"X-CSRF-Token": csrf}
+    target = item_id(db_path, "PX-0001")
+    first = client.post(f"/api/items/{target}/decision", json={"decision": "false_alarm"}, headers=headers).json()
+    second = client.post(f"/api/items/{target}/decision", json={"decision": "seizure", "material": "Nd2O3",
+                                                                 "scenario": "tile adhesive"}, headers=headers).json()
+    assert second["replaced_decision_id"] == first["decision_id"]
+    undone = client.post("/api/undo", headers=headers).json()
+    assert (undone["undone"], undone["restored"], undone["item_id"]) == ("seizure", "false_alarm", target)
+    assert client.get(f"/api/items/{target}").json()["mine"]["decision"] == "false_alarm"
+    assert client.post("/api/undo", headers=headers).json()["restored"] is None
+    assert client.get(f"/api/items/{target}").json()["state"] == "undecided"
+    assert client.post("/api/undo", headers=headers).status_code == 409  # nothing left to undo
+    conn = connect(db_path)
+    rows = conn.execute("SELECT action, decision_id, replaced_decision_id, undoes_audit_id, user_name FROM audit "
+                        "WHERE item_id = ? ORDER BY id", (target,)).fetchall()
+    decide_ids = [r for r in conn.execute("SELECT id FROM audit WHERE item_id = ? AND action = 'decide' ORDER BY id",
+                                          (target,))]
+    conn.close()
+    assert [tuple(r) for r in rows] == [
+        ("decide", first["decision_id"], None, None, "alice"),
+        ("decide", second["decision_id"], first["decision_id"], None, "alice"),
+        ("undo", first["decision_id"], second["decision_id"], decide_ids[1][0], "alice"),
+        ("undo", None, first["decision_id"], decide_ids[0][0], "alice"),
+    ]
+    history = TestClient(app)
+    login(history, "bob")
+    assert [h["action"] for h in history.get(f"/api/items/{target}").json()["history"]] == [
+        "decide", "decide", "undo", "undo"]
+
+
+def test_audit_and_decisions_refuse_update_and_delete(db_path):
+    conn = connect(db_path)
+    store.decide(conn, 1, 1, "alice", "unsure", notes="check later")
+    before = conn.execute("SELECT COUNT(*) FROM audit").fetchone()[0]
+    for statement in ("UPDATE audit SET user_name = 'mallory'", "DELETE FROM audit",
+                      "UPDATE decisions SET decision = 'false_alarm'", "DELETE FROM decisions"):
+        with pytest.raises(sqlite3.DatabaseError, match="append-only"):
+            conn.execute(statement)
+    raw = sqlite3.connect(db_path)  # no app code in the way: the triggers live in the database
+    with pytest.raises(sqlite3.DatabaseError, match="append-only"):
+        raw.execute("DELETE FROM audit WHERE action = 'decide'")
+    raw.close()
+    assert conn.execute("SELECT COUNT(*) FROM audit").fetchone()[0] == before
+    conn.close()
+
+
+def test_decision_input_is_validated(app, db_path):
+    client = TestClient(app)
+    headers = {"X-CSRF-Token": login(client, "alice")}
+    target = item_id(db_path, "PX-0001")
+    assert client.post(f"/api/items/{target}/decision", json={"decision": "maybe"}, headers=headers).status_code == 400
+    assert client.post(f"/api/items/{target}/decision", content=b"{", headers=headers).status_code == 400
+    long_notes = {"decision": "unsure", "notes": "x" * 5000}
+    assert client.post(f"/api/items/{target}/decision", json=long_notes, headers=headers).status_code == 400
+    assert client.post("/api/items/999/decision", json={"decision": "unsure"}, headers=headers).status_code == 404
+
+
+def test_queue_sorted_by_score_and_filtered(app, db_path):
+    client = TestClient(app)
+    headers = {"X-CSRF-Token": login(client, "alice")}
+    items = client.get("/api/queue").json()["items"]
+    scores = [i["score"] for i in items]
+    assert scores == sorted(scores, reverse=True) and len(items) == 5
+    assert {i["scan_id"] for i in client.get("/api/queue?station=FRA-1").json()["items"]} == {"PX-0002", "PX-0004"}
+    assert [i["scan_id"] for i in client.get("/api/queue?verdict=manual_inspection").json()["items"]] == ["PX-0003"]
+    dated = client.get("/api/queue?date_from=2026-03-03&date_to=2026-03-03").json()["items"]
+    assert {i["scan_id"] for i in dated} == {"PX-0003", "PX-0004"}
+    client.post(f"/api/items/{item_id(db_path, 'PX-0002')}/decision", json={"decision": "false_alarm"},
+                headers=headers)
+    assert "PX-0002" not in {i["scan_id"] for i in client.get("/api/queue").json()["items"]}
+    assert [i["scan_id"] for i in client.get("/api/queue?state=false_alarm").json()["items"]] == ["PX-0002"]
+    assert len(client.get("/api/queue?state=all").json()["items"]) == 5
+    assert client.get("/api/queue?state=bogus").status_code == 400
+    assert client.get("/api/queue?date_from=yesterday").status_code == 400
+
+
+# --- export ----------------------------------------------------------------------------------------------
+def test_export_is_a_dataset_that_data_check_accepts(app, db_path, tmp_path):
+    from parcelscan.cli import main as cli_main
+    from parcelscan.datasets.manifest import read_manifest
+    from parcelscan.inference.review.export import export
+
+    alice, bob = TestClient(app), TestClient(app)
+    a, b = {"X-CSRF-Token": login(alice, "alice")}, {"X-CSRF-Token": login(bob, "bob")}
+    decide = {"PX-0001": ("seizure", "Nd2O3", "tile adhesive"), "PX-0002": ("seizure", "dysprosium oxide", None),
+              "PX-0004": ("false_alarm", None, None), "PX-0006": ("unsure", None, None)}
+    for scan_id, (decision, material, scenario) in decide.items():
+        alice.post(f"/api/items/{item_id(db_path, scan_id)}/decision",
+                   json={"decision": decision, "material": material, "scenario": scenario}, headers=a)
+    bob.post(f"/api/items/{item_id(db_path, 'PX-0001')}/decision", json={"decision": "seizure"}, headers=b)
+    bob.post(f"/api/items/{item_id(db_path, 'PX-0003')}/decision", json={"decision": "seizure"}, headers=b)
+    alice.post(f"/api/items/{item_id(db_path, 'PX-0003')}/decision", json={"decision": "false_alarm"}, headers=a)
+    out = tmp_path / "export"
+    conn = connect(db_path)
+    report = export(conn, out, actor="test")
+    conn.close()
+    assert (report.suspect, report.clear) == (2, 1)
+    assert report.left_out == {"unsure": 1, "conflict": 1, "undecided": 0, "unreadable": 0}
+    records = {r.scan_id: r for r in read_manifest(out)}
+    assert set(records) == {"PX-0001", "PX-0002", "PX-0004"}
+    one = records["PX-0001"]
+    assert (one.label, one.material, one.scenario, one.source) == ("suspect", "Nd2O3", "tile adhesive", "review")
+    assert one.provenance["inspector"] == "alice, bob" and one.provenance["station"] == "LHR-2"
+    assert one.provenance["flagged_by"][0]["model"]["name"] == "handwritten-sample"
+    two = records["PX-0002"]
+    assert two.material is None and two.provenance["material_reported"] == "dysprosium oxide"
+    assert records["PX-0004"].label == "clear" and records["PX-0004"].scenario == "none"
+    for record in records.values():
+        for name in record.files.values():
+            assert (out / name).is_file()
+    source = Path(json.loads(connect(db_path).execute("SELECT inputs FROM items WHERE scan_id='PX-0001'")
+                             .fetchone()[0])[0])
+    assert (out / "PX-0001_low.png").read_bytes() == source.read_bytes()  # copied byte for byte
+    assert cli_main(["data", "check", str(out)]) == 0
+    with pytest.raises(Exception, match="not empty"):
+        export(connect(db_path), out)
+
+
+# --- CLI ----------------------------------------------------------------------------------------------
+def _cli(*args: str, stdin: str = "") -> subprocess.CompletedProcess:
+    return subprocess.run([sys.executable, "-m", "parcelscan", "review", *args], input=stdin, capture_output=True,
+                          text=True, timeout=120)
+
+
+def test_cli_add_user_ingest_export_errors(tmp_path, sample):
+    db = tmp_path / "cli.sqlite"
+    added = _cli("add-user", "carol", "--db", str(db), "--password-stdin", stdin="carol-password-1\n")
+    assert added.returncode == 0 and "added user carol" in added.stdout
+    again = _cli("add-user", "carol", "--db", str(db), "--password-stdin", stdin="carol-password-1\n")
+    assert again.returncode == 2 and "exists" in again.stderr and "Traceback" not in again.stderr
+    short = _cli("add-user", "dave", "--db", str(db), "--password-stdin", stdin="short\n")
+    assert short.returncode == 2 and "too short" in short.stderr
+    first = _cli("ingest", str(sample), "--db", str(db))
+    assert first.returncode == 0 and "5 added" in first.stdout and "queue: 5 undecided" in first.stdout
+    second = _cli("ingest", str(sample), "--db", str(db))
+    assert "0 added, 5 duplicate(s) ignored" in second.stdout
+    missing = _cli("ingest", str(tmp_path / "nope.jsonl"), "--db", str(db))
+    assert missing.returncode == 2 and missing.stderr.startswith("parcelscan review: error: results file not found")
+    no_db = _cli("serve", "--db", str(tmp_path / "none.sqlite"), "--port", "1")
+    assert no_db.returncode == 2 and "does not exist" in no_db.stderr
+    exported = _cli("export", "--db", str(db), "--out", str(tmp_path / "ex"))
+    assert exported.returncode == 0 and "exported 0 scan(s)" in exported.stdout and "5 undecided" in exported.stdout
