@@ -413,8 +413,8 @@ class _Directory:
         return refs
 
 
-def _walk(top: Path) -> Iterable[tuple[Path, list[str]]]:
-    for directory, dirnames, filenames in os.walk(top):
+def _walk(top: Path, failures: list[OSError]) -> Iterable[tuple[Path, list[str]]]:
+    for directory, dirnames, filenames in os.walk(top, onerror=failures.append):
         dirnames[:] = sorted(d for d in dirnames if not d.startswith("."))
         yield Path(directory), filenames
 
@@ -440,8 +440,13 @@ def discover_scans(paths: Iterable[Path | str]) -> list[ScanRef]:
     for raw in paths:
         path = Path(raw)
         if path.is_dir():
-            for directory, names in _walk(path):
+            failures: list[OSError] = []
+            for directory, names in _walk(path, failures):
                 found.extend(directory_refs(directory, names))
+            for failure in failures:  # an unreadable directory is reported, not silently skipped
+                where = Path(failure.filename or path)
+                error = ScanReadError(f"{where}: cannot list directory: {failure.strerror or failure}")
+                found.append(_problem_ref(where.name, "unknown", "unknown", (where,), error))
         elif path.is_file():
             if _skipped(path.name):
                 continue

@@ -4,6 +4,7 @@ file, decompression bombs refused before decoding, discovery of scans in directo
 from __future__ import annotations
 
 import json
+import os
 import shutil
 import struct
 import tempfile
@@ -474,6 +475,17 @@ def test_discover_named_files_select_their_scan(station_dir):
         refs[2].load()
     # a directory and a file in it: each scan once
     assert len(discover_scans([station_dir / "sub", station_dir / "sub" / "deeper" / "nested_low.png"])) == 2
+
+
+@pytest.mark.skipif(os.geteuid() == 0, reason="root reads every directory")
+def test_discover_reports_an_unreadable_directory(tmp_path):
+    write_station_scan(_scan(), tmp_path / "locked")
+    (tmp_path / "locked").chmod(0)
+    try:
+        refs = discover_scans([tmp_path])
+    finally:
+        (tmp_path / "locked").chmod(0o755)
+    assert [(r.scan_id, r.ok) for r in refs] == [("locked", False)] and "cannot list directory" in refs[0].problem
 
 
 def test_discover_pairs_foreign_dicos_by_scan_uid(tmp_path):
