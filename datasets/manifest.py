@@ -118,6 +118,8 @@ def record_from_dict(data: dict[str, Any], where: str = "manifest") -> ManifestR
     if data["label"] == "suspect" and data.get("scenario", "none") == "none" and data.get("source") == "simulated":
         raise ParcelscanError(f"{where}: a simulated suspect needs its scenario")
     record = ManifestRecord(**data)
+    if record.scenario is None:
+        record.scenario = "none"
     if not record.parcel_id:
         record.parcel_id = record.scan_id
     return record
