@@ -42,11 +42,12 @@ CLASSES = ("clear", "suspect")
 MIN_TILE_MASK_PX = 1.0  # a tile is suspect when it holds at least one model pixel (4 mm²) of powder
 
 
-def nominal_quanta(meta: dict[str, Any]) -> float:
-    """Air quanta per pixel of the scan (sidecar, or the simulator's provenance), else the default profile's."""
+def nominal_quanta(meta: dict[str, Any], provenance: dict[str, Any] | None = None) -> float:
+    """Air quanta per pixel of the scan (sidecar, or the simulator's provenance in the manifest), else the
+    default profile's: the dose the quantum-noise augmentation lowers from."""
     from parcelscan.datasets.augment import DEFAULT_NOMINAL_QUANTA
 
-    provenance = meta.get("provenance") if isinstance(meta.get("provenance"), dict) else {}
+    provenance = provenance or {}
     for value in (meta.get("air_quanta_per_pixel"), provenance.get("air_quanta_per_pixel")):
         if isinstance(value, (int, float)) and not isinstance(value, bool) and value > 0:
             return float(value)
@@ -124,7 +125,8 @@ class ScanDataset(Dataset):
         if mask is None and self.known_empty(index):
             mask = np.zeros(planes.shape[:2], np.uint8)
         if self.augmenter is not None and rng is not None:
-            planes, mask = self.augmenter(planes, mask, rng, nominal_quanta=nominal_quanta(scan.meta))
+            quanta = nominal_quanta(scan.meta, record.provenance)
+            planes, mask = self.augmenter(planes, mask, rng, nominal_quanta=quanta)
         prepared = prepare_planes(planes, scan_pitch_mm(scan, self.spec), self.spec, record.scan_id)
         mask_tiles = prepare_mask_array(mask, prepared.content_shape, self.spec) if mask is not None else None
         return prepared, mask_tiles
