@@ -14,8 +14,11 @@ augmentation is something a real scanner or parcel could do:
   model pitch that anisotropy is well below a pixel, while turned parcels are common — so allowed.
 * **Small translation and scale** (±5 %, ×0.9–1.1): placement on the belt and parcel size. New area is
   filled with air (T = 1), the mask with 0. Only *geometry* changes; thicknesses do not.
-* **Gain/offset jitter** per energy channel (±2 % gain, ±0.3 % of I0 offset): the residual of the
-  station's air/dark calibration, which is per detector layer.
+* **Gain/offset jitter** per energy channel, the residuals of the station's calibration, which is per
+  detector layer: an air-normalisation gain residual ``T·g`` (g within ±1 %, air then reads 0.99–1.0
+  after the 16-bit ceiling), a detector-gain / spectral drift that scales attenuation,
+  ``T**γ`` (γ within ±2 %: the effect of a 2 % drift in the channel's effective μ), and a
+  dark-offset residual ``T + o·(1 − T)`` (o within ±0.3 % of I0: lifts opaque areas, leaves air alone).
 * **Quantum noise**: a random dose ``N`` (log-uniform, 3000 … the scan's nominal quanta per pixel)
   adds Gaussian noise of variance ``T/N − T/N0`` — exactly what makes a scan taken with ``N`` instead of
   ``N0`` air quanta (Poisson statistics, in its Gaussian limit).
@@ -55,7 +58,8 @@ class AugmentConfig:
     stretch_p: float = 0.8
     belt_stretch: tuple[float, float] = (0.85, 1.15)
     gain_p: float = 0.8
-    gain_jitter: float = 0.02
+    air_gain_jitter: float = 0.01
+    attenuation_gain_jitter: float = 0.02
     offset_jitter: float = 0.003
     noise_p: float = 0.7
     min_quanta: float = 3000.0
@@ -123,9 +127,11 @@ class XrayAugment:
         planes = np.array(planes, dtype=np.float32)
         k = planes.shape[2]
         if rng.random() < c.gain_p:
-            gain = rng.uniform(1 - c.gain_jitter, 1 + c.gain_jitter, k).astype(np.float32)
+            gamma = rng.uniform(1 - c.attenuation_gain_jitter, 1 + c.attenuation_gain_jitter, k).astype(np.float32)
             offset = rng.uniform(-c.offset_jitter, c.offset_jitter, k).astype(np.float32)
-            planes = planes * gain + offset
+            gain = rng.uniform(1 - c.air_gain_jitter, 1 + c.air_gain_jitter, k).astype(np.float32)
+            planes = np.power(np.maximum(planes, TRANSMISSION_FLOOR), gamma)
+            planes = (planes + offset * (1.0 - planes)) * gain
         # 4. fewer quanta: add the variance a lower dose would have had
         if rng.random() < c.noise_p and nominal_quanta > c.min_quanta:
             quanta = float(np.exp(rng.uniform(np.log(c.min_quanta), np.log(nominal_quanta))))
