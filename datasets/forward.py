@@ -15,6 +15,7 @@ and a response-weighted mean μ per bin reproduces the direct sum to well under 
 
 from __future__ import annotations
 
+import functools
 from collections.abc import Sequence
 from dataclasses import dataclass
 
@@ -25,23 +26,33 @@ from parcelscan.datasets.profile import ScannerProfile
 from parcelscan.datasets.spectrum import ChannelResponses, channel_responses
 
 SUPER_BIN_KEV = 2.0
-CHUNK_PIXELS = 16384
+CHUNK_PIXELS = 1024  # (S, n) float32 blocks that stay in cache
 
 
 def _absorption_edges_kev(materials: Sequence[Material]) -> np.ndarray:
-    """K and L1 edges (keV) of every element in the given materials."""
+    """K and L edges (keV) of every element in the given materials."""
     import xraydb
 
     edges = set()
     for material in materials:
         for formula, _ in material.composition:
             for element in xraydb.chemparse(formula):
-                for edge in ("K", "L1", "L2", "L3"):
-                    try:
-                        edges.add(xraydb.xray_edge(element, edge).energy / 1000.0)
-                    except Exception:
-                        continue
+                edges.update(_element_edges_kev(element))
     return np.array(sorted(edges))
+
+
+@functools.cache
+def _element_edges_kev(element: str) -> tuple[float, ...]:
+    """An element's K, L1, L2, L3 edges (keV); cached, since xraydb answers each from its database."""
+    import xraydb
+
+    edges = []
+    for edge in ("K", "L1", "L2", "L3"):
+        try:
+            edges.append(xraydb.xray_edge(element, edge).energy / 1000.0)
+        except Exception:
+            continue
+    return tuple(edges)
 
 
 def _super_bin_index(energy_kev: np.ndarray, edges_kev: np.ndarray, width_kev: float) -> np.ndarray:
@@ -106,26 +117,33 @@ class ForwardModel:
         """Fast path. ``areal_g_cm2`` is (M, ...) — one areal-density map per material.
 
         Returns (A_low, A_high) = −ln(I/I0) per channel, each shaped like one map. Pixels with no
-        material are exactly 0 and are skipped.
+        material are exactly 0. Works on contiguous pixel blocks (a scan's empty margins are skipped
+        block by block), as (S, M) @ (M, n) products so every step streams through memory once.
         """
-        areal = np.asarray(areal_g_cm2, dtype=np.float32)
+        areal = np.ascontiguousarray(areal_g_cm2, dtype=np.float32)
         if areal.shape[0] != len(materials):
             raise ValueError(f"{len(materials)} materials but {areal.shape[0]} areal-density maps")
         shape = areal.shape[1:]
-        flat = areal.reshape(len(materials), -1).T  # (N, M)
-        mu = self.mass_attenuation_super(materials).astype(np.float32)  # (M, S)
-        weight = self._bins.weight.astype(np.float32)  # (S, 2)
-        transmission = np.ones((flat.shape[0], 2), dtype=np.float32)
-        occupied = np.flatnonzero(flat.any(axis=1))
-        for start in range(0, len(occupied), CHUNK_PIXELS):
-            rows = occupied[start:start + CHUNK_PIXELS]
-            optical_depth = flat[rows] @ mu
+        flat = areal.reshape(len(materials), -1)  # (M, N)
+        mu_t = np.ascontiguousarray(self.mass_attenuation_super(materials).T, dtype=np.float32)  # (S, M)
+        weight_t = np.ascontiguousarray(self._bins.weight.T, dtype=np.float32)  # (2, S)
+        log_att = np.zeros((2, flat.shape[1]), dtype=np.float32)
+        occupied = flat.any(axis=0)
+        for start in range(0, flat.shape[1], CHUNK_PIXELS):
+            stop = start + CHUNK_PIXELS
+            inside = occupied[start:stop]
+            if not inside.any():
+                continue
+            optical_depth = mu_t @ flat[:, start:stop]  # (S, n)
             np.negative(optical_depth, out=optical_depth)
             np.exp(optical_depth, out=optical_depth)
-            transmission[rows] = optical_depth @ weight
-        with np.errstate(divide="ignore"):
-            log_att = -np.log(np.maximum(transmission, 1e-30))
-        return log_att[:, 0].reshape(shape), log_att[:, 1].reshape(shape)
+            transmission = weight_t @ optical_depth  # (2, n)
+            np.maximum(transmission, 1e-30, out=transmission)
+            np.log(transmission, out=transmission)
+            np.negative(transmission, out=transmission)
+            log_att[:, start:stop] = transmission
+        log_att[:, ~occupied] = 0.0
+        return log_att[0].reshape(shape), log_att[1].reshape(shape)
 
     def log_attenuation_direct(self, materials: Sequence[Material],
                                areal_g_cm2: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
@@ -147,27 +165,39 @@ class ForwardModel:
 
     # --- the detector -------------------------------------------------------------------------
     def detect(self, a_low: np.ndarray, a_high: np.ndarray, rng: np.random.Generator,
-               air_quanta_per_pixel: float | None = None) -> tuple[np.ndarray, np.ndarray]:
-        """Noise, blur and quantisation: log-attenuations → 16-bit air-normalised transmission images."""
-        quanta = air_quanta_per_pixel or self.profile.air_quanta_per_pixel
-        return (self._detect_channel(a_low, rng, quanta), self._detect_channel(a_high, rng, quanta))
+               air_quanta_per_pixel: float | None = None,
+               blur_sigma_px: float | None = None) -> tuple[np.ndarray, np.ndarray]:
+        """Noise, blur and quantisation: log-attenuations → 16-bit air-normalised transmission images.
 
-    def _detect_channel(self, log_att: np.ndarray, rng: np.random.Generator, air_quanta: float) -> np.ndarray:
+        ``air_quanta_per_pixel`` and ``blur_sigma_px`` override the profile's (a simulator varies dose
+        and focus per scan without building a model per value)."""
+        quanta = air_quanta_per_pixel or self.profile.air_quanta_per_pixel
+        blur = self.profile.blur_sigma_px if blur_sigma_px is None else blur_sigma_px
+        return (self._detect_channel(a_low, rng, quanta, blur), self._detect_channel(a_high, rng, quanta, blur))
+
+    def _detect_channel(self, log_att: np.ndarray, rng: np.random.Generator, air_quanta: float,
+                        blur_sigma_px: float) -> np.ndarray:
         import cv2
 
-        expected = air_quanta * np.exp(-np.asarray(log_att, dtype=np.float64))
+        # Work in units of the air signal: t = counts / N0 has mean e^-A and variance e^-A / N0.
+        expected = np.exp(-np.asarray(log_att, dtype=np.float32))
+        noise = rng.standard_normal(expected.shape, dtype=np.float32)
         # Poisson where few quanta arrive; its Gaussian limit elsewhere (identical to < 0.1 % in σ there).
-        counts = expected + np.sqrt(expected) * rng.standard_normal(expected.shape)
-        few = expected < 200.0
+        sigma = np.sqrt(expected * np.float32(1.0 / air_quanta))
+        if self.profile.electronic_noise_quanta > 0:  # independent Gaussian: variances add
+            sigma = np.sqrt(sigma * sigma + np.float32((self.profile.electronic_noise_quanta / air_quanta) ** 2))
+        transmission = expected + sigma * noise
+        few = expected < np.float32(200.0 / air_quanta)
         if few.any():
-            counts[few] = rng.poisson(expected[few])
-        if self.profile.electronic_noise_quanta > 0:
-            counts += self.profile.electronic_noise_quanta * rng.standard_normal(expected.shape)
-        transmission = (counts / air_quanta).astype(np.float32)
-        if self.profile.blur_sigma_px > 0:
-            transmission = cv2.GaussianBlur(transmission, (0, 0), self.profile.blur_sigma_px,
-                                            borderType=cv2.BORDER_REPLICATE)
-        return np.clip(np.rint(transmission * 65535.0), 0, 65535).astype(np.uint16)
+            counts = rng.poisson(expected[few].astype(np.float64) * air_quanta)
+            if self.profile.electronic_noise_quanta > 0:
+                counts = counts + self.profile.electronic_noise_quanta * rng.standard_normal(counts.shape)
+            transmission[few] = (counts / air_quanta).astype(np.float32)
+        if blur_sigma_px > 0:
+            transmission = cv2.GaussianBlur(transmission, (0, 0), blur_sigma_px, borderType=cv2.BORDER_REPLICATE)
+        np.multiply(transmission, np.float32(65535.0), out=transmission)
+        np.clip(transmission, 0, 65535, out=transmission)
+        return np.rint(transmission).astype(np.uint16)
 
     def scan(self, materials: Sequence[Material], areal_g_cm2: np.ndarray,
              rng: np.random.Generator) -> tuple[np.ndarray, np.ndarray]:

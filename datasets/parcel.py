@@ -1,0 +1,303 @@
+"""One simulated scan, start to finish: plan → parcel → belt → raster → physics → detector → labels.
+
+Scan ``i`` of a run depends only on ``(seed, i)`` and the run's settings: its generator is
+``SeedSequence([seed, i])``, spawned into independent streams for the plan (label, scenario, material),
+the parcel, and the scanner (spectral variant, quanta, blur, noise). Nothing about the label reaches
+the scan size, the container, the object count, the margins or the noise: clear parcels carry the
+scenario's look-alike (same vessel, benign fill) at ``lookalike_share``, and clutter is laid over the
+fill by the same rule in positives and look-alikes.
+"""
+
+from __future__ import annotations
+
+import math
+import time
+from dataclasses import dataclass, field
+
+import numpy as np
+
+from parcelscan.datasets.concealments import SCENARIOS, Concealment, build_concealment, scenario_container
+from parcelscan.datasets.containers import Container, packing_fill, rotated_extent
+from parcelscan.datasets.contents import LETTER_SAFE, make_item, place, random_kind
+from parcelscan.datasets.materials import TARGET_MATERIALS
+from parcelscan.datasets.profile import Layer, ScannerProfile
+from parcelscan.datasets.scene import Grid, Part, rasterise, rotation
+from parcelscan.datasets.shapes import choice, log_uniform, uniform
+
+GENERATOR_VERSION = "scene-1"
+OVERLAP_MIN_SHARE = 0.10  # clutter "overlaps" the powder when it covers >= 10 % of its mask pixels
+
+
+@dataclass(frozen=True)
+class SimConfig:
+    """The settings of a run (everything a scan depends on besides its index)."""
+
+    profile: ScannerProfile
+    seed: int = 0
+    suspect_fraction: float = 0.5
+    scenarios: tuple[str, ...] = SCENARIOS
+    materials: tuple[str, ...] = TARGET_MATERIALS
+    lookalike_share: float = 0.5  # of clear parcels
+    overlap_probability: float = 0.55  # clutter laid over the fill (positives and look-alikes alike)
+    spectral_variants: bool = True
+
+    def identity(self) -> dict:
+        """What must match for a directory to be resumed."""
+        return {
+            "profile": self.profile.name,
+            "profile_physics": repr(self.profile.to_dict()),
+            "seed": self.seed,
+            "suspect_fraction": self.suspect_fraction,
+            "scenarios": list(self.scenarios),
+            "generator_version": GENERATOR_VERSION,
+        }
+
+
+@dataclass
+class Plan:
+    label: str  # clear | suspect
+    scenario: str  # a scenario, or "none"
+    material: str | None
+    lookalike: str | None  # the scenario whose look-alike a clear parcel carries
+    packaging: str  # the scenario whose packaging the parcel uses (every parcel draws one)
+
+
+@dataclass
+class SimulatedScan:
+    scan_id: str
+    low: np.ndarray
+    high: np.ndarray
+    rgb: np.ndarray
+    mask: np.ndarray | None  # uint8 0/255 for suspects
+    labels: dict
+    provenance: dict
+    seconds: dict = field(default_factory=dict)  # time per stage
+
+
+def scan_id_for(seed: int, index: int) -> str:
+    return f"sim{seed}-{index:06d}"
+
+
+def plan_scan(rng: np.random.Generator, config: SimConfig) -> Plan:
+    suspect = rng.random() < config.suspect_fraction
+    scenario = choice(rng, config.scenarios)
+    material = choice(rng, config.materials)
+    lookalike = rng.random() < config.lookalike_share
+    if suspect:
+        return Plan("suspect", scenario, material, None, scenario)
+    return Plan("clear", "none", None, scenario if lookalike else None, scenario)
+
+
+# --- parcels --------------------------------------------------------------------------------------------
+def _object_count(rng: np.random.Generator, container: Container) -> int:
+    """How many objects a parcel holds (vessel and companions of a scenario included)."""
+    if container.kind == "letter":
+        return int(rng.integers(1, 3))
+    if container.kind != "box":
+        return int(rng.integers(2, 6))
+    volume_l = float(np.prod(container.size_mm)) / 1e6
+    return int(rng.integers(3, 6 + min(int(volume_l / 4), 10)))
+
+
+def _add_items(
+    rng, container: Container, count: int, parts: list[Part], next_id: int, kinds: tuple[str, ...] = ()
+) -> int:
+    for _ in range(count):
+        if container.kind == "letter":
+            kind = choice(rng, LETTER_SAFE, [6, 1, 1, 0.5, 0.5, 0.5])
+        elif kinds and rng.random() < 0.4:
+            kind = choice(rng, kinds)
+        else:
+            kind = random_kind(rng, container.container_class)
+        parts.extend(place(rng, make_item(rng, kind, container.fit), container.interior, item_id=next_id))
+        next_id += 1
+    return next_id
+
+
+@dataclass
+class Parcel:
+    container: Container
+    parts: list[Part]
+    concealment: Concealment | None
+    objects: int  # contents, vessel and companions included (packaging and packing fill not)
+
+
+def generic_parcel(rng: np.random.Generator, packaging: str) -> Parcel:
+    """A parcel of ordinary goods, in the packaging of the scenario ``packaging``."""
+    container = scenario_container(rng, packaging)
+    parts = list(container.parts)
+    count = _object_count(rng, container)
+    next_id = 0
+    if container.kind == "letter":
+        parts.extend(place(rng, make_item(rng, "documents", container.fit), container.interior, item_id=0))
+        next_id, count = 1, count - 1
+    next_id = _add_items(rng, container, count, parts, next_id)
+    parts.extend(packing_fill(rng, container))
+    return Parcel(container, parts, None, next_id)
+
+
+def themed_parcel(rng: np.random.Generator, scenario: str, target: str | None, overlap_probability: float) -> Parcel:
+    """A scenario's vessel with a target (positive) or benign fill (look-alike), its companions and clutter."""
+    concealment = build_concealment(rng, scenario, target)
+    container = concealment.container
+    parts = list(container.parts) + concealment.parts
+    extra = max(_object_count(rng, container) - concealment.objects, 0)
+    overlap = rng.random() < overlap_probability
+    next_id = _add_items(
+        rng, container, extra - 1 if overlap and extra else extra, parts, 100, concealment.clutter_kinds
+    )
+    if overlap:  # clutter over (or under) the fill
+        if container.kind == "box":
+            kind = choice(rng, (*concealment.clutter_kinds, "clothing", "book", "electronics", "hand_tools"))
+        else:
+            kind = choice(rng, ("documents", "jewellery", "coins", "keys", "clothing", "cable"))
+        item = make_item(rng, kind, container.fit)
+        focus = np.asarray(concealment.focus_xy) + rng.normal(0.0, 20.0, 2)
+        parts.extend(place(rng, item, container.interior, xy=focus, item_id=next_id))
+        next_id += 1
+    parts.extend(packing_fill(rng, container))
+    return Parcel(container, parts, concealment, concealment.objects + next_id - 100)
+
+
+def build_parcel(rng: np.random.Generator, plan: Plan, config: SimConfig) -> Parcel:
+    if plan.label == "suspect":
+        return themed_parcel(rng, plan.scenario, plan.material, config.overlap_probability)
+    if plan.lookalike:
+        return themed_parcel(rng, plan.lookalike, None, config.overlap_probability)
+    return generic_parcel(rng, plan.packaging)
+
+
+# --- the belt and the scanner -----------------------------------------------------------------------------
+@dataclass
+class BeltPlacement:
+    grid: Grid
+    parts: list[Part]
+    yaw_deg: float
+    lead_mm: float
+    trail_mm: float
+
+
+def place_on_belt(rng: np.random.Generator, parcel: Parcel, profile: ScannerProfile) -> BeltPlacement:
+    """Turn the parcel on the belt, set it across the tunnel, add leading and trailing margins."""
+    tunnel_mm = profile.channels * profile.pixel_pitch_mm
+    length, width, _ = parcel.container.size_mm
+    best = None
+    for _ in range(8):
+        yaw = (math.pi / 2 if rng.random() < 0.3 else 0.0) + float(np.clip(rng.normal(0, 0.3), -0.8, 0.8))
+        along, across = rotated_extent((length, width), yaw)
+        if best is None or across < best[2]:
+            best = (yaw, along, across)
+        if across <= tunnel_mm - 10:
+            break
+    yaw, along, across = best
+    lead, trail = uniform(rng, 25, 110), uniform(rng, 25, 110)
+    y_centre = uniform(rng, min(across / 2 + 5, tunnel_mm / 2), max(tunnel_mm - across / 2 - 5, tunnel_mm / 2))
+    offset = np.array([lead + along / 2, y_centre, 0.0])
+    rz = rotation(yaw)
+    rows = max(math.ceil((lead + along + trail) / profile.pixel_pitch_mm), 16)
+    parts = [part.moved(rz, offset) for part in parcel.parts]
+    return BeltPlacement(Grid(rows, profile.channels, profile.pixel_pitch_mm), parts, math.degrees(yaw), lead, trail)
+
+
+SPECTRAL_VARIANTS = ("base", "kv-10", "kv+10", "filter+40%", "cu-20%")
+
+
+def scanner_variant(
+    rng: np.random.Generator, base: ScannerProfile, enabled: bool = True
+) -> tuple[ScannerProfile, str, float, float]:
+    """(physics profile, variant name, air quanta, blur σ px) of one scan: stations differ in tube output,
+    filtration, dose and focus; so does one station over its life."""
+    variant = choice(rng, SPECTRAL_VARIANTS, [5, 1.25, 1.25, 1.25, 1.25]) if enabled else "base"
+    quanta = base.air_quanta_per_pixel * log_uniform(rng, 0.5, 2.0)
+    blur = base.blur_sigma_px * uniform(rng, 0.7, 1.45)
+    if variant == "kv-10":
+        profile = base.with_changes(tube_kv=base.tube_kv - 10)
+    elif variant == "kv+10":
+        profile = base.with_changes(tube_kv=base.tube_kv + 10)
+    elif variant == "filter+40%":
+        profile = base.with_changes(filtration=tuple(Layer(f.material, f.thickness_mm * 1.4) for f in base.filtration))
+    elif variant == "cu-20%":
+        f = base.interlayer_filter
+        profile = base.with_changes(interlayer_filter=Layer(f.material, f.thickness_mm * 0.8))
+    else:
+        profile = base
+    return profile, variant, quanta, blur
+
+
+# --- one scan ---------------------------------------------------------------------------------------------
+def simulate_scan(config: SimConfig, index: int) -> SimulatedScan:
+    from parcelscan.datasets.forward import forward_model
+    from parcelscan.datasets.pseudocolor import pseudocolor_from_pair
+
+    seconds: dict[str, float] = {}
+    start = time.perf_counter()
+    plan_rng, parcel_rng, belt_rng, scanner_rng, noise_rng = np.random.default_rng(
+        np.random.SeedSequence([config.seed, index])
+    ).spawn(5)
+    plan = plan_scan(plan_rng, config)
+    parcel = build_parcel(parcel_rng, plan, config)
+    belt = place_on_belt(belt_rng, parcel, config.profile)
+    seconds["scene"] = time.perf_counter() - start
+
+    start = time.perf_counter()
+    raster = rasterise(belt.parts, belt.grid)
+    seconds["rasterise"] = time.perf_counter() - start
+
+    physics, variant, quanta, blur = scanner_variant(scanner_rng, config.profile, config.spectral_variants)
+    start = time.perf_counter()
+    model = forward_model(physics)
+    a_low, a_high = model.log_attenuation(raster.materials, raster.areal_g_cm2)
+    seconds["forward"] = time.perf_counter() - start
+    start = time.perf_counter()
+    low, high = model.detect(a_low, a_high, noise_rng, air_quanta_per_pixel=quanta, blur_sigma_px=blur)
+    seconds["detect"] = time.perf_counter() - start
+    start = time.perf_counter()
+    rgb = pseudocolor_from_pair(low, high, physics)
+    seconds["pseudocolor"] = time.perf_counter() - start
+
+    scan_id = scan_id_for(config.seed, index)
+    concealment = parcel.concealment
+    mask = None
+    labels = {
+        "label": plan.label,
+        "scenario": plan.scenario,
+        "material": plan.material,
+        "mass_g": None,
+        "mass_fraction": None,
+        "mask": None,
+        "lookalike": plan.lookalike,
+    }
+    overlap = None
+    if plan.label == "suspect":
+        powder = raster.target_g_cm2 > 0
+        mask = np.where(powder, 255, 0).astype(np.uint8)
+        labels["mass_g"] = round(raster.concealed_fill_mass_g * concealment.fill.mass_fraction, 2)
+        labels["mass_fraction"] = round(concealment.fill.mass_fraction, 4)
+        labels["mask"] = f"{scan_id}_mask.png"
+        overlap = float((raster.clutter & powder).sum() / max(int(powder.sum()), 1))
+    provenance = {
+        "profile": config.profile.name,
+        "seed": config.seed,
+        "index": index,
+        "generator_version": GENERATOR_VERSION,
+        "suspect_fraction": config.suspect_fraction,
+        "scenarios": list(config.scenarios),
+        "scanner_variant": variant,
+        "tube_kv": physics.tube_kv,
+        "air_quanta_per_pixel": round(quanta, 1),
+        "blur_sigma_px": round(blur, 3),
+        "container": parcel.container.kind,
+        "parcel_size_mm": [round(v, 1) for v in parcel.container.size_mm],
+        "objects": parcel.objects,
+        "yaw_deg": round(belt.yaw_deg, 1),
+        "rows": belt.grid.rows,
+        "materials_in_scene": len(raster.materials),
+    }
+    if concealment is not None:
+        provenance.update(
+            {"concealment_variant": concealment.variant, "fill": concealment.fill.name, "details": concealment.notes}
+        )
+    if overlap is not None:
+        provenance["clutter_overlap"] = round(overlap, 4)
+        provenance["mask_pixels"] = int((mask > 0).sum())
+    return SimulatedScan(scan_id, low, high, rgb, mask, labels, provenance, seconds)
