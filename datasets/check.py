@@ -13,6 +13,7 @@ in training but absent from val/test; a suspect whose mask is empty.
 
 from __future__ import annotations
 
+import multiprocessing
 import os
 from collections import Counter, defaultdict
 from concurrent.futures import ProcessPoolExecutor
@@ -171,7 +172,8 @@ def check_dataset(directory: Path, workers: int | None = None) -> CheckReport:
 
     workers = workers if workers is not None else min(4, os.cpu_count() or 1)
     if workers > 1 and len(records) > 8:
-        with ProcessPoolExecutor(workers) as pool:
+        # spawn, not fork: the caller may hold threads (PyTorch, OpenMP) that a forked child would deadlock on
+        with ProcessPoolExecutor(workers, mp_context=multiprocessing.get_context("spawn")) as pool:
             results = list(pool.map(_check_record, records, [root] * len(records), chunksize=8))
     else:
         results = [_check_record(r, root) for r in records]

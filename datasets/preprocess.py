@@ -39,6 +39,7 @@ Steps, in order:
 
 from __future__ import annotations
 
+import copy
 import functools
 import hashlib
 import itertools
@@ -99,7 +100,7 @@ def excess_reference_table(profile_name: str | None = None, material: str = EXCE
 
 
 def _default_reference() -> dict[str, Any]:
-    return dict(excess_reference_table())
+    return copy.deepcopy(excess_reference_table())
 
 
 @dataclass
@@ -136,7 +137,7 @@ class PreprocessSpec:
         """The dual-energy spec; ``profile_name`` selects the scanner whose spectra define a_excess."""
         channels = list(channels or DUAL_CHANNELS)
         if "a_excess" in channels and "excess_reference" not in overrides:
-            overrides["excess_reference"] = dict(excess_reference_table(profile_name))
+            overrides["excess_reference"] = copy.deepcopy(excess_reference_table(profile_name))
         return cls(input_kind="dual_energy", channels=channels,
                    **{"excess_reference": {}, **_channel_defaults(channels), **overrides})
 

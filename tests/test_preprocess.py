@@ -266,3 +266,22 @@ def test_for_kind_takes_overrides_of_any_field():
     assert PreprocessSpec.for_kind("pseudo_color", pixel_pitch_mm=1.5).pixel_pitch_mm == 1.5
     with pytest.raises(ParcelscanError, match="unknown input kind"):
         PreprocessSpec.for_kind("single_energy")
+
+
+def test_station_side_modules_do_not_import_torch():
+    """The station install has no PyTorch: preprocessing and the data tools must run without it."""
+    import subprocess
+    import sys
+
+    code = (
+        "import sys, numpy as np\n"
+        "from parcelscan.datasets import preprocess, datatools, check, split, importers, stats, data_cli\n"
+        "from parcelscan.datasets.scanfile import Scan\n"
+        "spec = preprocess.PreprocessSpec.from_json(sys.stdin.read())\n"
+        "scan = Scan('x', np.full((700, 640), 30000, np.uint16), np.full((700, 640), 40000, np.uint16), {})\n"
+        "assert preprocess.prepare_scan(scan, spec).tiles.shape == (2, 3, 320, 320)\n"
+        "assert 'torch' not in sys.modules and 'albumentations' not in sys.modules, 'torch imported'\n"
+    )
+    result = subprocess.run([sys.executable, "-c", code], input=PreprocessSpec.dual_energy().to_json(),
+                            capture_output=True, text=True, timeout=120)
+    assert result.returncode == 0, result.stderr
