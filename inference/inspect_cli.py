@@ -1,0 +1,138 @@
+"""``parcelscan inspect``: the station command. One JSON line per scan on stdout, a summary on stderr.
+
+Inputs: files and directories (station pairs, TIFFs, pseudo-colour PNG/JPEG, DICOS are discovered),
+``-`` reads paths from stdin one per line, ``--watch DIR`` inspects scans as they appear in a hot
+folder until SIGINT/SIGTERM. Without ``--model`` the promoted registry model or the shipped default
+``model/default/parcelscan-dual.onnx`` is used.
+
+Exit codes (like clamscan): 0 every scan clear; 1 at least one suspect; 2 at least one scan could not
+be analysed (``manual_inspection``) or the command itself failed (bad model, sha256 mismatch, bad
+option). 2 wins over 1: a run in which something was not analysed is not complete, and the pipeline
+must notice; each scan's own verdict is on its line, so no suspect is hidden by the combined code.
+"""
+
+from __future__ import annotations
+
+import argparse
+import sys
+
+
+def add_arguments(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument("paths", nargs="*", metavar="PATH",
+                        help="scan files or directories; '-' reads paths from stdin, one per line")
+    parser.add_argument("--watch", metavar="DIR", help="inspect scans as they appear in DIR until interrupted")
+    parser.add_argument("--model", metavar="MODEL.onnx", help="ONNX model (default: the promoted or shipped model)")
+    parser.add_argument("--threshold", type=float, metavar="T",
+                        help="suspect if score >= T (default: the model's operating threshold)")
+    parser.add_argument("--heatmaps", metavar="DIR", help="write the heatmap overlay of every suspect scan here")
+    parser.add_argument("--device", choices=("auto", "cpu", "cuda"), default="auto",
+                        help="onnxruntime provider: cuda when asked or (auto) available, else cpu")
+    parser.add_argument("--threads", type=int, metavar="N", help="onnxruntime intra-op threads (default: all cores)")
+    parser.add_argument("--batch", type=int, default=8, metavar="N", help="scans per model call (default 8)")
+    parser.add_argument("--station", metavar="NAME", help="station name in every verdict (default $PARCELSCAN_STATION)")
+    parser.add_argument("--workers", type=int, default=1, metavar="N",
+                        help="threads reading and preprocessing ahead of the model (default 1; 0 = inline)")
+    parser.add_argument("--watch-settle", type=float, default=None, metavar="S",
+                        help="--watch: files must be unchanged for S seconds before a scan is read (default 0.5)")
+    parser.add_argument("--watch-stale", type=float, default=None, metavar="S",
+                        help="--watch: a scan still incomplete after S seconds is reported as manual_inspection "
+                             "(default 30)")
+    parser.add_argument("--quiet", action="store_true", help="no per-scan lines on stderr, only the summary")
+
+
+def _iter_items(paths: list[str], stdin=None):
+    """Scan refs for every named path, lazily (stdin is read as it comes); nothing named is dropped."""
+    from parcelscan.datasets.readers import discover_scans
+    from parcelscan.inference.inspector import MissingInput
+
+    def refs(raw: str):
+        try:
+            found = discover_scans([raw])
+        except OSError as error:
+            return [MissingInput(raw, f"cannot list: {error.strerror or error}")]
+        if not found:
+            print(f"parcelscan inspect: warning: no scans under {raw}", file=sys.stderr)
+        return found
+
+    for raw in paths:
+        if raw == "-":
+            for line in stdin or sys.stdin:
+                line = line.strip()
+                if line:
+                    yield from refs(line)
+        else:
+            yield from refs(raw)
+
+
+class _Tally:
+    def __init__(self, quiet: bool):
+        self.counts = {"clear": 0, "suspect": 0, "manual_inspection": 0}
+        self.codes: list[int] = []
+        self.quiet = quiet
+        self.latencies: list[float] = []
+
+    def emit(self, verdict) -> None:
+        print(verdict.to_json(), flush=True)
+        self.counts[verdict.verdict] += 1
+        self.codes.append(verdict.exit_code)
+        self.latencies.append(verdict.latency_ms)
+        if not self.quiet and verdict.verdict != "clear":
+            detail = verdict.error or "; ".join(verdict.reasons)
+            print(f"  {verdict.verdict.upper():<17} {verdict.scan_id}: {detail}", file=sys.stderr)
+
+
+def run(args: argparse.Namespace) -> int:
+    import signal
+    import threading
+    import time
+
+    from parcelscan.errors import ParcelscanError
+    from parcelscan.inference.inspector import Inspector
+    from parcelscan.inference.verdict import combine_exit_codes
+
+    if not args.paths and not args.watch:
+        raise ParcelscanError("nothing to inspect: give scan files or directories, '-' to read paths from stdin, "
+                              "or --watch DIR")
+    if args.batch < 1:
+        raise ParcelscanError(f"--batch must be >= 1, got {args.batch}")
+    inspector = Inspector(args.model, threshold=args.threshold, device=args.device, threads=args.threads,
+                          heatmap_dir=args.heatmaps, station=args.station)
+    m = inspector.metadata
+    print(f"parcelscan inspect: model {m.name} {m.version} ({inspector.model_info['sha256'][:12]}), "
+          f"{m.input_kind}, threshold {inspector.threshold:.4g}, provider {inspector.provider}", file=sys.stderr)
+    tally = _Tally(args.quiet)
+    started = time.perf_counter()
+    try:
+        if args.paths:
+            for verdict in inspector.inspect_many(_iter_items(args.paths), batch=args.batch, workers=args.workers):
+                tally.emit(verdict)
+        if args.watch:
+            from parcelscan.inference import watch as hot
+
+            stop = threading.Event()
+
+            def on_signal(signum, _frame) -> None:
+                stop.set()
+
+            previous = {sig: signal.signal(sig, on_signal) for sig in (signal.SIGINT, signal.SIGTERM)}
+            print(f"parcelscan inspect: watching {args.watch} (SIGINT/SIGTERM to stop)", file=sys.stderr)
+            try:
+                hot.watch(args.watch, lambda items: [tally.emit(v) for v in inspector.inspect_many(
+                    items, batch=args.batch, workers=0)], stop,
+                    settle_s=hot.DEFAULT_SETTLE_S if args.watch_settle is None else args.watch_settle,
+                    stale_s=hot.DEFAULT_STALE_S if args.watch_stale is None else args.watch_stale)
+            finally:
+                for sig, handler in previous.items():
+                    signal.signal(sig, handler)
+    except BrokenPipeError:
+        # the reader of our verdicts went away: nothing more can be reported, so the run is incomplete
+        sys.stderr.write("parcelscan inspect: stdout closed; stopping\n")
+        return 2
+    elapsed = time.perf_counter() - started
+    total = sum(tally.counts.values())
+    if total == 0 and not args.watch:
+        raise ParcelscanError(f"no scans found in {' '.join(args.paths)}: nothing was inspected")
+    rate = f", {total / elapsed:.1f} scans/s" if total and elapsed > 0 else ""
+    print(f"parcelscan inspect: {total} scan(s): {tally.counts['clear']} clear, {tally.counts['suspect']} suspect, "
+          f"{tally.counts['manual_inspection']} manual_inspection{rate} [{inspector.provider}]", file=sys.stderr)
+    return combine_exit_codes(tally.codes)

@@ -1,0 +1,307 @@
+"""The Python API for integrators: ``Inspector(model).inspect(path_or_arrays) -> Verdict``.
+
+One scan goes through: read (``readers.load_scan``) → one preprocessing (``preprocess.prepare_scan``,
+the spec comes from the model file) → the shield-alarm check (``opaque``) → onnxruntime on every tile
+→ scan score = max over tiles → verdict. Every failure on the way is caught *for that scan* and turns
+into ``manual_inspection`` with the reason; nothing on this path can produce ``clear`` without a finite
+model score below the threshold (``Verdict`` itself refuses it).
+
+``inspect_many`` is the station path: reading and preprocessing run in a small thread pool ahead of the
+model (OpenCV and onnxruntime release the GIL), and the tiles of ``batch`` scans go through the model
+in one call. ``latency_ms`` of a verdict is the wall time from starting to read that scan until its
+verdict was ready, so with batching it includes waiting for the rest of its batch.
+
+This module must not import PyTorch: it is the light station install.
+"""
+
+from __future__ import annotations
+
+import itertools
+import math
+import os
+import re
+import time
+from collections import deque
+from collections.abc import Iterable, Iterator
+from concurrent.futures import Future, ThreadPoolExecutor
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from parcelscan.errors import ParcelscanError
+from parcelscan.inference.verdict import CLEAR, MANUAL, SUSPECT, Verdict
+
+MAX_TILES_PER_RUN = 64  # bounds the memory of one onnxruntime call (64 × 3 × 320 × 320 float32 = 79 MB)
+_SAFE_NAME = re.compile(r"[^A-Za-z0-9._-]+")
+_array_counter = itertools.count(1)
+
+
+@dataclass
+class MissingInput:
+    """A path the user named that does not exist (or could not be listed): reported, never skipped."""
+
+    path: str
+    reason: str = "no such file or directory"
+
+
+@dataclass
+class _Staged:
+    """A scan after reading, preprocessing and the opaque check (or the error that stopped it)."""
+
+    scan_id: str
+    inputs: list[str]
+    started: float
+    scan: Any = None
+    prepared: Any = None
+    opaque: Any = None
+    error: str | None = None
+    notes: list[str] = field(default_factory=list)
+
+
+def _describe(item: Any) -> tuple[str, list[str]]:
+    """(scan_id, input files) of an item before it is read, for the verdict of an unreadable one."""
+    if isinstance(item, MissingInput):
+        return Path(item.path).name or item.path, [item.path]
+    if isinstance(item, (str, os.PathLike)):
+        path = Path(item)
+        name = path.name
+        for suffix in ("_low.png", "_high.png", "_rgb.png"):
+            if name.endswith(suffix):
+                return name[: -len(suffix)], [str(path)]
+        return path.stem or name, [str(path)]
+    paths = getattr(item, "paths", None)
+    if paths is not None:  # a readers.ScanRef
+        return str(getattr(item, "scan_id", "") or Path(paths[0]).stem), [str(p) for p in paths]
+    scan_id = getattr(item, "scan_id", None)
+    if scan_id is not None:  # a Scan
+        return str(scan_id), [str(p) for p in (getattr(item, "source_files", None) or [])]
+    return f"array-{next(_array_counter)}", []
+
+
+def _load(item: Any, scan_id: str):
+    """Any accepted item → a decoded Scan. Raises ScanReadError / ParcelscanError / ValueError."""
+    from parcelscan.datasets.scanfile import Scan
+
+    if isinstance(item, MissingInput):
+        raise ParcelscanError(f"{item.path}: {item.reason}")
+    if isinstance(item, Scan):
+        return item
+    if isinstance(item, (str, os.PathLike)):
+        from parcelscan.datasets.readers import load_scan
+
+        return load_scan(Path(item))
+    if callable(getattr(item, "load", None)):  # a readers.ScanRef: knows its partner files and any problem
+        return item.load()
+    if isinstance(item, (tuple, list)) and len(item) == 2:
+        low, high = (np.asarray(a) for a in item)
+        if low.dtype != np.uint16 or high.dtype != np.uint16:
+            raise ParcelscanError(f"{scan_id}: a dual-energy pair must be two uint16 transmission images, "
+                                  f"got {low.dtype} and {high.dtype}")
+        if low.ndim != 2 or low.shape != high.shape:
+            raise ParcelscanError(f"{scan_id}: low and high must be 2-D images of one shape, "
+                                  f"got {low.shape} and {high.shape}")
+        return Scan(scan_id, low, high, {}, kind="dual_energy")
+    if isinstance(item, np.ndarray):
+        if item.ndim == 3 and item.shape[2] == 3 and item.dtype == np.uint8:
+            return Scan(scan_id, None, None, {}, kind="pseudo_color", rgb=item)
+        raise ParcelscanError(f"{scan_id}: an array must be an (H, W, 3) uint8 pseudo-colour image or a "
+                              f"(low, high) pair of uint16 images; got {item.dtype} {item.shape}")
+    raise ParcelscanError(f"cannot inspect an object of type {type(item).__name__}")
+
+
+def _error_text(error: BaseException) -> str:
+    if isinstance(error, ParcelscanError):
+        return str(error)
+    if isinstance(error, MemoryError):
+        return "out of memory while analysing the scan"
+    return f"internal error while analysing the scan: {type(error).__name__}: {error}"
+
+
+class Inspector:
+    """A loaded, verified model ready to judge scans. Thread-compatible, not thread-safe."""
+
+    def __init__(self, model_path: str | Path | None = None, threshold: float | None = None, device: str = "auto",
+                 threads: int | None = None, heatmap_dir: str | Path | None = None, station: str | None = None,
+                 verify: bool = True):
+        from parcelscan.datasets.preprocess import PreprocessSpec
+        from parcelscan.inference.session import open_session
+
+        if model_path is None:
+            from parcelscan.model.registry import default_model_path
+
+            model_path = default_model_path("dual_energy")
+            if not Path(model_path).is_file():
+                raise ParcelscanError(f"no model given and the shipped default {model_path} is missing "
+                                      f"(pass --model MODEL.onnx)")
+        self.session = open_session(model_path, device=device, threads=threads, verify=verify)
+        self.metadata = self.session.metadata
+        try:
+            self.spec = PreprocessSpec.from_dict(self.metadata.preprocessing)
+        except ParcelscanError as error:
+            raise ParcelscanError(f"{model_path}: its preprocessing spec is unusable: {error}") from error
+        if self.spec.input_kind != self.metadata.input_kind:
+            raise ParcelscanError(f"{model_path}: metadata input_kind {self.metadata.input_kind} disagrees with "
+                                  f"its preprocessing spec ({self.spec.input_kind})")
+        if threshold is None:
+            threshold = self.metadata.threshold
+        if not (isinstance(threshold, (int, float)) and math.isfinite(threshold) and 0.0 <= threshold <= 1.0):
+            raise ParcelscanError(f"threshold must be a probability in [0, 1], got {threshold!r}")
+        self.threshold = float(threshold)
+        self.heatmap_dir = Path(heatmap_dir) if heatmap_dir else None
+        self.station = station if station is not None else (os.environ.get("PARCELSCAN_STATION") or None)
+        self._check_model_input()
+
+    # --- properties ---------------------------------------------------------------------------------
+    @property
+    def provider(self) -> str:
+        return self.session.provider
+
+    @property
+    def model_info(self) -> dict[str, str]:
+        return self.session.model_info
+
+    def _check_model_input(self) -> None:
+        shape = self.session.tile_shape
+        expected = (self.spec.in_channels, self.spec.tile_rows, self.spec.tile_cols)
+        for got, want, what in zip(shape[1:], expected, ("channels", "tile rows", "tile columns"), strict=True):
+            if isinstance(got, int) and got != want:
+                raise ParcelscanError(f"{self.session.path}: model input has {got} {what} but its preprocessing "
+                                      f"spec makes {want}")
+
+    # --- the API ------------------------------------------------------------------------------------
+    def inspect(self, item: Any) -> Verdict:
+        """One scan (a path, a ScanRef, a Scan, a (low, high) uint16 pair or an RGB uint8 image) → Verdict."""
+        return next(self.inspect_many([item], batch=1, workers=0))
+
+    def inspect_many(self, items: Iterable[Any], batch: int = 8, workers: int = 1) -> Iterator[Verdict]:
+        """Verdicts in input order. ``workers`` threads read and preprocess ahead (0: all inline)."""
+        if batch < 1:
+            raise ParcelscanError(f"--batch must be >= 1, got {batch}")
+        iterator = iter(items)
+        if workers <= 0:
+            while True:
+                chunk = [self._stage(item) for item in itertools.islice(iterator, batch)]
+                if not chunk:
+                    return
+                yield from self._judge(chunk)
+        with ThreadPoolExecutor(max_workers=workers, thread_name_prefix="parcelscan-read") as pool:
+            pending: deque[Future] = deque()
+            lookahead = batch * 2 + workers
+
+            def refill() -> None:
+                for item in itertools.islice(iterator, max(0, lookahead - len(pending))):
+                    pending.append(pool.submit(self._stage, item))
+
+            refill()
+            while pending:
+                chunk = [pending.popleft().result() for _ in range(min(batch, len(pending)))]
+                refill()
+                yield from self._judge(chunk)
+
+    # --- stages -------------------------------------------------------------------------------------
+    def _stage(self, item: Any) -> _Staged:
+        """Read, preprocess and check one scan; any failure is recorded, never raised."""
+        from parcelscan.datasets.preprocess import prepare_scan
+        from parcelscan.inference.opaque import check_opaque
+
+        started = time.perf_counter()
+        scan_id, inputs = _describe(item)
+        staged = _Staged(scan_id, inputs, started)
+        try:
+            scan = _load(item, scan_id)
+            staged.scan = scan
+            staged.scan_id = str(scan.scan_id or scan_id)
+            if getattr(scan, "source_files", None):
+                staged.inputs = [str(p) for p in scan.source_files]
+            prepared = prepare_scan(scan, self.spec)
+            tiles = prepared.tiles
+            if tiles.ndim != 4 or tiles.shape[0] < 1 or tiles.shape[1:] != (
+                    self.spec.in_channels, self.spec.tile_rows, self.spec.tile_cols):
+                raise ParcelscanError(f"{scan_id}: preprocessing produced tiles of shape {tiles.shape}, not "
+                                      f"(T, {self.spec.in_channels}, {self.spec.tile_rows}, {self.spec.tile_cols})")
+            if not np.isfinite(tiles).all():
+                raise ParcelscanError(f"{scan_id}: the scan yields NaN or infinite model input")
+            staged.prepared = prepared
+            staged.opaque = check_opaque(scan)
+        except BaseException as error:
+            if isinstance(error, (KeyboardInterrupt, SystemExit)):
+                raise
+            staged.error = _error_text(error)
+        return staged
+
+    def _judge(self, chunk: list[_Staged]) -> list[Verdict]:
+        """Run the model on the tiles of every good scan in the chunk; build the verdicts."""
+        good = [s for s in chunk if s.error is None]
+        results: dict[int, tuple[np.ndarray, np.ndarray]] = {}
+        if good:
+            try:
+                tiles = np.concatenate([s.prepared.tiles for s in good])
+                probabilities, heatmaps = [], []
+                for start in range(0, len(tiles), MAX_TILES_PER_RUN):
+                    p, _, h = self.session.run(tiles[start:start + MAX_TILES_PER_RUN])
+                    probabilities.append(np.asarray(p, dtype=np.float32).reshape(-1))
+                    heatmaps.append(np.asarray(h, dtype=np.float32))
+                probability = np.concatenate(probabilities)
+                heatmap = np.concatenate(heatmaps)
+                if probability.shape[0] != len(tiles) or heatmap.shape[0] != len(tiles):
+                    raise ParcelscanError(f"model returned {probability.shape[0]} scores for {len(tiles)} tiles")
+                offset = 0
+                for staged in good:
+                    n = staged.prepared.tiles.shape[0]
+                    results[id(staged)] = (probability[offset:offset + n], heatmap[offset:offset + n])
+                    offset += n
+            except BaseException as error:
+                if isinstance(error, (KeyboardInterrupt, SystemExit)):
+                    raise
+                for staged in good:
+                    staged.error = f"inference failed: {_error_text(error)}"
+        return [self._verdict(staged, results.get(id(staged))) for staged in chunk]
+
+    def _verdict(self, staged: _Staged, result: tuple[np.ndarray, np.ndarray] | None) -> Verdict:
+        common = {"scan_id": staged.scan_id, "inputs": staged.inputs, "threshold": self.threshold,
+                  "model": self.model_info, "station": self.station, "provider": self.provider}
+        if staged.error is not None or result is None:
+            error = staged.error or "no model output for this scan"
+            return Verdict(verdict=MANUAL, score=None, error=error, latency_ms=self._ms(staged),
+                           reasons=["not analysed: the model gave no score, a person must look"], **common)
+        probability, heatmap = result
+        score = float(np.max(probability))
+        if not math.isfinite(score) or not np.isfinite(probability).all():
+            return Verdict(verdict=MANUAL, score=None, error="the model produced a non-finite score",
+                           latency_ms=self._ms(staged), reasons=["not analysed: non-finite model output"], **common)
+        reasons = []
+        verdict = CLEAR
+        if score >= self.threshold:
+            verdict = SUSPECT
+            reasons.append(f"score {score:.4f} ≥ threshold {self.threshold:.4f}")
+        opaque = staged.opaque
+        if opaque is not None and opaque.alarm:
+            verdict = SUSPECT
+            reasons.append(opaque.reason())
+        heatmap_path = None
+        if verdict == SUSPECT and self.heatmap_dir is not None:
+            try:
+                heatmap_path = str(self._write_heatmap(staged, heatmap))
+            except BaseException as error:
+                if isinstance(error, (KeyboardInterrupt, SystemExit)):
+                    raise
+                reasons.append(f"heatmap not written: {_error_text(error)}")
+        if verdict == CLEAR:
+            reasons.append(f"score {score:.4f} < threshold {self.threshold:.4f}")
+        return Verdict(verdict=verdict, score=score, heatmap=heatmap_path, latency_ms=self._ms(staged),
+                       reasons=reasons, **common)
+
+    def _write_heatmap(self, staged: _Staged, tile_heatmaps: np.ndarray) -> Path:
+        from parcelscan.datasets.preprocess import heatmap_to_scan
+        from parcelscan.inference.heatmap import write_heatmap
+
+        heat = heatmap_to_scan(tile_heatmaps, staged.prepared)
+        mask = staged.opaque.mask if staged.opaque is not None and staged.opaque.alarm else None
+        name = _SAFE_NAME.sub("_", staged.scan_id) or "scan"
+        return write_heatmap(self.heatmap_dir / f"{name}_heatmap.png", staged.scan, heat, mask)
+
+    @staticmethod
+    def _ms(staged: _Staged) -> float:
+        return (time.perf_counter() - staged.started) * 1000.0

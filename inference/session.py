@@ -1,0 +1,140 @@
+"""The onnxruntime session a station runs: a verified model file, a chosen provider, a thread count.
+
+A model is only loaded if its ``<model>.onnx.sha256`` (written by ``parcelscan export``, in
+``sha256sum`` format) matches the file: a tampered model or one torn by an interrupted copy is refused
+with a message that says so, because a station that silently runs the wrong weights clears parcels it
+should not. Provider: CUDA when asked (and refused if onnxruntime here has none) or, with ``auto``,
+when available; else CPU. The provider actually used is reported, never assumed.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import re
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from parcelscan.errors import ParcelscanError
+from parcelscan.model.metadata import INPUT_NAME, OUTPUT_NAMES, ModelMetadata
+
+DEVICES = ("auto", "cpu", "cuda")
+_HEX64 = re.compile(r"^[0-9a-fA-F]{64}$")
+
+
+def sha256_file(path: str | Path) -> str:
+    digest = hashlib.sha256()
+    with open(path, "rb") as handle:
+        for chunk in iter(lambda: handle.read(1 << 20), b""):
+            digest.update(chunk)
+    return digest.hexdigest()
+
+
+def sha256_sidecar(model_path: str | Path) -> Path:
+    model_path = Path(model_path)
+    return model_path.with_name(model_path.name + ".sha256")
+
+
+def write_sha256(model_path: str | Path) -> str:
+    """Write ``<model>.sha256`` in ``sha256sum`` format (``<hex>  <file name>``); returns the hex."""
+    model_path = Path(model_path)
+    digest = sha256_file(model_path)
+    sha256_sidecar(model_path).write_text(f"{digest}  {model_path.name}\n", encoding="utf-8")
+    return digest
+
+
+def verify_sha256(model_path: str | Path) -> str:
+    """The model's sha256 if it matches its ``.sha256`` file; otherwise a ParcelscanError that says why."""
+    model_path = Path(model_path)
+    if not model_path.is_file():
+        raise ParcelscanError(f"model not found: {model_path}")
+    sidecar = sha256_sidecar(model_path)
+    if not sidecar.is_file():
+        raise ParcelscanError(f"{model_path}: refusing an unverified model: {sidecar.name} is missing "
+                              f"(`parcelscan export` writes it; never run a model whose origin you cannot check)")
+    fields = sidecar.read_text(encoding="utf-8", errors="replace").split()
+    if not fields or not _HEX64.match(fields[0]):
+        raise ParcelscanError(f"{sidecar}: not a sha256 file (expected '<64 hex digits>  {model_path.name}')")
+    expected = fields[0].lower()
+    actual = sha256_file(model_path)
+    if actual != expected:
+        raise ParcelscanError(
+            f"{model_path}: refusing the model: its sha256 {actual[:16]}… does not match {sidecar.name} "
+            f"({expected[:16]}…) — the file was modified or the copy is incomplete; copy it again from the "
+            f"release")
+    return actual
+
+
+def choose_providers(device: str, available: list[str]) -> list[str]:
+    """Provider list for onnxruntime: CUDA first when asked or (auto) available, always CPU as well."""
+    if device not in DEVICES:
+        raise ParcelscanError(f"--device must be one of {', '.join(DEVICES)}, got {device!r}")
+    has_cuda = "CUDAExecutionProvider" in available
+    if device == "cuda" and not has_cuda:
+        raise ParcelscanError("--device cuda: this onnxruntime has no CUDA provider "
+                              f"(available: {', '.join(available)}); install onnxruntime-gpu or use --device cpu")
+    if device == "cuda" or (device == "auto" and has_cuda):
+        return ["CUDAExecutionProvider", "CPUExecutionProvider"]
+    return ["CPUExecutionProvider"]
+
+
+@dataclass
+class ModelSession:
+    """A loaded, verified model: its metadata, its sha256 and the provider that runs it."""
+
+    path: Path
+    sha256: str
+    metadata: ModelMetadata
+    session: Any  # onnxruntime.InferenceSession
+    provider: str
+
+    @property
+    def model_info(self) -> dict[str, str]:
+        """The verdict's ``model`` field."""
+        return {"name": self.metadata.name, "version": self.metadata.version, "sha256": self.sha256}
+
+    @property
+    def tile_shape(self) -> tuple[int | str, ...]:
+        return tuple(self.session.get_inputs()[0].shape)
+
+    def run(self, tiles: np.ndarray) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+        """(T, C, H, W) float32 tiles → (suspect_probability (T,), logits (T, 2), heatmap (T, 1, h, w))."""
+        tiles = np.ascontiguousarray(tiles, dtype=np.float32)
+        probability, logits, heatmap = self.session.run(list(OUTPUT_NAMES), {INPUT_NAME: tiles})
+        return probability, logits, heatmap
+
+
+def open_session(model_path: str | Path, device: str = "auto", threads: int | None = None,
+                 verify: bool = True) -> ModelSession:
+    """Verify, load and describe a model. Raises ParcelscanError with a clear message on any problem."""
+    import onnxruntime as ort
+
+    model_path = Path(model_path)
+    digest = verify_sha256(model_path) if verify else sha256_file(model_path)
+    if threads is not None and threads < 1:
+        raise ParcelscanError(f"--threads must be >= 1, got {threads}")
+    providers = choose_providers(device, ort.get_available_providers())
+    options = ort.SessionOptions()
+    options.graph_optimization_level = ort.GraphOptimizationLevel.ORT_ENABLE_ALL
+    options.log_severity_level = 3
+    if threads:
+        options.intra_op_num_threads = threads
+        options.inter_op_num_threads = 1
+    try:
+        session = ort.InferenceSession(str(model_path), options, providers=providers)
+    except Exception as error:
+        raise ParcelscanError(f"{model_path}: onnxruntime cannot load the model: "
+                              f"{str(error).splitlines()[0] if str(error) else type(error).__name__}") from error
+    used = session.get_providers()[0]
+    if device == "cuda" and used != "CUDAExecutionProvider":
+        raise ParcelscanError(f"--device cuda: onnxruntime fell back to {used} (CUDA libraries missing?); "
+                              f"use --device cpu or fix the CUDA install")
+    metadata = ModelMetadata.from_props(dict(session.get_modelmeta().custom_metadata_map), source=str(model_path))
+    inputs = [i.name for i in session.get_inputs()]
+    outputs = [o.name for o in session.get_outputs()]
+    if inputs != [INPUT_NAME] or sorted(outputs) != sorted(OUTPUT_NAMES):
+        raise ParcelscanError(f"{model_path}: not a parcelscan model: inputs {inputs}, outputs {outputs} "
+                              f"(expected {INPUT_NAME!r} → {', '.join(OUTPUT_NAMES)})")
+    return ModelSession(model_path, digest, metadata, session, used)

@@ -1,0 +1,106 @@
+"""The verdict: one JSON line per scan, the contract stations and the review app read.
+
+Fields (see the README): ``scan_id``, ``inputs``, ``verdict`` (clear | suspect | manual_inspection),
+``score`` (the model's scan-level suspect probability, or null when there is none), ``threshold``,
+``model`` ({name, version, sha256}), ``heatmap`` (path or null), ``error`` (or null), ``latency_ms``,
+``station``, ``scanned_at`` (ISO 8601 UTC), ``reasons`` (why this verdict, in words) and ``provider``
+(the onnxruntime execution provider that computed the score).
+
+The dataclass enforces the fail-closed invariants, so no code path can produce a "clear" that was not
+earned: clear needs a finite score below the threshold, no error and no reason to doubt it.
+"""
+
+from __future__ import annotations
+
+import json
+import math
+from dataclasses import asdict, dataclass, field
+from datetime import UTC, datetime
+from typing import Any
+
+CLEAR, SUSPECT, MANUAL = "clear", "suspect", "manual_inspection"
+VERDICTS = (CLEAR, SUSPECT, MANUAL)
+FIELDS = ("scan_id", "inputs", "verdict", "score", "threshold", "model", "heatmap", "error", "latency_ms",
+          "station", "scanned_at", "reasons", "provider")
+
+
+def utc_now() -> str:
+    return datetime.now(UTC).isoformat(timespec="milliseconds").replace("+00:00", "Z")
+
+
+@dataclass
+class Verdict:
+    """What the station does with one parcel, and why."""
+
+    scan_id: str
+    inputs: list[str]
+    verdict: str
+    score: float | None
+    threshold: float | None
+    model: dict[str, str] | None
+    heatmap: str | None = None
+    error: str | None = None
+    latency_ms: float = 0.0
+    station: str | None = None
+    scanned_at: str = field(default_factory=utc_now)
+    reasons: list[str] = field(default_factory=list)
+    provider: str | None = None
+
+    def __post_init__(self) -> None:
+        if self.verdict not in VERDICTS:
+            raise ValueError(f"verdict must be one of {VERDICTS}, got {self.verdict!r}")
+        if self.score is not None:
+            self.score = float(self.score)
+        if self.verdict == CLEAR:
+            # Fail closed: these are programming errors, never a path to a quiet "clear".
+            if self.score is None or not math.isfinite(self.score):
+                raise ValueError("a clear verdict needs a finite score from the model")
+            if self.error is not None:
+                raise ValueError("a scan with an error cannot be clear")
+            if self.threshold is None or self.score >= self.threshold:
+                raise ValueError("a clear verdict needs a score below the threshold")
+        if self.verdict == MANUAL and not (self.error or self.reasons):
+            raise ValueError("manual_inspection needs an error or a reason")
+
+    @property
+    def exit_code(self) -> int:
+        """clamscan-style code for this scan alone: 0 clear, 1 suspect, 2 not analysed."""
+        return {CLEAR: 0, SUSPECT: 1, MANUAL: 2}[self.verdict]
+
+    def to_dict(self) -> dict[str, Any]:
+        data = asdict(self)
+        return {key: data[key] for key in FIELDS}
+
+    def to_json(self) -> str:
+        """One line, keys in contract order; NaN can never appear (scores are checked finite)."""
+        data = self.to_dict()
+        if data["score"] is not None and not math.isfinite(data["score"]):
+            data["score"] = None
+        data["latency_ms"] = round(float(data["latency_ms"]), 2)
+        return json.dumps(data, ensure_ascii=False, allow_nan=False)
+
+    @classmethod
+    def from_dict(cls, data: dict[str, Any]) -> Verdict:
+        unknown = set(data) - set(FIELDS)
+        if unknown:
+            raise ValueError(f"unknown verdict field(s): {', '.join(sorted(unknown))}")
+        return cls(**data)
+
+    @classmethod
+    def from_json(cls, line: str) -> Verdict:
+        return cls.from_dict(json.loads(line))
+
+
+def combine_exit_codes(verdicts: list[Verdict] | list[int]) -> int:
+    """Exit code of a run: 2 if any scan could not be analysed, else 1 if any suspect, else 0.
+
+    2 wins over 1 (as in clamscan, where an error makes the run's status 2): a run in which something
+    was not analysed is not a complete run, and the pipeline must notice. Every scan's own verdict is
+    on its JSON line, so no suspect is hidden by the combined code.
+    """
+    codes = [v.exit_code if isinstance(v, Verdict) else int(v) for v in verdicts]
+    if 2 in codes:
+        return 2
+    if 1 in codes:
+        return 1
+    return 0

@@ -1,0 +1,84 @@
+"""``parcelscan export``: a checkpoint → one ONNX file for stations (or ``--show`` what a model file says).
+
+Examples::
+
+    parcelscan export --checkpoint runs/train/exp/weights/best.pt --out model.onnx --data data/val
+    parcelscan export --checkpoint best.pt --out model-int8.onnx --int8 --calibration data/val
+    parcelscan export --show model/default/parcelscan-dual.onnx
+"""
+
+from __future__ import annotations
+
+import argparse
+import sys
+
+
+def add_arguments(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument("--checkpoint", metavar="PT", help="training checkpoint (.pt) to export")
+    parser.add_argument("--out", metavar="MODEL.onnx", help="output ONNX file (a MODEL.onnx.sha256 is written beside)")
+    parser.add_argument("--data", metavar="DIR",
+                        help="real scans for the torch-vs-onnxruntime parity check (default: --calibration, the "
+                             "checkpoint's training data, or examples/)")
+    parser.add_argument("--int8", action="store_true",
+                        help="static INT8 (QDQ) quantisation; refused if it costs > 0.5 points of Pd or is not faster")
+    parser.add_argument("--calibration", metavar="DIR", help="labelled scans to calibrate and check INT8 on")
+    parser.add_argument("--threshold", type=float, help="override the checkpoint's operating threshold")
+    parser.add_argument("--tolerance", type=float, default=None,
+                        help="parity tolerance on max |Δ| (default 1e-4)")
+    parser.add_argument("--show", metavar="MODEL.onnx", help="print a model file's metadata and exit")
+
+
+def show(path: str) -> int:
+    """Print the model's metadata, inputs and outputs; exit 1 if its sha256 file does not vouch for it."""
+    from pathlib import Path
+
+    import onnxruntime as ort
+
+    from parcelscan.errors import ParcelscanError
+    from parcelscan.inference.session import sha256_sidecar, verify_sha256
+    from parcelscan.model.metadata import ModelMetadata, read_props
+
+    if not Path(path).is_file():
+        raise ParcelscanError(f"model not found: {path}")
+    try:
+        verified = f"{verify_sha256(path)} (matches {sha256_sidecar(path).name})"
+    except ParcelscanError as error:
+        verified = None
+        print(f"sha256:           NOT VERIFIED — {error}")
+    metadata = ModelMetadata.from_props(read_props(path), source=path)
+    for line in metadata.summary_lines():
+        print(line)
+    session = ort.InferenceSession(path, providers=["CPUExecutionProvider"])
+    for tensor in session.get_inputs():
+        print(f"input:            {tensor.name} {tensor.type} {tensor.shape}")
+    for tensor in session.get_outputs():
+        print(f"output:           {tensor.name} {tensor.type} {tensor.shape}")
+    print(f"size:             {Path(path).stat().st_size / 1e6:.2f} MB")
+    if verified is None:
+        return 1
+    print(f"sha256:           {verified}")
+    return 0
+
+
+def run(args: argparse.Namespace) -> int:
+    from parcelscan.errors import ParcelscanError
+
+    if args.show:
+        return show(args.show)
+    if not args.checkpoint or not args.out:
+        raise ParcelscanError("give --checkpoint PT and --out MODEL.onnx (or --show MODEL.onnx)")
+    if args.int8 and not args.calibration:
+        raise ParcelscanError("--int8 needs --calibration DIR")
+    from parcelscan.model.export import DEFAULT_TOLERANCE, export_checkpoint
+
+    result = export_checkpoint(args.checkpoint, args.out, data=args.data, int8=args.int8,
+                               calibration=args.calibration, threshold=args.threshold,
+                               tolerance=args.tolerance if args.tolerance is not None else DEFAULT_TOLERANCE,
+                               log=lambda line: print(line, file=sys.stderr))
+    m = result.metadata
+    print(f"exported {result.path} ({result.path.stat().st_size / 1e6:.2f} MB, opset {m.extra.get('opset')}, "
+          f"{m.extra.get('quantization')}) in {result.seconds:.1f} s")
+    print(f"model {m.name} {m.version}, {m.arch}, {m.input_kind}, threshold {m.threshold:.4g}"
+          + (f" (target Pfa {m.target_pfa:g})" if m.target_pfa else ""))
+    print(f"sha256 {result.sha256}  → {result.path.name}.sha256")
+    return 0
