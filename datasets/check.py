@@ -6,7 +6,8 @@ depth; a sidecar whose size disagrees with the images; a mask that is unreadable
 non-empty on a clear scan; the same image (by decoded-pixel sha256) in two different splits; a
 parcel in two splits (group leakage: two views of one parcel would let test scores flatter the model).
 
-Warnings: the same image twice within one split; half pairs or scans on disk that the manifest does
+Warnings: the same image twice within one split; a sidecar naming another scan id; an operator image
+that is not an 8-bit RGB PNG of the scan's size; half pairs or scans on disk that the manifest does
 not list; scans without a split; a split without suspects or without clears; a suspect scenario seen
 in training but absent from val/test; a suspect whose mask is empty.
 """
@@ -107,6 +108,8 @@ def _check_record(record: ManifestRecord, root: Path) -> _ScanResult:
             if rows is not None and channels is not None and (rows, channels) != shape:
                 result.errors.append(f"{record.scan_id}: sidecar says {rows}x{channels} (rows x channels) "
                                      f"but the images are {shape[0]}x{shape[1]}")
+            if sidecar.get("scan_id") not in (None, record.scan_id):
+                result.warnings.append(f"{record.scan_id}: sidecar {sidecar_name} names scan {sidecar['scan_id']!r}")
         except ScanReadError as error:
             result.errors.append(f"{record.scan_id}: {error}")
     if record.kind == "dual_energy" and record.files.get("rgb"):
