@@ -237,6 +237,8 @@ def import_scans(src: Path, out: Path, layout: str = "auto", default_label: str 
                 raise ParcelscanError(problem)
             result.skipped.append(problem)
             continue
+        if labels.get("label") not in (None, label):  # the folder/CSV overrides the sidecar: drop its details
+            labels = {"parcel_id": labels["parcel_id"]} if "parcel_id" in labels else {}
         scan_id = _unique_id(ref.scan_id, taken, out)
         files, mask = _write_scan(scan, ref, scan_id, out)
         scenario = candidate.scenario or labels.get("scenario") or ("unknown" if label == "suspect" else "none")

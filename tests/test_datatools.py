@@ -247,6 +247,11 @@ def sources(tmp_path_factory, dataset) -> dict[str, Path]:
     (folder / "suspect" / "batch2").mkdir(parents=True)
     for path in _station_files(dataset, clear[0].scan_id):
         shutil.copy(path, folder / "clear")
+    for path in _station_files(dataset, "p001v0"):  # a suspect by its sidecar, filed under clear/
+        shutil.copy(path, folder / "clear")
+    sidecar = json.loads((folder / "clear" / "p001v0.json").read_text())
+    sidecar["labels"] = {"label": "suspect", "scenario": "tin_can", "material": "Nd2O3"}
+    (folder / "clear" / "p001v0.json").write_text(json.dumps(sidecar))
     convert_scan(dataset / clear[1].files["low"], "tiff", folder / "clear")
     rgb = np.dstack([np.full((60, 80), v, np.uint8) for v in (230, 140, 40)])
     cv2.imwrite(str(folder / "clear" / "photo.jpg"), rgb[..., ::-1])
@@ -285,11 +290,11 @@ def test_import_imagefolder(sources, tmp_path, capsys):
 
     out = tmp_path / "imported"
     assert main(["data", "import", str(sources["imagefolder"]), "--out", str(out)]) == 0
-    assert "imported 6 scan(s) into" in capsys.readouterr().out
+    assert "imported 7 scan(s) into" in capsys.readouterr().out
     records = {r.scan_id: r for r in read_manifest(out)}
-    assert len(records) == 6
+    assert len(records) == 7
     kinds = Counter((r.label, r.kind) for r in records.values())
-    assert kinds == {("clear", "dual_energy"): 2, ("clear", "pseudo_color"): 1, ("suspect", "dual_energy"): 2,
+    assert kinds == {("clear", "dual_energy"): 3, ("clear", "pseudo_color"): 1, ("suspect", "dual_energy"): 2,
                      ("suspect", "pseudo_color"): 1}
     for record in records.values():
         assert record.source == "station" and record.split is None
@@ -304,13 +309,15 @@ def test_import_imagefolder(sources, tmp_path, capsys):
         else:
             assert np.array_equal(imported.rgb, source.rgb) and record.files["rgb"].endswith("_rgb.png")
             assert json.loads((out / record.files["sidecar"]).read_text())["kind"] == "pseudo_color"
+    relabelled = next(r for r in records.values() if r.scan_id == "p001v0")  # sidecar says suspect, folder clear
+    assert relabelled.label == "clear" and relabelled.scenario == "none" and relabelled.material is None
     photo = next(r for r in records.values() if r.scan_id == "photo")
     assert photo.label == "clear" and photo.scenario == "none"
     assert next(r for r in records.values() if r.scan_id == "xray").scenario == "unknown"
     # importing again adds nothing; the result passes `data check`
     assert main(["data", "import", str(sources["imagefolder"]), "--out", str(out)]) == 0
-    assert "6 already imported" in capsys.readouterr().out
-    assert len(read_manifest(out)) == 6
+    assert "7 already imported" in capsys.readouterr().out
+    assert len(read_manifest(out)) == 7
     assert main(["data", "check", str(out), "--workers", "1"]) == 0
 
 
