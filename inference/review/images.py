@@ -128,13 +128,14 @@ def render_raw(image_u16: np.ndarray) -> np.ndarray:
 
 
 def render_heatmap_overlay(heat: np.ndarray) -> np.ndarray:
-    """RGBA: yellow → red with opacity rising with the probability, plus the 0.5 contour in magenta."""
+    """RGBA: yellow → red with opacity rising with the probability (at most 45 %, so the object stays
+    visible underneath), plus the 0.5 contour in magenta."""
     import cv2
 
     rgba = np.zeros((*heat.shape, 4), dtype=np.uint8)
     rgba[..., 0] = 255
     rgba[..., 1] = np.rint(230.0 * (1.0 - heat)).astype(np.uint8)
-    rgba[..., 3] = np.rint(170.0 * np.clip((heat - 0.15) / 0.85, 0.0, 1.0)).astype(np.uint8)
+    rgba[..., 3] = np.rint(115.0 * np.clip((heat - 0.15) / 0.85, 0.0, 1.0)).astype(np.uint8)
     contours, _ = cv2.findContours((heat >= FLAG_LEVEL).astype(np.uint8), cv2.RETR_EXTERNAL, cv2.CHAIN_APPROX_NONE)
     cv2.drawContours(rgba, contours, -1, (255, 0, 200, 255), 2)
     return rgba

@@ -1,0 +1,197 @@
+"""The review app in a real browser: Debian's Chromium, headless, driven by Playwright.
+
+Log in, review three items with the keyboard only (S with material and scenario, F, U), toggle the
+heatmap, undo, open the help, reload, and see every decision persisted (in the page and in the
+database). The screenshot of the review page is the README's docs/images/review.png: written when missing
+or when PARCELSCAN_SCREENSHOT=1, so an ordinary test run leaves the working tree clean.
+"""
+
+from __future__ import annotations
+
+import os
+import shutil
+import socket
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import httpx
+import pytest
+
+from parcelscan.inference.review import auth
+from parcelscan.inference.review.db import connect
+from parcelscan.inference.review.ingest import ingest
+from parcelscan.inference.review.sample import write_sample_results
+
+CHROMIUM = "/usr/bin/chromium"
+CHROMIUM_ARGS = ["--no-sandbox", "--headless", "--disable-gpu", "--disable-background-networking",
+                 "--disable-component-update", "--disable-sync", "--no-first-run"]
+SCREENSHOT = Path(__file__).resolve().parents[1] / "docs" / "images" / "review.png"
+PASSWORD = "inspector-password-1"
+
+pytestmark = [
+    pytest.mark.slow,
+    pytest.mark.skipif(not os.path.exists(CHROMIUM),
+                       reason=f"{CHROMIUM} is not installed (apt-get install chromium; the test setup does this)"),
+]
+
+
+def free_port() -> int:
+    with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as sock:
+        sock.bind(("127.0.0.1", 0))
+        return sock.getsockname()[1]
+
+
+@pytest.fixture
+def server(tmp_path):
+    results = write_sample_results(tmp_path / "sample")
+    db = tmp_path / "review.sqlite"
+    conn = connect(db, create=True)
+    auth.add_user(conn, "inspector", PASSWORD)
+    ingest(conn, results)
+    conn.close()
+    port = free_port()
+    log = open(tmp_path / "server.log", "w")  # noqa: SIM115 - closed below, after the server stops
+    process = subprocess.Popen([sys.executable, "-m", "parcelscan", "review", "serve", "--db", str(db),
+                                "--port", str(port)], stdout=log, stderr=subprocess.STDOUT)
+    base = f"http://127.0.0.1:{port}"
+    try:
+        deadline = time.monotonic() + 60
+        while True:
+            assert process.poll() is None, (tmp_path / "server.log").read_text()
+            try:
+                if httpx.get(base + "/login", timeout=1.0).status_code == 200:
+                    break
+            except httpx.TransportError:
+                pass
+            assert time.monotonic() < deadline, "server did not start"
+            time.sleep(0.1)
+        yield base, db
+    finally:
+        process.terminate()
+        try:
+            process.wait(10)
+        except subprocess.TimeoutExpired:
+            process.kill()
+            process.wait(10)
+        log.close()
+
+
+def wait_loaded(page, selector: str, timeout_s: float = 20.0) -> None:
+    """An <img> has decoded (polled from Python: the app's CSP forbids the eval wait_for_function uses)."""
+    deadline = time.monotonic() + timeout_s
+    while not page.locator(selector).evaluate("img => img.complete && img.naturalWidth > 0"):
+        assert time.monotonic() < deadline, f"{selector} did not load"
+        time.sleep(0.05)
+
+
+def test_keyboard_review_persists_across_reload(server, tmp_path):
+    from playwright.sync_api import expect, sync_playwright
+
+    base, db = server
+    shot = tmp_path / "review.png"
+    with sync_playwright() as playwright:
+        browser = playwright.chromium.launch(executable_path=CHROMIUM, args=CHROMIUM_ARGS)
+        try:
+            page = browser.new_page(viewport={"width": 1440, "height": 900})
+            page.set_default_timeout(20_000)
+            errors: list[str] = []
+            page.on("pageerror", lambda error: errors.append(str(error)))
+            page.on("console", lambda msg: errors.append(msg.text) if msg.type == "error" else None)
+            page.on("response", lambda r: errors.append(f"{r.status} {r.url}") if r.status >= 400 else None)
+
+            page.goto(base + "/")
+            expect(page).to_have_url(f"{base}/login?next=%2F")
+            page.fill("input[name=username]", "inspector")
+            page.fill("input[name=password]", PASSWORD)
+            page.keyboard.press("Enter")
+            expect(page.locator("table.items tbody tr")).to_have_count(5)
+            page.wait_for_load_state("load")  # queue.js (at the end of the page) listens for the key
+
+            page.keyboard.press("r")  # start reviewing: highest score first
+            expect(page.locator("#scan-id")).to_have_text("PX-0001")
+            for image in ("#img-pseudo", "#img-heatmap", "#thumb-material"):
+                wait_loaded(page, image)
+            expect(page.locator("#position")).to_have_text("1 / 5")
+
+            # heatmap overlay toggles with H
+            heat = page.locator("#img-heatmap")
+            expect(heat).to_be_visible()
+            page.keyboard.press("h")
+            expect(heat).to_be_hidden()
+            expect(page.locator("#heat-state")).to_have_text("off")
+            page.keyboard.press("h")
+            expect(heat).to_be_visible()
+
+            # the material view is one key away, and back
+            page.keyboard.press("4")
+            expect(page.locator("#img-material")).to_be_visible()
+            page.keyboard.press("1")
+            expect(page.locator("#img-pseudo")).to_be_visible()
+
+            # help on ?
+            page.keyboard.press("?")
+            expect(page.locator("#help")).to_be_visible()
+            page.keyboard.press("Escape")
+            expect(page.locator("#help")).to_be_hidden()
+
+            # 1: seizure, with material and scenario typed via their keys
+            page.keyboard.press("m")
+            page.keyboard.type("Nd2O3")
+            page.keyboard.press("Escape")
+            page.keyboard.press("c")
+            page.keyboard.type("tile adhesive")
+            page.keyboard.press("Escape")
+            page.screenshot(path=str(shot))
+            page.keyboard.press("s")
+            expect(page.locator("#scan-id")).to_have_text("PX-0002")
+            expect(page.locator("#status")).to_contain_text("Saved: SEIZURE · PX-0001")
+            # 2: false alarm; 3: unsure
+            page.keyboard.press("f")
+            expect(page.locator("#scan-id")).to_have_text("PX-0006")
+            expect(page.locator("#status")).to_contain_text("Saved: FALSE ALARM · PX-0002")
+            page.keyboard.press("u")
+            expect(page.locator("#scan-id")).to_have_text("PX-0004")
+            expect(page.locator("#status")).to_contain_text("Saved: UNSURE · PX-0006")
+
+            # undo goes back to PX-0006 and makes it undecided; decide it again
+            page.keyboard.press("z")
+            expect(page.locator("#scan-id")).to_have_text("PX-0006")
+            expect(page.locator("#status")).to_contain_text("Undone: UNSURE · PX-0006")
+            expect(page.locator("#state")).to_have_text("undecided")
+            page.keyboard.press("u")
+            expect(page.locator("#scan-id")).to_have_text("PX-0004")
+
+            # reload: the decisions are on the server, not in the page
+            page.reload()
+            expect(page.locator("#scan-id")).to_have_text("PX-0004")
+            expect(page.locator("#position")).to_have_text("1 / 2")  # two undecided left
+            page.goto(base + "/?state=all")
+            rows = page.locator("table.items tbody tr")
+            expect(rows).to_have_count(5)
+            states = {}
+            for k in range(5):
+                cells = rows.nth(k).locator("td")
+                states[cells.nth(1).inner_text().strip()] = cells.nth(6).inner_text().strip().lower()
+            assert states == {"PX-0001": "seizure", "PX-0002": "false alarm", "PX-0006": "unsure",
+                              "PX-0004": "undecided", "PX-0003": "undecided"}
+            page.goto(base + "/review/1?state=all")
+            expect(page.locator("#decisions")).to_contain_text("inspector: SEIZURE (Nd2O3, tile adhesive)")
+            assert not errors, errors
+        finally:
+            browser.close()
+
+    conn = connect(db)
+    rows = conn.execute("""SELECT i.scan_id, d.decision, d.material, d.scenario FROM current_decisions cd
+                           JOIN decisions d ON d.id = cd.decision_id JOIN items i ON i.id = cd.item_id
+                           ORDER BY i.scan_id""").fetchall()
+    actions = [r[0] for r in conn.execute("SELECT action FROM audit WHERE user_name = 'inspector' ORDER BY id")]
+    conn.close()
+    assert [tuple(r) for r in rows] == [("PX-0001", "seizure", "Nd2O3", "tile adhesive"),
+                                        ("PX-0002", "false_alarm", None, None), ("PX-0006", "unsure", None, None)]
+    assert actions == ["login", "decide", "decide", "decide", "undo", "decide"]
+    assert shot.stat().st_size < 500_000 and shot.read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
+    if os.environ.get("PARCELSCAN_SCREENSHOT") == "1" or not SCREENSHOT.exists():
+        SCREENSHOT.parent.mkdir(parents=True, exist_ok=True)
+        shutil.copyfile(shot, SCREENSHOT)  # the README's picture; refreshed on request, not on every run
