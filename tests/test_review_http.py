@@ -511,3 +511,21 @@ def test_cli_add_user_ingest_export_errors(tmp_path, sample):
     assert no_db.returncode == 2 and "does not exist" in no_db.stderr
     exported = _cli("export", "--db", str(db), "--out", str(tmp_path / "ex"))
     assert exported.returncode == 0 and "exported 0 scan(s)" in exported.stdout and "5 undecided" in exported.stdout
+
+
+def test_verdict_text_is_escaped_in_pages(app, db_path, sample, tmp_path):
+    line = json.loads(sample.read_text().splitlines()[0])
+    line.update(station="<img src=x onerror=alert(1)>", reasons=["<script>alert(2)</script>"],
+                model={"name": "<b>m</b>", "version": "1", "sha256": "d" * 64})
+    results = tmp_path / "xss.jsonl"
+    results.write_text(json.dumps(line) + "\n")
+    conn = connect(db_path)
+    assert ingest(conn, results).added == 1
+    conn.close()
+    client = TestClient(app)
+    login(client, "alice")
+    page = client.get("/?state=all")
+    assert "<img src=x onerror" not in page.text and "&lt;img src=x onerror=alert(1)&gt;" in page.text
+    assert "<b>m</b>" not in page.text
+    assert "script-src 'self'" in page.headers["content-security-policy"]
+    assert page.headers["x-frame-options"] == "DENY" and page.headers["cache-control"] == "no-store"

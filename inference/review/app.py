@@ -264,7 +264,7 @@ def create_app(db_path: str | Path, *, secure_cookies: bool = False, session_hou
         rows = store.queue(conn, filters, session_of(request).user.id, limit=1)
         query = urlencode(filters.query_params())
         if not rows:
-            return RedirectResponse(f"/?{query}&empty=1", status_code=303)
+            return RedirectResponse(f"/?{query}", status_code=303)
         return RedirectResponse(f"/review/{rows[0]['id']}?{query}", status_code=303)
 
     @app.get("/review/{item_id}", response_class=HTMLResponse)
@@ -378,7 +378,8 @@ def create_app(db_path: str | Path, *, secure_cookies: bool = False, session_hou
             return JSONResponse({"detail": str(error)}, status_code=404)
         except ScanReadError as error:
             return JSONResponse({"detail": str(error)}, status_code=409)
-        return Response(data, media_type="image/png", headers={"Cache-Control": "private, max-age=86400"})
+        # an item's images never change (ingest pinned the files' SHA-256): cacheable, briefly, by this browser only
+        return Response(data, media_type="image/png", headers={"Cache-Control": "private, max-age=600"})
 
     @app.get("/static/{name}")
     def static(name: str):
