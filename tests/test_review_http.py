@@ -226,7 +226,7 @@ def test_every_image_kind_is_a_viewable_png(app, db_path):
     shapes = {kind: _png(client.get(f"/images/{target}/{kind}.png").content).shape
               for kind in ("pseudo", "heatmap", "low", "high", "material")}
     assert shapes["pseudo"] == (120, 160, 3)
-    assert shapes["heatmap"] == (120, 160, 4)  # RGBA overlay at the scan's size (the file was half size)
+    assert shapes["heatmap"] == (120, 160, 3)  # the station's overlay picture, served as written
     assert shapes["low"] == shapes["high"] == (120, 160)
     assert shapes["material"][2] == 3 and shapes["material"][1] > 500
     low = _png(client.get(f"/images/{target}/low.png").content)
@@ -236,6 +236,38 @@ def test_every_image_kind_is_a_viewable_png(app, db_path):
     response = client.get(f"/images/{no_heat}/heatmap.png")
     assert response.status_code == 404 and "heatmap" in response.json()["detail"]
     assert client.get(f"/api/items/{no_heat}").json()["images"]["heatmap"] is None
+
+
+def test_probability_map_heatmaps_become_a_transparent_overlay(tmp_path):
+    results = write_sample_results(tmp_path / "prob", rows=120, cols=160, heatmap_format="probability")
+    db = tmp_path / "prob.sqlite"
+    conn = connect(db, create=True)
+    auth.add_user(conn, "alice", PASSWORDS["alice"])
+    ingest(conn, results)
+    conn.close()
+    client = TestClient(create_app(db))
+    login(client, "alice")
+    overlay = _png(client.get(f"/images/{item_id(db, 'PX-0001')}/heatmap.png").content)
+    assert overlay.shape == (120, 160, 4)  # RGBA at the scan's size, though the file was half size
+    alpha = overlay[..., 3]
+    assert alpha.max() > 100 and (alpha == 0).mean() > 0.5  # opaque where flagged, clear elsewhere
+
+
+def test_station_overlay_inverts_to_the_heatmap_it_was_drawn_from(sample):
+    from parcelscan.inference.heatmap import overlay_heatmap
+    from parcelscan.inference.review.images import overlay_to_probability, render_pseudo
+    from parcelscan.inference.review.ingest import load_scan_any
+    from parcelscan.inference.review.sample import build_scene, heatmap_from_region
+
+    scan = load_scan_any(sample.parent / "scans" / "PX-0001_low.png")
+    _, _, region = build_scene("nd_tile_adhesive", 120, 160)
+    heat = heatmap_from_region(region, 0.97, np.random.default_rng(1))
+    base = render_pseudo(scan)
+    recovered = overlay_to_probability(overlay_heatmap(base, heat), base)
+    assert ((recovered >= 0.5) == (heat >= 0.5)).all()  # the flagged pixels of the material view
+    inside = (heat >= 0.25) & (heat < 0.45)
+    assert np.median(np.abs(recovered[inside] - heat[inside])) < 0.01
+    assert (recovered[heat < 0.2] == 0).all()
 
 
 def test_a_scan_changed_after_ingest_is_refused(app, db_path, sample, tmp_path):

@@ -1,8 +1,9 @@
 """What the inspector looks at, rendered from the files recorded at ingest (never from a client's path).
 
 * ``pseudo``: the screening pseudo-colour image, computed from the 16-bit pair with the scan's profile;
-* ``heatmap``: the model's heatmap as a transparent overlay (RGBA) at the scan's size, with its 0.5
-  contour, layered over ``pseudo`` in the browser so that toggling it is instant;
+* ``heatmap``: the model's heatmap at the scan's size, layered over ``pseudo`` in the browser so that
+  toggling it is instant: the station's own overlay picture (what ``parcelscan inspect --heatmaps``
+  writes) as it is, or, for a single-channel probability map, a transparent overlay with its 0.5 contour;
 * ``low`` / ``high``: each channel as 8-bit grey, on one shared log-attenuation scale, so the low
   image is visibly darker where the material is of high Z;
 * ``material``: a 2-D histogram of the scan's pixels in the (A_high, R = A_low/A_high) plane with the
@@ -20,6 +21,7 @@ import functools
 import json
 import threading
 from collections import OrderedDict
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
@@ -85,8 +87,17 @@ def load_item_scan(item: Any):
     return scan
 
 
-def load_item_heatmap(item: Any, shape: tuple[int, int]) -> np.ndarray:
-    """The heatmap as float32 probabilities in [0, 1] at the scan's size."""
+@dataclass
+class Heatmap:
+    """The model's heatmap of one scan: probabilities at the scan's size, and the station's own overlay
+    picture when the file is one (``parcelscan inspect --heatmaps`` writes the operator image with the
+    heatmap blended in; a single-channel file is a plain probability map)."""
+
+    probability: np.ndarray  # float32 [0, 1], (H, W) of the scan
+    station_overlay: np.ndarray | None  # (H, W, 3) uint8, or None for a probability map
+
+
+def _read_heatmap_file(item: Any) -> np.ndarray:
     import cv2
 
     if not item["heatmap_path"]:
@@ -96,12 +107,45 @@ def load_item_heatmap(item: Any, shape: tuple[int, int]) -> np.ndarray:
     if image is None:
         raise ScanReadError(f"{item['heatmap_path']}: unreadable heatmap")
     if image.ndim == 3:
-        image = image[..., :3].max(axis=2)
+        image = image[..., 2::-1] if image.shape[2] >= 3 else image[..., 0]
+    return image
+
+
+def overlay_to_probability(overlay: np.ndarray, base: np.ndarray) -> np.ndarray:
+    """Invert ``inference.heatmap.overlay_heatmap``: out = base·(1−α) + magenta·α, α from the probability.
+
+    α is the per-pixel least-squares blend factor between the operator image (recomputed exactly as the
+    station did) and the heat colour; pixels the colour does not explain (outlines) count as no heat.
+    """
+    from parcelscan.inference.heatmap import HEAT_COLOUR, HEAT_FLOOR, MAX_ALPHA
+
+    out = overlay.astype(np.float32)
+    base = base.astype(np.float32)
+    towards = HEAT_COLOUR.astype(np.float32) - base
+    norm = np.maximum((towards * towards).sum(axis=2), 1.0)
+    alpha = ((out - base) * towards).sum(axis=2) / norm
+    residual = np.abs(out - (base + towards * alpha[..., None])).max(axis=2)
+    alpha = np.where(residual <= 6.0, np.clip(alpha, 0.0, MAX_ALPHA), 0.0)
+    heat = HEAT_FLOOR + alpha / MAX_ALPHA * (1.0 - HEAT_FLOOR)
+    return np.where(alpha > 0.01, heat, 0.0).astype(np.float32)
+
+
+def load_item_heatmap(item: Any, scan) -> Heatmap:
+    """The item's heatmap at the scan's size (either file format)."""
+    import cv2
+
+    image = _read_heatmap_file(item)
+    shape = tuple(scan.shape)
+    if image.ndim == 3:
+        if image.shape[:2] != shape:
+            image = cv2.resize(image, (shape[1], shape[0]), interpolation=cv2.INTER_NEAREST)
+        overlay = np.ascontiguousarray(image[..., :3]).astype(np.uint8)
+        return Heatmap(overlay_to_probability(overlay, render_pseudo(scan)), overlay)
     scale = 65535.0 if image.dtype == np.uint16 else 255.0 if image.dtype == np.uint8 else 1.0
     heat = np.clip(image.astype(np.float32) / scale, 0.0, 1.0)
     if heat.shape != shape:
         heat = cv2.resize(heat, (shape[1], shape[0]), interpolation=cv2.INTER_LINEAR)
-    return heat
+    return Heatmap(heat, None)
 
 
 # --- renderers ------------------------------------------------------------------------------------------
@@ -309,11 +353,14 @@ def render(item: Any, kind: str) -> bytes:
     if kind in ("low", "high"):
         return encode_png(render_raw(scan.low if kind == "low" else scan.high))
     if kind == "heatmap":
-        return encode_png(render_heatmap_overlay(load_item_heatmap(item, scan.shape)))
+        heatmap = load_item_heatmap(item, scan)
+        if heatmap.station_overlay is not None:  # the station's picture, exactly as it was written
+            return encode_png(heatmap.station_overlay)
+        return encode_png(render_heatmap_overlay(heatmap.probability))
     heat = None
     if item["heatmap_path"]:
         try:
-            heat = load_item_heatmap(item, scan.shape)
+            heat = load_item_heatmap(item, scan).probability
         except (ScanReadError, ImageUnavailable):
             heat = None
     return encode_png(render_material_view(scan, heat))

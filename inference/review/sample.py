@@ -2,8 +2,8 @@
 
 The scans are real physics (forward model → noisy 16-bit station files). The verdict lines are *not*
 model output: they follow the Verdict contract, their heatmaps are the concealment region blurred by
-hand, and their ``model`` field says so (``name: handwritten-sample``). ``parcelscan inspect``
-produces the real thing.
+hand (drawn with the station's own overlay code, ``inference.heatmap``), and their ``model`` field
+says so (``name: handwritten-sample``). ``parcelscan inspect`` produces the real thing.
 """
 
 from __future__ import annotations
@@ -133,25 +133,42 @@ def build_scene(contents: str, rows: int, cols: int):
     return [get_material(name) for name in names], areal, target
 
 
-def heatmap_from_region(region: np.ndarray, peak: float, rng: np.random.Generator, downscale: int = 2) -> np.ndarray:
-    """A hand-made heatmap: the region blurred, scaled to ``peak``, at 1/downscale of the scan (8-bit)."""
+def heatmap_from_region(region: np.ndarray, peak: float, rng: np.random.Generator) -> np.ndarray:
+    """A hand-made heatmap in [0, 1]: the region blurred, scaled to ``peak``, a little noise."""
     import cv2
 
     heat = cv2.GaussianBlur(region.astype(np.float32), (0, 0), 6.0)
     if heat.max() > 0:
         heat = heat / heat.max() * peak
     heat += rng.uniform(0, 0.04, heat.shape).astype(np.float32)
-    small = cv2.resize(heat, (heat.shape[1] // downscale, heat.shape[0] // downscale), interpolation=cv2.INTER_AREA)
-    return np.clip(np.rint(small * 255), 0, 255).astype(np.uint8)
+    return np.clip(heat, 0.0, 1.0)
+
+
+def write_heatmap_file(path: Path, scan, heat: np.ndarray, heatmap_format: str) -> None:
+    """``station``: the overlay picture ``parcelscan inspect --heatmaps`` writes (same code);
+    ``probability``: a single-channel 8-bit probability map at half the scan's size."""
+    import cv2
+
+    from parcelscan.datasets.scanfile import write_png
+
+    if heatmap_format == "station":
+        from parcelscan.inference.heatmap import write_heatmap
+
+        write_heatmap(path, scan, heat)
+    elif heatmap_format == "probability":
+        small = cv2.resize(heat, (heat.shape[1] // 2, heat.shape[0] // 2), interpolation=cv2.INTER_AREA)
+        write_png(path, np.clip(np.rint(small * 255), 0, 255).astype(np.uint8))
+    else:
+        raise ValueError(f"unknown heatmap format {heatmap_format!r}")
 
 
 def write_sample_results(out_dir: Path, rows: int = 360, cols: int = 480, seed: int = 0,
-                         samples: tuple[SampleParcel, ...] = SAMPLES) -> Path:
+                         samples: tuple[SampleParcel, ...] = SAMPLES, heatmap_format: str = "station") -> Path:
     """Write station scans and ``results.jsonl`` (Verdict lines with absolute paths) into ``out_dir``."""
     from parcelscan.datasets.forward import forward_model
     from parcelscan.datasets.profile import default_profile
     from parcelscan.datasets.pseudocolor import pseudocolor_from_pair
-    from parcelscan.datasets.scanfile import Scan, write_png, write_station_scan
+    from parcelscan.datasets.scanfile import Scan, write_station_scan
 
     out_dir = Path(out_dir).resolve()
     scans_dir = out_dir / "scans"
@@ -171,7 +188,7 @@ def write_sample_results(out_dir: Path, rows: int = 360, cols: int = 480, seed: 
         heatmap = None
         if sample.verdict == "suspect" and sample.score is not None:
             heatmap = heat_dir / f"{sample.scan_id}_heatmap.png"
-            write_png(heatmap, heatmap_from_region(region, sample.score, rng))
+            write_heatmap_file(heatmap, scan, heatmap_from_region(region, sample.score, rng), heatmap_format)
         lines.append({
             "scan_id": sample.scan_id,
             "inputs": [str(scans_dir / files["low"]), str(scans_dir / files["high"])],
