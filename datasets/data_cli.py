@@ -44,10 +44,11 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     imp.add_argument("--skip-bad", action="store_true",
                      help="skip unreadable files (listed; exit 1) instead of stopping at the first")
 
-    convert = sub.add_parser("convert", help="convert scans between station PNG pair, TIFF and DICOS",
+    convert = sub.add_parser("convert", help="convert scans between station PNG pair, TIFF, DICOS and RGB",
                              description="Convert each SRC scan to FORMAT in OUT (see README 'Data formats').")
     convert.add_argument("src", nargs="+", help="scan files (one file of each scan is enough)")
-    convert.add_argument("--to", required=True, dest="fmt", help="target format, e.g. station, tiff, dicos")
+    convert.add_argument("--to", required=True, dest="fmt", metavar="FORMAT",
+                         help="pair (station PNG pair + sidecar), tiff, dicos or rgb (operator image)")
     convert.add_argument("--out", required=True, help="output directory")
 
     stats = sub.add_parser("stats", help="counts, sizes and tiles per split",
