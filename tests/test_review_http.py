@@ -561,3 +561,47 @@ def test_verdict_text_is_escaped_in_pages(app, db_path, sample, tmp_path):
     assert "<b>m</b>" not in page.text
     assert "script-src 'self'" in page.headers["content-security-policy"]
     assert page.headers["x-frame-options"] == "DENY" and page.headers["cache-control"] == "no-store"
+
+
+def test_tiff_and_pseudo_colour_only_scans_are_reviewed_and_exported(tmp_path, sample):
+    from parcelscan.cli import main as cli_main
+    from parcelscan.datasets.manifest import read_manifest
+    from parcelscan.datasets.scanfile import write_tiff
+    from parcelscan.inference.review.export import export
+    from parcelscan.inference.review.ingest import load_scan_any
+
+    source = load_scan_any(sample.parent / "scans" / "PX-0002_low.png")
+    other = tmp_path / "other"
+    other.mkdir()
+    source.scan_id = "TIF-1"
+    write_tiff(source, other / "TIF-1.tiff")
+    shutil.copyfile(sample.parent / "scans" / "PX-0004_rgb.png", other / "RGB-1_rgb.png")  # a lone operator image
+    base = json.loads(sample.read_text().splitlines()[0])
+    lines = [dict(base, scan_id="TIF-1", inputs=[str(other / "TIF-1.tiff")], heatmap=None),
+             dict(base, scan_id="RGB-1", inputs=[str(other / "RGB-1_rgb.png")], heatmap=None)]
+    results = tmp_path / "formats.jsonl"
+    results.write_text("".join(json.dumps(line) + "\n" for line in lines))
+    db = tmp_path / "formats.sqlite"
+    conn = connect(db, create=True)
+    auth.add_user(conn, "alice", PASSWORDS["alice"])
+    assert ingest(conn, results).added == 2
+    conn.close()
+    client = TestClient(create_app(db))
+    headers = {"X-CSRF-Token": login(client, "alice")}
+    tif, rgb = item_id(db, "TIF-1"), item_id(db, "RGB-1")
+    assert _png(client.get(f"/images/{tif}/material.png").content).ndim == 3
+    assert _png(client.get(f"/images/{rgb}/pseudo.png").content).shape[2] == 3
+    refused = client.get(f"/images/{rgb}/low.png")
+    assert refused.status_code == 404 and "pseudo-colour-only" in refused.json()["detail"]
+    assert client.get(f"/api/items/{rgb}").json()["images"]["material"] is None
+    for target in (tif, rgb):
+        client.post(f"/api/items/{target}/decision", json={"decision": "false_alarm"}, headers=headers)
+    out = tmp_path / "export"
+    conn = connect(db)
+    report = export(conn, out)
+    conn.close()
+    assert report.clear == 2
+    records = {r.scan_id: r for r in read_manifest(out)}
+    assert records["TIF-1"].kind == "dual_energy" and set(records["TIF-1"].files) >= {"low", "high"}
+    assert records["RGB-1"].kind == "pseudo_color" and records["RGB-1"].files["rgb"] == "RGB-1_rgb.png"
+    assert cli_main(["data", "check", str(out)]) == 0
