@@ -34,6 +34,7 @@ STATIC_FILES = {"app.css": "text/css; charset=utf-8", "review.js": "text/javascr
                 "queue.js": "text/javascript; charset=utf-8"}
 # (method, route path) reachable without a session. The HTTP tests keep their own copy of this list.
 PUBLIC_ROUTES = frozenset({("GET", "/login"), ("POST", "/login"), ("GET", "/static/{name}")})
+QUEUE_PAGE_LIMIT = 500
 SAFE_METHODS = frozenset({"GET", "HEAD", "OPTIONS"})
 SECURITY_HEADERS = {
     "Content-Security-Policy": ("default-src 'self'; img-src 'self' data:; script-src 'self'; style-src 'self'; "
@@ -253,9 +254,9 @@ def create_app(db_path: str | Path, *, secure_cookies: bool = False, session_hou
     def queue_page(request: Request, conn: Conn):
         session = session_of(request)
         filters = filters_of(request)
-        rows = store.queue(conn, filters, session.user.id)
+        rows = store.queue(conn, filters, session.user.id, limit=QUEUE_PAGE_LIMIT)
         return page(request, "queue.html", {
-            "rows": rows, "filters": filters, "query": urlencode(filters.query_params()),
+            "rows": rows, "limit": QUEUE_PAGE_LIMIT, "filters": filters, "query": urlencode(filters.query_params()),
             "stations": store.stations(conn), "states": store.STATES, "counts": store.counts(conn, session.user.id)})
 
     @app.get("/review")
