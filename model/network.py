@@ -31,6 +31,7 @@ HEATMAP_STRIDE = 8
 DECODER_CHANNELS = 32
 HIDDEN_UNITS = 256
 HEATMAP_PRIOR = 0.01  # initial powder probability per cell: a fresh model does not paint the whole scan
+BN_MOMENTUM = 0.1  # PyTorch's default, for every arch (torchvision's MobileNetV3 uses 0.01; see ParcelNet)
 
 
 def _backbone_blocks(arch: str) -> list[nn.Module]:
@@ -128,6 +129,13 @@ class ParcelNet(nn.Module):
         self.to_stride8 = nn.Sequential(*blocks[: i8 + 1])
         self.to_stride32 = nn.Sequential(*blocks[i8 + 1: i32 + 1])
         self.decoder = MaskDecoder(ch8, ch32)
+        # torchvision's MobileNetV3 / EfficientNet BatchNorm momentum of 0.01 (the TF reference) makes the
+        # running statistics lag ~100s of steps behind the weights: the eval-mode model (validation, EMA,
+        # export) is then far from the trained one after short runs — fine-tuning on a few new seizures is
+        # exactly such a run. 0.1 tracks within ~20 steps and is what ResNet uses anyway.
+        for module in self.modules():
+            if isinstance(module, nn.BatchNorm2d):
+                module.momentum = BN_MOMENTUM
         self.classifier = nn.Sequential(nn.Linear(2 * ch32, HIDDEN_UNITS), nn.Hardswish(), nn.Dropout(0.2),
                                         nn.Linear(HIDDEN_UNITS, num_classes))
         for layer in self.classifier:

@@ -53,6 +53,7 @@ class TrainConfig:
     target_pfa: float = 0.01
     patience: int = 10  # epochs without a better val Pd at the target Pfa before stopping (0 = never)
     val_interval: int = 1
+    save_period: int = 0  # also keep weights/epoch<N>.pt every N epochs (0 = only best.pt and last.pt)
     plots: bool = True
     progress: bool = True
 
@@ -68,8 +69,8 @@ class TrainConfig:
         for name in ("epochs", "batch_size"):
             if getattr(self, name) < 1:
                 raise ParcelscanError(f"{name} must be >= 1")
-        if self.workers < 0 or self.patience < 0 or self.val_interval < 1:
-            raise ParcelscanError("workers and patience must be >= 0, val_interval >= 1")
+        if self.workers < 0 or self.patience < 0 or self.save_period < 0 or self.val_interval < 1:
+            raise ParcelscanError("workers, patience and save_period must be >= 0, val_interval >= 1")
         if not 0.0 < self.target_pfa < 1.0:
             raise ParcelscanError(f"target_pfa must be in (0, 1), got {self.target_pfa}")
         if self.lr <= 0 or not 0.0 <= self.ema_decay < 1.0 or self.warmup_epochs < 0:

@@ -547,6 +547,8 @@ class Trainer:
                     save_checkpoint(run_dir / "weights" / "last.pt", checkpoint)
                     if improved:
                         save_checkpoint(run_dir / "weights" / "best.pt", checkpoint)
+                    if config.save_period and epoch % config.save_period == 0:
+                        save_checkpoint(run_dir / "weights" / f"epoch{epoch}.pt", checkpoint)
                     print(f"epoch {epoch}: loss {train['loss']:.4f}, val AUC {val['val/auc']:.4f}, "
                           f"Pd@Pfa{100 * config.target_pfa:g}% {100 * val['val/pd_at_target_pfa']:.2f} %, "
                           f"{train['img_per_s']:.1f} img/s{' *' if improved else ''}", flush=True)

@@ -1,0 +1,205 @@
+"""A tiny training run end to end: artefacts, loss going down, exact resume, config files, DDP on 2 CPUs."""
+
+from __future__ import annotations
+
+import csv
+import json
+import os
+import shutil
+import subprocess
+import sys
+from pathlib import Path
+
+import numpy as np
+import pytest
+import torch
+import yaml
+
+from parcelscan.cli import main as cli
+from parcelscan.datasets.manifest import read_manifest, write_manifest
+from parcelscan.errors import ParcelscanError
+from parcelscan.model.checkpoint import read_checkpoint
+from parcelscan.training.config import TrainConfig, dump_config, load_config
+
+CONTRACT_KEYS = {"arch", "in_channels", "model", "ema", "optimizer", "scheduler", "epoch", "config", "preprocessing",
+                 "classes", "threshold", "target_pfa", "temperature", "metrics", "data_fingerprint", "git_commit",
+                 "created", "name", "version"}
+EPOCHS = 6
+
+
+def tiny_config(data: Path, project: Path, **overrides) -> dict:
+    """Tiles of 64×64 at 8 mm model pitch keep a test epoch around a second; EMA follows quickly. No
+    augmentation and plain permutations: every epoch sees the same 20 tiles, so the loss of 30 steps
+    falls clearly above the noise (the balanced sampler and augmentation run in the DDP test)."""
+    config = {"data": str(data), "project": str(project), "preprocessing": {"tile_rows": 64, "tile_cols": 64,
+                                                                            "pixel_pitch_mm": 8.0},
+              "epochs": EPOCHS, "batch_size": 4, "workers": 0, "lr": 0.002, "warmup_epochs": 0.5,
+              "ema_decay": 0.9, "ema_tau_steps": 2.0, "patience": 0, "save_period": 1, "progress": False,
+              "device": "cpu", "augment": False, "balanced_sampling": False}
+    config.update(overrides)
+    return config
+
+
+@pytest.fixture(scope="module")
+def dataset(tmp_path_factory) -> Path:
+    from parcelscan.datasets.generate import run_simulate  # noqa: F401  (the simulator must be installed)
+
+    out = tmp_path_factory.mktemp("scans")
+    assert cli(["simulate", "--out", str(out), "--count", "40", "--seed", "11", "--workers", "1",
+                "--no-progress"]) == 0
+    assert cli(["data", "split", str(out), "--val", "0.25", "--test", "0.25", "--seed", "0"]) == 0
+    return out
+
+
+@pytest.fixture(scope="module")
+def run(dataset, tmp_path_factory) -> Path:
+    """One 6-epoch run through the CLI, shared by the tests below."""
+    work = tmp_path_factory.mktemp("train")
+    config = work / "tiny.yaml"
+    config.write_text(yaml.safe_dump(tiny_config(dataset, work / "runs")), encoding="utf-8")
+    assert cli(["train", "--config", str(config), "--name", "tiny"]) == 0
+    return work / "runs" / "tiny"
+
+
+def results(run_dir: Path) -> list[dict[str, str]]:
+    with open(run_dir / "results.csv", newline="", encoding="utf-8") as handle:
+        return list(csv.DictReader(handle))
+
+
+def test_run_writes_every_artefact(run):
+    for name in ("args.yaml", "results.csv", "metrics.json", "weights/best.pt", "weights/last.pt", "results.png",
+                 "roc.png", "pd_vs_pfa.png", "confusion_matrix.png", "calibration.png", "val_heatmaps.png"):
+        assert (run / name).is_file(), name
+        assert (run / name).stat().st_size > 0, name
+    args = load_config(run / "args.yaml")
+    assert args.epochs == EPOCHS and args.preprocessing["tile_rows"] == 64
+    rows = results(run)
+    assert [int(r["epoch"]) for r in rows] == list(range(1, EPOCHS + 1))
+    for key in ("train/loss", "train/cls_loss", "train/mask_bce", "val/loss", "val/auc", "val/pd_at_target_pfa",
+                "lr", "epoch_time_s", "train_img_per_s"):
+        assert np.isfinite(float(rows[-1][key])), key
+    last = read_checkpoint(run / "weights" / "last.pt")
+    assert set(last) >= CONTRACT_KEYS
+    assert last["epoch"] == EPOCHS and last["classes"] == ["clear", "suspect"]
+    assert last["data_fingerprint"].startswith("sha256:") and len(last["git_commit"]) >= 7
+    assert last["preprocessing"]["tile_rows"] == 64 and last["in_channels"] == 3
+    assert 0 < last["threshold"] <= 1 and last["temperature"] > 0 and last["target_pfa"] == 0.01
+    assert last["ema"] is not None and last["optimizer"]["state"]
+    metrics = json.loads((run / "metrics.json").read_text())
+    best = read_checkpoint(run / "weights" / "best.pt")
+    assert metrics["best_epoch"] == best["epoch"] and metrics["threshold"] == best["threshold"]
+    summary = metrics["val_summary"]
+    assert summary["n_scans"] == len([r for r in read_manifest(Path(args.data)) if r.split == "val"])
+    assert {"0.01", "0.001"} <= set(summary["pd_at_pfa"])
+
+
+def test_training_lowers_the_loss(run):
+    losses = [float(r["train/loss"]) for r in results(run)]
+    assert np.mean(losses[-3:]) < losses[0], losses
+
+
+def test_resume_continues_exactly(run, tmp_path):
+    """Resume from epoch 5 in a copy of the run: epoch 6 is redone with the saved optimizer, scheduler
+    and EMA state and lands on the same weights as the uninterrupted run."""
+    copy = tmp_path / "runs" / "tiny"
+    shutil.copytree(run, copy)
+    epoch5 = copy / "weights" / "epoch5.pt"
+    from parcelscan.training.train import Trainer
+
+    trainer = Trainer(resume=epoch5)
+    assert trainer.start_epoch == 6
+    saved = read_checkpoint(epoch5)
+    state = trainer.optimizer.state_dict()
+    assert state["param_groups"] == saved["optimizer"]["param_groups"]
+    for key, value in saved["optimizer"]["state"].items():
+        assert torch.equal(state["state"][key]["exp_avg"], value["exp_avg"])
+    assert trainer.scheduler.last_epoch == saved["scheduler"]["last_epoch"]
+    trainer.fit()
+    assert [int(r["epoch"]) for r in results(copy)] == list(range(1, EPOCHS + 1))
+    resumed = read_checkpoint(copy / "weights" / "last.pt")
+    original = read_checkpoint(run / "weights" / "last.pt")
+    assert resumed["epoch"] == EPOCHS
+    for key, value in original["model"].items():
+        assert torch.allclose(resumed["model"][key].float(), value.float(), atol=1e-5), key
+    for key, value in original["ema"].items():
+        assert torch.allclose(resumed["ema"][key].float(), value.float(), atol=1e-5), key
+
+
+def test_resume_refuses_recipe_changes_and_finished_runs(run, capsys):
+    assert cli(["train", "--resume", str(run / "weights" / "epoch5.pt"), "--lr", "0.1"]) == 2
+    assert "cannot change lr" in capsys.readouterr().err
+    assert cli(["train", "--resume", str(run / "weights" / "last.pt")]) == 2
+    assert "already finished" in capsys.readouterr().err
+
+
+def test_unsplit_data_is_refused(dataset, tmp_path, capsys):
+    unsplit = tmp_path / "unsplit"
+    shutil.copytree(dataset, unsplit)
+    records = read_manifest(unsplit)
+    for record in records:
+        record.split = None
+    write_manifest(unsplit / "manifest.jsonl", records)
+    assert cli(["train", "--data", str(unsplit), "--project", str(tmp_path / "runs"), "--device", "cpu"]) == 2
+    assert "parcelscan data split" in capsys.readouterr().err
+    assert not (tmp_path / "runs").exists()
+
+
+def test_balanced_shard_sampler():
+    from parcelscan.training.train import BalancedShardSampler
+
+    labels = [0] * 90 + [1] * 10
+    sampler = BalancedShardSampler(labels, balanced=True, seed=3)
+    sampler.set_epoch(1)
+    drawn = np.array(labels)[list(sampler)]
+    assert len(drawn) == 100 and 0.35 < drawn.mean() < 0.65  # ~half suspect although 10 % of the scans
+    again = BalancedShardSampler(labels, balanced=True, seed=3)
+    again.set_epoch(1)
+    assert list(again) == list(sampler)  # a function of (seed, epoch): resume draws the same samples
+    again.set_epoch(2)
+    assert list(again) != list(sampler)
+    shards = [BalancedShardSampler(labels, balanced=False, seed=0, rank=r, world_size=3) for r in range(3)]
+    parts = [list(s) for s in shards]
+    assert all(len(p) == 34 for p in parts)  # equal shares (two indices repeat to pad 100 to 102)
+    assert set().union(*parts) == set(range(100))
+
+
+def test_run_names_increment(tmp_path):
+    from parcelscan.training.train import increment_run_dir
+
+    assert increment_run_dir(tmp_path, "exp").name == "exp"
+    assert increment_run_dir(tmp_path, "exp").name == "exp2"
+    assert increment_run_dir(tmp_path, "exp").name == "exp3"
+
+
+def test_config_yaml_round_trip_and_errors(tmp_path):
+    config = TrainConfig(data="d", epochs=3, preprocessing={"tile_rows": 64})
+    dump_config(config, tmp_path / "args.yaml")
+    assert load_config(tmp_path / "args.yaml") == config
+    (tmp_path / "bad.yaml").write_text("epochs: 3\nlearning_rate: 0.1\n")
+    with pytest.raises(ParcelscanError, match="unknown setting"):
+        load_config(tmp_path / "bad.yaml")
+    (tmp_path / "typed.yaml").write_text("epochs: three\n")
+    with pytest.raises(ParcelscanError, match="epochs must be int"):
+        load_config(tmp_path / "typed.yaml")
+    (tmp_path / "int_lr.yaml").write_text("lr: 1\n")
+    assert load_config(tmp_path / "int_lr.yaml").lr == 1.0
+    with pytest.raises(ParcelscanError, match="target_pfa"):
+        TrainConfig(target_pfa=1.5).validate()
+
+
+@pytest.mark.slow
+def test_ddp_two_cpu_processes(dataset, tmp_path):
+    """``torchrun --nproc-per-node=2 -m parcelscan train``: gloo, one run directory, rank 0 writes."""
+    config = tmp_path / "ddp.yaml"
+    config.write_text(yaml.safe_dump(tiny_config(dataset, tmp_path / "runs", epochs=2, save_period=0, augment=True,
+                                                 balanced_sampling=True, batch_size=8)))
+    env = {**os.environ, "OMP_NUM_THREADS": "1"}
+    done = subprocess.run([sys.executable, "-m", "torch.distributed.run", "--nproc-per-node=2", "--master-port=0",
+                           "-m", "parcelscan", "train", "--config", str(config), "--name", "ddp"],
+                          capture_output=True, text=True, timeout=300, env=env, cwd=tmp_path)
+    assert done.returncode == 0, done.stdout[-3000:] + done.stderr[-3000:]
+    assert sorted(p.name for p in (tmp_path / "runs").iterdir()) == ["ddp"]
+    metrics = json.loads((tmp_path / "runs" / "ddp" / "metrics.json").read_text())
+    assert metrics["world_size"] == 2
+    assert [int(r["epoch"]) for r in results(tmp_path / "runs" / "ddp")] == [1, 2]
+    assert read_checkpoint(tmp_path / "runs" / "ddp" / "weights" / "last.pt")["epoch"] == 2
