@@ -3,9 +3,10 @@
 Real screening systems raise a dense-object alarm on such regions; a CNN that scores "clear" has simply
 seen nothing, which is not the same as seeing that nothing is there. A pixel is *opaque* when its
 high-energy transmission is at most ``OPAQUE_GREY_LEVELS`` of 65535 after a 3×3 mean (noise must not
-break a region up): that is A_high ≥ 8.0, the level at which the operator image is painted black
-(``pseudocolor.OPAQUE_A_HIGH``) and at which, under the default profile, about 7 of 20,000 air quanta
-per pixel reach the detector — fewer than its electronic noise (4 quanta rms) can resolve.
+break a region up; the one-pixel rim the mean erodes is grown back): that is A_high ≥ 8.0, the level
+at which the operator image is painted black (``pseudocolor.OPAQUE_A_HIGH``) and at which, under
+the default profile, about 7 of 20,000 air quanta per pixel reach the detector — fewer than its
+electronic noise (4 quanta rms) can resolve. (40 mm of steel reaches it at 140 kV; 30 mm does not.)
 
 An alarm needs one connected opaque region of at least ``MIN_OPAQUE_AREA_CM2`` (4 cm², a palm-sized
 sachet of powder seen flat) that is also at least ``MIN_OPAQUE_WIDTH_MM`` wide everywhere it counts
@@ -63,18 +64,20 @@ def scan_pitch_mm(meta: dict) -> float:
     return pitch if math.isfinite(pitch) and 0.01 <= pitch <= 100.0 else DEFAULT_PITCH_MM
 
 
-def opaque_mask_dual(high_u16: np.ndarray) -> np.ndarray:
+def _smoothed_at_most(image: np.ndarray, level: int) -> np.ndarray:
+    """Pixels whose 3×3 mean is ≤ ``level``, grown back by the one-pixel rim the mean erodes."""
     import cv2
 
-    smoothed = cv2.blur(np.ascontiguousarray(high_u16), (3, 3), borderType=cv2.BORDER_REPLICATE)
-    return smoothed <= OPAQUE_GREY_LEVELS
+    core = cv2.blur(np.ascontiguousarray(image), (3, 3), borderType=cv2.BORDER_REPLICATE) <= level
+    return cv2.dilate(core.astype(np.uint8), np.ones((3, 3), np.uint8)).astype(bool)
+
+
+def opaque_mask_dual(high_u16: np.ndarray) -> np.ndarray:
+    return _smoothed_at_most(high_u16, OPAQUE_GREY_LEVELS)
 
 
 def opaque_mask_rgb(rgb_u8: np.ndarray) -> np.ndarray:
-    import cv2
-
-    brightest = np.ascontiguousarray(np.asarray(rgb_u8).max(axis=-1))
-    return cv2.blur(brightest, (3, 3), borderType=cv2.BORDER_REPLICATE) <= OPAQUE_RGB_LEVEL
+    return _smoothed_at_most(np.asarray(rgb_u8).max(axis=-1), OPAQUE_RGB_LEVEL)
 
 
 def find_opaque_regions(opaque: np.ndarray, pitch_mm: float, min_area_cm2: float = MIN_OPAQUE_AREA_CM2,
