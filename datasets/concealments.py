@@ -166,9 +166,14 @@ class Fill:
 
     name: str  # target or benign good
     material: Material
-    density_g_cm3: float
+    density_g_cm3: float  # of ``material`` per volume of fill (its partial density in a mixture)
     is_target: bool
     mass_fraction: float = 1.0  # target mass / fill mass (1 for a pure powder, 0 for benign fills)
+    admixture: tuple[tuple[Material, float], ...] = ()  # what it is mixed with, at partial densities
+
+    @property
+    def total_density_g_cm3(self) -> float:
+        return self.density_g_cm3 + sum(d for _, d in self.admixture)
 
     @property
     def role(self) -> str:
@@ -211,7 +216,8 @@ def mixed_fill(rng: np.random.Generator, name: str, is_target: bool, carrier: st
     base = material(carrier)
     mix = mix_materials(f"{name} {fraction:.0%} in {carrier}", [(powder, fraction), (base, 1 - fraction)])
     density = mix.density_g_cm3 if wet else mix.packed_density_g_cm3 * uniform(rng, 0.95, 1.2)
-    return Fill(name, mix, density, is_target, fraction if is_target else 0.0)
+    return Fill(name, powder, fraction * density, is_target, fraction if is_target else 0.0,
+                ((base, (1 - fraction) * density),))
 
 
 def lookalike_name(rng: np.random.Generator, scenario: str, variant: str) -> str:
@@ -219,7 +225,7 @@ def lookalike_name(rng: np.random.Generator, scenario: str, variant: str) -> str
     return choice(rng, [n for n, _ in options], [w for _, w in options])
 
 
-def _settle(part: Part, density_g_cm3: float, cap_g: float = MAX_FILL_G, floor_g: float = 0.0) -> float:
+def _settle(part: Part, density_g_cm3: float, cap_g: float = MAX_FILL_G) -> float:
     """Lower a fill's level until its mass is within the cap (same rule for every fill). Returns mass (g)."""
     mass = volume_mm3(part) / 1000 * density_g_cm3
     if mass <= cap_g:
@@ -230,7 +236,7 @@ def _settle(part: Part, density_g_cm3: float, cap_g: float = MAX_FILL_G, floor_g
     for _ in range(18):
         part.fill_below_z_mm = (lo + hi) / 2
         mass = volume_mm3(part, 96) / 1000 * density_g_cm3
-        lo, hi = (part.fill_below_z_mm, hi) if mass < cap_g else (lo, part.fill_below_z_mm)
+        lo, hi = (part.fill_below_z_mm, hi) if mass < 0.98 * cap_g else (lo, part.fill_below_z_mm)
     part.fill_below_z_mm = lo
     return volume_mm3(part) / 1000 * density_g_cm3
 
@@ -243,6 +249,7 @@ def _fill_part(p: Parts, shape: Shape, fill: Fill, *, cavities=(), level: float 
         tuple(cavities),
         None if level is None else fill_level_z(shape, level),
         fill.role,
+        admixture=fill.admixture,
     )
     p.items.append(part)
     return part
@@ -294,11 +301,11 @@ def tile_ingredients(
             else mixed_fill(pay, lookalike_name(pay, "tile_ingredients", "mixed"), False, carrier, fraction, wet=False)
         )
         part = _fill_part(p, sack, fill)
-        fill_mass = volume_mm3(part) / 1000 * fill.density_g_cm3
-        if target and fill_mass * fill.mass_fraction > MAX_FILL_G:  # at most 5 kg of target: a leaner mix
-            fraction = max(MAX_FILL_G / fill_mass * 0.98, 0.05)
+        target_mass = volume_mm3(part) / 1000 * fill.density_g_cm3
+        if target and target_mass > MAX_FILL_G:  # at most 5 kg of target: a leaner mix
+            fraction = max(fraction * MAX_FILL_G / target_mass * 0.78, 0.05)
             fill = mixed_fill(pay, target, True, carrier, fraction, wet=False)
-            part.material, part.density_g_cm3 = fill.material, fill.density_g_cm3
+            part.material, part.density_g_cm3, part.admixture = fill.material, fill.density_g_cm3, fill.admixture
         notes["fraction"] = round(fraction, 4)
     else:
         s_z = min(inner_q ** (1 / 3), 0.8)
@@ -311,7 +318,7 @@ def tile_ingredients(
         p.add(sack, carrier, carrier_m.packed_density_g_cm3, cavities=(bag,), role="vessel")
         p.add(bag.scaled(1.02, 1.02), "polyethylene", 0.03, role="vessel")
         part = _fill_part(p, bag, fill)
-        _settle(part, fill.density_g_cm3)
+        _settle(part, fill.total_density_g_cm3)
     return Concealment(
         "tile_ingredients",
         variant,
@@ -371,10 +378,10 @@ def water_bottle(
         else:
             other = choice(geo, ["water", "water", "juice"])
             p.add(cavity, other, fill_below_z_mm=fill_level_z(cavity, level[k]))
-    total = sum(volume_mm3(q) / 1000 * fill.density_g_cm3 for q in filled_parts)
+    total = sum(volume_mm3(q) / 1000 * fill.total_density_g_cm3 for q in filled_parts)
     if total > MAX_FILL_G:
         for part in filled_parts:
-            _settle(part, fill.density_g_cm3, MAX_FILL_G / len(filled_parts))
+            _settle(part, fill.total_density_g_cm3, MAX_FILL_G / len(filled_parts))
     companions = int(geo.integers(1, 7))
     for _ in range(companions):  # the "machinery parts" of the declaration
         kind = choice(
@@ -431,7 +438,7 @@ def tile_stack(
         )
         fill = target_powder(pay, target) if target else benign_powder(pay, lookalike_name(pay, "tile_stack", "pouch"))
         part = _fill_part(p, pouch, fill)
-        _settle(part, fill.density_g_cm3)
+        _settle(part, fill.total_density_g_cm3)
         p.add(box(centre, (2.1 * pouch.rx_mm, 2.1 * pouch.ry_mm, 0.12)), "polyethylene", role="vessel")
     else:
         name = lookalike_name(pay, "tile_stack", "sheet")
@@ -493,7 +500,7 @@ def mail_pouch(
             centre = (centre[0], centre[1], z + thickness / 2)
             pouch = blob(geo, centre, rx, ry, thickness, edge_power=uniform(geo, 3, 8), lumpiness=0.05)
             part = _fill_part(p, pouch, fill)
-            _settle(part, fill.density_g_cm3)
+            _settle(part, fill.total_density_g_cm3)
             wrap = choice(geo, ["polyethylene", "polyethylene", "Al", "paper"])
             p.add(box(centre, (2.15 * rx, 2.15 * ry, 0.1 if wrap != "Al" else 0.02)), wrap, role="vessel")
             z += thickness * 0.8
@@ -563,7 +570,7 @@ def machine_part(
     if target:
         fill = target_powder(pay, target)
         part = _fill_part(p, cavity, fill, level=level)
-        _settle(part, fill.density_g_cm3)
+        _settle(part, fill.total_density_g_cm3)
     else:
         name = lookalike_name(pay, "machine_part", "cavity")
         m = material(name)
@@ -572,7 +579,7 @@ def machine_part(
         elif m.bulk_density_g_cm3 is not None or name in ("grease",):
             fill = benign_powder(pay, name)
             part = _fill_part(p, cavity, fill, level=level)
-            _settle(part, fill.density_g_cm3)
+            _settle(part, fill.total_density_g_cm3)
         else:  # a solid insert: a cast-in lead weight, a brass bushing, a steel shaft, a WC wear part
             fill = Fill(name, m, m.density_g_cm3, False, 0.0)
             scale = uniform(pay, 0.3, 0.9)

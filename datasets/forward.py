@@ -94,6 +94,7 @@ class ForwardModel:
         combined_per_bin = np.zeros(n_super)
         np.add.at(combined_per_bin, index, combined)
         self._bins = _SuperBins(index, weight, combined / combined_per_bin[index])
+        self._mu_super: dict[tuple, np.ndarray] = {}
 
     @property
     def n_super_bins(self) -> int:
@@ -105,11 +106,18 @@ class ForwardModel:
         return np.stack([m.mass_attenuation_cm2_g(self.responses.energy_kev) for m in materials])
 
     def mass_attenuation_super(self, materials: Sequence[Material]) -> np.ndarray:
-        """(M, S) response-weighted mean μ/ρ per super-bin."""
-        fine = self.mass_attenuation_fine(materials) * self._bins.fine_share
+        """(M, S) response-weighted mean μ/ρ per super-bin (cached per composition: scenes reuse materials)."""
         out = np.zeros((len(materials), self.n_super_bins))
-        for m in range(len(materials)):
-            np.add.at(out[m], self._bins.index, fine[m])
+        for m, material in enumerate(materials):
+            key = material.composition
+            row = self._mu_super.get(key)
+            if row is None:
+                fine = self.mass_attenuation_fine([material])[0] * self._bins.fine_share
+                row = np.zeros(self.n_super_bins)
+                np.add.at(row, self._bins.index, fine)
+                if len(self._mu_super) < 4096:
+                    self._mu_super[key] = row
+            out[m] = row
         return out
 
     # --- noiseless physics --------------------------------------------------------------------
@@ -118,7 +126,8 @@ class ForwardModel:
 
         Returns (A_low, A_high) = −ln(I/I0) per channel, each shaped like one map. Pixels with no
         material are exactly 0. Works on contiguous pixel blocks (a scan's empty margins are skipped
-        block by block), as (S, M) @ (M, n) products so every step streams through memory once.
+        block by block) with only the materials present in each block, as (S, m) @ (m, n) products sized
+        to stay in cache.
         """
         areal = np.ascontiguousarray(areal_g_cm2, dtype=np.float32)
         if areal.shape[0] != len(materials):
@@ -127,14 +136,23 @@ class ForwardModel:
         flat = areal.reshape(len(materials), -1)  # (M, N)
         mu_t = np.ascontiguousarray(self.mass_attenuation_super(materials).T, dtype=np.float32)  # (S, M)
         weight_t = np.ascontiguousarray(self._bins.weight.T, dtype=np.float32)  # (2, S)
-        log_att = np.zeros((2, flat.shape[1]), dtype=np.float32)
+        n_pixels = flat.shape[1]
+        log_att = np.zeros((2, n_pixels), dtype=np.float32)
         occupied = flat.any(axis=0)
-        for start in range(0, flat.shape[1], CHUNK_PIXELS):
-            stop = start + CHUNK_PIXELS
-            inside = occupied[start:stop]
-            if not inside.any():
+        # which materials each block holds: a parcel region has a few of a scene's many materials
+        n_blocks = -(-n_pixels // CHUNK_PIXELS)
+        padded = np.zeros((len(materials), n_blocks * CHUNK_PIXELS), dtype=bool)
+        padded[:, :n_pixels] = flat != 0
+        present = padded.reshape(len(materials), n_blocks, CHUNK_PIXELS).any(axis=2)  # (M, blocks)
+        for block in range(n_blocks):
+            here = np.flatnonzero(present[:, block])
+            if len(here) == 0:
                 continue
-            optical_depth = mu_t @ flat[:, start:stop]  # (S, n)
+            start, stop = block * CHUNK_PIXELS, min((block + 1) * CHUNK_PIXELS, n_pixels)
+            if len(here) == len(materials):
+                optical_depth = mu_t @ flat[:, start:stop]  # (S, n)
+            else:
+                optical_depth = mu_t[:, here] @ flat[here, start:stop]
             np.negative(optical_depth, out=optical_depth)
             np.exp(optical_depth, out=optical_depth)
             transmission = weight_t @ optical_depth  # (2, n)

@@ -271,7 +271,7 @@ def simulate_scan(config: SimConfig, index: int) -> SimulatedScan:
     if plan.label == "suspect":
         powder = raster.target_g_cm2 > 0
         mask = np.where(powder, 255, 0).astype(np.uint8)
-        labels["mass_g"] = round(raster.concealed_fill_mass_g * concealment.fill.mass_fraction, 2)
+        labels["mass_g"] = round(raster.target_mass_g, 2)
         labels["mass_fraction"] = round(concealment.fill.mass_fraction, 4)
         labels["mask"] = f"{scan_id}_mask.png"
         overlap = float((raster.clutter & powder).sum() / max(int(powder.sum()), 1))

@@ -456,6 +456,11 @@ class Part:
     what lies below a level (liquids and powders settle). ``role``: ``container`` (the parcel's own
     packaging), ``item`` (contents), ``vessel`` (what holds a concealment or its look-alike filling) or
     ``target`` (the concealed powder: it makes the mask). ``item_id`` groups the parts of one object.
+
+    A mixture (5 % Nd2O3 in grout, a slurry) is the primary material at its *partial* density (its mass
+    per volume of mixture) plus ``admixture``: the other components at theirs. Optical depth is linear
+    in the areal densities, so this is exactly the mixture, and the target's own areal density (the mask,
+    the mass) stays separate.
     """
 
     shape: Shape
@@ -465,6 +470,7 @@ class Part:
     fill_below_z_mm: float | None = None
     role: str = "item"
     item_id: int = -1
+    admixture: tuple[tuple[Material, float], ...] = ()  # (material, partial density g/cm³)
 
     def moved(self, rz: np.ndarray, offset_mm: np.ndarray) -> Part:
         fill = None if self.fill_below_z_mm is None else self.fill_below_z_mm + float(offset_mm[2])
@@ -476,6 +482,7 @@ class Part:
             fill,
             self.role,
             self.item_id,
+            self.admixture,
         )
 
 
@@ -545,7 +552,7 @@ class Raster:
     areal_g_cm2: np.ndarray  # (M, rows, cols) float32
     target_g_cm2: np.ndarray  # (rows, cols) areal density of the concealed powder (0 where none)
     clutter: np.ndarray  # (rows, cols) bool: footprint of contents other than the concealment itself
-    concealed_fill_mass_g: float = 0.0  # mass of the target parts (a mixture counts whole)
+    target_mass_g: float = 0.0  # mass of the target material itself (not of what it is mixed with)
 
 
 def rasterise(parts: list[Part], grid: Grid) -> Raster:
@@ -553,9 +560,10 @@ def rasterise(parts: list[Part], grid: Grid) -> Raster:
     index: dict[int, int] = {}
     materials: list[Material] = []
     for part in parts:
-        if id(part.material) not in index:
-            index[id(part.material)] = len(materials)
-            materials.append(part.material)
+        for material in (part.material, *(m for m, _ in part.admixture)):
+            if id(material) not in index:
+                index[id(material)] = len(materials)
+                materials.append(material)
     areal = np.zeros((len(materials), grid.rows, grid.cols), np.float32)
     target = np.zeros((grid.rows, grid.cols), np.float32)
     clutter = np.zeros((grid.rows, grid.cols), bool)
@@ -565,13 +573,15 @@ def rasterise(parts: list[Part], grid: Grid) -> Raster:
         c0, c1, ys = grid.centres(y0, y1, grid.cols)
         if r1 <= r0 or c1 <= c0:
             continue
-        path = path_length_mm(part, xs, ys)
-        areal_part = path * np.float32(part.density_g_cm3 / MM_PER_CM)
+        path_cm = path_length_mm(part, xs, ys) * np.float32(1.0 / MM_PER_CM)
+        areal_part = path_cm * np.float32(part.density_g_cm3)
         areal[index[id(part.material)], r0:r1, c0:c1] += areal_part
+        for material, partial_density in part.admixture:
+            areal[index[id(material)], r0:r1, c0:c1] += path_cm * np.float32(partial_density)
         if part.role == "target":
             target[r0:r1, c0:c1] += areal_part
         elif part.role == "item":
-            clutter[r0:r1, c0:c1] |= path > 0
+            clutter[r0:r1, c0:c1] |= path_cm > 0
     pixel_area_cm2 = (grid.pitch_mm / MM_PER_CM) ** 2
     mass = float(target.sum(dtype=np.float64) * pixel_area_cm2)
     return Raster(materials, areal, target, clutter, mass)
