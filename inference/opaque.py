@@ -73,7 +73,19 @@ def _smoothed_at_most(image: np.ndarray, level: int) -> np.ndarray:
 
 
 def opaque_mask_dual(high_u16: np.ndarray) -> np.ndarray:
-    return _smoothed_at_most(high_u16, OPAQUE_GREY_LEVELS)
+    """Opaque pixels of a high-energy image. A 3×3 mean ≤ L needs the pixel itself ≤ 9·L, so only the
+    bounding box of such dark pixels (plus the filters' reach) is filtered — most parcels have none."""
+    high_u16 = np.asarray(high_u16)
+    mask = np.zeros(high_u16.shape, dtype=bool)
+    dark = high_u16 <= 9 * OPAQUE_GREY_LEVELS
+    rows = np.flatnonzero(dark.any(axis=1))
+    if rows.size == 0:
+        return mask
+    cols = np.flatnonzero(dark.any(axis=0))
+    r0, r1 = max(0, rows[0] - 2), min(high_u16.shape[0], rows[-1] + 3)
+    c0, c1 = max(0, cols[0] - 2), min(high_u16.shape[1], cols[-1] + 3)
+    mask[r0:r1, c0:c1] = _smoothed_at_most(high_u16[r0:r1, c0:c1], OPAQUE_GREY_LEVELS)
+    return mask
 
 
 def opaque_mask_rgb(rgb_u8: np.ndarray) -> np.ndarray:
@@ -82,26 +94,33 @@ def opaque_mask_rgb(rgb_u8: np.ndarray) -> np.ndarray:
 
 def find_opaque_regions(opaque: np.ndarray, pitch_mm: float, min_area_cm2: float = MIN_OPAQUE_AREA_CM2,
                         min_width_mm: float = MIN_OPAQUE_WIDTH_MM) -> OpaqueResult:
-    """Connected opaque regions wide and large enough to hide a concealment."""
+    """Connected opaque regions wide and large enough to hide a concealment (work on their bounding box)."""
     import cv2
 
-    opaque_u8 = np.ascontiguousarray(opaque, dtype=np.uint8)
     pixel_cm2 = (pitch_mm / 10.0) ** 2
-    empty = OpaqueResult(0.0, 0.0, 0, np.zeros(opaque.shape, dtype=bool), pitch_mm)
-    if opaque_u8.sum() * pixel_cm2 < min_area_cm2:  # the common case: nothing to do
+    mask = np.zeros(opaque.shape, dtype=bool)
+    empty = OpaqueResult(0.0, 0.0, 0, mask, pitch_mm)
+    if np.count_nonzero(opaque) * pixel_cm2 < min_area_cm2:  # the common case: nothing to do
         return empty
     width_px = max(1, round(min_width_mm / pitch_mm))
+    # the bounding box of the opaque pixels, grown by the kernel's reach, so that the opening sees the same
+    # neighbourhood (real zeros inside the image, OpenCV's default border outside) as on the whole image
+    rows, cols = np.flatnonzero(opaque.any(axis=1)), np.flatnonzero(opaque.any(axis=0))
+    margin = width_px + 1
+    box = (slice(max(0, rows[0] - margin), rows[-1] + 1 + margin),
+           slice(max(0, cols[0] - margin), cols[-1] + 1 + margin))
+    opaque_u8 = np.ascontiguousarray(opaque[box], dtype=np.uint8)
     if width_px > 1:
         kernel = cv2.getStructuringElement(cv2.MORPH_RECT, (width_px, width_px))
         opaque_u8 = cv2.morphologyEx(opaque_u8, cv2.MORPH_OPEN, kernel)
-    _count, labels, stats, _ = cv2.connectedComponentsWithStats(opaque_u8, connectivity=8)
-    areas_cm2 = stats[1:, cv2.CC_STAT_AREA] * pixel_cm2
-    keep = np.flatnonzero(areas_cm2 >= min_area_cm2) + 1
-    if keep.size == 0:
+    _, labels, stats, _ = cv2.connectedComponentsWithStats(opaque_u8, connectivity=8)
+    areas_cm2 = stats[:, cv2.CC_STAT_AREA] * pixel_cm2
+    areas_cm2[0] = 0.0  # background
+    keep = areas_cm2 >= min_area_cm2
+    if not keep.any():
         return empty
-    mask = np.isin(labels, keep)
-    return OpaqueResult(float(areas_cm2[keep - 1].max()), float(areas_cm2[keep - 1].sum()), int(keep.size), mask,
-                        pitch_mm)
+    mask[box] = keep[labels]
+    return OpaqueResult(float(areas_cm2[keep].max()), float(areas_cm2[keep].sum()), int(keep.sum()), mask, pitch_mm)
 
 
 def check_opaque(scan) -> OpaqueResult:
