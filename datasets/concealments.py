@@ -177,7 +177,7 @@ class Fill:
 
     @property
     def role(self) -> str:
-        return "target" if self.is_target else "vessel"
+        return "target" if self.is_target else "fill"
 
 
 @dataclass
@@ -450,7 +450,7 @@ def tile_stack(
                 box(centre, (2 * side[0] * share[0], 2 * side[1] * share[1], sheet_mm)),
                 m,
                 m.density_g_cm3,
-                role="vessel",
+                role="fill",
             )
         )
     return Concealment(
@@ -589,7 +589,7 @@ def machine_part(
                 max(size[0] - 2 * wall, 4) * uniform(pay, 0.3, 1.0),
                 rot @ LYING_X,
             )
-            part = Part(insert, m, m.density_g_cm3, role="vessel")
+            part = Part(insert, m, m.density_g_cm3, role="fill")
             p.items.append(part)
             _settle(part, m.density_g_cm3)
     companions = int(geo.integers(0, 4))

@@ -103,8 +103,8 @@ def shoes(rng, fit) -> Item:
         sole = uniform(rng, 12, 30)
         p.add(
             blob(rng, (0, y, sole / 2), length / 2, width / 2, sole, edge_power=6, lumpiness=0.05),
-            choice(rng, ["rubber", "PU foam", "rubber"]),
-            uniform(rng, 0.4, 1.1),
+            "rubber",  # solid rubber, or microcellular EVA/PU soles at a third of its density
+            uniform(rng, 0.3, 1.1),
         )
         upper = blob(
             rng,
@@ -132,7 +132,7 @@ def book(rng, fit) -> Item:
         _fit(uniform(rng, 100, 220), fit[1]),
         _fit(log_uniform(rng, 5, 60), fit[2]),
     )
-    p.add(box((0, 0, size[2] / 2), size), "paper", uniform(rng, 0.6, 1.0))
+    p.add(box((0, 0, size[2] / 2), size), "paper", uniform(rng, 0.6, 0.9))
     if rng.random() < 0.4:  # hard cover
         for z in (1.0, size[2] - 1.0):
             p.add(box((0, 0, z), (size[0] + 4, size[1] + 4, 2.0)), "cardboard", 0.7)
@@ -146,7 +146,7 @@ def documents(rng, fit) -> Item:
         _fit(choice(rng, [210, 148, 160, 180]) + uniform(rng, -5, 5), fit[1]),
         _fit(log_uniform(rng, 0.3, 8), fit[2]),
     )
-    p.add(box((0, 0, size[2] / 2), size, rotation(0, uniform(rng, -0.02, 0.02))), "paper", uniform(rng, 0.7, 0.9))
+    p.add(box((0, 0, size[2] / 2), size), "paper", uniform(rng, 0.7, 0.9))
     if rng.random() < 0.4:  # staples or a paper clip
         clip = [
             (size[0] * 0.45, size[1] * 0.3, size[2]),

@@ -21,7 +21,7 @@ from parcelscan.datasets.containers import Container, packing_fill, rotated_exte
 from parcelscan.datasets.contents import LETTER_SAFE, make_item, place, random_kind
 from parcelscan.datasets.materials import TARGET_MATERIALS
 from parcelscan.datasets.profile import Layer, ScannerProfile
-from parcelscan.datasets.scene import Grid, Part, rasterise, rotation
+from parcelscan.datasets.scene import Grid, Part, Raster, rasterise, rotation
 from parcelscan.datasets.shapes import choice, log_uniform, uniform
 
 GENERATOR_VERSION = "scene-1"
@@ -72,6 +72,7 @@ class SimulatedScan:
     labels: dict
     provenance: dict
     seconds: dict = field(default_factory=dict)  # time per stage
+    fill_mask: np.ndarray | None = None  # where the vessel's filling lies, target or benign (not written)
 
 
 def scan_id_for(seed: int, index: int) -> str:
@@ -225,11 +226,20 @@ def scanner_variant(
 
 
 # --- one scan ---------------------------------------------------------------------------------------------
-def simulate_scan(config: SimConfig, index: int) -> SimulatedScan:
-    from parcelscan.datasets.forward import forward_model
-    from parcelscan.datasets.pseudocolor import pseudocolor_from_pair
+@dataclass
+class Scene:
+    """Scan ``index`` of a run before the scanner sees it: plan, parcel, placement, projected areal maps."""
 
-    seconds: dict[str, float] = {}
+    plan: Plan
+    parcel: Parcel
+    belt: BeltPlacement
+    raster: Raster
+    scanner_rng: np.random.Generator
+    noise_rng: np.random.Generator
+
+
+def build_scene(config: SimConfig, index: int, seconds: dict[str, float] | None = None) -> Scene:
+    seconds = {} if seconds is None else seconds
     start = time.perf_counter()
     plan_rng, parcel_rng, belt_rng, scanner_rng, noise_rng = np.random.default_rng(
         np.random.SeedSequence([config.seed, index])
@@ -238,10 +248,20 @@ def simulate_scan(config: SimConfig, index: int) -> SimulatedScan:
     parcel = build_parcel(parcel_rng, plan, config)
     belt = place_on_belt(belt_rng, parcel, config.profile)
     seconds["scene"] = time.perf_counter() - start
-
     start = time.perf_counter()
     raster = rasterise(belt.parts, belt.grid)
     seconds["rasterise"] = time.perf_counter() - start
+    return Scene(plan, parcel, belt, raster, scanner_rng, noise_rng)
+
+
+def simulate_scan(config: SimConfig, index: int) -> SimulatedScan:
+    from parcelscan.datasets.forward import forward_model
+    from parcelscan.datasets.pseudocolor import pseudocolor_from_pair
+
+    seconds: dict[str, float] = {}
+    scene = build_scene(config, index, seconds)
+    plan, parcel, belt, raster = scene.plan, scene.parcel, scene.belt, scene.raster
+    scanner_rng, noise_rng = scene.scanner_rng, scene.noise_rng
 
     physics, variant, quanta, blur = scanner_variant(scanner_rng, config.profile, config.spectral_variants)
     start = time.perf_counter()
@@ -300,4 +320,5 @@ def simulate_scan(config: SimConfig, index: int) -> SimulatedScan:
     if overlap is not None:
         provenance["clutter_overlap"] = round(overlap, 4)
         provenance["mask_pixels"] = int((mask > 0).sum())
-    return SimulatedScan(scan_id, low, high, rgb, mask, labels, provenance, seconds)
+    fill_mask = raster.fill if concealment is not None else None
+    return SimulatedScan(scan_id, low, high, rgb, mask, labels, provenance, seconds, fill_mask)

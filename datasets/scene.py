@@ -445,7 +445,7 @@ def slab(centre_mm, size_mm, yaw_rad: float = 0.0, pitch_rad: float = 0.0, roll_
 
 
 # --- parts and rasterisation ----------------------------------------------------------------------------
-ROLES = ("container", "item", "vessel", "target")
+ROLES = ("container", "item", "vessel", "fill", "target")
 
 
 @dataclass
@@ -454,8 +454,9 @@ class Part:
 
     ``cavities`` are solids removed from it (they must lie inside it); ``fill_below_z_mm`` keeps only
     what lies below a level (liquids and powders settle). ``role``: ``container`` (the parcel's own
-    packaging), ``item`` (contents), ``vessel`` (what holds a concealment or its look-alike filling) or
-    ``target`` (the concealed powder: it makes the mask). ``item_id`` groups the parts of one object.
+    packaging), ``item`` (contents), ``vessel`` (what holds a concealment or its look-alike filling),
+    ``fill`` (a look-alike's benign filling) or ``target`` (the concealed powder: it makes the mask).
+    ``item_id`` groups the parts of one object.
 
     A mixture (5 % Nd2O3 in grout, a slurry) is the primary material at its *partial* density (its mass
     per volume of mixture) plus ``admixture``: the other components at theirs. Optical depth is linear
@@ -551,6 +552,7 @@ class Raster:
     materials: list[Material]
     areal_g_cm2: np.ndarray  # (M, rows, cols) float32
     target_g_cm2: np.ndarray  # (rows, cols) areal density of the concealed powder (0 where none)
+    fill: np.ndarray  # (rows, cols) bool: where a concealment's or a look-alike's filling lies
     clutter: np.ndarray  # (rows, cols) bool: footprint of contents other than the concealment itself
     target_mass_g: float = 0.0  # mass of the target material itself (not of what it is mixed with)
 
@@ -567,6 +569,7 @@ def rasterise(parts: list[Part], grid: Grid) -> Raster:
     areal = np.zeros((len(materials), grid.rows, grid.cols), np.float32)
     target = np.zeros((grid.rows, grid.cols), np.float32)
     clutter = np.zeros((grid.rows, grid.cols), bool)
+    fill = np.zeros((grid.rows, grid.cols), bool)
     for part in parts:
         x0, x1, y0, y1 = part.shape.bounds_xy()
         r0, r1, xs = grid.centres(x0, x1, grid.rows)
@@ -580,8 +583,10 @@ def rasterise(parts: list[Part], grid: Grid) -> Raster:
             areal[index[id(material)], r0:r1, c0:c1] += path_cm * np.float32(partial_density)
         if part.role == "target":
             target[r0:r1, c0:c1] += areal_part
+        if part.role in ("target", "fill"):
+            fill[r0:r1, c0:c1] |= path_cm > 0
         elif part.role == "item":
             clutter[r0:r1, c0:c1] |= path_cm > 0
     pixel_area_cm2 = (grid.pitch_mm / MM_PER_CM) ** 2
     mass = float(target.sum(dtype=np.float64) * pixel_area_cm2)
-    return Raster(materials, areal, target, clutter, mass)
+    return Raster(materials, areal, target, fill, clutter, mass)
