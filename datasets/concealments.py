@@ -13,6 +13,7 @@ fill level by the same rule, so the cap does not mark positives.
 
 from __future__ import annotations
 
+import dataclasses
 import math
 from collections.abc import Callable
 from dataclasses import dataclass, field
@@ -500,7 +501,9 @@ def mail_pouch(
             centre = (centre[0], centre[1], z + thickness / 2)
             pouch = blob(geo, centre, rx, ry, thickness, edge_power=uniform(geo, 3, 8), lumpiness=0.05)
             part = _fill_part(p, pouch, fill)
-            _settle(part, fill.total_density_g_cm3)
+            made_g = volume_mm3(part) / 1000 * fill.total_density_g_cm3
+            if made_g > 0:  # the outline is approximate: set the thickness for exactly the intended mass
+                part.shape = dataclasses.replace(pouch, thickness_mm=pouch.thickness_mm * mass_g / made_g)
             wrap = choice(geo, ["polyethylene", "polyethylene", "Al", "paper"])
             p.add(box(centre, (2.15 * rx, 2.15 * ry, 0.1 if wrap != "Al" else 0.02)), wrap, role="vessel")
             z += thickness * 0.8

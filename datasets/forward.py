@@ -68,6 +68,23 @@ def _super_bin_index(energy_kev: np.ndarray, edges_kev: np.ndarray, width_kev: f
     return index
 
 
+def _materials_per_block(areal: np.ndarray, n_pixels: int) -> np.ndarray:
+    """(M, blocks) bool: which materials have any areal density in each block of CHUNK_PIXELS pixels.
+
+    For maps of shape (M, rows, cols) this goes through rows (one pass, no copy); blocks cover rows."""
+    n_blocks = -(-n_pixels // CHUNK_PIXELS)
+    if areal.ndim != 3:
+        padded = np.zeros((areal.shape[0], n_blocks * CHUNK_PIXELS), dtype=bool)
+        padded[:, :n_pixels] = areal.reshape(areal.shape[0], -1) != 0
+        return padded.reshape(areal.shape[0], n_blocks, CHUNK_PIXELS).any(axis=2)
+    width = areal.shape[2]
+    rows_present = np.zeros((areal.shape[0], areal.shape[1] + 1), dtype=np.int32)
+    np.cumsum(areal.any(axis=2), axis=1, out=rows_present[:, 1:])
+    first_row = np.arange(n_blocks) * CHUNK_PIXELS // width
+    last_row = (np.minimum((np.arange(n_blocks) + 1) * CHUNK_PIXELS, n_pixels) - 1) // width
+    return rows_present[:, last_row + 1] > rows_present[:, first_row]
+
+
 @dataclass
 class _SuperBins:
     index: np.ndarray  # fine bin -> super-bin
@@ -139,11 +156,8 @@ class ForwardModel:
         n_pixels = flat.shape[1]
         log_att = np.zeros((2, n_pixels), dtype=np.float32)
         occupied = flat.any(axis=0)
-        # which materials each block holds: a parcel region has a few of a scene's many materials
-        n_blocks = -(-n_pixels // CHUNK_PIXELS)
-        padded = np.zeros((len(materials), n_blocks * CHUNK_PIXELS), dtype=bool)
-        padded[:, :n_pixels] = flat != 0
-        present = padded.reshape(len(materials), n_blocks, CHUNK_PIXELS).any(axis=2)  # (M, blocks)
+        present = _materials_per_block(areal, n_pixels)  # a parcel region holds a few of a scene's materials
+        n_blocks = present.shape[1]
         for block in range(n_blocks):
             here = np.flatnonzero(present[:, block])
             if len(here) == 0:
@@ -201,21 +215,28 @@ class ForwardModel:
         expected = np.exp(-np.asarray(log_att, dtype=np.float32))
         noise = rng.standard_normal(expected.shape, dtype=np.float32)
         # Poisson where few quanta arrive; its Gaussian limit elsewhere (identical to < 0.1 % in σ there).
-        sigma = np.sqrt(expected * np.float32(1.0 / air_quanta))
-        if self.profile.electronic_noise_quanta > 0:  # independent Gaussian: variances add
-            sigma = np.sqrt(sigma * sigma + np.float32((self.profile.electronic_noise_quanta / air_quanta) ** 2))
-        transmission = expected + sigma * noise
-        few = expected < np.float32(200.0 / air_quanta)
-        if few.any():
-            counts = rng.poisson(expected[few].astype(np.float64) * air_quanta)
+        # Electronic noise is an independent Gaussian: the variances add.
+        electronic = np.float32((self.profile.electronic_noise_quanta / air_quanta) ** 2)
+        sigma = expected * np.float32(1.0 / air_quanta)
+        if electronic > 0:
+            sigma += electronic
+        np.sqrt(sigma, out=sigma)
+        sigma *= noise
+        transmission = expected
+        transmission += sigma
+        few = np.flatnonzero(log_att.ravel() > np.float32(np.log(air_quanta / 200.0)))
+        if len(few):
+            mean = np.exp(-np.asarray(log_att, dtype=np.float64).ravel()[few]) * air_quanta
+            counts = rng.poisson(mean)
             if self.profile.electronic_noise_quanta > 0:
                 counts = counts + self.profile.electronic_noise_quanta * rng.standard_normal(counts.shape)
-            transmission[few] = (counts / air_quanta).astype(np.float32)
+            transmission.ravel()[few] = (counts / air_quanta).astype(np.float32)
         if blur_sigma_px > 0:
             transmission = cv2.GaussianBlur(transmission, (0, 0), blur_sigma_px, borderType=cv2.BORDER_REPLICATE)
         np.multiply(transmission, np.float32(65535.0), out=transmission)
         np.clip(transmission, 0, 65535, out=transmission)
-        return np.rint(transmission).astype(np.uint16)
+        transmission += np.float32(0.5)  # round half up, then truncate
+        return transmission.astype(np.uint16)
 
     def scan(self, materials: Sequence[Material], areal_g_cm2: np.ndarray,
              rng: np.random.Generator) -> tuple[np.ndarray, np.ndarray]:

@@ -54,7 +54,8 @@ def encode_png(image: np.ndarray, params: list[int]) -> bytes:
     return encoded.tobytes()
 
 
-def write_simulated(scan: SimulatedScan, out_dir: Path, profile: ScannerProfile) -> dict[str, str]:
+def write_simulated(scan: SimulatedScan, out_dir: Path, profile: ScannerProfile,
+                    png_params: list[int] | None = None) -> dict[str, str]:
     """The station files of one scan (the format of ``scanfile.write_station_scan``, faster PNG settings)."""
     from parcelscan.datasets.scanfile import (
         Scan,
@@ -67,7 +68,7 @@ def write_simulated(scan: SimulatedScan, out_dir: Path, profile: ScannerProfile)
 
     check_scan_id(scan.scan_id)
     validate_pair(scan.low, scan.high, scan.scan_id)
-    params = _png_params()
+    params = _png_params() if png_params is None else png_params
     low_path, high_path, sidecar_path, rgb_path = pair_paths(out_dir, scan.scan_id)
     write_bytes_atomic(low_path, encode_png(scan.low, params))
     write_bytes_atomic(high_path, encode_png(scan.high, params))
@@ -149,9 +150,12 @@ def _work(index: int) -> tuple[ManifestRecord, dict[str, float]]:
 def _warm(config: SimConfig) -> None:
     """Build the spectra and colour tables of every scanner variant once per process, before its first scan."""
     from parcelscan.datasets.forward import forward_model
+    from parcelscan.datasets.goods import GOODS
+    from parcelscan.datasets.materials import LIBRARY
     from parcelscan.datasets.parcel import SPECTRAL_VARIANTS, scanner_variant
     from parcelscan.datasets.pseudocolor import pseudocolor
 
+    everything = [*LIBRARY.values(), *GOODS.values()]
     seen = set()
     rng = np.random.default_rng(0)
     for _ in range(200):
@@ -159,7 +163,7 @@ def _warm(config: SimConfig) -> None:
         if variant in seen:
             continue
         seen.add(variant)
-        forward_model(physics)
+        forward_model(physics).mass_attenuation_super(everything)  # attenuation tables of every good
         pseudocolor(np.zeros((8, 8), np.float32), np.zeros((8, 8), np.float32), physics)
         if len(seen) == (len(SPECTRAL_VARIANTS) if config.spectral_variants else 1):
             break

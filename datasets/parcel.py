@@ -238,12 +238,20 @@ class Scene:
     noise_rng: np.random.Generator
 
 
+def _streams(config: SimConfig, index: int) -> list[np.random.Generator]:
+    """Independent generators of scan ``index``: plan, parcel, belt, scanner, detector noise."""
+    return np.random.default_rng(np.random.SeedSequence([config.seed, index])).spawn(5)
+
+
+def plan_for(config: SimConfig, index: int) -> Plan:
+    """What scan ``index`` will be (label, scenario, material, look-alike), without building it."""
+    return plan_scan(_streams(config, index)[0], config)
+
+
 def build_scene(config: SimConfig, index: int, seconds: dict[str, float] | None = None) -> Scene:
     seconds = {} if seconds is None else seconds
     start = time.perf_counter()
-    plan_rng, parcel_rng, belt_rng, scanner_rng, noise_rng = np.random.default_rng(
-        np.random.SeedSequence([config.seed, index])
-    ).spawn(5)
+    plan_rng, parcel_rng, belt_rng, scanner_rng, noise_rng = _streams(config, index)
     plan = plan_scan(plan_rng, config)
     parcel = build_parcel(parcel_rng, plan, config)
     belt = place_on_belt(belt_rng, parcel, config.profile)
