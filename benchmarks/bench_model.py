@@ -51,16 +51,31 @@ def replicate(source: Path, out: Path, count: int) -> list[str]:
     return ids
 
 
-def untrained_checkpoint(path: Path, arch: str = "mobilenet_v3_small") -> Path:
+def untrained_checkpoint(path: Path, scans: Path, arch: str = "mobilenet_v3_small") -> Path:
+    """Untrained weights, BatchNorm statistics measured on real tiles: activations of realistic size.
+
+    (A fresh network's default statistics shrink activations layer by layer into float32 denormals,
+    which slow eager PyTorch by an order of magnitude and would make any speed comparison meaningless.)"""
+    import numpy as np
     import torch
 
-    from parcelscan.datasets.preprocess import PreprocessSpec
+    from parcelscan.datasets.preprocess import PreprocessSpec, prepare_scan
+    from parcelscan.datasets.readers import discover_scans
     from parcelscan.model.checkpoint import save_checkpoint
     from parcelscan.model.network import build_model
 
     torch.manual_seed(0)
     spec = PreprocessSpec.dual_energy()
-    net = build_model(arch, spec.in_channels).eval()
+    refs = [ref for ref in discover_scans([scans]) if ref.ok][:16]
+    tiles = np.concatenate([prepare_scan(ref.load(), spec).tiles for ref in refs])
+    net = build_model(arch, spec.in_channels).train()
+    for module in net.modules():
+        if isinstance(module, torch.nn.modules.batchnorm._BatchNorm):
+            module.momentum = None  # cumulative average
+            module.reset_running_stats()
+    with torch.no_grad():
+        net(torch.from_numpy(tiles))
+    net.eval()
     return save_checkpoint(path, {
         "arch": arch, "in_channels": spec.in_channels, "model": net.state_dict(), "ema": None, "optimizer": None,
         "scheduler": None, "epoch": 0, "config": {}, "preprocessing": spec.to_dict(), "threshold": 0.5,
@@ -78,6 +93,6 @@ def benchmark_model(workdir: Path, scans: Path, model: str | None) -> tuple[Path
         return SHIPPED_DEFAULT, f"{SHIPPED_DEFAULT.name} (shipped default)"
     from parcelscan.model.export import export_checkpoint
 
-    checkpoint = untrained_checkpoint(workdir / "untrained.pt")
+    checkpoint = untrained_checkpoint(workdir / "untrained.pt", scans)
     result = export_checkpoint(checkpoint, workdir / "untrained.onnx", data=scans, log=lambda _line: None)
     return result.path, "untrained mobilenet_v3_small, 3 channels, 320x320 tiles (no trained default yet)"
