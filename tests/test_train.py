@@ -194,7 +194,7 @@ def test_ddp_two_cpu_processes(dataset, tmp_path):
     config.write_text(yaml.safe_dump(tiny_config(dataset, tmp_path / "runs", epochs=2, save_period=0, augment=True,
                                                  balanced_sampling=True, batch_size=8)))
     env = {**os.environ, "OMP_NUM_THREADS": "1"}
-    done = subprocess.run([sys.executable, "-m", "torch.distributed.run", "--nproc-per-node=2", "--master-port=0",
+    done = subprocess.run([sys.executable, "-m", "torch.distributed.run", "--standalone", "--nproc-per-node=2",
                            "-m", "parcelscan", "train", "--config", str(config), "--name", "ddp"],
                           capture_output=True, text=True, timeout=300, env=env, cwd=tmp_path)
     assert done.returncode == 0, done.stdout[-3000:] + done.stderr[-3000:]

@@ -508,13 +508,13 @@ def render_report(summary: dict[str, Any], errors: Sequence[tuple[str, str]], pl
              "|---|---|---|---:|---|"]
     for key, v in s["pd_at_pfa"].items():
         lines.append(f"| {100 * float(key):g} % | {_fmt_ci(v['pd'], v['pd_ci'])} | {100 * v['pfa']:.3f} % | "
-                     f"{v['allowed_false_alarms']} | {v['threshold']:.6g} |")
+                     f"{v['allowed_false_alarms']} | {v['threshold']:.9g} |")
     for title, key in (("At the model's stored operating threshold (chosen on validation)", "stored_operating_point"),
                        (f"At the threshold giving Pfa {100 * s['target_operating_point']['target_pfa']:g} % on this "
                         "set", "target_operating_point")):
         p = s[key]
         c = p["confusion"]
-        lines += ["", f"## {title}", "", f"threshold {p['threshold']:.6g}: Pd {_fmt_ci(p['pd'], p['pd_ci'])}, "
+        lines += ["", f"## {title}", "", f"threshold {p['threshold']:.9g}: Pd {_fmt_ci(p['pd'], p['pd_ci'])}, "
                   f"Pfa {_fmt_ci(p['pfa'], p['pfa_ci'])}", "",
                   "| | flagged suspect | passed clear |", "|---|---:|---:|",
                   f"| suspect (powder) | {c['tp']} | {c['fn']} |", f"| clear | {c['fp']} | {c['tn']} |", ""]

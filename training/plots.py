@@ -171,6 +171,6 @@ def plot_heatmap_grid(outputs: Any, records: Sequence[Any], scores: np.ndarray, 
         record = records[index]
         verdict = "suspect" if scores[index] >= threshold else "clear"
         what = record.scenario if record.label == "suspect" else (record.lookalike or "clear")
-        ax.set_title(f"{record.scan_id}\n{record.label}/{what}: p={float(scores[index]):.3f} → {verdict}",
+        ax.set_title(f"{record.scan_id}\n{record.label}/{what}: p={float(scores[index]):.4f} → {verdict}",
                      fontsize=7)
     _save(fig, path)

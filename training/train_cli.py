@@ -87,5 +87,8 @@ def run(args: argparse.Namespace) -> int:
         from parcelscan.training.train import train
 
         run_dir = train(config)
-    print(f"results in {run_dir}")
+    import os
+
+    if os.environ.get("RANK", "0") == "0":
+        print(f"results in {run_dir}")
     return 0

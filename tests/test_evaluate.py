@@ -1,0 +1,179 @@
+"""``parcelscan evaluate`` on a checkpoint and on its ONNX export: the report, the same numbers from both,
+the ONNX path without PyTorch, unreadable scans counted as flagged, and the summary on known scores."""
+
+from __future__ import annotations
+
+import csv
+import json
+import shutil
+import subprocess
+import sys
+from pathlib import Path
+from types import SimpleNamespace
+
+import numpy as np
+import pytest
+
+from parcelscan.cli import main as cli
+from parcelscan.training import metrics as M
+from parcelscan.training.evaluate import operating_point, scan_probabilities, screening_summary
+
+
+@pytest.fixture(scope="module")
+def trained(tmp_path_factory) -> tuple[Path, Path]:
+    """(dataset, best.pt) of a 2-epoch run on 32 simulated scans (64×64 tiles at 8 mm pitch)."""
+    from parcelscan.training.config import TrainConfig
+    from parcelscan.training.train import train
+
+    data = tmp_path_factory.mktemp("scans")
+    assert cli(["simulate", "--out", str(data), "--count", "32", "--seed", "21", "--workers", "1",
+                "--no-progress"]) == 0
+    assert cli(["data", "split", str(data), "--val", "0.25", "--test", "0.25", "--seed", "1"]) == 0
+    runs = tmp_path_factory.mktemp("runs")
+    config = TrainConfig(data=str(data), project=str(runs), name="eval", epochs=2, batch_size=4, workers=0,
+                         device="cpu", preprocessing={"tile_rows": 64, "tile_cols": 64, "pixel_pitch_mm": 8.0},
+                         ema_decay=0.9, ema_tau_steps=2.0, patience=0, progress=False, plots=False)
+    run_dir = train(config)
+    return data, run_dir / "weights" / "best.pt"
+
+
+@pytest.fixture(scope="module")
+def onnx_model(trained, tmp_path_factory) -> Path:
+    from parcelscan.model.export import export_checkpoint
+
+    data, checkpoint = trained
+    out = tmp_path_factory.mktemp("onnx") / "tiny.onnx"
+    export_checkpoint(checkpoint, out, data=data, log=lambda line: None)
+    return out
+
+
+def _evaluate(model: Path, data: Path, project: Path, name: str, *extra: str) -> Path:
+    assert cli(["evaluate", "--model", str(model), "--data", str(data), "--project", str(project), "--name", name,
+                "--bootstrap", "200", "--no-progress", "--device", "cpu", *extra]) == 0
+    return project / name
+
+
+def _predictions(run: Path) -> list[dict[str, str]]:
+    with open(run / "predictions.csv", newline="", encoding="utf-8") as handle:
+        return list(csv.DictReader(handle))
+
+
+def test_checkpoint_report(trained, tmp_path):
+    data, checkpoint = trained
+    run = _evaluate(checkpoint, data, tmp_path, "ck")
+    for name in ("report.md", "metrics.json", "predictions.csv", "roc.png", "pd_vs_pfa.png", "confusion_matrix.png",
+                 "calibration.png", "heatmaps.png"):
+        assert (run / name).stat().st_size > 0, name
+    metrics = json.loads((run / "metrics.json").read_text())
+    n_test = metrics["n_scans"]
+    assert n_test == len(_predictions(run)) == metrics["n_clear"] + metrics["n_suspect"]
+    assert set(metrics["pd_at_pfa"]) == {"0.01", "0.001"}
+    for point in ("stored_operating_point", "target_operating_point"):
+        confusion = metrics[point]["confusion"]
+        assert sum(confusion.values()) == n_test
+        assert sum(g["n"] for g in metrics[point]["pd_by_scenario"].values()) == metrics["n_suspect"]
+        assert sum(g["n"] for g in metrics[point]["pfa_by_lookalike"].values()) == metrics["n_clear"]
+    assert metrics["target_operating_point"]["pfa"] <= 0.01  # threshold picked on this set for Pfa 1 %
+    report = (run / "report.md").read_text()
+    assert "Pd at fixed Pfa" in report and "Pd per scenario" in report and "ECE" in report
+    # a second evaluation with the same name goes to name2
+    _evaluate(checkpoint, data, tmp_path, "ck", "--no-plots", "--heatmaps", "0")
+    assert (tmp_path / "ck2" / "metrics.json").is_file() and not (tmp_path / "ck2" / "roc.png").exists()
+
+
+def test_checkpoint_and_onnx_give_the_same_numbers(trained, onnx_model, tmp_path):
+    data, checkpoint = trained
+    ck = json.loads((_evaluate(checkpoint, data, tmp_path, "ck", "--no-plots") / "metrics.json").read_text())
+    ox = json.loads((_evaluate(onnx_model, data, tmp_path, "onnx", "--no-plots") / "metrics.json").read_text())
+    assert ck["model_kind"] == "checkpoint" and ox["model_kind"] == "onnx"
+    rows_ck, rows_ox = _predictions(tmp_path / "ck"), _predictions(tmp_path / "onnx")
+    assert [r["scan_id"] for r in rows_ck] == [r["scan_id"] for r in rows_ox]
+    for a, b in zip(rows_ck, rows_ox, strict=True):
+        assert float(a["margin"]) == pytest.approx(float(b["margin"]), abs=1e-4)
+        assert a["tiles"] == b["tiles"]
+    for key in ("roc_auc", "average_precision", "n_scans", "n_clear", "n_suspect"):
+        assert ck[key] == pytest.approx(ox[key], abs=1e-9), key
+    for pfa in ("0.01", "0.001"):
+        assert ck["pd_at_pfa"][pfa]["pd"] == ox["pd_at_pfa"][pfa]["pd"]
+        assert ck["pd_at_pfa"][pfa]["pd_ci"] == ox["pd_at_pfa"][pfa]["pd_ci"]
+    for point in ("stored_operating_point", "target_operating_point"):
+        assert ck[point]["threshold"] == pytest.approx(ox[point]["threshold"], abs=1e-6)
+        for key in ("confusion", "pd_by_scenario", "pd_by_material", "pfa_by_lookalike"):
+            assert ck[point][key] == ox[point][key], (point, key)
+    assert ck["calibration"]["ece_calibrated"] == pytest.approx(ox["calibration"]["ece_calibrated"], abs=1e-6)
+
+
+def test_onnx_evaluation_needs_no_torch(trained, onnx_model, tmp_path):
+    data, _ = trained
+    code = ("import sys; sys.modules['torch'] = None; from parcelscan.cli import main; "
+            f"sys.exit(main(['evaluate', '--model', {str(onnx_model)!r}, '--data', {str(data)!r}, '--project', "
+            f"{str(tmp_path)!r}, '--name', 'nt', '--bootstrap', '50', '--no-progress', '--device', 'cpu']))")
+    done = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=300)
+    assert done.returncode == 0, done.stderr[-2000:]
+    assert (tmp_path / "nt" / "report.md").is_file()
+
+
+def test_unreadable_scan_is_flagged_not_cleared(trained, onnx_model, tmp_path):
+    from parcelscan.datasets.manifest import read_manifest
+
+    data, _ = trained
+    broken = tmp_path / "broken"
+    shutil.copytree(data, broken)
+    victim = next(r for r in read_manifest(broken) if r.split == "test" and r.label == "clear")
+    (broken / victim.files["low"]).write_bytes(b"\x89PNG\r\n\x1a\n truncated")
+    run = _evaluate(onnx_model, broken, tmp_path / "reports", "broken", "--no-plots")
+    metrics = json.loads((run / "metrics.json").read_text())
+    assert metrics["unreadable_scans"] == 1
+    row = next(r for r in _predictions(run) if r["scan_id"] == victim.scan_id)
+    assert float(row["probability"]) == 1.0 and row["error"]
+    assert metrics["stored_operating_point"]["confusion"]["fp"] >= 1
+    assert victim.scan_id in (run / "report.md").read_text()
+
+
+def test_cli_choices_and_errors(trained, onnx_model, tmp_path, capsys):
+    data, _ = trained
+    assert cli(["evaluate", "--model", str(onnx_model), "--data", str(data), "--split", "train", "--project",
+                str(tmp_path), "--no-progress"]) == 0
+    assert cli(["evaluate", "--model", str(tmp_path / "none.onnx"), "--data", str(data), "--project",
+                str(tmp_path)]) == 2
+    assert "model not found" in capsys.readouterr().err
+    assert cli(["evaluate", "--model", str(onnx_model), "--data", str(data), "--target-pfa", "2",
+                "--project", str(tmp_path)]) == 2
+
+
+def test_summary_on_known_scores():
+    """Margins chosen so every number can be checked by hand (T = 1: probability = sigmoid(margin))."""
+    margins = np.array([-3.0, -2.0, -1.0, 0.0, 2.5,   # clear
+                        -0.5, 1.0, 2.0, 3.0, 4.0])    # suspect
+    labels = np.array([0] * 5 + [1] * 5)
+    records = [SimpleNamespace(scenario="none", material=None, lookalike=k)
+               for k in (None, None, "tile_stack", "tile_stack", "water_bottle")]
+    records += [SimpleNamespace(scenario=s, material="Nd2O3", lookalike=None)
+                for s in ("mail_pouch", "mail_pouch", "water_bottle", "water_bottle", "water_bottle")]
+    threshold = float(M.sigmoid(np.array(0.5)))  # flags margins >= 0.5
+    s = screening_summary(labels, margins, records, threshold, 1.0, target_pfa=0.2, n_boot=50)
+    op = s["stored_operating_point"]
+    assert op["confusion"] == {"tp": 4, "fn": 1, "fp": 1, "tn": 4}
+    assert op["pd_by_scenario"]["mail_pouch"]["flagged"] == 1 and op["pd_by_scenario"]["water_bottle"]["rate"] == 1
+    looks = op["pfa_by_lookalike"]
+    assert {k: (v["n"], v["flagged"]) for k, v in looks.items()} == {"none": (2, 0), "tile_stack": (2, 0),
+                                                                      "water_bottle": (1, 1)}
+    assert (looks["none"]["ci_low"], looks["none"]["ci_high"]) == M.wilson_interval(0, 2)
+    # Pfa 20 % of 5 clear scans allows 1 false alarm: threshold just above the 2nd highest clear (margin 0)
+    target = s["target_operating_point"]
+    assert target["confusion"] == {"tp": 4, "fn": 1, "fp": 1, "tn": 4}
+    assert s["roc_auc"] == pytest.approx(21 / 25)  # 4 of 25 (suspect, clear) pairs out of order
+    # Pfa 1 % and 0.1 % of 5 clear scans allow none: threshold above the highest clear margin 2.5
+    assert s["pd_at_pfa"]["0.01"]["pd"] == 0.4 and s["pd_at_pfa"]["0.01"]["allowed_false_alarms"] == 0
+
+
+def test_operating_point_on_validation():
+    rng = np.random.default_rng(0)
+    z = rng.normal(-1, 3, 2000)
+    labels = rng.random(z.size) < M.sigmoid(z)  # labels drawn from calibrated probabilities sigmoid(z)
+    margins = 3 * z  # a model over-confident by 3×
+    point = operating_point(labels, margins, 0.01)
+    assert point["temperature"] == pytest.approx(3, rel=0.15)
+    probabilities = scan_probabilities(margins, point["temperature"])
+    assert point["val_pfa"] <= 0.01 and point["val_pfa"] == float((probabilities[~labels] >= point["threshold"]).mean())
+    assert point["val_pd"] == M.pd_at_pfa(labels, margins, 0.01)[0]  # temperature never changes Pd at Pfa
