@@ -22,7 +22,7 @@ import numpy as np
 
 from parcelscan.datasets.concealments import SCENARIOS
 from parcelscan.datasets.manifest import MANIFEST_NAME, ManifestRecord, append_records, read_manifest, write_manifest
-from parcelscan.datasets.parcel import GENERATOR_VERSION, SimConfig, SimulatedScan, scan_id_for, simulate_scan
+from parcelscan.datasets.parcel import SimConfig, SimulatedScan, scan_id_for, simulate_scan
 from parcelscan.datasets.profile import ScannerProfile
 from parcelscan.errors import ParcelscanError
 
@@ -38,8 +38,14 @@ def _png_params() -> list[int]:
 
     global _PNG_PARAMS
     if _PNG_PARAMS is None:
-        _PNG_PARAMS = [cv2.IMWRITE_PNG_COMPRESSION, 1, cv2.IMWRITE_PNG_FILTER, cv2.IMWRITE_PNG_FILTER_SUB,
-                       cv2.IMWRITE_PNG_STRATEGY, cv2.IMWRITE_PNG_STRATEGY_RLE]
+        _PNG_PARAMS = [
+            cv2.IMWRITE_PNG_COMPRESSION,
+            1,
+            cv2.IMWRITE_PNG_FILTER,
+            cv2.IMWRITE_PNG_FILTER_SUB,
+            cv2.IMWRITE_PNG_STRATEGY,
+            cv2.IMWRITE_PNG_STRATEGY_RLE,
+        ]
     return _PNG_PARAMS
 
 
@@ -54,8 +60,9 @@ def encode_png(image: np.ndarray, params: list[int]) -> bytes:
     return encoded.tobytes()
 
 
-def write_simulated(scan: SimulatedScan, out_dir: Path, profile: ScannerProfile,
-                    png_params: list[int] | None = None) -> dict[str, str]:
+def write_simulated(
+    scan: SimulatedScan, out_dir: Path, profile: ScannerProfile, png_params: list[int] | None = None
+) -> dict[str, str]:
     """The station files of one scan (the format of ``scanfile.write_station_scan``, faster PNG settings)."""
     from parcelscan.datasets.scanfile import (
         Scan,
@@ -170,11 +177,6 @@ def _warm(config: SimConfig) -> None:
 
 
 # --- resume -------------------------------------------------------------------------------------------------
-def _identity(record: ManifestRecord) -> dict:
-    p = record.provenance
-    return {k: p.get(k) for k in ("profile", "seed", "generator_version", "suspect_fraction", "scenarios")}
-
-
 def resume_state(out_dir: Path, config: SimConfig) -> dict[str, ManifestRecord]:
     """Finished scans of a previous run in ``out_dir``; rewrites the manifest if a line was torn or a
     listed scan lost a file. A directory made with other settings is an error, never merged."""
@@ -182,16 +184,10 @@ def resume_state(out_dir: Path, config: SimConfig) -> dict[str, ManifestRecord]:
     if not path.exists():
         return {}
     records = read_manifest(path)
-    expected = {
-        "profile": config.profile.name,
-        "seed": config.seed,
-        "generator_version": GENERATOR_VERSION,
-        "suspect_fraction": config.suspect_fraction,
-        "scenarios": list(config.scenarios),
-    }
+    expected = config.identity()
     for record in records:
-        if _identity(record) != expected:
-            found = _identity(record)
+        found = {key: record.provenance.get(key) for key in expected}
+        if found != expected:
             differing = ", ".join(
                 f"{k}={found[k]!r} (now {expected[k]!r})" for k in expected if found[k] != expected[k]
             )

@@ -10,6 +10,8 @@ fill by the same rule in positives and look-alikes.
 
 from __future__ import annotations
 
+import hashlib
+import json
 import math
 import time
 from dataclasses import dataclass, field
@@ -38,14 +40,15 @@ class SimConfig:
     scenarios: tuple[str, ...] = SCENARIOS
     materials: tuple[str, ...] = TARGET_MATERIALS
     lookalike_share: float = 0.5  # of clear parcels
-    overlap_probability: float = 0.55  # clutter laid over the fill (positives and look-alikes alike)
+    overlap_probability: float = 0.5  # clutter laid over the fill (positives and look-alikes alike)
     spectral_variants: bool = True
 
     def identity(self) -> dict:
-        """What must match for a directory to be resumed."""
+        """What must match for a directory to be resumed (it is in every scan's provenance)."""
+        physics = json.dumps(self.profile.to_dict(), sort_keys=True).encode()
         return {
             "profile": self.profile.name,
-            "profile_physics": repr(self.profile.to_dict()),
+            "profile_sha256": hashlib.sha256(physics).hexdigest()[:16],
             "seed": self.seed,
             "suspect_fraction": self.suspect_fraction,
             "scenarios": list(self.scenarios),
@@ -97,7 +100,7 @@ def _object_count(rng: np.random.Generator, container: Container) -> int:
     if container.kind != "box":
         return int(rng.integers(2, 6))
     volume_l = float(np.prod(container.size_mm)) / 1e6
-    return int(rng.integers(3, 6 + min(int(volume_l / 4), 10)))
+    return int(rng.integers(2, 4 + min(int(volume_l / 6), 6)))
 
 
 def _add_items(
@@ -304,12 +307,8 @@ def simulate_scan(config: SimConfig, index: int) -> SimulatedScan:
         labels["mask"] = f"{scan_id}_mask.png"
         overlap = float((raster.clutter & powder).sum() / max(int(powder.sum()), 1))
     provenance = {
-        "profile": config.profile.name,
-        "seed": config.seed,
+        **config.identity(),
         "index": index,
-        "generator_version": GENERATOR_VERSION,
-        "suspect_fraction": config.suspect_fraction,
-        "scenarios": list(config.scenarios),
         "scanner_variant": variant,
         "tube_kv": physics.tube_kv,
         "air_quanta_per_pixel": round(quanta, 1),

@@ -85,6 +85,9 @@ def test_a_directory_made_with_other_settings_is_refused(tmp_path, coarse_profil
     _run(tmp_path, coarse_profile, 2, seed=1)
     with pytest.raises(ParcelscanError, match="other settings"):
         run_simulate(_args(2, seed=2), coarse_profile, tmp_path)
+    same_name_other_physics = coarse_profile.with_changes(tube_kv=120.0)
+    with pytest.raises(ParcelscanError, match="profile_sha256"):
+        run_simulate(_args(2, seed=1), same_name_other_physics, tmp_path)
 
 
 def _parcelscan(*args):
