@@ -152,6 +152,22 @@ class Inspector:
         self.heatmap_dir = Path(heatmap_dir) if heatmap_dir else None
         self.station = station if station is not None else (os.environ.get("PARCELSCAN_STATION") or None)
         self._check_model_input()
+        if self.heatmap_dir is not None:
+            self._warm_heatmaps()
+
+    def _warm_heatmaps(self) -> None:
+        """Build the operator-image colour table now (~1 s, once per process), not inside the first
+        suspect scan's latency. A failure here shows later, per scan, as 'heatmap not written'."""
+        if self.spec.input_kind != "dual_energy":
+            return
+        import contextlib
+
+        with contextlib.suppress(Exception):
+            from parcelscan.datasets.profile import default_profile
+            from parcelscan.datasets.pseudocolor import pseudocolor_from_pair
+
+            air = np.full((8, 8), 65535, np.uint16)
+            pseudocolor_from_pair(air, air, default_profile())
 
     # --- properties ---------------------------------------------------------------------------------
     @property
