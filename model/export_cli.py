@@ -26,9 +26,10 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--tolerance", type=float, default=None,
                         help="parity tolerance on max |Δ| (default 1e-4)")
     parser.add_argument("--show", metavar="MODEL.onnx", help="print a model file's metadata and exit")
+    parser.add_argument("--json", action="store_true", help="with --show: every metadata_props entry as JSON")
 
 
-def show(path: str) -> int:
+def show(path: str, as_json: bool = False) -> int:
     """Print the model's metadata, inputs and outputs; exit 1 if its sha256 file does not vouch for it."""
     from pathlib import Path
 
@@ -45,7 +46,13 @@ def show(path: str) -> int:
     except ParcelscanError as error:
         verified = None
         print(f"sha256:           NOT VERIFIED — {error}")
-    metadata = ModelMetadata.from_props(read_props(path), source=path)
+    props = read_props(path)
+    metadata = ModelMetadata.from_props(props, source=path)
+    if as_json:
+        import json
+
+        print(json.dumps({"sha256_verified": verified is not None, "metadata_props": props}, indent=1))
+        return 0 if verified is not None else 1
     for line in metadata.summary_lines():
         print(line)
     session = ort.InferenceSession(path, providers=["CPUExecutionProvider"])
@@ -64,7 +71,7 @@ def run(args: argparse.Namespace) -> int:
     from parcelscan.errors import ParcelscanError
 
     if args.show:
-        return show(args.show)
+        return show(args.show, as_json=args.json)
     if not args.checkpoint or not args.out:
         raise ParcelscanError("give --checkpoint PT and --out MODEL.onnx (or --show MODEL.onnx)")
     if args.int8 and not args.calibration:

@@ -132,6 +132,15 @@ class ModelMetadata:
         except ParcelscanError as error:
             raise ParcelscanError(f"{source}: {error}") from error
 
+    def preprocessing_summary(self) -> str:
+        """One line: channels, pitch, tiles (the full spec is in ``--show --json``)."""
+        p = self.preprocessing
+        try:
+            return (f"{p['input_kind']} channels {','.join(p['channels'])} at {p['pixel_pitch_mm']:g} mm/px, tiles "
+                    f"{p['tile_rows']}x{p['tile_cols']} (overlap {p['tile_overlap']:g}), spec version {p['version']}")
+        except (KeyError, TypeError, ValueError):
+            return json.dumps(p, sort_keys=True)
+
     def summary_lines(self) -> list[str]:
         """Human-readable lines for ``parcelscan export --show``."""
         pfa = "-" if self.target_pfa is None else f"{self.target_pfa:g}"
@@ -146,7 +155,7 @@ class ModelMetadata:
             f"threshold:        {self.threshold:.6g} (target Pfa {pfa})",
             f"temperature:      {self.temperature:.6g}",
             f"data fingerprint: {self.data_fingerprint}",
-            f"preprocessing:    {json.dumps(self.preprocessing, sort_keys=True)}",
+            f"preprocessing:    {self.preprocessing_summary()}",
             f"metrics:          {json.dumps(self.metrics, sort_keys=True)}",
         ]
         lines += [f"{key + ':':<17} {value}" for key, value in sorted(self.extra.items())]

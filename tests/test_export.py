@@ -129,6 +129,10 @@ def test_export_cli_and_show(built, tmp_path, capsys):
     assert main(["export", "--show", str(out)]) == 0
     shown = capsys.readouterr().out
     assert "threshold:        0.3 (target Pfa 0.01)" in shown and "matches cli.onnx.sha256" in shown
+    assert "tiles 128x128 (overlap 0.5)" in shown
+    assert main(["export", "--show", str(out), "--json"]) == 0
+    shown = json.loads(capsys.readouterr().out)
+    assert shown["sha256_verified"] and json.loads(shown["metadata_props"]["preprocessing"])["tile_rows"] == 128
     data = out.read_bytes()  # tamper: raise the operating threshold inside the file, protobuf still valid
     assert data.count(b"threshold\x12\x030.3") == 1
     out.write_bytes(data.replace(b"threshold\x12\x030.3", b"threshold\x12\x030.9"))
