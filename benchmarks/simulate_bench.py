@@ -2,8 +2,10 @@
 time goes (scene building, rasterisation, physics, detector, pseudo-colour, PNG encoding and writing).
 
 It writes real station files into a temporary directory (the same code path as the CLI), after a warm-up
-that builds the spectra and colour tables. The load average is printed with the figures: other work on
-the machine slows every figure here.
+that builds the spectra and colour tables. Stage figures are CPU time of the worker processes (time spent
+waiting for a core excluded); throughput is wall time. The load average is printed with the figures:
+other work on the machine slows the wall-time figures, and the CPU-time estimate says what two free cores
+would do.
 
     python benchmarks/simulate_bench.py [--scans 200] [--workers 2]
 """
@@ -62,8 +64,11 @@ def main() -> None:
     print(f"load average {load_before:.1f} before, {load_after:.1f} after (on {os.cpu_count()} cores: other work "
           "on the machine slows every figure here)")
     stage = timing["stage_s"]
-    busy = sum(stage.values())
-    print(f"where the time goes (CPU time per scan inside the workers, {busy / args.scans * 1e3:.0f} ms in all):")
+    busy = sum(stage.get(key, 0.0) for key in STAGES)
+    cpu_ms = stage["cpu"] / args.scans * 1e3
+    print(f"CPU time per scan (the worker's own, waits for the CPU excluded): {cpu_ms:.0f} ms, so "
+          f"{args.workers} uncontended cores would give about {args.workers / cpu_ms * 1e3:.1f} scans/s")
+    print(f"where the time goes (CPU time per scan and stage, {busy / args.scans * 1e3:.0f} ms in all):")
     names = {"scene": "scene building (parcel, contents, pose)", "rasterise": "scene rasterisation (areal maps)",
              "forward": "forward model (spectral Beer-Lambert)", "detect": "detector noise, blur, 16-bit",
              "pseudocolor": "pseudo-colour", "png": "PNG encoding + atomic writes"}
@@ -71,8 +76,8 @@ def main() -> None:
         value = stage.get(key, 0.0)
         print(f"  {names[key]:42s} {value / args.scans * 1e3:7.1f} ms  {100 * value / busy:5.1f} %")
     steady_ms = args.workers / timing["steady_scans_per_s"] * 1e3
-    print(f"  wall time per scan and worker in the steady state: {steady_ms:.0f} ms (the rest: manifest appends,")
-    print("  process pool, and time the operating system gave to other processes)")
+    print(f"  wall time per scan and worker in the steady state: {steady_ms:.0f} ms (the rest: waiting for a core")
+    print("  the operating system gave to other processes, manifest appends, the process pool)")
 
 
 if __name__ == "__main__":

@@ -74,7 +74,7 @@ class SimulatedScan:
     mask: np.ndarray | None  # uint8 0/255 for suspects
     labels: dict
     provenance: dict
-    seconds: dict = field(default_factory=dict)  # time per stage
+    seconds: dict = field(default_factory=dict)  # CPU seconds per stage (this process, waits excluded)
     fill_mask: np.ndarray | None = None  # where the vessel's filling lies, target or benign (not written)
 
 
@@ -253,15 +253,15 @@ def plan_for(config: SimConfig, index: int) -> Plan:
 
 def build_scene(config: SimConfig, index: int, seconds: dict[str, float] | None = None) -> Scene:
     seconds = {} if seconds is None else seconds
-    start = time.perf_counter()
+    start = time.process_time()
     plan_rng, parcel_rng, belt_rng, scanner_rng, noise_rng = _streams(config, index)
     plan = plan_scan(plan_rng, config)
     parcel = build_parcel(parcel_rng, plan, config)
     belt = place_on_belt(belt_rng, parcel, config.profile)
-    seconds["scene"] = time.perf_counter() - start
-    start = time.perf_counter()
+    seconds["scene"] = time.process_time() - start
+    start = time.process_time()
     raster = rasterise(belt.parts, belt.grid)
-    seconds["rasterise"] = time.perf_counter() - start
+    seconds["rasterise"] = time.process_time() - start
     return Scene(plan, parcel, belt, raster, scanner_rng, noise_rng)
 
 
@@ -275,16 +275,16 @@ def simulate_scan(config: SimConfig, index: int) -> SimulatedScan:
     scanner_rng, noise_rng = scene.scanner_rng, scene.noise_rng
 
     physics, variant, quanta, blur = scanner_variant(scanner_rng, config.profile, config.spectral_variants)
-    start = time.perf_counter()
+    start = time.process_time()
     model = forward_model(physics)
     a_low, a_high = model.log_attenuation(raster.materials, raster.areal_g_cm2)
-    seconds["forward"] = time.perf_counter() - start
-    start = time.perf_counter()
+    seconds["forward"] = time.process_time() - start
+    start = time.process_time()
     low, high = model.detect(a_low, a_high, noise_rng, air_quanta_per_pixel=quanta, blur_sigma_px=blur)
-    seconds["detect"] = time.perf_counter() - start
-    start = time.perf_counter()
+    seconds["detect"] = time.process_time() - start
+    start = time.process_time()
     rgb = pseudocolor_from_pair(low, high, physics)
-    seconds["pseudocolor"] = time.perf_counter() - start
+    seconds["pseudocolor"] = time.process_time() - start
 
     scan_id = scan_id_for(config.seed, index)
     concealment = parcel.concealment
