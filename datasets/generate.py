@@ -240,7 +240,9 @@ def run_simulate(args: argparse.Namespace, profile: ScannerProfile, out_dir: Pat
     workers = min(args.workers or os.cpu_count() or 1, max(len(todo), 1))
     if done:
         print(f"resuming {out_dir}: {len(done)} scans already written, {len(todo)} to go", file=sys.stderr)
-    seconds = generate(config, out_dir, todo, workers, progress=not args.no_progress, total=args.count)
+    seconds = {"scans": 0}
+    if todo:
+        seconds = generate(config, out_dir, todo, workers, progress=not args.no_progress, total=args.count)
     records = read_manifest(out_dir / MANIFEST_NAME)
     from parcelscan.datasets.simstats import format_stats, scenario_stats
 
