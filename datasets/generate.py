@@ -118,13 +118,13 @@ def make_record(scan: SimulatedScan, files: dict[str, str]) -> ManifestRecord:
 _WORKER: dict = {}
 
 
-def _init_worker(config: SimConfig, out_dir: Path, warm: bool = False) -> None:
+def _init_worker(config: SimConfig, out_dir: Path, warm: bool = False, tables: bool = True) -> None:
     import cv2
 
     cv2.setNumThreads(1)  # one process per core: threads inside a worker only fight over the cores
     _WORKER["config"], _WORKER["out"] = config, out_dir
     if warm:
-        _warm(config)
+        _warm(config, tables)
 
 
 @contextlib.contextmanager
@@ -156,8 +156,10 @@ def _work(index: int) -> tuple[ManifestRecord, dict[str, float]]:
     return make_record(scan, files), scan.seconds
 
 
-def _warm(config: SimConfig) -> None:
-    """Build the spectra and colour tables of every scanner variant once per process, before its first scan."""
+def _warm(config: SimConfig, tables: bool = True) -> None:
+    """Build the spectra and colour tables of every scanner variant once per process, before its first scan;
+    with ``tables`` also the attenuation tables of every material (a long run needs them all; a short
+    in-process one builds the few it meets on the way)."""
     from parcelscan.datasets.forward import forward_model
     from parcelscan.datasets.goods import GOODS
     from parcelscan.datasets.materials import LIBRARY
@@ -172,7 +174,9 @@ def _warm(config: SimConfig) -> None:
         if variant in seen:
             continue
         seen.add(variant)
-        forward_model(physics).mass_attenuation_super(everything)  # attenuation tables of every good
+        model = forward_model(physics)
+        if tables:
+            model.mass_attenuation_super(everything)
         pseudocolor(np.zeros((8, 8), np.float32), np.zeros((8, 8), np.float32), physics)
         if len(seen) == (len(SPECTRAL_VARIANTS) if config.spectral_variants else 1):
             break
@@ -290,7 +294,7 @@ def generate(
     done: list[float] = []
     try:
         if workers <= 1:
-            _warm(config)
+            _warm(config, tables=len(indices) > 200)
             _WORKER["config"], _WORKER["out"] = config, out_dir
             results = map(_work, indices)
             pool = None
@@ -299,7 +303,9 @@ def generate(
 
             # spawn, not fork: a forked child inherits OpenBLAS/OpenCV thread pools mid-state and can hang
             with _single_threaded_children():
-                pool = multiprocessing.get_context("spawn").Pool(workers, _init_worker, (config, out_dir, True))
+                pool = multiprocessing.get_context("spawn").Pool(
+                    workers, _init_worker, (config, out_dir, True, len(indices) > 200)
+                )
             results = pool.imap_unordered(_work, indices, chunksize=1)
         try:
             for record, scan_seconds in results:
