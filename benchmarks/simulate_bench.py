@@ -7,7 +7,7 @@ waiting for a core excluded); throughput is wall time. The load average is print
 other work on the machine slows the wall-time figures, and the CPU-time estimate says what two free cores
 would do.
 
-    python benchmarks/simulate_bench.py [--scans 200] [--workers 2]
+    python benchmarks/simulate_bench.py [--scans 300] [--workers 2]
 """
 
 from __future__ import annotations
@@ -32,7 +32,7 @@ def main() -> None:
     from parcelscan.datasets.profile import default_profile
 
     parser = argparse.ArgumentParser(description=__doc__)
-    parser.add_argument("--scans", type=int, default=200)
+    parser.add_argument("--scans", type=int, default=300)
     parser.add_argument("--workers", type=int, default=2)
     parser.add_argument("--seed", type=int, default=0)
     args = parser.parse_args()
