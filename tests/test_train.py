@@ -106,7 +106,7 @@ def test_resume_continues_exactly(run, tmp_path):
     epoch5 = copy / "weights" / "epoch5.pt"
     from parcelscan.training.train import Trainer
 
-    trainer = Trainer(resume=epoch5)
+    trainer = Trainer(resume=epoch5, overrides={"plots": False})  # plots are checked above; they cost time
     assert trainer.start_epoch == 6
     saved = read_checkpoint(epoch5)
     state = trainer.optimizer.state_dict()

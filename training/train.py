@@ -301,7 +301,7 @@ class Trainer:
         self.dist = D.init_distributed(self.device.type)
         if self.device.type == "cuda":
             torch.cuda.set_device(self.device)
-        seed_everything(config.seed + self.dist.rank, config.deterministic)
+        seed_everything(config.seed, config.deterministic)  # the same initial weights on every rank
         self.data_dir = Path(config.data)
         self.train_records, self.val_records = load_splits(self.data_dir)
         if resumed is not None:
@@ -346,9 +346,14 @@ class Trainer:
         min_ratio = config.min_lr_ratio
         self.scheduler = torch.optim.lr_scheduler.LambdaLR(
             self.optimizer, lambda step: lr_factor(step, total, warmup, min_ratio))
-        self.ema = ModelEMA(model, config.ema_decay, config.ema_tau_steps)
         self.use_amp = config.amp and self.device.type == "cuda"
         self.scaler = torch.amp.GradScaler("cuda", enabled=self.use_amp)
+        if self.dist.enabled:  # DDP broadcasts rank 0's weights here, before the EMA copies them
+            self.ddp = nn.parallel.DistributedDataParallel(
+                model, device_ids=[self.device.index] if self.device.type == "cuda" else None)
+        else:
+            self.ddp = model
+        self.ema = ModelEMA(model, config.ema_decay, config.ema_tau_steps)
         self.start_epoch = 1
         self.best = {"fitness": (-1.0, -1.0), "epoch": 0}
         self.best_val: tuple[dict[str, float], np.ndarray, np.ndarray] | None = None
@@ -367,11 +372,6 @@ class Trainer:
                          "epoch": int(state.get("best_epoch", 0))}
             self.stale_epochs = int(state.get("stale_epochs", 0))
             self.start_epoch = int(resumed["epoch"]) + 1
-        if self.dist.enabled:
-            self.ddp = nn.parallel.DistributedDataParallel(
-                model, device_ids=[self.device.index] if self.device.type == "cuda" else None)
-        else:
-            self.ddp = model
 
     # --- one epoch ------------------------------------------------------------------------------------------------
     def train_one_epoch(self, epoch: int) -> dict[str, float]:
