@@ -28,6 +28,7 @@ sys.path.insert(0, str(Path(__file__).parent))
 
 CONFIGS = [  # (batch, reader threads, onnxruntime threads)
     (1, 0, 2),
+    (1, 1, 2),
     (8, 0, 2),
     (8, 1, 2),
     (8, 1, 1),
