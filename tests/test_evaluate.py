@@ -19,6 +19,17 @@ from parcelscan.training import metrics as M
 from parcelscan.training.evaluate import operating_point, scan_probabilities, screening_summary
 
 
+@pytest.fixture(scope="module", autouse=True)
+def one_torch_thread():
+    """Tiny tensors gain nothing from two threads; on a shared CPU spinning OpenMP threads slow them tenfold."""
+    import torch
+
+    previous = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(previous)
+
+
 @pytest.fixture(scope="module")
 def trained(tmp_path_factory) -> tuple[Path, Path]:
     """(dataset, best.pt) of a 2-epoch run on 32 simulated scans (64×64 tiles at 8 mm pitch)."""

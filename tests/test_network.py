@@ -14,6 +14,16 @@ from parcelscan.model.network import ARCHS, HEATMAP_STRIDE, build_model, count_p
 from parcelscan.training.train import compute_losses, lr_factor, mask_targets
 
 
+@pytest.fixture(scope="module", autouse=True)
+def one_torch_thread():
+    """Tiny tensors gain nothing from two threads, and on a shared CPU spinning OpenMP threads slow them
+    tenfold; the training code itself keeps PyTorch's default."""
+    previous = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(previous)
+
+
 @pytest.mark.parametrize("arch", ARCHS)
 @pytest.mark.parametrize("in_channels", [3, 2])
 def test_shapes_every_arch(arch, in_channels):

@@ -30,6 +30,9 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
 
 
 def run(args: argparse.Namespace) -> int:
+    from parcelscan.training.train_cli import passive_omp_wait
+
+    passive_omp_wait()  # before torch / onnxruntime load OpenMP (see train_cli)
     from parcelscan.errors import ParcelscanError
     from parcelscan.training.evaluate import evaluate
 
