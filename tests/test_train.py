@@ -135,6 +135,20 @@ def test_resume_continues_exactly(run, tmp_path):
         assert torch.allclose(resumed["ema"][key].float(), value.float(), atol=1e-5), key
 
 
+def test_init_from_starts_at_the_checkpoint_weights(run, dataset, tmp_path):
+    from parcelscan.training.train import Trainer
+
+    config = TrainConfig.from_dict(tiny_config(dataset, tmp_path / "runs", init_from=str(run / "weights" / "best.pt"),
+                                               preprocessing={}))
+    trainer = Trainer(config)
+    best = read_checkpoint(run / "weights" / "best.pt")
+    assert trainer.spec.to_dict() == best["preprocessing"]  # the checkpoint's spec, not the config's defaults
+    for key, value in best["ema"].items():
+        assert torch.equal(trainer.model.state_dict()[key], value), key
+    with pytest.raises(ParcelscanError, match="is a mobilenet_v3_small model"):
+        Trainer(TrainConfig.from_dict({**config.to_dict(), "arch": "resnet18"}))
+
+
 def test_resume_refuses_recipe_changes_and_finished_runs(run, capsys):
     assert cli(["train", "--resume", str(run / "weights" / "epoch5.pt"), "--lr", "0.1"]) == 2
     assert "cannot change lr" in capsys.readouterr().err

@@ -27,6 +27,7 @@ class TrainConfig:
     arch: str = "mobilenet_v3_small"
     input_kind: str = "dual_energy"
     preprocessing: dict[str, Any] = field(default_factory=dict)  # overrides of the PreprocessSpec defaults
+    init_from: str = ""  # start from this checkpoint's (EMA) weights and preprocessing: fine-tuning, retraining
     epochs: int = 40
     batch_size: int = 32
     workers: int = 2  # DataLoader worker processes per rank

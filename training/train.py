@@ -241,6 +241,21 @@ def load_splits(data_dir: Path) -> tuple[list[Any], list[Any]]:
     return train, val
 
 
+def _initial_weights(config: TrainConfig) -> tuple[Any, dict[str, torch.Tensor]]:
+    """(spec, weights) of ``config.init_from``: fine-tuning keeps the checkpoint's preprocessing and arch."""
+    from parcelscan.datasets.preprocess import PreprocessSpec
+    from parcelscan.model.checkpoint import read_checkpoint
+
+    source = read_checkpoint(config.init_from)
+    if source["arch"] != config.arch:
+        raise ParcelscanError(f"init_from {config.init_from} is a {source['arch']} model; set arch: {source['arch']}")
+    spec = PreprocessSpec.from_dict(source["preprocessing"])
+    if spec.input_kind != config.input_kind:
+        raise ParcelscanError(f"init_from {config.init_from} takes {spec.input_kind} input, the config says "
+                              f"{config.input_kind}")
+    return spec, source["ema"] if source.get("ema") is not None else source["model"]
+
+
 def make_spec(config: TrainConfig):
     from parcelscan.datasets.preprocess import PreprocessSpec
 
@@ -304,10 +319,13 @@ class Trainer:
         seed_everything(config.seed, config.deterministic)  # the same initial weights on every rank
         self.data_dir = Path(config.data)
         self.train_records, self.val_records = load_splits(self.data_dir)
+        self.init_weights = None
         if resumed is not None:
             from parcelscan.datasets.preprocess import PreprocessSpec
 
             self.spec = PreprocessSpec.from_dict(resumed["preprocessing"])
+        elif config.init_from:
+            self.spec, self.init_weights = _initial_weights(config)
         else:
             self.spec = make_spec(config)
         self.fingerprint = data_fingerprint(self.train_records + self.val_records, self.data_dir)
@@ -333,7 +351,10 @@ class Trainer:
             pin_memory=self.device.type == "cuda", drop_last=len(self.sampler) > config.batch_size,
             worker_init_fn=_worker_init, generator=generator, collate_fn=collate,
             persistent_workers=False)  # workers must see the dataset's set_epoch (augmentation varies per epoch)
-        model = build_model(config.arch, self.spec.in_channels).to(self.device)
+        model = build_model(config.arch, self.spec.in_channels)
+        if self.init_weights is not None:
+            model.load_state_dict(self.init_weights)
+        model = model.to(self.device)
         self.model = model
         decay, no_decay = [], []
         for name, parameter in model.named_parameters():
