@@ -15,6 +15,7 @@ import numpy as np
 import pytest
 
 from parcelscan.cli import main as cli
+from parcelscan.datasets.manifest import read_manifest, write_manifest
 from parcelscan.training import metrics as M
 from parcelscan.training.evaluate import operating_point, scan_probabilities, screening_summary
 
@@ -125,8 +126,6 @@ def test_onnx_evaluation_needs_no_torch(trained, onnx_model, tmp_path):
 
 
 def test_unreadable_scan_is_flagged_not_cleared(trained, onnx_model, tmp_path):
-    from parcelscan.datasets.manifest import read_manifest
-
     data, _ = trained
     broken = tmp_path / "broken"
     shutil.copytree(data, broken)
@@ -143,8 +142,17 @@ def test_unreadable_scan_is_flagged_not_cleared(trained, onnx_model, tmp_path):
 
 def test_cli_choices_and_errors(trained, onnx_model, tmp_path, capsys):
     data, _ = trained
-    assert cli(["evaluate", "--model", str(onnx_model), "--data", str(data), "--split", "train", "--project",
-                str(tmp_path), "--no-progress"]) == 0
+    assert cli(["evaluate", "--model", str(onnx_model), "--data", str(data), "--split", "all", "--project",
+                str(tmp_path), "--name", "all", "--no-progress", "--no-plots", "--bootstrap", "20"]) == 0
+    assert json.loads((tmp_path / "all" / "metrics.json").read_text())["n_scans"] == 32
+    unsplit = tmp_path / "unsplit"
+    shutil.copytree(data, unsplit)
+    records = read_manifest(unsplit)
+    for record in records:
+        record.split = None
+    write_manifest(unsplit / "manifest.jsonl", records)
+    assert cli(["evaluate", "--model", str(onnx_model), "--data", str(unsplit), "--project", str(tmp_path)]) == 2
+    assert "--split all" in capsys.readouterr().err
     assert cli(["evaluate", "--model", str(tmp_path / "none.onnx"), "--data", str(data), "--project",
                 str(tmp_path)]) == 2
     assert "model not found" in capsys.readouterr().err

@@ -387,10 +387,17 @@ def increment_dir(project: str | Path, name: str) -> Path:
 
 
 def select_split(records: list[Any], split: str, data_dir: Path) -> list[Any]:
+    """The records of ``split``; ``all`` takes every record (a test set simulated from its own seed needs no
+    split)."""
+    if split == "all":
+        if not records:
+            raise ParcelscanError(f"{data_dir}: the manifest is empty")
+        return list(records)
     chosen = [r for r in records if r.split == split]
     if not chosen:
         present = sorted({str(r.split) for r in records})
-        hint = "run `parcelscan data split` first" if present == ["None"] else f"splits present: {', '.join(present)}"
+        hint = ("use --split all for a dataset that is all test data, or run `parcelscan data split`"
+                if present == ["None"] else f"splits present: {', '.join(present)}")
         raise ParcelscanError(f"{data_dir}: no scans in split {split!r} ({hint})")
     return chosen
 

@@ -13,8 +13,8 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--model", required=True, help="checkpoint (.pt, e.g. runs/train/exp/weights/best.pt) or "
                                                        "exported model (.onnx)")
     parser.add_argument("--data", required=True, help="dataset directory with a split manifest.jsonl")
-    parser.add_argument("--split", default="test", choices=("train", "val", "test"), help="split to evaluate "
-                                                                                          "(default test)")
+    parser.add_argument("--split", default="test", choices=("train", "val", "test", "all"),
+                        help="split to evaluate (default test; all = every scan, for a separately simulated test set)")
     parser.add_argument("--name", default="exp", help="report name under runs/evaluate/ (auto-incremented)")
     parser.add_argument("--project", default="runs/evaluate", help="parent directory of reports")
     parser.add_argument("--target-pfa", type=float, default=0.01,
