@@ -128,11 +128,14 @@ def plot_results(results_csv: Path, path: Path) -> None:
     if not rows:
         return
     epochs = [r["epoch"] for r in rows]
-    panels = [("losses", [k for k in rows[0] if k.endswith("loss") or "mask_" in k]),
-              ("validation", [k for k in rows[0] if k.startswith("val/") and not k.endswith("loss")
-                              and "mask_" not in k and "threshold" not in k]),
+    keys = list(rows[0])
+    panels = [("train losses", [k for k in keys if k.startswith("train/") and ("loss" in k or "mask_" in k)]),
+              ("validation losses (scan-level)", [k for k in keys if k.startswith("val/") and
+                                                  ("loss" in k or "mask_" in k)]),
+              ("validation metrics", [k for k in ("val/auc", "val/ap", "val/pd_at_target_pfa", "val/pfa")
+                                      if k in keys]),
               ("learning rate", ["lr"])]
-    fig, axes = plt.subplots(1, len(panels), figsize=(5 * len(panels), 4))
+    fig, axes = plt.subplots(1, len(panels), figsize=(4.5 * len(panels), 4))
     for ax, (title, keys) in zip(axes, panels, strict=True):
         for key in keys:
             ax.plot(epochs, [r[key] for r in rows], "o-", ms=3, label=key)
