@@ -150,6 +150,14 @@ class Inspector:
             raise ParcelscanError(f"threshold must be a probability in [0, 1], got {threshold!r}")
         self.threshold = float(threshold)
         self.heatmap_dir = Path(heatmap_dir) if heatmap_dir else None
+        if self.heatmap_dir is not None:
+            try:
+                self.heatmap_dir.mkdir(parents=True, exist_ok=True)
+            except OSError as error:
+                raise ParcelscanError(f"--heatmaps {self.heatmap_dir}: cannot create it: "
+                                      f"{error.strerror or error}") from error
+            if not os.access(self.heatmap_dir, os.W_OK):
+                raise ParcelscanError(f"--heatmaps {self.heatmap_dir}: not writable")
         self.station = station if station is not None else (os.environ.get("PARCELSCAN_STATION") or None)
         self._check_model_input()
         if self.heatmap_dir is not None:

@@ -129,6 +129,9 @@ def test_exit_codes_for_each_case(built, capsys, tmp_path):
     assert code == 2 and "nothing to inspect" in err
     code, lines, err = _run([clear_dir, *model, "--threshold", "1.5"], capsys)
     assert code == 2 and "threshold must be a probability" in err
+    (tmp_path / "a-file").write_text("")
+    code, lines, err = _run([clear_dir, *model, "--heatmaps", tmp_path / "a-file" / "heat"], capsys)
+    assert code == 2 and lines == [] and "--heatmaps" in err and "cannot create" in err
 
 
 def test_threshold_override_changes_verdicts(built, inspector):
