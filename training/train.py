@@ -32,6 +32,7 @@ import math
 import os
 import random
 import subprocess
+import sys
 import time
 from datetime import UTC, datetime
 from pathlib import Path
@@ -411,7 +412,8 @@ class Trainer:
             from tqdm import tqdm
 
             bar = tqdm(batches, total=len(self.loader), desc=f"epoch {epoch}/{config.epochs}", unit="batch",
-                       dynamic_ncols=True, leave=False)
+                       dynamic_ncols=True, leave=False,
+                       mininterval=0.1 if sys.stderr.isatty() else 30.0)  # a log file gets a line per 30 s
             batches = bar
         for batch in batches:
             images, labels, masks, has_mask = _unpack(batch, self.device)
