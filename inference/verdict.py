@@ -77,7 +77,7 @@ class Verdict:
         if data["score"] is not None and not math.isfinite(data["score"]):
             data["score"] = None
         data["latency_ms"] = round(float(data["latency_ms"]), 2)
-        return json.dumps(data, ensure_ascii=False, allow_nan=False)
+        return json.dumps(data, allow_nan=False)  # ASCII: safe on any station console encoding
 
     @classmethod
     def from_dict(cls, data: dict[str, Any]) -> Verdict:
