@@ -34,7 +34,7 @@ browser:
 
 test: $(STAMP) browser
 	$(VENV)/bin/ruff check .
-	$(PY) -m pytest -q
+	OMP_WAIT_POLICY=PASSIVE $(PY) -m pytest -q
 
 bench: $(STAMP)
 	$(PY) benchmarks/physics_bench.py

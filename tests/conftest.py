@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import pytest
+
 from parcelscan.datasets.forward import ForwardModel, forward_model
 from parcelscan.datasets.profile import ScannerProfile, default_profile
 
