@@ -159,11 +159,14 @@ def test_export_errors_are_one_line(built, tmp_path, capsys):
 def test_int8_gate_rules():
     from parcelscan.model.export import int8_refusals
 
-    assert int8_refusals(0.5, {1: 1.3, 8: 1.1, 32: 1.0}) == []
-    assert any("points of Pd" in r for r in int8_refusals(0.6, {1: 2.0, 8: 2.0, 32: 2.0}))
-    assert any("not faster" in r for r in int8_refusals(0.0, {1: 1.05, 8: 1.5, 32: 1.5}))
-    assert any("not faster" in r for r in int8_refusals(0.0, {1: 1.5, 8: 1.0, 32: 1.3}))  # batch 32 alone: no
-    assert len(int8_refusals(3.0, {1: 0.8, 8: 0.8, 32: 0.8})) == 2
+    fast = {1: 1.3, 8: 1.1, 32: 1.0}
+    assert int8_refusals(0.5, 0.5, fast) == []
+    assert int8_refusals(-25.0, 0.0, fast) == []  # a Pd gain at an unchanged Pfa is fine
+    assert any("points of Pd" in r for r in int8_refusals(0.6, 0.0, fast))
+    assert any("raises Pfa" in r for r in int8_refusals(-25.4, 8.5, fast))  # "gains" Pd through false alarms
+    assert any("not faster" in r for r in int8_refusals(0.0, 0.0, {1: 1.05, 8: 1.5, 32: 1.5}))
+    assert any("not faster" in r for r in int8_refusals(0.0, 0.0, {1: 1.5, 8: 1.0, 32: 1.3}))  # batch 32 alone: no
+    assert len(int8_refusals(3.0, 3.0, {1: 0.8, 8: 0.8, 32: 0.8})) == 3
 
 
 @pytest.mark.slow
@@ -184,9 +187,10 @@ def test_int8_export_reports_and_decides(built, tmp_path):
         report = error.report
         assert "INT8 export refused" in str(error) and not out.exists()
     text = "\n".join(lines)
-    assert "FP32: Pd" in text and "INT8: Pd" in text and "batch 8" in text
+    assert "FP32: Pd" in text and "INT8: Pd" in text and "batch 8" in text and "Pfa rise" in text
     assert report.eval_scans == 22 and report.calibration_scans == 22  # disjoint halves of 44 labelled scans
     assert report.eval_suspect == 11 and report.eval_clear == 11
-    assert report.refused == int8_refusals(report.pd_loss_points, report.speedup)
+    assert report.refused == int8_refusals(report.pd_loss_points, report.pfa_rise_points, report.speedup)
+    assert report.pfa_rise_points == pytest.approx(100 * (report.int8["pfa"] - report.fp32["pfa"]))
     assert set(report.timing_ms) == {1, 8, 32}
     assert report.pd_loss_points == pytest.approx(100 * (report.fp32["pd"] - report.int8["pd"]))
