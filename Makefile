@@ -18,10 +18,12 @@ $(STAMP): pyproject.toml
 install: $(STAMP)
 
 demo: $(STAMP)
-	$(PY) -m parcelscan simulate --phantom --out $(DEMO_OUT)/phantom
-	$(PY) -m parcelscan render $(DEMO_OUT)/phantom/phantom_low.png --out $(DEMO_OUT)/phantom_render.png
-	$(PY) -m parcelscan physics --material Nd2O3 --areal-density 0.3 1.0
-	@echo "demo outputs in $(DEMO_OUT)/"
+	@mkdir -p $(DEMO_OUT)
+	@echo "== parcelscan inspect: the shipped default model on the sample scans in examples/scans =="
+	$(PY) -m parcelscan inspect examples/scans --heatmaps $(DEMO_OUT)/heatmaps --station demo \
+	  > $(DEMO_OUT).verdicts.jsonl; status=$$?; cat $(DEMO_OUT).verdicts.jsonl; \
+	  echo "parcelscan inspect exit code $$status (0 all clear, 1 suspect, 2 not analysed)"; \
+	  echo "verdicts: $(DEMO_OUT).verdicts.jsonl, heatmaps: $(DEMO_OUT)/heatmaps/"; test $$status -le 2
 
 lint: $(STAMP)
 	$(VENV)/bin/ruff check .
@@ -38,6 +40,9 @@ test: $(STAMP) browser
 
 bench: $(STAMP)
 	$(PY) benchmarks/physics_bench.py
+	$(PY) benchmarks/simulate_bench.py
+	$(PY) benchmarks/inspect_bench.py
+	$(PY) benchmarks/onnx_vs_torch_bench.py
 
 clean:
 	rm -rf runs .pytest_cache .ruff_cache

@@ -68,6 +68,11 @@ def main(argv: list[str] | None = None) -> int:
     except ParcelscanError as error:
         print(f"parcelscan {args.verb}: error: {error}", file=sys.stderr)
         return 2
+    except BrokenPipeError:  # `parcelscan ... | head`: the reader went away; not an error of ours
+        import os
+
+        os.dup2(os.open(os.devnull, os.O_WRONLY), sys.stdout.fileno())
+        return 0
     except KeyboardInterrupt:
         print(f"parcelscan {args.verb}: interrupted", file=sys.stderr)
         return 130
