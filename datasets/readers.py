@@ -419,6 +419,25 @@ def _walk(top: Path, failures: list[OSError]) -> Iterable[tuple[Path, list[str]]
         yield Path(directory), filenames
 
 
+_ID_SUFFIXES = ("_low.png", "_high.png", "_rgb.png", "_mask.png", ".json", ".tiff", ".tif", ".png", ".jpg",
+                ".jpeg")
+
+
+def _scan_siblings(path: Path) -> list[str] | None:
+    """The names in a file's directory that can belong to its scan, or None when every file may (a DICOS
+    object pairs by UID, whatever its name). Grouping only these keeps a named file — one line of a
+    station's stdin list — from costing a walk over a directory of thousands of scans."""
+    lower = path.name.lower()
+    suffix = next((s for s in _ID_SUFFIXES if lower.endswith(s)), None)
+    if suffix is None:
+        return None
+    prefix = path.name[: -len(suffix)]
+    try:
+        return [name for name in os.listdir(path.parent) if name.startswith(prefix)]
+    except OSError:
+        return None
+
+
 def discover_scans(paths: Iterable[Path | str]) -> list[ScanRef]:
     """Walk files and directories and group their files into scans (see ``ScanRef``).
 
@@ -451,7 +470,10 @@ def discover_scans(paths: Iterable[Path | str]) -> list[ScanRef]:
             if _skipped(path.name):
                 continue
             target = path.resolve()
-            matches = [ref for ref in directory_refs(path.parent) if any(p.resolve() == target for p in ref.paths)]
+            candidates = _scan_siblings(path)
+            refs = (directory_refs(path.parent) if candidates is None
+                    else _Directory(path.parent, candidates).refs())
+            matches = [ref for ref in refs if any(p.resolve() == target for p in ref.paths)]
             if matches:
                 found.extend(matches)
             else:
