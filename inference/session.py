@@ -9,7 +9,6 @@ when available; else CPU. The provider actually used is reported, never assumed.
 
 from __future__ import annotations
 
-import hashlib
 import re
 from dataclasses import dataclass
 from pathlib import Path
@@ -17,19 +16,12 @@ from typing import Any
 
 import numpy as np
 
+from parcelscan.datasets.datatools import file_sha256 as sha256_file
 from parcelscan.errors import ParcelscanError
 from parcelscan.model.metadata import INPUT_NAME, OUTPUT_NAMES, ModelMetadata
 
 DEVICES = ("auto", "cpu", "cuda")
 _HEX64 = re.compile(r"^[0-9a-fA-F]{64}$")
-
-
-def sha256_file(path: str | Path) -> str:
-    digest = hashlib.sha256()
-    with open(path, "rb") as handle:
-        for chunk in iter(lambda: handle.read(1 << 20), b""):
-            digest.update(chunk)
-    return digest.hexdigest()
 
 
 def sha256_sidecar(model_path: str | Path) -> Path:

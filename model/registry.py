@@ -15,7 +15,6 @@ from __future__ import annotations
 
 import contextlib
 import fcntl
-import hashlib
 import json
 import os
 import shutil
@@ -24,6 +23,7 @@ from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 
+from parcelscan.datasets.datatools import file_sha256 as sha256_file
 from parcelscan.errors import ParcelscanError
 
 REGISTRY_NAME = "registry.json"
@@ -35,12 +35,6 @@ def model_store_dir() -> Path:
     return Path(os.environ.get("PARCELSCAN_MODEL_DIR", Path.home() / ".local" / "share" / "parcelscan" / "models"))
 
 
-def sha256_file(path: Path) -> str:
-    digest = hashlib.sha256()
-    with open(path, "rb") as handle:
-        for block in iter(lambda: handle.read(1 << 20), b""):
-            digest.update(block)
-    return digest.hexdigest()
 
 
 def _now() -> str:

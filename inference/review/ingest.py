@@ -19,6 +19,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
+from parcelscan.datasets.datatools import file_sha256 as sha256_file
 from parcelscan.errors import ParcelscanError, ScanReadError
 from parcelscan.inference.review import FLAGGED_VERDICTS
 from parcelscan.inference.review.db import transaction, utc_now
@@ -56,12 +57,6 @@ def load_scan_any(path: Path):
     return load_scan(Path(path))
 
 
-def sha256_file(path: Path) -> str:
-    digest = hashlib.sha256()
-    with open(path, "rb") as handle:
-        for block in iter(lambda: handle.read(1 << 20), b""):
-            digest.update(block)
-    return digest.hexdigest()
 
 
 def scan_files(first_input: Path, scan, inputs: list[Path]) -> dict[str, str]:
