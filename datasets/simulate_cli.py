@@ -36,14 +36,15 @@ def run(args: argparse.Namespace) -> int:
     from parcelscan.datasets.profile import load_profile
 
     profile = load_profile(args.profile)
-    out = _writable_dir(Path(args.out))
     if args.phantom:
         from parcelscan.datasets.phantom import write_phantom
 
+        out = _writable_dir(Path(args.out))
         description = write_phantom(out, profile, seed=args.seed)
         print(f"phantom written to {out}: {', '.join(description['files'].values())}, phantom_regions.json "
               f"({len(description['regions'])} regions)")
         return 0
-    from parcelscan.datasets.generate import run_simulate
+    from parcelscan.datasets.generate import config_from_args, run_simulate
 
-    return run_simulate(args, profile, out)
+    config_from_args(args, profile)  # refuse bad arguments before anything is created on disk
+    return run_simulate(args, profile, _writable_dir(Path(args.out)))

@@ -65,3 +65,10 @@ def test_render_phantom(tmp_path):
     image = cv2.imread(str(tmp_path / "r.png"))
     assert image.shape == (360, 640, 3)
     assert (image[5, 5] == 255).all()  # air is white
+
+
+def test_simulate_bad_scenario_creates_nothing(tmp_path):
+    out = tmp_path / "never"
+    result = parcelscan("simulate", "--out", str(out), "--count", "2", "--scenarios", "bogus")
+    assert result.returncode == 2 and "unknown scenario" in result.stderr
+    assert not out.exists()
