@@ -94,6 +94,11 @@ class _Posed(Shape):
         return {"centre_mm": rz @ self.centre_mm + offset_mm, "rot": rz @ self.rot}
 
 
+def _box_around(centre_mm: np.ndarray, half_x_mm: float, half_y_mm: float) -> tuple[float, float, float, float]:
+    """(x0, x1, y0, y1) of the footprint box of half-extents (half_x_mm, half_y_mm) around a centre."""
+    return (centre_mm[0] - half_x_mm, centre_mm[0] + half_x_mm, centre_mm[1] - half_y_mm, centre_mm[1] + half_y_mm)
+
+
 def _slab(o: np.ndarray, d: float, half: float) -> tuple[np.ndarray, np.ndarray]:
     """Interval of t where |o + t·d| <= half."""
     if abs(d) > 1e-9:
@@ -122,12 +127,7 @@ class Box(_Posed):
 
     def bounds_xy(self):
         ext = np.abs(self.rot[:2, :]) @ self.half_mm
-        return (
-            self.centre_mm[0] - ext[0],
-            self.centre_mm[0] + ext[0],
-            self.centre_mm[1] - ext[1],
-            self.centre_mm[1] + ext[1],
-        )
+        return _box_around(self.centre_mm, ext[0], ext[1])
 
     def _vertical_axis(self) -> int | None:
         """The body axis that is vertical, if any (then the footprint is a rectangle of constant depth)."""
@@ -189,12 +189,7 @@ class Cylinder(_Posed):
     def bounds_xy(self):
         axis = self.rot[:, 2]
         ext = np.abs(axis[:2]) * self.half_length_mm + self.radius_mm * np.sqrt(np.maximum(1.0 - axis[:2] ** 2, 0.0))
-        return (
-            self.centre_mm[0] - ext[0],
-            self.centre_mm[0] + ext[0],
-            self.centre_mm[1] - ext[1],
-            self.centre_mm[1] + ext[1],
-        )
+        return _box_around(self.centre_mm, ext[0], ext[1])
 
     def interval(self, xs, ys):
         (ox, oy, oz), (dx, dy, dz) = self._ray(xs, ys)
@@ -239,12 +234,7 @@ class Ellipsoid(_Posed):
 
     def bounds_xy(self):
         ext = np.sqrt((self.rot[:2, :] ** 2) @ (self.semi_mm**2))
-        return (
-            self.centre_mm[0] - ext[0],
-            self.centre_mm[0] + ext[0],
-            self.centre_mm[1] - ext[1],
-            self.centre_mm[1] + ext[1],
-        )
+        return _box_around(self.centre_mm, ext[0], ext[1])
 
     def interval(self, xs, ys):
         origin, direction = self._ray(xs, ys)
@@ -300,7 +290,7 @@ class Blob(Shape):
         scale = self._max_radius_scale()
         ex = math.hypot(self.rx_mm * c, self.ry_mm * s) * scale
         ey = math.hypot(self.rx_mm * s, self.ry_mm * c) * scale
-        return (self.centre_mm[0] - ex, self.centre_mm[0] + ex, self.centre_mm[1] - ey, self.centre_mm[1] + ey)
+        return _box_around(self.centre_mm, ex, ey)
 
     def thickness_map(self, xs: np.ndarray, ys: np.ndarray) -> np.ndarray:
         dx = (xs - self.centre_mm[0]).astype(np.float32)[:, None]

@@ -16,3 +16,16 @@ def profile() -> ScannerProfile:
 @pytest.fixture(scope="session")
 def model(profile: ScannerProfile) -> ForwardModel:
     return forward_model(profile)
+
+
+@pytest.fixture(scope="module")
+def one_torch_thread():
+    """Tiny tensors gain nothing from two threads, and on a shared CPU spinning OpenMP threads slow them
+    tenfold; the training code itself keeps PyTorch's default. Test modules opt in with
+    ``pytestmark = pytest.mark.usefixtures("one_torch_thread")``."""
+    import torch
+
+    previous = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(previous)

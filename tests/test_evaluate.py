@@ -19,16 +19,9 @@ from parcelscan.datasets.manifest import read_manifest, write_manifest
 from parcelscan.training import metrics as M
 from parcelscan.training.evaluate import operating_point, scan_probabilities, screening_summary
 
+pytestmark = pytest.mark.usefixtures("one_torch_thread")
 
-@pytest.fixture(scope="module", autouse=True)
-def one_torch_thread():
-    """Tiny tensors gain nothing from two threads; on a shared CPU spinning OpenMP threads slow them tenfold."""
-    import torch
 
-    previous = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(previous)
 
 
 @pytest.fixture(scope="module")

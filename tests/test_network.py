@@ -13,15 +13,9 @@ from parcelscan.model.checkpoint import load_checkpoint, read_checkpoint, save_c
 from parcelscan.model.network import ARCHS, HEATMAP_STRIDE, build_model, count_parameters
 from parcelscan.training.train import compute_losses, lr_factor, mask_targets
 
+pytestmark = pytest.mark.usefixtures("one_torch_thread")
 
-@pytest.fixture(scope="module", autouse=True)
-def one_torch_thread():
-    """Tiny tensors gain nothing from two threads, and on a shared CPU spinning OpenMP threads slow them
-    tenfold; the training code itself keeps PyTorch's default."""
-    previous = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(previous)
+
 
 
 @pytest.mark.parametrize("arch", ARCHS)

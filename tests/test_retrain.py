@@ -6,13 +6,12 @@ import json
 from pathlib import Path
 
 import pytest
-import torch
 import yaml
 
 from parcelscan.cli import main as cli
 from parcelscan.model.registry import SHIPPED_DEFAULT, Registry, default_model_path
 
-pytestmark = pytest.mark.slow
+pytestmark = [pytest.mark.slow, pytest.mark.usefixtures("one_torch_thread")]
 
 TINY = {"preprocessing": {"tile_rows": 64, "tile_cols": 64, "pixel_pitch_mm": 8.0}, "batch_size": 4, "workers": 0,
         "ema_decay": 0.9, "ema_tau_steps": 2.0, "progress": False, "device": "cpu", "augment": False,
@@ -21,12 +20,6 @@ TINY = {"preprocessing": {"tile_rows": 64, "tile_cols": 64, "pixel_pitch_mm": 8.
         "target_pfa": 0.2}
 
 
-@pytest.fixture(scope="module", autouse=True)
-def one_torch_thread():
-    previous = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(previous)
 
 
 def simulate(out: Path, count: int, seed: int, scenarios: list[str]) -> Path:

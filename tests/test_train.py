@@ -21,15 +21,9 @@ from parcelscan.errors import ParcelscanError
 from parcelscan.model.checkpoint import read_checkpoint
 from parcelscan.training.config import TrainConfig, dump_config, load_config
 
+pytestmark = pytest.mark.usefixtures("one_torch_thread")
 
-@pytest.fixture(scope="module", autouse=True)
-def one_torch_thread():
-    """Tiny tensors gain nothing from two threads, and on a shared CPU spinning OpenMP threads slow them
-    tenfold; the training code itself keeps PyTorch's default."""
-    previous = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(previous)
+
 
 CONTRACT_KEYS = {"arch", "in_channels", "model", "ema", "optimizer", "scheduler", "epoch", "config", "preprocessing",
                  "classes", "threshold", "target_pfa", "temperature", "metrics", "data_fingerprint", "git_commit",
