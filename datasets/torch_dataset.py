@@ -10,6 +10,11 @@ from the powder, is honestly labelled clear.
 Evaluation sees **every tile** of a scan: ``prepared(i)`` gives all tiles of scan i (score = max over
 tiles, see ``scan_scores``) and ``all_tiles()`` a flat Dataset of (scan, tile) items for batching.
 
+``tile_flips``: flip the chosen tile and its mask along either axis (p = 0.5 each) — the physics
+augmentation's flips (a parcel placed mirrored, or travelling the other way round) at no cost, for runs
+without physics augmentation. ``cache_root``: keep unaugmented prepared scans on disk
+(``datasets.prepared_cache``), so only the first epoch decodes.
+
 Randomness is a function of (seed, epoch, index) only — the same item is identical across runs and
 DataLoader worker counts; call ``set_epoch`` each epoch (non-persistent workers) to vary augmentation.
 """
@@ -76,7 +81,7 @@ class ScanDataset(Dataset):
 
     def __init__(self, manifest_or_dir: str | Path, spec: PreprocessSpec, split: str | list[str] | None = None,
                  augment: bool = False, seed: int = 0, augment_config: Any = None,
-                 skip_incompatible: bool = False):
+                 skip_incompatible: bool = False, tile_flips: bool = False, cache_root: str | Path | None = None):
         path = manifest_path(Path(manifest_or_dir))
         self.root = path.parent
         self.spec = spec
@@ -97,6 +102,12 @@ class ScanDataset(Dataset):
         self.seed = seed
         self.epoch = 0
         self.augmenter = None
+        self.tile_flips = tile_flips
+        self.cache = None
+        if cache_root is not None:
+            from parcelscan.datasets.prepared_cache import PreparedCache
+
+            self.cache = PreparedCache(cache_root, spec)
         if augment:
             from parcelscan.datasets.augment import XrayAugment
 
@@ -114,10 +125,24 @@ class ScanDataset(Dataset):
         return np.array([CLASSES.index(r.label) for r in self.records], dtype=np.int64)
 
     def rng(self, index: int) -> np.random.Generator:
-        return np.random.default_rng([self.seed, self.epoch if self.augmenter else 0, index])
+        varies = self.augmenter is not None or self.tile_flips
+        return np.random.default_rng([self.seed, self.epoch if varies else 0, index])
 
     # --- decoding and preparation --------------------------------------------------------------
     def _load(self, index: int, rng: np.random.Generator | None) -> tuple[PreparedScan, np.ndarray | None]:
+        augmented = self.augmenter is not None and rng is not None
+        if self.cache is None or augmented:
+            return self._prepare(index, rng if augmented else None)
+        record = self.records[index]
+        hit = self.cache.get(record, self.root)
+        if hit is not None:
+            return hit
+        prepared, mask_tiles = self._prepare(index, None)
+        self.cache.put(record, self.root, prepared, mask_tiles)
+        return prepared, mask_tiles
+
+    def _prepare(self, index: int, rng: np.random.Generator | None) -> tuple[PreparedScan, np.ndarray | None]:
+        """Decode and preprocess scan ``index`` (augmented when ``rng`` is given and augmentation is on)."""
         record = self.records[index]
         scan = load_record_input(record, self.root, self.spec.input_kind)
         planes = scan_planes(scan, self.spec)
@@ -161,9 +186,16 @@ class ScanDataset(Dataset):
         else:
             tile = int(rng.integers(n)) if n > 1 else 0
         label = self._tile_label(index, mask_tiles, tile)
-        image = torch.from_numpy(np.ascontiguousarray(prepared.tiles[tile]))
-        if mask_tiles is not None:
-            mask = torch.from_numpy(np.ascontiguousarray(mask_tiles[tile]))[None]
+        image = prepared.tiles[tile]
+        tile_mask = mask_tiles[tile] if mask_tiles is not None else None
+        if self.tile_flips:
+            for axis in (-2, -1):
+                if rng.random() < 0.5:
+                    image = np.flip(image, axis=axis)
+                    tile_mask = np.flip(tile_mask, axis=axis) if tile_mask is not None else None
+        image = torch.from_numpy(np.ascontiguousarray(image, dtype=np.float32))
+        if tile_mask is not None:
+            mask = torch.from_numpy(np.ascontiguousarray(tile_mask, dtype=np.float32))[None]
         else:
             mask = torch.zeros((1, self.spec.tile_rows, self.spec.tile_cols), dtype=torch.float32)
         metadata = self.metadata(index) | {"tile_index": tile, "n_tiles": n,

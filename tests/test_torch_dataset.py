@@ -214,3 +214,74 @@ def test_gain_jitter_keeps_the_channel_physics():
         assert np.abs(excess).max() < 0.07  # Nd2O3 at the same A_high: ~0.7
     air, _ = augment(np.ones((4, 4, 2), np.float32), None, np.random.default_rng(0))
     assert np.all(-np.log(air) < 0.011)
+
+
+# --- the prepared-scan cache and tile flips ----------------------------------------------------------
+def test_cache_returns_exactly_what_the_preprocessing_computes(data, spec, tmp_path):
+    plain = ScanDataset(data, spec, split="train")
+    cached = ScanDataset(data, spec, split="train", cache_root=tmp_path)
+    for index in range(len(plain)):
+        first = cached.prepared(index)  # miss: computes and stores
+        again = cached.prepared(index)  # hit: read back
+        reference = plain.prepared(index)
+        for item in (first, again):
+            assert torch.equal(item.tiles, reference.tiles)
+            assert item.tile_labels == reference.tile_labels
+            assert item.prepared.tile_origins == reference.prepared.tile_origins
+            assert item.prepared.content_shape == reference.prepared.content_shape
+            assert (item.masks is None) == (reference.masks is None)
+            if item.masks is not None:
+                assert torch.equal(item.masks, reference.masks)
+    entries = list((tmp_path / f"prepared-{spec.fingerprint()}").glob("*.npz"))
+    assert len(entries) == len(plain)
+
+
+def test_cache_hit_skips_decoding_and_a_changed_file_is_recomputed(data, spec, tmp_path, monkeypatch):
+    dataset = ScanDataset(data, spec, split="train", cache_root=tmp_path)
+    dataset.prepared(0)
+    calls = []
+    original = ScanDataset._prepare
+    monkeypatch.setattr(ScanDataset, "_prepare", lambda self, i, rng: calls.append(i) or original(self, i, rng))
+    dataset.prepared(0)
+    assert calls == []  # served from the cache
+    low = data / dataset.records[0].files["low"]
+    stat = low.stat()
+    try:
+        import os
+
+        os.utime(low, ns=(stat.st_atime_ns, stat.st_mtime_ns + 10**9))  # the scan file was replaced
+        dataset.prepared(0)
+        assert calls == [0]
+    finally:
+        os.utime(low, ns=(stat.st_atime_ns, stat.st_mtime_ns))
+
+
+def test_cache_is_per_spec_and_never_serves_augmented_items(data, spec, tmp_path):
+    other = PreprocessSpec.dual_energy(pixel_pitch_mm=4.0, tile_rows=160, tile_cols=160)
+    ScanDataset(data, spec, split="train", cache_root=tmp_path).prepared(0)
+    small = ScanDataset(data, other, split="train", cache_root=tmp_path).prepared(0)
+    assert small.tiles.shape[-2:] == (160, 160)
+    assert len(list(tmp_path.glob("prepared-*"))) == 2
+    augmented = ScanDataset(data, spec, split="train", augment=True, seed=1, cache_root=tmp_path)
+    augmented.set_epoch(1)
+    a, b = augmented[0][0], augmented[0][0]
+    augmented.set_epoch(2)
+    assert torch.equal(a, b) and not torch.equal(a, augmented[0][0])  # still augmented per epoch
+
+
+def test_tile_flips_move_image_and_mask_together_and_vary_by_epoch(data, spec, tmp_path):
+    plain = ScanDataset(data, spec, split="train")
+    flipping = ScanDataset(data, spec, split="train", tile_flips=True, seed=5, cache_root=tmp_path)
+    image0, label0, mask0, _ = plain[0]
+    seen = set()
+    for epoch in range(12):
+        flipping.set_epoch(epoch)
+        image, label, mask, _ = flipping[0]
+        assert label == label0
+        variants = {(r, c): (torch.flip(image0, [d for d, f in ((-2, r), (-1, c)) if f]) if r or c else image0,
+                             torch.flip(mask0, [d for d, f in ((-2, r), (-1, c)) if f]) if r or c else mask0)
+                    for r in (0, 1) for c in (0, 1)}
+        match = [k for k, (img, msk) in variants.items() if torch.equal(img, image) and torch.equal(msk, mask)]
+        assert len(match) == 1
+        seen.add(match[0])
+    assert len(seen) >= 3  # flips actually happen, on both axes

@@ -221,3 +221,28 @@ def test_ddp_two_cpu_processes(dataset, tmp_path):
     assert metrics["world_size"] == 2
     assert [int(r["epoch"]) for r in results(tmp_path / "runs" / "ddp")] == [1, 2]
     assert read_checkpoint(tmp_path / "runs" / "ddp" / "weights" / "last.pt")["epoch"] == 2
+
+
+def test_cached_run_trains_exactly_like_an_uncached_one(dataset, tmp_path):
+    """``cache: true`` only skips decoding: the same recipe gives the same weights and validation numbers,
+    and the cache then holds every train and val scan."""
+    data = tmp_path / "data"
+    shutil.copytree(dataset, data)
+    rows = {}
+    for name, cache in (("plain", False), ("cached", True)):
+        config = tmp_path / f"{name}.yaml"
+        config.write_text(yaml.safe_dump(tiny_config(data, tmp_path / "runs", epochs=2, save_period=0,
+                                                     plots=False, cache=cache)), encoding="utf-8")
+        assert cli(["train", "--config", str(config), "--name", name]) == 0
+        rows[name] = results(tmp_path / "runs" / name)
+    for plain, cached in zip(rows["plain"], rows["cached"], strict=True):
+        for key in ("train/loss", "val/loss", "val/auc", "val/threshold"):
+            assert float(plain[key]) == pytest.approx(float(cached[key]), rel=1e-6, abs=1e-9), key
+    entries = list((data / ".cache").glob("prepared-*/*.npz"))
+    splits = [line for line in (data / "manifest.jsonl").read_text().splitlines()
+              if '"split":"train"' in line or '"split":"val"' in line]
+    assert len(entries) == len(splits)
+    flipped = tmp_path / "flip.yaml"
+    flipped.write_text(yaml.safe_dump(tiny_config(data, tmp_path / "runs", epochs=1, save_period=0, plots=False,
+                                                  cache=True, tile_flips=True)), encoding="utf-8")
+    assert cli(["train", "--config", str(flipped), "--name", "flip"]) == 0

@@ -49,7 +49,9 @@ class TrainConfig:
     dice_weight: float = 1.0
     # data
     balanced_sampling: bool = True  # draw clear and suspect scans equally often in each epoch
-    augment: bool = True
+    augment: bool = True  # physical augmentation in transmission space (datasets/augment.py)
+    tile_flips: bool = False  # flip model tiles (both axes, p 0.5): the free part of augmentation, for augment: false
+    cache: bool = False  # keep prepared scans in <data>/.cache (datasets/prepared_cache.py); used without augment
     # validation and selection
     target_pfa: float = 0.01
     patience: int = 10  # epochs without a better val Pd at the target Pfa before stopping (0 = never)

@@ -96,9 +96,20 @@ class _Prepared:
     error: str | None = None
 
 
-def _prepare_one(index: int, record: Any, root: Path, spec: Any, with_masks: bool, keep: bool) -> _Prepared:
+def _prepare_one(index: int, record: Any, root: Path, spec: Any, with_masks: bool, keep: bool,
+                 cache: Any = None) -> _Prepared:
     from parcelscan.datasets.preprocess import prepare_mask, prepare_scan, scan_hw
 
+    if cache is not None and not keep:  # kept scans also need the operator image and full-size mask
+        hit = cache.get(record, root)
+        if hit is not None:
+            return _Prepared(index, hit[0], mask_tiles=hit[1] if with_masks else None)
+        item = _prepare_one(index, record, root, spec, True, False)
+        if item.error is None:
+            cache.put(record, root, item.prepared, item.mask_tiles)
+            if not with_masks:
+                item.mask_tiles = None
+        return item
     try:
         scan = load_record_scan(record, root, spec.input_kind)
         prepared = prepare_scan(scan, spec)
@@ -125,17 +136,18 @@ def _display_image(scan: Any) -> np.ndarray:
 
 
 def _prefetch(records: Sequence[Any], root: Path, spec: Any, workers: int, with_masks: bool,
-              keep: set[int]) -> Iterator[_Prepared]:
+              keep: set[int], cache: Any = None) -> Iterator[_Prepared]:
     """Prepared scans in record order; decoding runs in threads (OpenCV and numpy release the GIL)."""
     if workers <= 0:
         for index, record in enumerate(records):
-            yield _prepare_one(index, record, root, spec, with_masks, index in keep)
+            yield _prepare_one(index, record, root, spec, with_masks, index in keep, cache)
         return
     window = max(2, 2 * workers)
     with ThreadPoolExecutor(max_workers=workers) as pool:
         pending = []
         for index, record in enumerate(records):
-            pending.append(pool.submit(_prepare_one, index, record, root, spec, with_masks, index in keep))
+            pending.append(pool.submit(_prepare_one, index, record, root, spec, with_masks, index in keep,
+                                           cache))
             if len(pending) >= window:
                 yield pending.pop(0).result()
         for future in pending:
@@ -165,11 +177,12 @@ def mask_losses_numpy(heat_prob: np.ndarray, mask_tiles: np.ndarray) -> tuple[fl
 
 def predict_records(records: Sequence[Any], root: Path, spec: Any, run_tiles: TileRunner, batch_tiles: int = 32,
                     workers: int = 2, keep: Sequence[int] = (), with_masks: bool = False, fail_closed: bool = False,
-                    progress: bool = False, desc: str = "predict") -> ScanOutputs:
+                    progress: bool = False, desc: str = "predict", cache_root: str | Path | None = None) -> ScanOutputs:
     """Run every record through ``prepare_scan`` → tiles → ``run_tiles``; scan margin = max over tiles.
 
     ``fail_closed``: an unreadable scan gets margin +inf (flagged, as the station sends it to manual
-    inspection) and its error is kept; otherwise the first unreadable scan raises."""
+    inspection) and its error is kept; otherwise the first unreadable scan raises. ``cache_root``: read and
+    fill the prepared-scan cache (``datasets.prepared_cache``), as training's per-epoch validation does."""
     from parcelscan.datasets.preprocess import heatmap_to_scan
 
     start = time.perf_counter()
@@ -209,7 +222,12 @@ def predict_records(records: Sequence[Any], root: Path, spec: Any, run_tiles: Ti
                     out.masks[item.index] = item.mask
         buffer.clear()
 
-    iterator = _prefetch(records, root, spec, workers, with_masks, keep_set)
+    cache = None
+    if cache_root is not None:
+        from parcelscan.datasets.prepared_cache import PreparedCache
+
+        cache = PreparedCache(cache_root, spec)
+    iterator = _prefetch(records, root, spec, workers, with_masks, keep_set, cache)
     if progress:
         from tqdm import tqdm
 

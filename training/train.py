@@ -271,7 +271,15 @@ def build_train_dataset(root: Path, spec: Any, config: TrainConfig):
     powder for a suspect), tile label from the mask, physical augmentation, seeded by (seed, epoch, index)."""
     from parcelscan.datasets.torch_dataset import ScanDataset
 
-    return ScanDataset(root, spec, split="train", augment=config.augment, seed=config.seed)
+    return ScanDataset(root, spec, split="train", augment=config.augment, seed=config.seed,
+                       tile_flips=config.tile_flips, cache_root=cache_root(root, config))
+
+
+def cache_root(root: Path, config: TrainConfig) -> Path | None:
+    """Where prepared scans are cached (``config.cache``), else None."""
+    from parcelscan.datasets.prepared_cache import default_cache_root
+
+    return default_cache_root(root) if config.cache else None
 
 
 def dataset_labels(dataset: Any) -> list[int]:
@@ -457,7 +465,8 @@ class Trainer:
         self.ema.module.eval()
         return predict_records(records, self.data_dir, self.spec, torch_runner(self.ema.module, self.device),
                                batch_tiles=self.config.batch_size, workers=self.config.workers,
-                               with_masks=with_masks, keep=keep, progress=progress, desc="val")
+                               with_masks=with_masks, keep=keep, progress=progress, desc="val",
+                               cache_root=cache_root(self.data_dir, self.config))
 
     def validate(self) -> tuple[dict[str, float], np.ndarray, np.ndarray]:
         """Scan-level validation of the EMA model: every rank predicts a shard, every rank gets all results
