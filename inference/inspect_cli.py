@@ -22,6 +22,9 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
                         help="scan files or directories; '-' reads paths from stdin, one per line")
     parser.add_argument("--watch", metavar="DIR", help="inspect scans as they appear in DIR until interrupted")
     parser.add_argument("--model", metavar="MODEL.onnx", help="ONNX model (default: the promoted or shipped model)")
+    parser.add_argument("--rgb", action="store_true",
+                        help="without --model: use the pseudo-colour (RGB) default, for stations that export only "
+                             "the operator image")
     parser.add_argument("--threshold", type=float, metavar="T",
                         help="suspect if score >= T (default: the model's operating threshold)")
     parser.add_argument("--heatmaps", metavar="DIR", help="write the heatmap overlay of every suspect scan here")
@@ -95,8 +98,11 @@ def run(args: argparse.Namespace) -> int:
                               "or --watch DIR")
     if args.batch < 1:
         raise ParcelscanError(f"--batch must be >= 1, got {args.batch}")
+    if args.rgb and args.model:
+        raise ParcelscanError("--rgb picks the default pseudo-colour model; with --model, the model decides")
     inspector = Inspector(args.model, threshold=args.threshold, device=args.device, threads=args.threads,
-                          heatmap_dir=args.heatmaps, station=args.station)
+                          heatmap_dir=args.heatmaps, station=args.station,
+                          input_kind="pseudo_color" if args.rgb else "dual_energy")
     m = inspector.metadata
     print(f"parcelscan inspect: model {m.name} {m.version} ({inspector.model_info['sha256'][:12]}), "
           f"{m.input_kind}, threshold {inspector.threshold:.4g}, provider {inspector.provider}", file=sys.stderr)

@@ -120,18 +120,21 @@ def _error_text(error: BaseException) -> str:
 
 
 class Inspector:
-    """A loaded, verified model ready to judge scans. Thread-compatible, not thread-safe."""
+    """A loaded, verified model ready to judge scans. Thread-compatible, not thread-safe.
+
+    Without ``model_path`` the registry's promoted model or the shipped default of ``input_kind`` is used
+    (``pseudo_color``: the RGB variant, for stations that export only the operator image)."""
 
     def __init__(self, model_path: str | Path | None = None, threshold: float | None = None, device: str = "auto",
                  threads: int | None = None, heatmap_dir: str | Path | None = None, station: str | None = None,
-                 verify: bool = True):
+                 verify: bool = True, input_kind: str = "dual_energy"):
         from parcelscan.datasets.preprocess import PreprocessSpec
         from parcelscan.inference.session import open_session
 
         if model_path is None:
             from parcelscan.model.registry import default_model_path
 
-            model_path = default_model_path("dual_energy")
+            model_path = default_model_path(input_kind)
             if not Path(model_path).is_file():
                 raise ParcelscanError(f"no model given and the shipped default {model_path} is missing "
                                       f"(pass --model MODEL.onnx)")

@@ -246,3 +246,14 @@ def test_cached_run_trains_exactly_like_an_uncached_one(dataset, tmp_path):
     flipped.write_text(yaml.safe_dump(tiny_config(data, tmp_path / "runs", epochs=1, save_period=0, plots=False,
                                                   cache=True, tile_flips=True)), encoding="utf-8")
     assert cli(["train", "--config", str(flipped), "--name", "flip"]) == 0
+
+
+@pytest.mark.parametrize("recipe", ["dual.yaml", "rgb.yaml"])
+def test_shipped_recipes_are_valid_configs(recipe):
+    from parcelscan.training.config import load_config
+    from parcelscan.training.train import make_spec
+
+    config = load_config(Path(__file__).parents[1] / "training" / "recipes" / recipe).validate()
+    spec = make_spec(config)
+    assert spec.input_kind == config.input_kind and spec.tile_shape == (160, 160)
+    assert config.cache and not config.augment  # the cache serves only unaugmented items

@@ -449,7 +449,7 @@ class Trainer:
                 bar.set_postfix(loss=f"{sums['loss'] / seen:.4f}", cls=f"{sums['cls_loss'] / seen:.4f}",
                                 mask=f"{(sums['mask_bce'] + sums['mask_dice']) / seen:.4f}",
                                 img_s=f"{seen * self.dist.world_size / max(elapsed, 1e-9):.1f}",
-                                lr=f"{self.optimizer.param_groups[0]['lr']:.2e}")
+                                lr=f"{self.optimizer.param_groups[0]['lr']:.2e}", refresh=False)
         if bar is not None:
             bar.close()
         elapsed = time.perf_counter() - start
