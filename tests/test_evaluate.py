@@ -158,15 +158,22 @@ def test_summary_on_known_scores():
     margins = np.array([-3.0, -2.0, -1.0, 0.0, 2.5,   # clear
                         -0.5, 1.0, 2.0, 3.0, 4.0])    # suspect
     labels = np.array([0] * 5 + [1] * 5)
-    records = [SimpleNamespace(scenario="none", material=None, lookalike=k)
+    records = [SimpleNamespace(scenario="none", material=None, lookalike=k, mass_g=None, mass_fraction=None)
                for k in (None, None, "tile_stack", "tile_stack", "water_bottle")]
-    records += [SimpleNamespace(scenario=s, material="Nd2O3", lookalike=None)
-                for s in ("mail_pouch", "mail_pouch", "water_bottle", "water_bottle", "water_bottle")]
+    records += [SimpleNamespace(scenario=s, material="Nd2O3", lookalike=None, mass_g=g, mass_fraction=f)
+                for s, g, f in (("mail_pouch", 15.0, 1.0), ("mail_pouch", 50.0, 1.0), ("water_bottle", 800.0, 0.05),
+                                ("water_bottle", 2000.0, 0.3), ("water_bottle", None, None))]
     threshold = float(M.sigmoid(np.array(0.5)))  # flags margins >= 0.5
     s = screening_summary(labels, margins, records, threshold, 1.0, target_pfa=0.2, n_boot=50)
     op = s["stored_operating_point"]
     assert op["confusion"] == {"tp": 4, "fn": 1, "fp": 1, "tn": 4}
     assert op["pd_by_scenario"]["mail_pouch"]["flagged"] == 1 and op["pd_by_scenario"]["water_bottle"]["rate"] == 1
+    by_mass = {k: (v["n"], v["flagged"]) for k, v in op["pd_by_mass"].items()}
+    assert list(by_mass.items()) == [("< 20 g", (1, 0)), ("20–100 g", (1, 1)), ("500–2000 g", (1, 1)),
+                                     ("≥ 2000 g", (1, 1)), ("unknown", (1, 1))]  # 2000 g is in the top band
+    by_fraction = {k: (v["n"], v["flagged"]) for k, v in op["pd_by_fraction"].items()}
+    assert list(by_fraction.items()) == [("mixed, < 20 %", (1, 1)), ("mixed, 20–99 %", (1, 1)),
+                                         ("pure (100 %)", (2, 1)), ("unknown", (1, 1))]
     looks = op["pfa_by_lookalike"]
     assert {k: (v["n"], v["flagged"]) for k, v in looks.items()} == {"none": (2, 0), "tile_stack": (2, 0),
                                                                       "water_bottle": (1, 1)}

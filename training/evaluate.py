@@ -15,6 +15,7 @@ code after that, which is what makes their numbers comparable.
 
 from __future__ import annotations
 
+import itertools
 import json
 import math
 import time
@@ -335,12 +336,45 @@ def _pd_at(target: float) -> Callable[[np.ndarray, np.ndarray], float]:
     return lambda y, s: M.pd_at_pfa(y, s, target)[0]
 
 
-def _group_rates(scores: np.ndarray, records: Sequence[Any], mask: np.ndarray, attribute: str,
+MASS_BANDS_G = (20.0, 100.0, 500.0, 2000.0)  # concealed-mass bands of the Pd-by-mass table
+
+
+def mass_band(mass_g: float | None) -> str:
+    """Concealed mass → a band label; screening states detection per threat quantity."""
+    if mass_g is None or not math.isfinite(mass_g):
+        return "unknown"
+    edges = MASS_BANDS_G
+    names = [f"< {edges[0]:g} g"] + [f"{a:g}–{b:g} g" for a, b in itertools.pairwise(edges)] + \
+        [f"≥ {edges[-1]:g} g"]
+    return names[int(np.searchsorted(edges, mass_g, side="right"))]
+
+
+def fraction_band(mass_fraction: float | None) -> str:
+    """Share of the target material in its fill: pure powder, or mixed into grout, adhesive, water …"""
+    if mass_fraction is None or not math.isfinite(mass_fraction):
+        return "unknown"
+    if mass_fraction >= 0.999:
+        return "pure (100 %)"
+    return "mixed, 20–99 %" if mass_fraction >= 0.2 else "mixed, < 20 %"
+
+
+def _band_order() -> list[str]:
+    return [mass_band(m) for m in (0.0, *MASS_BANDS_G)] + ["mixed, < 20 %", "mixed, 20–99 %", "pure (100 %)",
+                                                           "unknown"]
+
+
+def _group_rates(scores: np.ndarray, records: Sequence[Any], mask: np.ndarray, attribute: str | Callable[[Any], str],
                  threshold: float) -> dict[str, dict[str, float]]:
+    """Rates per group; ``attribute`` is a record attribute name or a function of the record."""
     index = np.nonzero(mask)[0]
     if index.size == 0:
         return {}
-    return M.rates_by_group(scores[index], [getattr(records[i], attribute) for i in index], threshold)
+    key = attribute if callable(attribute) else (lambda record: getattr(record, attribute))
+    rates = M.rates_by_group(scores[index], [key(records[i]) for i in index], threshold)
+    if callable(attribute):  # bands read best in their natural order
+        order = {name: i for i, name in enumerate(_band_order())}
+        rates = dict(sorted(rates.items(), key=lambda kv: order.get(kv[0], len(order))))
+    return rates
 
 
 def screening_summary(labels: np.ndarray, margins: np.ndarray, records: Sequence[Any], threshold: float,
@@ -374,6 +408,8 @@ def screening_summary(labels: np.ndarray, margins: np.ndarray, records: Sequence
                 "pfa": pfa, "pfa_ci": list(M.wilson_interval(confusion["fp"], n_clear)), "confusion": confusion,
                 "pd_by_scenario": _group_rates(scores, records, y, "scenario", t),
                 "pd_by_material": _group_rates(scores, records, y, "material", t),
+                "pd_by_mass": _group_rates(scores, records, y, lambda r: mass_band(r.mass_g), t),
+                "pd_by_fraction": _group_rates(scores, records, y, lambda r: fraction_band(r.mass_fraction), t),
                 "pfa_by_lookalike": _group_rates(scores, records, ~y, "lookalike", t)}
 
     out["stored_operating_point"] = point(threshold)
@@ -545,6 +581,8 @@ def render_report(summary: dict[str, Any], errors: Sequence[tuple[str, str]], pl
                   f"| suspect (powder) | {c['tp']} | {c['fn']} |", f"| clear | {c['fp']} | {c['tn']} |", ""]
         lines += _group_table("Pd per scenario", p["pd_by_scenario"], "Pd")
         lines += _group_table("Pd per material", p["pd_by_material"], "Pd")
+        lines += _group_table("Pd per concealed mass", p.get("pd_by_mass", {}), "Pd")
+        lines += _group_table("Pd per share of target material in the fill", p.get("pd_by_fraction", {}), "Pd")
         lines += _group_table("Pfa per look-alike kind (clear scans)", p["pfa_by_lookalike"], "Pfa")
     cal = s["calibration"]
     lines += ["## Calibration", "", f"- temperature (fitted on validation, stored): {cal['temperature']:.4g}; "
