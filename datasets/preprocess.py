@@ -308,8 +308,8 @@ def scan_planes(scan: Any, spec: PreprocessSpec) -> np.ndarray:
         if kind != "dual_energy" or getattr(scan, "low", None) is None or getattr(scan, "high", None) is None:
             what = "pseudo-colour" if kind == "pseudo_color" else kind.replace("_", "-")
             raise ScanReadError(f"{scan.scan_id}: {what} image given to a dual-energy model "
-                                "(it needs the low/high transmission pair; single-energy / pseudo-colour "
-                                "images cannot be used)")
+                                "(it needs the low/high transmission pair; a pseudo-colour image goes to the "
+                                "pseudo-colour model: `parcelscan inspect --rgb`)")
         low, high = np.asarray(scan.low), np.asarray(scan.high)
         if low.dtype != np.uint16 or high.dtype != np.uint16 or low.shape != high.shape or low.ndim != 2:
             raise ScanReadError(f"{scan.scan_id}: a dual-energy scan needs two 16-bit images of equal shape")

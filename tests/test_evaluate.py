@@ -158,8 +158,10 @@ def test_summary_on_known_scores():
     margins = np.array([-3.0, -2.0, -1.0, 0.0, 2.5,   # clear
                         -0.5, 1.0, 2.0, 3.0, 4.0])    # suspect
     labels = np.array([0] * 5 + [1] * 5)
-    records = [SimpleNamespace(scenario="none", material=None, lookalike=k, mass_g=None, mass_fraction=None)
-               for k in (None, None, "tile_stack", "tile_stack", "water_bottle")]
+    records = [SimpleNamespace(scenario="none", material=None, lookalike=k, mass_g=None, mass_fraction=None,
+                               provenance={"fill": f} if f else {})
+               for k, f in ((None, None), (None, None), ("tile_stack", "grout"), ("tile_stack", "BaSO4"),
+                            ("water_bottle", "BaSO4"))]
     records += [SimpleNamespace(scenario=s, material="Nd2O3", lookalike=None, mass_g=g, mass_fraction=f)
                 for s, g, f in (("mail_pouch", 15.0, 1.0), ("mail_pouch", 50.0, 1.0), ("water_bottle", 800.0, 0.05),
                                 ("water_bottle", 2000.0, 0.3), ("water_bottle", None, None))]
@@ -174,6 +176,8 @@ def test_summary_on_known_scores():
     by_fraction = {k: (v["n"], v["flagged"]) for k, v in op["pd_by_fraction"].items()}
     assert list(by_fraction.items()) == [("mixed, < 20 %", (1, 1)), ("mixed, 20–99 %", (1, 1)),
                                          ("pure (100 %)", (2, 1)), ("unknown", (1, 1))]
+    fills = {k: (v["n"], v["flagged"]) for k, v in op["pfa_by_lookalike_fill"].items()}
+    assert fills == {"none": (2, 0), "grout": (1, 0), "BaSO4": (2, 1)}
     looks = op["pfa_by_lookalike"]
     assert {k: (v["n"], v["flagged"]) for k, v in looks.items()} == {"none": (2, 0), "tile_stack": (2, 0),
                                                                       "water_bottle": (1, 1)}

@@ -421,3 +421,22 @@ def test_watch_picks_up_a_new_pair_and_ignores_a_half_written_one(built, tmp_pat
     assert process.returncode == 0  # one clear scan; SIGTERM ends cleanly
     assert out.strip() == "" and "Traceback" not in err  # nothing after the fresh scan: half ones still pending
     assert "1 scan(s): 1 clear" in err
+
+
+def test_shipped_rgb_model_serves_stations_that_export_only_the_operator_image(tmp_path, capsys, monkeypatch):
+    """``inspect --rgb`` picks the shipped pseudo-colour model; the dual-energy default refuses the same
+    images (manual inspection, pointing at --rgb); --rgb with --model is an argument error."""
+    monkeypatch.setenv("PARCELSCAN_MODEL_DIR", str(tmp_path / "empty-store"))
+    examples = Path(__file__).parents[1] / "examples" / "scans"
+    rgb_only = tmp_path / "operator-images"
+    rgb_only.mkdir()
+    for image in sorted(examples.glob("*_rgb.png")):
+        shutil.copy(image, rgb_only / image.name.replace("_rgb", ""))
+    code, lines, _ = _run(["--rgb", rgb_only], capsys)
+    assert len(lines) == 7 and code in (0, 1)
+    assert all(v["verdict"] in ("clear", "suspect") and v["error"] is None for v in lines)
+    assert {v["model"]["name"] for v in lines} == {"rgb"}
+    code, lines, _ = _run([rgb_only], capsys)
+    assert code == 2 and all(v["verdict"] == "manual_inspection" and "--rgb" in v["error"] for v in lines)
+    code, _, err = _run(["--rgb", "--model", "model/default/parcelscan-dual.onnx", rgb_only], capsys)
+    assert code == 2 and "--rgb" in err

@@ -358,6 +358,14 @@ def fraction_band(mass_fraction: float | None) -> str:
     return "mixed, 20–99 %" if mass_fraction >= 0.2 else "mixed, < 20 %"
 
 
+def lookalike_fill(record: Any) -> str:
+    """What a clear parcel's look-alike is filled with (simulator provenance ``fill``), e.g. barite — the
+    material is what decides whether dual-energy physics can tell it from a target powder."""
+    if not getattr(record, "lookalike", None):
+        return "none"
+    return str((getattr(record, "provenance", None) or {}).get("fill") or "unknown")
+
+
 def _band_order() -> list[str]:
     return [mass_band(m) for m in (0.0, *MASS_BANDS_G)] + ["mixed, < 20 %", "mixed, 20–99 %", "pure (100 %)",
                                                            "unknown"]
@@ -410,7 +418,8 @@ def screening_summary(labels: np.ndarray, margins: np.ndarray, records: Sequence
                 "pd_by_material": _group_rates(scores, records, y, "material", t),
                 "pd_by_mass": _group_rates(scores, records, y, lambda r: mass_band(r.mass_g), t),
                 "pd_by_fraction": _group_rates(scores, records, y, lambda r: fraction_band(r.mass_fraction), t),
-                "pfa_by_lookalike": _group_rates(scores, records, ~y, "lookalike", t)}
+                "pfa_by_lookalike": _group_rates(scores, records, ~y, "lookalike", t),
+                "pfa_by_lookalike_fill": _group_rates(scores, records, ~y, lookalike_fill, t)}
 
     out["stored_operating_point"] = point(threshold)
     out["target_operating_point"] = {"target_pfa": target_pfa, **point(M.threshold_at_pfa(scores[~y], target_pfa))}
@@ -584,6 +593,8 @@ def render_report(summary: dict[str, Any], errors: Sequence[tuple[str, str]], pl
         lines += _group_table("Pd per concealed mass", p.get("pd_by_mass", {}), "Pd")
         lines += _group_table("Pd per share of target material in the fill", p.get("pd_by_fraction", {}), "Pd")
         lines += _group_table("Pfa per look-alike kind (clear scans)", p["pfa_by_lookalike"], "Pfa")
+        lines += _group_table("Pfa per look-alike fill material (clear scans)", p.get("pfa_by_lookalike_fill", {}),
+                              "Pfa")
     cal = s["calibration"]
     lines += ["## Calibration", "", f"- temperature (fitted on validation, stored): {cal['temperature']:.4g}; "
               f"the temperature that would fit this set: {cal['temperature_fitted_on_this_set']:.4g}",
