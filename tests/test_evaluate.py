@@ -176,6 +176,9 @@ def test_summary_on_known_scores():
     by_fraction = {k: (v["n"], v["flagged"]) for k, v in op["pd_by_fraction"].items()}
     assert list(by_fraction.items()) == [("mixed, < 20 %", (1, 1)), ("mixed, 20–99 %", (1, 1)),
                                          ("pure (100 %)", (2, 1)), ("unknown", (1, 1))]
+    # without the three look-alike clears (margins -1, 0, 2.5) the highest ordinary clear is -2: Pd 100 %
+    ordinary = s["pd_at_pfa_ordinary_clears"]
+    assert ordinary["n_clear"] == 2 and ordinary["0.01"]["pd"] == 1.0 and ordinary["0.01"]["pfa"] == 0.0
     fills = {k: (v["n"], v["flagged"]) for k, v in op["pfa_by_lookalike_fill"].items()}
     assert fills == {"none": (2, 0), "grout": (1, 0), "BaSO4": (2, 1)}
     looks = op["pfa_by_lookalike"]
