@@ -165,7 +165,7 @@ def plot_heatmap_grid(outputs: Any, records: Sequence[Any], scores: np.ndarray, 
         heat = np.clip(outputs.heatmaps[index], 0, 1)
         alpha = np.clip((heat - 0.2) / 0.8, 0, 1)[..., None] * 0.65
         blended = image * (1 - alpha) + np.array([1.0, 0.0, 0.8]) * alpha
-        ax.imshow(blended)
+        ax.imshow(np.clip(blended, 0.0, 1.0))  # float rounding can overshoot 1 by an ulp
         mask = outputs.masks.get(index)
         if mask is not None and mask.any():
             contours, _ = cv2.findContours((mask > 0).astype(np.uint8), cv2.RETR_EXTERNAL, cv2.CHAIN_APPROX_SIMPLE)
