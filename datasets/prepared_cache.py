@@ -18,6 +18,7 @@ from __future__ import annotations
 import hashlib
 import os
 import zipfile
+from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
@@ -82,6 +83,16 @@ class PreparedCache:
                 return prepared, masks
         except (OSError, KeyError, ValueError, zipfile.BadZipFile, EOFError):
             return None  # absent or unreadable: recompute (and overwrite)
+
+    def fetch(self, record: Any, data_root: Path,
+              prepare: Callable[[], tuple[PreparedScan, np.ndarray | None]]) -> tuple[PreparedScan, np.ndarray | None]:
+        """The cached entry, else ``prepare()`` stored and returned (its errors propagate, nothing is stored)."""
+        hit = self.get(record, data_root)
+        if hit is not None:
+            return hit
+        prepared, mask_tiles = prepare()
+        self.put(record, data_root, prepared, mask_tiles)
+        return prepared, mask_tiles
 
     def put(self, record: Any, data_root: Path, prepared: PreparedScan, mask_tiles: np.ndarray | None) -> None:
         self.directory.mkdir(parents=True, exist_ok=True)

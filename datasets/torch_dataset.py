@@ -133,13 +133,7 @@ class ScanDataset(Dataset):
         augmented = self.augmenter is not None and rng is not None
         if self.cache is None or augmented:
             return self._prepare(index, rng if augmented else None)
-        record = self.records[index]
-        hit = self.cache.get(record, self.root)
-        if hit is not None:
-            return hit
-        prepared, mask_tiles = self._prepare(index, None)
-        self.cache.put(record, self.root, prepared, mask_tiles)
-        return prepared, mask_tiles
+        return self.cache.fetch(self.records[index], self.root, lambda: self._prepare(index, None))
 
     def _prepare(self, index: int, rng: np.random.Generator | None) -> tuple[PreparedScan, np.ndarray | None]:
         """Decode and preprocess scan ``index`` (augmented when ``rng`` is given and augmentation is on)."""

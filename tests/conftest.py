@@ -29,3 +29,23 @@ def one_torch_thread():
     torch.set_num_threads(1)
     yield
     torch.set_num_threads(previous)
+
+
+@pytest.fixture()
+def unsplit_copy(tmp_path):
+    """``unsplit_copy(dataset_dir) -> copy``: the dataset copied under tmp_path with every split removed
+    from its manifest, to check that commands needing splits refuse it."""
+    import shutil
+
+    from parcelscan.datasets.manifest import read_manifest, write_manifest
+
+    def make(source):
+        copy = tmp_path / "unsplit"
+        shutil.copytree(source, copy)
+        records = read_manifest(copy)
+        for record in records:
+            record.split = None
+        write_manifest(copy / "manifest.jsonl", records)
+        return copy
+
+    return make

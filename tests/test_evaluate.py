@@ -15,7 +15,7 @@ import numpy as np
 import pytest
 
 from parcelscan.cli import main as cli
-from parcelscan.datasets.manifest import read_manifest, write_manifest
+from parcelscan.datasets.manifest import read_manifest
 from parcelscan.training import metrics as M
 from parcelscan.training.evaluate import operating_point, scan_probabilities, screening_summary
 
@@ -133,17 +133,12 @@ def test_unreadable_scan_is_flagged_not_cleared(trained, onnx_model, tmp_path):
     assert victim.scan_id in (run / "report.md").read_text()
 
 
-def test_cli_choices_and_errors(trained, onnx_model, tmp_path, capsys):
+def test_cli_choices_and_errors(trained, onnx_model, tmp_path, capsys, unsplit_copy):
     data, _ = trained
     assert cli(["evaluate", "--model", str(onnx_model), "--data", str(data), "--split", "all", "--project",
                 str(tmp_path), "--name", "all", "--no-progress", "--no-plots", "--bootstrap", "20"]) == 0
     assert json.loads((tmp_path / "all" / "metrics.json").read_text())["n_scans"] == 32
-    unsplit = tmp_path / "unsplit"
-    shutil.copytree(data, unsplit)
-    records = read_manifest(unsplit)
-    for record in records:
-        record.split = None
-    write_manifest(unsplit / "manifest.jsonl", records)
+    unsplit = unsplit_copy(data)
     assert cli(["evaluate", "--model", str(onnx_model), "--data", str(unsplit), "--project", str(tmp_path)]) == 2
     assert "--split all" in capsys.readouterr().err
     assert cli(["evaluate", "--model", str(tmp_path / "none.onnx"), "--data", str(data), "--project",

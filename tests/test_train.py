@@ -16,7 +16,7 @@ import torch
 import yaml
 
 from parcelscan.cli import main as cli
-from parcelscan.datasets.manifest import read_manifest, write_manifest
+from parcelscan.datasets.manifest import read_manifest
 from parcelscan.errors import ParcelscanError
 from parcelscan.model.checkpoint import read_checkpoint
 from parcelscan.training.config import TrainConfig, dump_config, load_config
@@ -150,13 +150,8 @@ def test_resume_refuses_recipe_changes_and_finished_runs(run, capsys):
     assert "already finished" in capsys.readouterr().err
 
 
-def test_unsplit_data_is_refused(dataset, tmp_path, capsys):
-    unsplit = tmp_path / "unsplit"
-    shutil.copytree(dataset, unsplit)
-    records = read_manifest(unsplit)
-    for record in records:
-        record.split = None
-    write_manifest(unsplit / "manifest.jsonl", records)
+def test_unsplit_data_is_refused(dataset, tmp_path, capsys, unsplit_copy):
+    unsplit = unsplit_copy(dataset)
     assert cli(["train", "--data", str(unsplit), "--project", str(tmp_path / "runs"), "--device", "cpu"]) == 2
     assert "parcelscan data split" in capsys.readouterr().err
     assert not (tmp_path / "runs").exists()

@@ -97,31 +97,31 @@ class _Prepared:
     error: str | None = None
 
 
-def _prepare_one(index: int, record: Any, root: Path, spec: Any, with_masks: bool, keep: bool,
-                 cache: Any = None) -> _Prepared:
+def _prepare_arrays(record: Any, root: Path, spec: Any, with_masks: bool) -> tuple[Any, np.ndarray | None, Any, Any]:
+    """(prepared scan, mask tiles or None, decoded scan, full-size mask or None) of one record."""
     from parcelscan.datasets.preprocess import prepare_mask, prepare_scan, scan_hw
 
-    if cache is not None and not keep:  # kept scans also need the operator image and full-size mask
-        hit = cache.get(record, root)
-        if hit is not None:
-            return _Prepared(index, hit[0], mask_tiles=hit[1] if with_masks else None)
-        item = _prepare_one(index, record, root, spec, True, False)
-        if item.error is None:
-            cache.put(record, root, item.prepared, item.mask_tiles)
-            if not with_masks:
-                item.mask_tiles = None
-        return item
+    scan = load_record_scan(record, root, spec.input_kind)
+    prepared = prepare_scan(scan, spec)
+    mask = mask_tiles = None
+    if with_masks:
+        mask, has_mask = load_record_mask(record, root, scan_hw(scan))
+        if has_mask:
+            mask_tiles = prepare_mask(mask, scan, spec)
+    return prepared, mask_tiles, scan, mask
+
+
+def _prepare_one(index: int, record: Any, root: Path, spec: Any, with_masks: bool, keep: bool,
+                 cache: Any = None) -> _Prepared:
     try:
-        scan = load_record_scan(record, root, spec.input_kind)
-        prepared = prepare_scan(scan, spec)
-        item = _Prepared(index, prepared)
-        if with_masks or keep:
-            mask, has_mask = load_record_mask(record, root, scan_hw(scan))
-            if with_masks and has_mask:
-                item.mask_tiles = prepare_mask(mask, scan, spec)
-            if keep:
-                item.mask = mask
-                item.display = _display_image(scan)
+        if cache is not None and not keep:  # kept scans also need the operator image and full-size mask
+            prepared, mask_tiles = cache.fetch(record, root, lambda: _prepare_arrays(record, root, spec, True)[:2])
+            return _Prepared(index, prepared, mask_tiles if with_masks else None)
+        prepared, mask_tiles, scan, mask = _prepare_arrays(record, root, spec, with_masks or keep)
+        item = _Prepared(index, prepared, mask_tiles if with_masks else None)
+        if keep:
+            item.mask = mask
+            item.display = _display_image(scan)
         return item
     except (ScanReadError, OSError) as error:
         return _Prepared(index, error=str(error))
@@ -337,16 +337,16 @@ def _pd_at(target: float) -> Callable[[np.ndarray, np.ndarray], float]:
 
 
 MASS_BANDS_G = (20.0, 100.0, 500.0, 2000.0)  # concealed-mass bands of the Pd-by-mass table
+MASS_BAND_NAMES = ([f"< {MASS_BANDS_G[0]:g} g"] + [f"{a:g}–{b:g} g" for a, b in itertools.pairwise(MASS_BANDS_G)]
+                   + [f"≥ {MASS_BANDS_G[-1]:g} g"])
+FRACTION_BAND_NAMES = ["mixed, < 20 %", "mixed, 20–99 %", "pure (100 %)"]
 
 
 def mass_band(mass_g: float | None) -> str:
     """Concealed mass → a band label; screening states detection per threat quantity."""
     if mass_g is None or not math.isfinite(mass_g):
         return "unknown"
-    edges = MASS_BANDS_G
-    names = [f"< {edges[0]:g} g"] + [f"{a:g}–{b:g} g" for a, b in itertools.pairwise(edges)] + \
-        [f"≥ {edges[-1]:g} g"]
-    return names[int(np.searchsorted(edges, mass_g, side="right"))]
+    return MASS_BAND_NAMES[int(np.searchsorted(MASS_BANDS_G, mass_g, side="right"))]
 
 
 def fraction_band(mass_fraction: float | None) -> str:
@@ -354,8 +354,8 @@ def fraction_band(mass_fraction: float | None) -> str:
     if mass_fraction is None or not math.isfinite(mass_fraction):
         return "unknown"
     if mass_fraction >= 0.999:
-        return "pure (100 %)"
-    return "mixed, 20–99 %" if mass_fraction >= 0.2 else "mixed, < 20 %"
+        return FRACTION_BAND_NAMES[2]
+    return FRACTION_BAND_NAMES[1] if mass_fraction >= 0.2 else FRACTION_BAND_NAMES[0]
 
 
 def lookalike_fill(record: Any) -> str:
@@ -366,23 +366,17 @@ def lookalike_fill(record: Any) -> str:
     return str((getattr(record, "provenance", None) or {}).get("fill") or "unknown")
 
 
-def _band_order() -> list[str]:
-    return [mass_band(m) for m in (0.0, *MASS_BANDS_G)] + ["mixed, < 20 %", "mixed, 20–99 %", "pure (100 %)",
-                                                           "unknown"]
-
-
 def _group_rates(scores: np.ndarray, records: Sequence[Any], mask: np.ndarray, attribute: str | Callable[[Any], str],
-                 threshold: float) -> dict[str, dict[str, float]]:
-    """Rates per group; ``attribute`` is a record attribute name or a function of the record."""
+                 threshold: float, order: Sequence[str] = ()) -> dict[str, dict[str, float]]:
+    """Rates per group; ``attribute`` is a record attribute name or a function of the record. Groups named
+    in ``order`` come first, in that order (bands read best in their natural order), the rest sorted."""
     index = np.nonzero(mask)[0]
     if index.size == 0:
         return {}
     key = attribute if callable(attribute) else (lambda record: getattr(record, attribute))
     rates = M.rates_by_group(scores[index], [key(records[i]) for i in index], threshold)
-    if callable(attribute):  # bands read best in their natural order
-        order = {name: i for i, name in enumerate(_band_order())}
-        rates = dict(sorted(rates.items(), key=lambda kv: order.get(kv[0], len(order))))
-    return rates
+    rank = {name: i for i, name in enumerate(order)}
+    return dict(sorted(rates.items(), key=lambda kv: rank.get(kv[0], len(rank))))
 
 
 def screening_summary(labels: np.ndarray, margins: np.ndarray, records: Sequence[Any], threshold: float,
@@ -429,8 +423,9 @@ def screening_summary(labels: np.ndarray, margins: np.ndarray, records: Sequence
                 "pfa": pfa, "pfa_ci": list(M.wilson_interval(confusion["fp"], n_clear)), "confusion": confusion,
                 "pd_by_scenario": _group_rates(scores, records, y, "scenario", t),
                 "pd_by_material": _group_rates(scores, records, y, "material", t),
-                "pd_by_mass": _group_rates(scores, records, y, lambda r: mass_band(r.mass_g), t),
-                "pd_by_fraction": _group_rates(scores, records, y, lambda r: fraction_band(r.mass_fraction), t),
+                "pd_by_mass": _group_rates(scores, records, y, lambda r: mass_band(r.mass_g), t, MASS_BAND_NAMES),
+                "pd_by_fraction": _group_rates(scores, records, y, lambda r: fraction_band(r.mass_fraction), t,
+                                               FRACTION_BAND_NAMES),
                 "pfa_by_lookalike": _group_rates(scores, records, ~y, "lookalike", t),
                 "pfa_by_lookalike_fill": _group_rates(scores, records, ~y, lookalike_fill, t)}
 
