@@ -3,7 +3,7 @@
 Speed does not depend on what the weights learned, so when no trained model is given (and the shipped
 default is not there yet) the benchmarks export the *default architecture* — MobileNetV3-small, three
 dual-energy channels, 320 × 320 tiles — with untrained weights through the real ``parcelscan export``
-path. Scans come from the project's simulator (``parcelscan.datasets.generate``).
+path. Scans come from the project's simulator (``parcelscan.datasets.simulator.generate``).
 """
 
 from __future__ import annotations
@@ -15,9 +15,9 @@ from pathlib import Path
 
 def simulate(out: Path, count: int, seed: int = 11, workers: int = 2) -> Path:
     """``count`` simulated station scans (default profile) in ``out``."""
-    from parcelscan.datasets.generate import generate
-    from parcelscan.datasets.parcel import SimConfig
-    from parcelscan.datasets.profile import default_profile
+    from parcelscan.datasets.physics.profile import default_profile
+    from parcelscan.datasets.simulator.generate import generate
+    from parcelscan.datasets.simulator.parcel import SimConfig
 
     out.mkdir(parents=True, exist_ok=True)
     generate(SimConfig(default_profile(), seed=seed), out, list(range(count)), workers, progress=False)
@@ -29,7 +29,7 @@ def replicate(source: Path, out: Path, count: int) -> list[str]:
 
     Decoding, preprocessing and inference cost the same whether an image repeats, so 1,000 files made
     from 100 simulated scans measure the station path honestly (the page cache holds both alike)."""
-    from parcelscan.datasets.readers import discover_scans
+    from parcelscan.datasets.scans.readers import discover_scans
 
     refs = [ref for ref in discover_scans([source]) if ref.ok and ref.format == "pair"]
     if not refs:
@@ -60,7 +60,7 @@ def untrained_checkpoint(path: Path, scans: Path, arch: str = "mobilenet_v3_smal
     import torch
 
     from parcelscan.datasets.preprocess import PreprocessSpec, prepare_scan
-    from parcelscan.datasets.readers import discover_scans
+    from parcelscan.datasets.scans.readers import discover_scans
     from parcelscan.model.checkpoint import save_checkpoint
     from parcelscan.model.network import build_model
 

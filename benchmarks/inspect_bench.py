@@ -79,7 +79,7 @@ def main() -> None:
     parser.add_argument("--keep", action="store_true", help="keep the temporary directory")
     args = parser.parse_args()
 
-    from parcelscan.datasets.readers import discover_scans
+    from parcelscan.datasets.scans.readers import discover_scans
     from parcelscan.inference.inspector import Inspector
     from parcelscan.inference.opaque import check_opaque
 

@@ -14,9 +14,9 @@ from concurrent.futures import ProcessPoolExecutor
 
 import numpy as np
 
-from parcelscan.datasets.forward import forward_model
-from parcelscan.datasets.materials import get_material
-from parcelscan.datasets.profile import default_profile
+from parcelscan.datasets.physics.forward import forward_model
+from parcelscan.datasets.physics.materials import get_material
+from parcelscan.datasets.physics.profile import default_profile
 
 MATERIALS = ["cardboard", "water", "steel", "Nd2O3", "SiO2", "CaCO3", "PET", "Al"]
 SCALE_G_CM2 = [0.3, 6.0, 1.5, 0.5, 3.0, 2.0, 0.2, 1.0]

@@ -26,10 +26,10 @@ sys.path.insert(0, str(Path(__file__).parent))
 def main() -> None:
     from machine import describe_machine
 
-    from parcelscan.datasets.generate import STAGES, generate
     from parcelscan.datasets.manifest import read_manifest
-    from parcelscan.datasets.parcel import SimConfig
-    from parcelscan.datasets.profile import default_profile
+    from parcelscan.datasets.physics.profile import default_profile
+    from parcelscan.datasets.simulator.generate import STAGES, generate
+    from parcelscan.datasets.simulator.parcel import SimConfig
 
     parser = argparse.ArgumentParser(description=__doc__)
     parser.add_argument("--scans", type=int, default=300)

@@ -83,7 +83,7 @@ class _ScanResult:
 
 
 def _check_record(record: ManifestRecord, root: Path) -> _ScanResult:
-    from parcelscan.datasets.scanfile import read_sidecar
+    from parcelscan.datasets.scans.scanfile import read_sidecar
     from parcelscan.errors import ScanReadError
 
     result = _ScanResult(record.scan_id)
@@ -129,7 +129,7 @@ def _check_record(record: ManifestRecord, root: Path) -> _ScanResult:
 
 
 def _check_operator_image(record: ManifestRecord, root: Path, shape: tuple[int, int]) -> list[str]:
-    from parcelscan.datasets.scanfile import png_header
+    from parcelscan.datasets.scans.scanfile import png_header
     from parcelscan.errors import ScanReadError
 
     path = record_path(root, record.files["rgb"])

@@ -103,7 +103,7 @@ def _import(args: argparse.Namespace) -> int:
 def _convert(args: argparse.Namespace) -> int:
     import sys
 
-    from parcelscan.datasets.readers import convert_scan
+    from parcelscan.datasets.scans.readers import convert_scan
     from parcelscan.errors import ScanReadError
 
     out = Path(args.out)

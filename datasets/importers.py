@@ -86,7 +86,7 @@ def detect_layout(src: Path) -> str:
 
 # --- gathering candidates ----------------------------------------------------------------------------
 def _imagefolder(src: Path) -> list[Candidate]:
-    from parcelscan.datasets.readers import discover_scans
+    from parcelscan.datasets.scans.readers import discover_scans
 
     others = sorted(p.name for p in src.iterdir() if p.is_dir() and not p.name.startswith(".") and p.name not in LABELS)
     if others:
@@ -101,7 +101,7 @@ def _imagefolder(src: Path) -> list[Candidate]:
 
 
 def _csv(src: Path) -> list[Candidate]:
-    from parcelscan.datasets.readers import discover_scans
+    from parcelscan.datasets.scans.readers import discover_scans
 
     try:
         with open(src, newline="", encoding="utf-8-sig") as handle:
@@ -131,7 +131,7 @@ def _csv(src: Path) -> list[Candidate]:
 
 
 def _station(src: Path) -> list[Candidate]:
-    from parcelscan.datasets.readers import discover_scans
+    from parcelscan.datasets.scans.readers import discover_scans
 
     return [Candidate(ref, None, where=str(src)) for ref in discover_scans([src])]
 
@@ -157,7 +157,7 @@ def _unique_id(wanted: str, taken: set[str], out: Path) -> str:
 
 def _write_scan(scan: Any, ref: Any, scan_id: str, out: Path) -> tuple[dict[str, str], str | None]:
     """Write one scan into ``out`` in the station format; returns (files, mask name or None)."""
-    from parcelscan.datasets.scanfile import Scan, write_png, write_sidecar, write_station_scan
+    from parcelscan.datasets.scans.scanfile import Scan, write_png, write_sidecar, write_station_scan
 
     meta = {k: v for k, v in scan.meta.items() if k != "labels"}
     if scan.kind == "pseudo_color":

@@ -12,7 +12,7 @@ from parcelscan.datasets.manifest import SPLITS, ManifestRecord, manifest_path, 
 
 
 def _shape(record: ManifestRecord, root: Path) -> tuple[int, int] | None:
-    from parcelscan.datasets.scanfile import png_header
+    from parcelscan.datasets.scans.scanfile import png_header
     from parcelscan.errors import ScanReadError
 
     name = record.files.get("low") or record.files.get("rgb")
@@ -31,7 +31,7 @@ def _shape(record: ManifestRecord, root: Path) -> tuple[int, int] | None:
 
 
 def _pitch(record: ManifestRecord, root: Path, default: float) -> float:
-    from parcelscan.datasets.scanfile import read_sidecar
+    from parcelscan.datasets.scans.scanfile import read_sidecar
     from parcelscan.errors import ScanReadError
 
     if not record.files.get("sidecar"):

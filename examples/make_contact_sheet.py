@@ -21,8 +21,8 @@ CAPTION_PX = 34
 
 def pick_indices(config, suspects_per_scenario: int = 2, lookalikes: int = 3, plain: int = 3) -> list[int]:
     """The first indices of the run whose plans fill each slot."""
-    from parcelscan.datasets.concealments import SCENARIOS
-    from parcelscan.datasets.parcel import plan_for
+    from parcelscan.datasets.simulator.concealments import SCENARIOS
+    from parcelscan.datasets.simulator.parcel import plan_for
 
     wanted = {("suspect", s): suspects_per_scenario for s in SCENARIOS}
     wanted[("lookalike", None)] = lookalikes
@@ -61,7 +61,7 @@ def caption(scan) -> list[str]:
 def tile(scan) -> np.ndarray:
     import cv2
 
-    from parcelscan.datasets.pseudocolor import overlay_mask
+    from parcelscan.datasets.physics.pseudocolor import overlay_mask
 
     rgb = scan.rgb if scan.mask is None else overlay_mask(scan.rgb, scan.mask, colour=(255, 0, 200))
     height = round(rgb.shape[0] * TILE_WIDTH / rgb.shape[1])
@@ -86,9 +86,9 @@ def sheet(tiles: list[np.ndarray], columns: int = 4, gap: int = 6) -> np.ndarray
 
 
 def main(argv: list[str] | None = None) -> int:
-    from parcelscan.datasets.parcel import SimConfig, simulate_scan
-    from parcelscan.datasets.profile import default_profile
-    from parcelscan.datasets.scanfile import write_png
+    from parcelscan.datasets.physics.profile import default_profile
+    from parcelscan.datasets.scans.scanfile import write_png
+    from parcelscan.datasets.simulator.parcel import SimConfig, simulate_scan
 
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--seed", type=int, default=2026)

@@ -21,8 +21,8 @@ MAX_ROWS_OTHERS = 300
 
 
 def choose(config, lookalikes: int = 1, plain: int = 1) -> list[int]:
-    from parcelscan.datasets.concealments import SCENARIOS
-    from parcelscan.datasets.parcel import build_scene, plan_for
+    from parcelscan.datasets.simulator.concealments import SCENARIOS
+    from parcelscan.datasets.simulator.parcel import build_scene, plan_for
 
     wanted = {("suspect", s): 1 for s in SCENARIOS}
     wanted[("lookalike", None)] = lookalikes
@@ -46,10 +46,10 @@ def choose(config, lookalikes: int = 1, plain: int = 1) -> list[int]:
 def main(argv: list[str] | None = None) -> int:
     import cv2
 
-    from parcelscan.datasets.generate import make_record, write_simulated
     from parcelscan.datasets.manifest import MANIFEST_NAME, write_manifest
-    from parcelscan.datasets.parcel import SimConfig, simulate_scan
-    from parcelscan.datasets.profile import default_profile
+    from parcelscan.datasets.physics.profile import default_profile
+    from parcelscan.datasets.simulator.generate import make_record, write_simulated
+    from parcelscan.datasets.simulator.parcel import SimConfig, simulate_scan
 
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--seed", type=int, default=31)

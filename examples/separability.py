@@ -19,14 +19,14 @@ import argparse
 
 import numpy as np
 
-from parcelscan.datasets.forward import forward_model
-from parcelscan.datasets.materials import get_material
-from parcelscan.datasets.profile import load_profile
+from parcelscan.datasets.physics.forward import forward_model
+from parcelscan.datasets.physics.materials import get_material
+from parcelscan.datasets.physics.profile import load_profile
 
 A_HIGH_POINTS = (0.5, 1.0, 2.0, 4.0)
 TARGETS = ("La2O3", "CeO2", "Pr6O11", "Nd2O3", "Sm2O3", "Gd2O3", "Tb4O7", "Dy2O3", "Y2O3", "Sb2O3", "GeO2",
            "W", "Ga")
-# dense fills the simulator uses for benign look-alikes (datasets/concealments.py, datasets/goods.py)
+# dense fills the simulator uses for benign look-alikes (datasets/simulator/concealments.py, goods.py)
 LOOKALIKES = {"barite": "BaSO4", "zircon": "ZrSiO4", "zinc oxide": "ZnO", "iron oxide pigment": "Fe2O3",
               "titanium white": "TiO2", "CaCO3": "CaCO3", "salt": "NaCl", "lead": "Pb", "bismuth": "Bi",
               "brass": "Cu0.65Zn0.35", "copper": "Cu", "steel": "Fe", "tungsten carbide": "WC"}

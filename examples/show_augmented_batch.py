@@ -23,7 +23,7 @@ import numpy as np
 
 def tile_to_rgb(tile: np.ndarray, spec, profile) -> np.ndarray:
     """Normalised (C, h, w) tile → operator pseudo-colour, from its a_low / a_high channels."""
-    from parcelscan.datasets.pseudocolor import pseudocolor
+    from parcelscan.datasets.physics.pseudocolor import pseudocolor
 
     scale = dict(zip(spec.channels, spec.normalisation["scale"], strict=True))
     offset = dict(zip(spec.channels, spec.normalisation["offset"], strict=True))
@@ -46,9 +46,9 @@ def main(argv: list[str] | None = None) -> int:
     import matplotlib.pyplot as plt
 
     from parcelscan.cli import main as cli
+    from parcelscan.datasets.physics.profile import default_profile
+    from parcelscan.datasets.physics.pseudocolor import overlay_mask
     from parcelscan.datasets.preprocess import PreprocessSpec
-    from parcelscan.datasets.profile import default_profile
-    from parcelscan.datasets.pseudocolor import overlay_mask
     from parcelscan.datasets.torch_dataset import ScanDataset
 
     data = Path(args.data) if args.data else Path(tempfile.mkdtemp(prefix="parcelscan-batch-"))

@@ -26,8 +26,8 @@ def base_image(scan) -> np.ndarray:
         if rgb is None:
             raise ValueError("scan has neither a dual-energy pair nor a pseudo-colour image")
         return np.ascontiguousarray(rgb[..., :3], dtype=np.uint8)
-    from parcelscan.datasets.pseudocolor import pseudocolor_from_pair
-    from parcelscan.datasets.render import profile_for
+    from parcelscan.datasets.physics.pseudocolor import pseudocolor_from_pair
+    from parcelscan.datasets.scans.render import profile_for
 
     return pseudocolor_from_pair(scan.low, scan.high, profile_for(scan))
 
@@ -53,7 +53,7 @@ def overlay_heatmap(rgb: np.ndarray, heat: np.ndarray, opaque_mask: np.ndarray |
 
 def write_heatmap(path: Path, scan, heat: np.ndarray, opaque_mask: np.ndarray | None = None) -> Path:
     """Render and write the overlay as PNG (atomically: a reader never sees a torn image)."""
-    from parcelscan.datasets.scanfile import write_png
+    from parcelscan.datasets.scans.scanfile import write_png
 
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)

@@ -45,7 +45,7 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
 
 def _iter_items(paths: list[str], stdin=None):
     """Scan refs for every named path, lazily (stdin is read as it comes); nothing named is dropped."""
-    from parcelscan.datasets.readers import discover_scans
+    from parcelscan.datasets.scans.readers import discover_scans
     from parcelscan.inference.inspector import MissingInput
 
     def refs(raw: str):

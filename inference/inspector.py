@@ -82,14 +82,14 @@ def _describe(item: Any) -> tuple[str, list[str]]:
 
 def _load(item: Any, scan_id: str):
     """Any accepted item → a decoded Scan. Raises ScanReadError / ParcelscanError / ValueError."""
-    from parcelscan.datasets.scanfile import Scan
+    from parcelscan.datasets.scans.scanfile import Scan
 
     if isinstance(item, MissingInput):
         raise ParcelscanError(f"{item.path}: {item.reason}")
     if isinstance(item, Scan):
         return item
     if isinstance(item, (str, os.PathLike)):
-        from parcelscan.datasets.readers import load_scan
+        from parcelscan.datasets.scans.readers import load_scan
 
         return load_scan(Path(item))
     if callable(getattr(item, "load", None)):  # a readers.ScanRef: knows its partner files and any problem
@@ -174,8 +174,8 @@ class Inspector:
         import contextlib
 
         with contextlib.suppress(Exception):
-            from parcelscan.datasets.profile import default_profile
-            from parcelscan.datasets.pseudocolor import pseudocolor_from_pair
+            from parcelscan.datasets.physics.profile import default_profile
+            from parcelscan.datasets.physics.pseudocolor import pseudocolor_from_pair
 
             air = np.full((8, 8), 65535, np.uint16)
             pseudocolor_from_pair(air, air, default_profile())

@@ -25,7 +25,7 @@ from dataclasses import dataclass
 
 import numpy as np
 
-from parcelscan.datasets.pseudocolor import OPAQUE_A_HIGH
+from parcelscan.datasets.physics.pseudocolor import OPAQUE_A_HIGH
 
 OPAQUE_GREY_LEVELS = round(65535 * math.exp(-OPAQUE_A_HIGH))  # 22 of 65535
 OPAQUE_RGB_LEVEL = 16

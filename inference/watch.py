@@ -67,7 +67,7 @@ class HotFolder:
 
     def poll(self, now: float | None = None) -> list[Any]:
         """Scans ready now: a decoded ``Scan`` when complete, or the ``ScanRef`` of a stale broken one."""
-        from parcelscan.datasets.readers import discover_scans
+        from parcelscan.datasets.scans.readers import discover_scans
         from parcelscan.errors import ParcelscanError
 
         now = time.monotonic() if now is None else now

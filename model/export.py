@@ -172,7 +172,7 @@ def scan_label(meta: dict[str, Any]) -> int | None:
 def load_scan_tiles(directory: Path, spec, limit: int | None = None, need_labels: bool = False) -> list[ScanTiles]:
     """Prepared tiles of the scans under ``directory`` (sorted by scan id; unreadable ones skipped)."""
     from parcelscan.datasets.preprocess import prepare_scan
-    from parcelscan.datasets.readers import discover_scans
+    from parcelscan.datasets.scans.readers import discover_scans
 
     directory = Path(directory)
     if not directory.exists():

@@ -4,8 +4,8 @@ from __future__ import annotations
 
 import pytest
 
-from parcelscan.datasets.forward import ForwardModel, forward_model
-from parcelscan.datasets.profile import ScannerProfile, default_profile
+from parcelscan.datasets.physics.forward import ForwardModel, forward_model
+from parcelscan.datasets.physics.profile import ScannerProfile, default_profile
 
 
 @pytest.fixture(scope="session")

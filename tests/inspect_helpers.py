@@ -21,7 +21,7 @@ _CACHE: dict[str, object] = {}
 
 
 def _scene(kind: str, rng: np.random.Generator):
-    from parcelscan.datasets.materials import get_material
+    from parcelscan.datasets.physics.materials import get_material
 
     names = ["cardboard", "water", "Al", "Nd2O3", "steel"]
     areal = np.zeros((len(names), ROWS, COLS), dtype=np.float32)
@@ -43,9 +43,9 @@ def _scene(kind: str, rng: np.random.Generator):
 def write_scans(directory: Path, n_clear: int = 3, n_suspect: int = 3, opaque: bool = True,
                 seed: int = 0) -> dict[str, list[str]]:
     """Station-format scans with sidecar labels; returns {kind: [scan ids]}."""
-    from parcelscan.datasets.forward import forward_model
-    from parcelscan.datasets.profile import default_profile
-    from parcelscan.datasets.scanfile import Scan, write_station_scan
+    from parcelscan.datasets.physics.forward import forward_model
+    from parcelscan.datasets.physics.profile import default_profile
+    from parcelscan.datasets.scans.scanfile import Scan, write_station_scan
 
     profile = default_profile()
     model = forward_model(profile)
@@ -72,7 +72,7 @@ def tiny_checkpoint(path: Path, scans: Path, threshold: float = 0.5, seed: int =
     import torch
 
     from parcelscan.datasets.preprocess import PreprocessSpec, prepare_scan
-    from parcelscan.datasets.readers import discover_scans
+    from parcelscan.datasets.scans.readers import discover_scans
     from parcelscan.model.checkpoint import save_checkpoint
     from parcelscan.model.network import build_model
 
@@ -118,7 +118,7 @@ def scan_scores(model_path: Path, scans: Path) -> dict[str, float]:
     from parcelscan.inference.inspector import Inspector
 
     inspector = Inspector(model_path, threshold=1.0)
-    from parcelscan.datasets.readers import discover_scans
+    from parcelscan.datasets.scans.readers import discover_scans
 
     return {v.scan_id: v.score for v in inspector.inspect_many(discover_scans([scans]))}
 

@@ -14,8 +14,8 @@ import pytest
 from parcelscan.cli import main
 from parcelscan.datasets.check import check_dataset
 from parcelscan.datasets.manifest import ManifestRecord, append_records, read_manifest, write_manifest
-from parcelscan.datasets.materials import get_material
-from parcelscan.datasets.scanfile import Scan, write_png, write_station_scan
+from parcelscan.datasets.physics.materials import get_material
+from parcelscan.datasets.scans.scanfile import Scan, write_png, write_station_scan
 from parcelscan.datasets.split import assign_splits
 
 SCENARIOS = ("tile_adhesive", "tin_can", "bag_in_clothes")
@@ -235,7 +235,7 @@ def sources(tmp_path_factory, dataset) -> dict[str, Path]:
     """Outside data in every layout, made from the simulated data set's scans."""
     import cv2
 
-    from parcelscan.datasets.readers import convert_scan
+    from parcelscan.datasets.scans.readers import convert_scan
 
     base = tmp_path_factory.mktemp("sources")
     records = read_manifest(dataset)
@@ -286,7 +286,7 @@ def sources(tmp_path_factory, dataset) -> dict[str, Path]:
 
 def test_import_imagefolder(sources, tmp_path, capsys):
     from parcelscan.datasets.datatools import file_sha256, load_record_scan
-    from parcelscan.datasets.readers import load_scan
+    from parcelscan.datasets.scans.readers import load_scan
 
     out = tmp_path / "imported"
     assert main(["data", "import", str(sources["imagefolder"]), "--out", str(out)]) == 0
@@ -369,7 +369,7 @@ def test_imagefolder_with_an_unknown_class_folder_is_refused(tmp_path, capsys):
 
 
 def test_convert_cli(dataset, tmp_path, capsys):
-    from parcelscan.datasets.readers import load_scan
+    from parcelscan.datasets.scans.readers import load_scan
 
     record = read_manifest(dataset)[0]
     assert main(["data", "convert", str(dataset / record.files["low"]), "--to", "tiff", "--out", str(tmp_path)]) == 0

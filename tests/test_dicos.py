@@ -9,15 +9,15 @@ import numpy as np
 import pydicom
 import pytest
 
-from parcelscan.datasets.dicos import (
+from parcelscan.datasets.scans.dicos import (
     DICOS_DX_FOR_PRESENTATION,
     DICOS_DX_FOR_PROCESSING,
     read_dicos,
     read_dicos_header,
     write_dicos,
 )
-from parcelscan.datasets.readers import load_scan
-from parcelscan.datasets.scanfile import (
+from parcelscan.datasets.scans.readers import load_scan
+from parcelscan.datasets.scans.scanfile import (
     BitDepthError,
     IncompleteScanError,
     Scan,

@@ -14,13 +14,13 @@ import cv2
 import numpy as np
 import pytest
 
-from parcelscan.datasets.concealments import SCENARIOS
-from parcelscan.datasets.generate import run_simulate
 from parcelscan.datasets.manifest import MANIFEST_NAME, read_manifest
-from parcelscan.datasets.materials import RARE_EARTH_TARGETS, TARGET_MATERIALS
-from parcelscan.datasets.parcel import SimConfig, build_scene, simulate_scan
-from parcelscan.datasets.profile import default_profile
-from parcelscan.datasets.scanfile import read_station_pair
+from parcelscan.datasets.physics.materials import RARE_EARTH_TARGETS, TARGET_MATERIALS
+from parcelscan.datasets.physics.profile import default_profile
+from parcelscan.datasets.scans.scanfile import read_station_pair
+from parcelscan.datasets.simulator.concealments import SCENARIOS
+from parcelscan.datasets.simulator.generate import run_simulate
+from parcelscan.datasets.simulator.parcel import SimConfig, build_scene, simulate_scan
 from parcelscan.errors import ParcelscanError
 
 

@@ -135,7 +135,7 @@ def test_exit_codes_for_each_case(built, capsys, tmp_path):
 
 
 def test_threshold_override_changes_verdicts(built, inspector):
-    from parcelscan.datasets.readers import discover_scans
+    from parcelscan.datasets.scans.readers import discover_scans
     from parcelscan.inference.inspector import Inspector
 
     refs = discover_scans([built["scans"]])
@@ -206,7 +206,7 @@ def test_every_bad_input_kind_is_manual_inspection_and_the_batch_goes_on(built, 
 
 
 def test_python_api_arrays_and_bad_arrays(built, inspector):
-    from parcelscan.datasets.readers import load_scan
+    from parcelscan.datasets.scans.readers import load_scan
 
     scan = load_scan(built["scans"] / f"{built['ids']['clear'][0]}_low.png")
     by_path = inspector.inspect(built["scans"] / f"{built['ids']['clear'][0]}_low.png")
@@ -257,7 +257,7 @@ def test_opaque_scan_is_never_clear(built, inspector):
 
 
 def test_opaque_region_area_and_shape_rules():
-    from parcelscan.datasets.scanfile import Scan
+    from parcelscan.datasets.scans.scanfile import Scan
     from parcelscan.inference.opaque import OPAQUE_GREY_LEVELS, check_opaque
 
     def scan_with(block: tuple[slice, slice], pitch_mm: float = 1.0, level: int = 3) -> Scan:

@@ -35,8 +35,8 @@ import inspect_helpers as helpers
 
 @pytest.fixture(scope="module")
 def base(tmp_path_factory):
-    from parcelscan.datasets.readers import load_scan
-    from parcelscan.datasets.scanfile import write_tiff
+    from parcelscan.datasets.scans.readers import load_scan
+    from parcelscan.datasets.scans.scanfile import write_tiff
     from parcelscan.inference.inspector import Inspector
 
     built = helpers.build_all(tmp_path_factory.mktemp("fuzz"))
@@ -124,7 +124,7 @@ def _apply(data: bytes, kind: str, args: dict) -> bytes:
 @settings(max_examples=150, deadline=None, suppress_health_check=[HealthCheck.too_slow])
 @given(corruption=corruptions())
 def test_corrupted_scan_files_are_never_cleared_and_never_crash(base, corruption):
-    from parcelscan.datasets.readers import load_scan
+    from parcelscan.datasets.scans.readers import load_scan
 
     target, kind, args = corruption
     with tempfile.TemporaryDirectory() as tmp:

@@ -5,7 +5,7 @@ from __future__ import annotations
 import numpy as np
 import pytest
 
-from parcelscan.datasets.materials import LIBRARY, TARGET_MATERIALS, get_material, mix_materials
+from parcelscan.datasets.physics.materials import LIBRARY, TARGET_MATERIALS, get_material, mix_materials
 from parcelscan.errors import ParcelscanError
 
 # NIST XCOM, total attenuation with coherent scattering (cm²/g)
@@ -94,7 +94,7 @@ def test_fast_path_matches_direct_sum(model):
 
 
 def test_quantum_noise_scales_with_inverse_sqrt_quanta(profile):
-    from parcelscan.datasets.forward import ForwardModel
+    from parcelscan.datasets.physics.forward import ForwardModel
 
     flat = np.full((200, 200), 1.0, dtype=np.float32)  # A = 1 in both channels
     stds = {}

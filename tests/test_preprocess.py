@@ -7,7 +7,8 @@ import json
 import numpy as np
 import pytest
 
-from parcelscan.datasets.materials import get_material
+from parcelscan.datasets.physics.materials import get_material
+from parcelscan.datasets.physics.pseudocolor import transmission_to_log_attenuation
 from parcelscan.datasets.preprocess import (
     PreprocessSpec,
     channels_from_planes,
@@ -20,8 +21,7 @@ from parcelscan.datasets.preprocess import (
     scan_planes,
     tile_starts,
 )
-from parcelscan.datasets.pseudocolor import transmission_to_log_attenuation
-from parcelscan.datasets.scanfile import Scan
+from parcelscan.datasets.scans.scanfile import Scan
 from parcelscan.errors import ParcelscanError, ScanReadError
 
 
@@ -242,7 +242,7 @@ def test_wrong_kind_is_refused(spec):
 
 
 def test_dual_energy_scan_to_a_pseudo_colour_model_uses_its_operator_image(profile):
-    from parcelscan.datasets.pseudocolor import pseudocolor_from_pair
+    from parcelscan.datasets.physics.pseudocolor import pseudocolor_from_pair
 
     scan = _scan(64, 64, seed=5, profile=profile.name)
     prepared = prepare_scan(scan, PreprocessSpec.pseudo_color(pixel_pitch_mm=1.0))
@@ -276,7 +276,7 @@ def test_station_side_modules_do_not_import_torch():
     code = (
         "import sys, numpy as np\n"
         "from parcelscan.datasets import preprocess, datatools, check, split, importers, stats, data_cli\n"
-        "from parcelscan.datasets.scanfile import Scan\n"
+        "from parcelscan.datasets.scans.scanfile import Scan\n"
         "spec = preprocess.PreprocessSpec.from_json(sys.stdin.read())\n"
         "scan = Scan('x', np.full((700, 640), 30000, np.uint16), np.full((700, 640), 40000, np.uint16), {})\n"
         "assert preprocess.prepare_scan(scan, spec).tiles.shape == (2, 3, 320, 320)\n"

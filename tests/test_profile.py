@@ -2,7 +2,7 @@ from __future__ import annotations
 
 import pytest
 
-from parcelscan.datasets.profile import Layer, ScannerProfile, load_profile, profile_from_dict
+from parcelscan.datasets.physics.profile import Layer, ScannerProfile, load_profile, profile_from_dict
 from parcelscan.errors import ParcelscanError
 
 

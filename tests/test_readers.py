@@ -17,8 +17,8 @@ import pytest
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
-from parcelscan.datasets.readers import ScanRef, convert_scan, discover_scans, load_scan
-from parcelscan.datasets.scanfile import (
+from parcelscan.datasets.scans.readers import ScanRef, convert_scan, discover_scans, load_scan
+from parcelscan.datasets.scans.scanfile import (
     BitDepthError,
     IncompleteScanError,
     Scan,
@@ -167,7 +167,7 @@ def test_convert_chain_preserves_pixels_and_metadata(tmp_path):
 
 
 def test_convert_to_rgb_writes_the_operator_image(tmp_path, profile):
-    from parcelscan.datasets.pseudocolor import pseudocolor_from_pair
+    from parcelscan.datasets.physics.pseudocolor import pseudocolor_from_pair
 
     scan = _scan(6)
     write_station_scan(scan, tmp_path)

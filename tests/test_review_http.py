@@ -566,7 +566,7 @@ def test_verdict_text_is_escaped_in_pages(app, db_path, sample, tmp_path):
 def test_tiff_and_pseudo_colour_only_scans_are_reviewed_and_exported(tmp_path, sample):
     from parcelscan.cli import main as cli_main
     from parcelscan.datasets.manifest import read_manifest
-    from parcelscan.datasets.scanfile import write_tiff
+    from parcelscan.datasets.scans.scanfile import write_tiff
     from parcelscan.inference.review.export import export
     from parcelscan.inference.review.ingest import load_scan_any
 

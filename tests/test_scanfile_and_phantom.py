@@ -7,8 +7,8 @@ import json
 import numpy as np
 import pytest
 
-from parcelscan.datasets.pseudocolor import apparent_z, pseudocolor
-from parcelscan.datasets.scanfile import Scan, read_station_pair, read_tiff, write_station_scan, write_tiff
+from parcelscan.datasets.physics.pseudocolor import apparent_z, pseudocolor
+from parcelscan.datasets.scans.scanfile import Scan, read_station_pair, read_tiff, write_station_scan, write_tiff
 from parcelscan.errors import ScanReadError
 
 
@@ -57,7 +57,7 @@ def test_bad_pairs_raise_typed_errors(tmp_path):
 
 @pytest.fixture(scope="module")
 def phantom_dir(tmp_path_factory, profile):
-    from parcelscan.datasets.phantom import write_phantom
+    from parcelscan.datasets.simulator.phantom import write_phantom
 
     out = tmp_path_factory.mktemp("phantom")
     write_phantom(out, profile, seed=0)
@@ -101,7 +101,7 @@ def test_phantom_files_are_complete(phantom_dir):
 
 def test_pseudocolour_is_honest_about_k_edges(model, profile):
     """At equal A_high, Nd2O3 and Dy2O3 get a lower apparent Z than iron; water is orange-organic, iron blue."""
-    from parcelscan.datasets.materials import get_material
+    from parcelscan.datasets.physics.materials import get_material
 
     a = {}
     for name, areal in [("water", 5.5), ("Fe", 1.94), ("Nd2O3", 0.30), ("Dy2O3", 0.245), ("SiO2", 5.3)]:

@@ -7,11 +7,11 @@ import math
 import numpy as np
 import pytest
 
-from parcelscan.datasets.concealments import LOOKALIKE_FILLS, SCENARIOS, build_concealment
-from parcelscan.datasets.contents import BENIGN_KINDS, make_item
-from parcelscan.datasets.goods import GOODS, material
-from parcelscan.datasets.materials import LIBRARY, RARE_EARTH_TARGETS, TARGET_MATERIALS
-from parcelscan.datasets.scene import (
+from parcelscan.datasets.physics.materials import LIBRARY, RARE_EARTH_TARGETS, TARGET_MATERIALS
+from parcelscan.datasets.simulator.concealments import LOOKALIKE_FILLS, SCENARIOS, build_concealment
+from parcelscan.datasets.simulator.contents import BENIGN_KINDS, make_item
+from parcelscan.datasets.simulator.goods import GOODS, material
+from parcelscan.datasets.simulator.scene import (
     Box,
     Cylinder,
     Ellipsoid,
@@ -22,7 +22,7 @@ from parcelscan.datasets.scene import (
     rotation,
     volume_mm3,
 )
-from parcelscan.datasets.shapes import blob, box, cylinder
+from parcelscan.datasets.simulator.shapes import blob, box, cylinder
 
 WATER = material("water")
 

@@ -10,10 +10,10 @@ import torch
 
 from parcelscan.datasets.augment import AugmentConfig, XrayAugment
 from parcelscan.datasets.manifest import ManifestRecord, append_records
-from parcelscan.datasets.materials import get_material
+from parcelscan.datasets.physics.materials import get_material
+from parcelscan.datasets.physics.pseudocolor import pseudocolor_from_pair
 from parcelscan.datasets.preprocess import PreprocessSpec
-from parcelscan.datasets.pseudocolor import pseudocolor_from_pair
-from parcelscan.datasets.scanfile import Scan, write_png, write_station_scan
+from parcelscan.datasets.scans.scanfile import Scan, write_png, write_station_scan
 from parcelscan.datasets.torch_dataset import (
     ScanDataset,
     balanced_sampler,

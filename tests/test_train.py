@@ -46,7 +46,7 @@ def tiny_config(data: Path, project: Path, **overrides) -> dict:
 
 @pytest.fixture(scope="module")
 def dataset(tmp_path_factory) -> Path:
-    from parcelscan.datasets.generate import run_simulate  # noqa: F401  (the simulator must be installed)
+    from parcelscan.datasets.simulator.generate import run_simulate  # noqa: F401  (the simulator must be installed)
 
     out = tmp_path_factory.mktemp("scans")
     assert cli(["simulate", "--out", str(out), "--count", "40", "--seed", "11", "--workers", "1",

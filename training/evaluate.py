@@ -130,8 +130,8 @@ def _prepare_one(index: int, record: Any, root: Path, spec: Any, with_masks: boo
 def _display_image(scan: Any) -> np.ndarray:
     if getattr(scan, "rgb", None) is not None:
         return np.asarray(scan.rgb, dtype=np.uint8)
-    from parcelscan.datasets.pseudocolor import pseudocolor_from_pair
-    from parcelscan.datasets.render import profile_for
+    from parcelscan.datasets.physics.pseudocolor import pseudocolor_from_pair
+    from parcelscan.datasets.scans.render import profile_for
 
     return pseudocolor_from_pair(scan.low, scan.high, profile_for(scan))
 

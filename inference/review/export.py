@@ -56,7 +56,7 @@ def _prepare_out(out_dir: Path) -> None:
 
 
 def _library_name(material: str | None) -> str | None:
-    from parcelscan.datasets.materials import LIBRARY
+    from parcelscan.datasets.physics.materials import LIBRARY
 
     if not material:
         return None
@@ -72,9 +72,9 @@ def _copy(src: Path, dst: Path) -> None:
 
 def _write_scan(item: sqlite3.Row, scan, scan_id: str, out_dir: Path) -> dict[str, str]:
     """Station files for one scan in out_dir; returns the manifest's ``files``."""
-    from parcelscan.datasets.pseudocolor import pseudocolor_from_pair
-    from parcelscan.datasets.render import profile_for
-    from parcelscan.datasets.scanfile import Scan, write_png, write_sidecar, write_station_scan
+    from parcelscan.datasets.physics.pseudocolor import pseudocolor_from_pair
+    from parcelscan.datasets.scans.render import profile_for
+    from parcelscan.datasets.scans.scanfile import Scan, write_png, write_sidecar, write_station_scan
 
     files = {role: Path(entry["path"]) for role, entry in json.loads(item["scan_files"]).items()}
     renamed = scan_id != item["scan_id"]

@@ -155,8 +155,8 @@ def is_dual_energy(scan) -> bool:
 
 def render_pseudo(scan) -> np.ndarray:
     """The operator image: computed from the pair, or the scanner's own for a pseudo-colour-only scan."""
-    from parcelscan.datasets.pseudocolor import pseudocolor_from_pair
-    from parcelscan.datasets.render import profile_for
+    from parcelscan.datasets.physics.pseudocolor import pseudocolor_from_pair
+    from parcelscan.datasets.scans.render import profile_for
 
     if not is_dual_energy(scan):
         return scan.rgb
@@ -165,7 +165,7 @@ def render_pseudo(scan) -> np.ndarray:
 
 def render_raw(image_u16: np.ndarray) -> np.ndarray:
     """16-bit transmission → 8-bit grey, 255·(1 − √(A/A_max)): thin and thick objects both visible."""
-    from parcelscan.datasets.pseudocolor import transmission_to_log_attenuation
+    from parcelscan.datasets.physics.pseudocolor import transmission_to_log_attenuation
 
     a = np.clip(transmission_to_log_attenuation(image_u16), 0.0, RAW_A_MAX)
     return np.rint(255.0 * (1.0 - np.sqrt(a / RAW_A_MAX))).astype(np.uint8)
@@ -188,8 +188,8 @@ def render_heatmap_overlay(heat: np.ndarray) -> np.ndarray:
 @functools.lru_cache(maxsize=8)
 def _reference_curves(physics_key: tuple, profile) -> tuple[tuple[str, tuple, np.ndarray, np.ndarray], ...]:
     """(name, colour, A_high, R) per reference material over a wide range of areal densities."""
-    from parcelscan.datasets.forward import forward_model
-    from parcelscan.datasets.materials import get_material
+    from parcelscan.datasets.physics.forward import forward_model
+    from parcelscan.datasets.physics.materials import get_material
 
     model = forward_model(profile)
     areal = np.geomspace(1e-3, 400.0, 500)
@@ -223,7 +223,7 @@ def render_material_view(scan, heat: np.ndarray | None, width: int = 820, height
     import cv2
     from PIL import Image, ImageDraw, ImageFont
 
-    from parcelscan.datasets.render import profile_for
+    from parcelscan.datasets.scans.render import profile_for
 
     profile = profile_for(scan)
     a_low, a_high = scan.log_attenuation()

@@ -49,11 +49,11 @@ class IngestReport:
 
 
 def load_scan_any(path: Path):
-    """The shared scan reader (``datasets.readers.load_scan``) when present, else the station reader."""
+    """The shared scan reader (``datasets.scans.readers.load_scan``) when present, else the station reader."""
     try:
-        from parcelscan.datasets.readers import load_scan
+        from parcelscan.datasets.scans.readers import load_scan
     except ImportError:
-        from parcelscan.datasets.render import read_any_station_scan as load_scan
+        from parcelscan.datasets.scans.render import read_any_station_scan as load_scan
     return load_scan(Path(path))
 
 
@@ -141,7 +141,7 @@ def read_verdict_lines(path: Path) -> tuple[list[tuple[int, dict[str, Any]]], bo
 def _read_heatmap(path: Path) -> None:
     import cv2
 
-    from parcelscan.datasets.scanfile import png_header
+    from parcelscan.datasets.scans.scanfile import png_header
 
     png_header(path)
     image = cv2.imread(str(path), cv2.IMREAD_UNCHANGED)

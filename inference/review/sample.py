@@ -64,7 +64,7 @@ def _cylinder(shape: tuple[int, int], rows: tuple[int, int], cols: tuple[int, in
 
 def build_scene(contents: str, rows: int, cols: int):
     """(materials, areal densities (M, rows, cols) g/cm², the region a heatmap should point at)."""
-    from parcelscan.datasets.materials import get_material
+    from parcelscan.datasets.physics.materials import get_material
 
     shape = (rows, cols)
     layers: list[tuple[str, np.ndarray]] = []
@@ -149,7 +149,7 @@ def write_heatmap_file(path: Path, scan, heat: np.ndarray, heatmap_format: str) 
     ``probability``: a single-channel 8-bit probability map at half the scan's size."""
     import cv2
 
-    from parcelscan.datasets.scanfile import write_png
+    from parcelscan.datasets.scans.scanfile import write_png
 
     if heatmap_format == "station":
         from parcelscan.inference.heatmap import write_heatmap
@@ -165,10 +165,10 @@ def write_heatmap_file(path: Path, scan, heat: np.ndarray, heatmap_format: str) 
 def write_sample_results(out_dir: Path, rows: int = 360, cols: int = 480, seed: int = 0,
                          samples: tuple[SampleParcel, ...] = SAMPLES, heatmap_format: str = "station") -> Path:
     """Write station scans and ``results.jsonl`` (Verdict lines with absolute paths) into ``out_dir``."""
-    from parcelscan.datasets.forward import forward_model
-    from parcelscan.datasets.profile import default_profile
-    from parcelscan.datasets.pseudocolor import pseudocolor_from_pair
-    from parcelscan.datasets.scanfile import Scan, write_station_scan
+    from parcelscan.datasets.physics.forward import forward_model
+    from parcelscan.datasets.physics.profile import default_profile
+    from parcelscan.datasets.physics.pseudocolor import pseudocolor_from_pair
+    from parcelscan.datasets.scans.scanfile import Scan, write_station_scan
 
     out_dir = Path(out_dir).resolve()
     scans_dir = out_dir / "scans"

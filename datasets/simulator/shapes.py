@@ -11,8 +11,8 @@ from dataclasses import dataclass, field
 
 import numpy as np
 
-from parcelscan.datasets.goods import material
-from parcelscan.datasets.scene import Blob, Box, Cylinder, Ellipsoid, Part, Polyline, Shape, rotation
+from parcelscan.datasets.simulator.goods import material
+from parcelscan.datasets.simulator.scene import Blob, Box, Cylinder, Ellipsoid, Part, Polyline, Shape, rotation
 
 UP = rotation()
 LYING_X = rotation(0.0, math.pi / 2)  # body z axis along scene x: a bottle or can on its side

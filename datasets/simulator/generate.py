@@ -20,10 +20,10 @@ from pathlib import Path
 
 import numpy as np
 
-from parcelscan.datasets.concealments import SCENARIOS
 from parcelscan.datasets.manifest import MANIFEST_NAME, ManifestRecord, append_records, read_manifest, write_manifest
-from parcelscan.datasets.parcel import SimConfig, SimulatedScan, scan_id_for, simulate_scan
-from parcelscan.datasets.profile import ScannerProfile
+from parcelscan.datasets.physics.profile import ScannerProfile
+from parcelscan.datasets.simulator.concealments import SCENARIOS
+from parcelscan.datasets.simulator.parcel import SimConfig, SimulatedScan, scan_id_for, simulate_scan
 from parcelscan.errors import ParcelscanError
 
 STATS_NAME = "stats.json"
@@ -64,7 +64,7 @@ def write_simulated(
     scan: SimulatedScan, out_dir: Path, profile: ScannerProfile, png_params: list[int] | None = None
 ) -> dict[str, str]:
     """The station files of one scan (the format of ``scanfile.write_station_scan``, faster PNG settings)."""
-    from parcelscan.datasets.scanfile import (
+    from parcelscan.datasets.scans.scanfile import (
         Scan,
         check_scan_id,
         pair_paths,
@@ -160,11 +160,11 @@ def _warm(config: SimConfig, tables: bool = True) -> None:
     """Build the spectra and colour tables of every scanner variant once per process, before its first scan;
     with ``tables`` also the attenuation tables of every material (a long run needs them all; a short
     in-process one builds the few it meets on the way)."""
-    from parcelscan.datasets.forward import forward_model
-    from parcelscan.datasets.goods import GOODS
-    from parcelscan.datasets.materials import LIBRARY
-    from parcelscan.datasets.parcel import SPECTRAL_VARIANTS, scanner_variant
-    from parcelscan.datasets.pseudocolor import pseudocolor
+    from parcelscan.datasets.physics.forward import forward_model
+    from parcelscan.datasets.physics.materials import LIBRARY
+    from parcelscan.datasets.physics.pseudocolor import pseudocolor
+    from parcelscan.datasets.simulator.goods import GOODS
+    from parcelscan.datasets.simulator.parcel import SPECTRAL_VARIANTS, scanner_variant
 
     everything = [*LIBRARY.values(), *GOODS.values()]
     seen = set()
@@ -248,12 +248,12 @@ def run_simulate(args: argparse.Namespace, profile: ScannerProfile, out_dir: Pat
     if todo:
         seconds = generate(config, out_dir, todo, workers, progress=not args.no_progress, total=args.count)
     records = read_manifest(out_dir / MANIFEST_NAME)
-    from parcelscan.datasets.simstats import format_stats, scenario_stats
+    from parcelscan.datasets.simulator.simstats import format_stats, scenario_stats
 
     stats = scenario_stats(records)
     if seconds["scans"]:
         stats["timing"] = seconds
-    from parcelscan.datasets.scanfile import write_bytes_atomic
+    from parcelscan.datasets.scans.scanfile import write_bytes_atomic
 
     write_bytes_atomic(out_dir / STATS_NAME, (json.dumps(stats, indent=1) + "\n").encode())
     print(format_stats(stats))

@@ -31,9 +31,9 @@ from pathlib import Path
 
 import numpy as np
 
-from parcelscan.datasets import scanfile
-from parcelscan.datasets.dicos import DICOS_EXTENSIONS, read_dicos, read_dicos_header, read_dicos_pair
-from parcelscan.datasets.scanfile import (
+from parcelscan.datasets.scans import scanfile
+from parcelscan.datasets.scans.dicos import DICOS_EXTENSIONS, read_dicos, read_dicos_header, read_dicos_pair
+from parcelscan.datasets.scans.scanfile import (
     SCAN_FORMAT,
     BitDepthError,
     IncompleteScanError,
@@ -498,7 +498,7 @@ def convert_scan(src: Path | str, fmt: str, out_dir: Path | str, profile: str | 
     profile, or ``profile``) and ``<id>.json``. Pixel values are preserved exactly; every metadata key
     survives pair/tiff/dicos/rgb sidecars. A pseudo-colour scan converts only to ``rgb``.
     """
-    from parcelscan.datasets.dicos import write_dicos
+    from parcelscan.datasets.scans.dicos import write_dicos
 
     if fmt not in CONVERT_FORMATS:
         raise ParcelscanError(f"unknown scan format {fmt!r}: choose one of {', '.join(CONVERT_FORMATS)}")
@@ -524,8 +524,8 @@ def convert_scan(src: Path | str, fmt: str, out_dir: Path | str, profile: str | 
         if scan.kind == "pseudo_color":
             rgb = scan.rgb
         else:
-            from parcelscan.datasets.pseudocolor import pseudocolor_from_pair
-            from parcelscan.datasets.render import profile_for
+            from parcelscan.datasets.physics.pseudocolor import pseudocolor_from_pair
+            from parcelscan.datasets.scans.render import profile_for
 
             rgb = pseudocolor_from_pair(scan.low, scan.high, profile_for(scan, profile))
         rgb_path, sidecar_path = out_dir / f"{scan.scan_id}_rgb.png", out_dir / f"{scan.scan_id}.json"

@@ -18,8 +18,8 @@ from pathlib import Path
 
 import numpy as np
 
-from parcelscan.datasets.materials import get_material
-from parcelscan.datasets.profile import Layer, ScannerProfile
+from parcelscan.datasets.physics.materials import get_material
+from parcelscan.datasets.physics.profile import Layer, ScannerProfile
 
 SPECTRUM_BIN_KEV = 0.5
 CACHE_VERSION = 1

@@ -6,10 +6,10 @@ from pathlib import Path
 
 import numpy as np
 
-from parcelscan.datasets.profile import DEFAULT_PROFILE_NAME, PROFILES_DIR, load_profile
-from parcelscan.datasets.pseudocolor import overlay_mask, pseudocolor_from_pair
-from parcelscan.datasets.readers import load_scan
-from parcelscan.datasets.scanfile import Scan, check_file, decode_png, png_header
+from parcelscan.datasets.physics.profile import DEFAULT_PROFILE_NAME, PROFILES_DIR, load_profile
+from parcelscan.datasets.physics.pseudocolor import overlay_mask, pseudocolor_from_pair
+from parcelscan.datasets.scans.readers import load_scan
+from parcelscan.datasets.scans.scanfile import Scan, check_file, decode_png, png_header
 from parcelscan.errors import ScanReadError
 
 

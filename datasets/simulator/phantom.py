@@ -12,7 +12,7 @@ from dataclasses import asdict, dataclass
 
 import numpy as np
 
-from parcelscan.datasets.materials import Material, get_material
+from parcelscan.datasets.physics.materials import Material, get_material
 
 PHANTOM_ROWS = 360
 TRAY = ("cardboard", 0.21)  # 3 mm cardboard at 0.70 g/cm³
@@ -102,9 +102,9 @@ def write_phantom(out_dir, profile, seed: int = 0) -> dict:
     import json
     from pathlib import Path
 
-    from parcelscan.datasets.forward import forward_model
-    from parcelscan.datasets.pseudocolor import pseudocolor_from_pair
-    from parcelscan.datasets.scanfile import Scan, write_bytes_atomic, write_station_scan, write_tiff
+    from parcelscan.datasets.physics.forward import forward_model
+    from parcelscan.datasets.physics.pseudocolor import pseudocolor_from_pair
+    from parcelscan.datasets.scans.scanfile import Scan, write_bytes_atomic, write_station_scan, write_tiff
 
     out_dir = Path(out_dir)
     materials, areal, regions = build_phantom(profile.channels)

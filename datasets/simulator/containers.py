@@ -13,8 +13,8 @@ from dataclasses import dataclass
 
 import numpy as np
 
-from parcelscan.datasets.scene import Part, rotation
-from parcelscan.datasets.shapes import Parts, blob, box, choice, ellipsoid, uniform
+from parcelscan.datasets.simulator.scene import Part, rotation
+from parcelscan.datasets.simulator.shapes import Parts, blob, box, choice, ellipsoid, uniform
 
 CONTAINER_KINDS = ("box", "padded_envelope", "poly_mailer", "letter")
 CONTAINER_CLASS = {"box": "box", "padded_envelope": "soft", "poly_mailer": "soft", "letter": "letter"}

@@ -16,9 +16,9 @@ from dataclasses import dataclass
 
 import numpy as np
 
-from parcelscan.datasets.goods import material
-from parcelscan.datasets.scene import Blob, Part, rotation
-from parcelscan.datasets.shapes import (
+from parcelscan.datasets.simulator.goods import material
+from parcelscan.datasets.simulator.scene import Blob, Part, rotation
+from parcelscan.datasets.simulator.shapes import (
     LYING_X,
     UP,
     Parts,

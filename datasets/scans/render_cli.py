@@ -17,8 +17,8 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
 def run(args: argparse.Namespace) -> int:
     import numpy as np
 
-    from parcelscan.datasets.render import render_scan_file
-    from parcelscan.datasets.scanfile import write_png
+    from parcelscan.datasets.scans.render import render_scan_file
+    from parcelscan.datasets.scans.scanfile import write_png
 
     rgb = render_scan_file(Path(args.scan), mask_path=Path(args.mask) if args.mask else None,
                            outline_mask=not args.no_mask, profile_path=args.profile)

@@ -16,8 +16,8 @@ import functools
 
 import numpy as np
 
-from parcelscan.datasets.materials import get_material
-from parcelscan.datasets.profile import ScannerProfile
+from parcelscan.datasets.physics.materials import get_material
+from parcelscan.datasets.physics.profile import ScannerProfile
 
 CALIBRATION_ELEMENTS = ("C", "N", "O", "Na", "Mg", "Al", "Si", "S", "Ca", "Ti", "Fe", "Cu", "Zn")
 CALIBRATION_Z = np.array([6, 7, 8, 11, 12, 13, 14, 16, 20, 22, 26, 29, 30], dtype=float)
@@ -36,7 +36,7 @@ _HUE_RGB = np.array([
 @functools.lru_cache(maxsize=8)
 def _calibration(physics_key: tuple, profile: ScannerProfile) -> np.ndarray:
     """R(Z, A_high) on (len(A_HIGH_GRID), len(CALIBRATION_Z)), monotonic in Z at each A_high."""
-    from parcelscan.datasets.forward import forward_model
+    from parcelscan.datasets.physics.forward import forward_model
 
     model = forward_model(profile)
     table = np.zeros((len(A_HIGH_GRID), len(CALIBRATION_Z)))

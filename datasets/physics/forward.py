@@ -21,9 +21,9 @@ from dataclasses import dataclass
 
 import numpy as np
 
-from parcelscan.datasets.materials import LIBRARY, Material
-from parcelscan.datasets.profile import ScannerProfile
-from parcelscan.datasets.spectrum import ChannelResponses, channel_responses
+from parcelscan.datasets.physics.materials import LIBRARY, Material
+from parcelscan.datasets.physics.profile import ScannerProfile
+from parcelscan.datasets.physics.spectrum import ChannelResponses, channel_responses
 
 SUPER_BIN_KEV = 2.0
 CHUNK_PIXELS = 1024  # (S, n) float32 blocks that stay in cache

@@ -97,7 +97,7 @@ class Scan:
 
     def log_attenuation(self) -> tuple[np.ndarray, np.ndarray]:
         """(A_low, A_high) = −ln(I/I0) as float32; opaque pixels clip at one grey level."""
-        from parcelscan.datasets.pseudocolor import transmission_to_log_attenuation
+        from parcelscan.datasets.physics.pseudocolor import transmission_to_log_attenuation
 
         if self.kind != "dual_energy":
             raise ValueError(f"scan {self.scan_id}: a pseudo-colour scan has no energy channels")

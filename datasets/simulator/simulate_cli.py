@@ -33,18 +33,18 @@ def _writable_dir(path: Path) -> Path:
 
 
 def run(args: argparse.Namespace) -> int:
-    from parcelscan.datasets.profile import load_profile
+    from parcelscan.datasets.physics.profile import load_profile
 
     profile = load_profile(args.profile)
     if args.phantom:
-        from parcelscan.datasets.phantom import write_phantom
+        from parcelscan.datasets.simulator.phantom import write_phantom
 
         out = _writable_dir(Path(args.out))
         description = write_phantom(out, profile, seed=args.seed)
         print(f"phantom written to {out}: {', '.join(description['files'].values())}, phantom_regions.json "
               f"({len(description['regions'])} regions)")
         return 0
-    from parcelscan.datasets.generate import config_from_args, run_simulate
+    from parcelscan.datasets.simulator.generate import config_from_args, run_simulate
 
     config_from_args(args, profile)  # refuse bad arguments before anything is created on disk
     return run_simulate(args, profile, _writable_dir(Path(args.out)))

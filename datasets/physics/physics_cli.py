@@ -22,9 +22,9 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
 
 
 def run(args: argparse.Namespace) -> int:
-    from parcelscan.datasets.forward import forward_model
-    from parcelscan.datasets.materials import LIBRARY, get_material
-    from parcelscan.datasets.profile import load_profile
+    from parcelscan.datasets.physics.forward import forward_model
+    from parcelscan.datasets.physics.materials import LIBRARY, get_material
+    from parcelscan.datasets.physics.profile import load_profile
     from parcelscan.errors import ParcelscanError
 
     if args.list:

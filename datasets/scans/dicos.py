@@ -83,7 +83,7 @@ from typing import Any
 
 import numpy as np
 
-from parcelscan.datasets.scanfile import (
+from parcelscan.datasets.scans.scanfile import (
     SCAN_FORMAT,
     BitDepthError,
     IncompleteScanError,
@@ -152,7 +152,7 @@ def _strip_energy(stem: str) -> str:
 # --- writing -------------------------------------------------------------------------------------------
 def _profile_facts(meta: dict[str, Any]) -> dict[str, Any]:
     """Tube kV and whether the detector is known, from meta or the scan's shipped profile."""
-    from parcelscan.datasets.profile import PROFILES_DIR, load_profile
+    from parcelscan.datasets.physics.profile import PROFILES_DIR, load_profile
 
     facts: dict[str, Any] = {}
     name = meta.get("profile")

@@ -18,13 +18,13 @@ from dataclasses import dataclass, field
 
 import numpy as np
 
-from parcelscan.datasets.concealments import SCENARIOS, Concealment, build_concealment, scenario_container
-from parcelscan.datasets.containers import Container, packing_fill, rotated_extent
-from parcelscan.datasets.contents import LETTER_SAFE, make_item, place, random_kind
-from parcelscan.datasets.materials import TARGET_MATERIALS
-from parcelscan.datasets.profile import Layer, ScannerProfile
-from parcelscan.datasets.scene import Grid, Part, Raster, rasterise, rotation
-from parcelscan.datasets.shapes import choice, log_uniform, uniform
+from parcelscan.datasets.physics.materials import TARGET_MATERIALS
+from parcelscan.datasets.physics.profile import Layer, ScannerProfile
+from parcelscan.datasets.simulator.concealments import SCENARIOS, Concealment, build_concealment, scenario_container
+from parcelscan.datasets.simulator.containers import Container, packing_fill, rotated_extent
+from parcelscan.datasets.simulator.contents import LETTER_SAFE, make_item, place, random_kind
+from parcelscan.datasets.simulator.scene import Grid, Part, Raster, rasterise, rotation
+from parcelscan.datasets.simulator.shapes import choice, log_uniform, uniform
 
 GENERATOR_VERSION = "scene-1"
 OVERLAP_MIN_SHARE = 0.10  # clutter "overlaps" the powder when it covers >= 10 % of its mask pixels
@@ -266,8 +266,8 @@ def build_scene(config: SimConfig, index: int, seconds: dict[str, float] | None 
 
 
 def simulate_scan(config: SimConfig, index: int) -> SimulatedScan:
-    from parcelscan.datasets.forward import forward_model
-    from parcelscan.datasets.pseudocolor import pseudocolor_from_pair
+    from parcelscan.datasets.physics.forward import forward_model
+    from parcelscan.datasets.physics.pseudocolor import pseudocolor_from_pair
 
     seconds: dict[str, float] = {}
     scene = build_scene(config, index, seconds)

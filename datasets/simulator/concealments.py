@@ -20,8 +20,9 @@ from dataclasses import dataclass, field
 
 import numpy as np
 
-from parcelscan.datasets.containers import Container, cardboard_box, letter, padded_envelope, poly_mailer
-from parcelscan.datasets.contents import (
+from parcelscan.datasets.physics.materials import LIBRARY, TARGET_MATERIALS, Material, mix_materials
+from parcelscan.datasets.simulator.containers import Container, cardboard_box, letter, padded_envelope, poly_mailer
+from parcelscan.datasets.simulator.contents import (
     bottle_body,
     bottle_dims,
     make_item,
@@ -29,10 +30,9 @@ from parcelscan.datasets.contents import (
     sack_shape,
     tile_stack_layout,
 )
-from parcelscan.datasets.goods import material
-from parcelscan.datasets.materials import LIBRARY, TARGET_MATERIALS, Material, mix_materials
-from parcelscan.datasets.scene import Part, Shape, rotation, volume_mm3
-from parcelscan.datasets.shapes import (
+from parcelscan.datasets.simulator.goods import material
+from parcelscan.datasets.simulator.scene import Part, Shape, rotation, volume_mm3
+from parcelscan.datasets.simulator.shapes import (
     LYING_X,
     UP,
     Parts,

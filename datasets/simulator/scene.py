@@ -26,7 +26,7 @@ from dataclasses import dataclass, field
 
 import numpy as np
 
-from parcelscan.datasets.materials import Material
+from parcelscan.datasets.physics.materials import Material
 
 FAR_MM = 1.0e6  # stands in for ±infinity in z-intervals (finite, so no inf − inf)
 PROFILE_SAMPLES = 1024  # a blob's edge profile is tabulated over the normalised radius 0..1

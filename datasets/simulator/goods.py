@@ -10,7 +10,7 @@ from __future__ import annotations
 
 import functools
 
-from parcelscan.datasets.materials import LIBRARY, Material, mixture
+from parcelscan.datasets.physics.materials import LIBRARY, Material, mixture
 
 # fmt: off
 _GOODS: list[Material] = [
