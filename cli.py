@@ -28,7 +28,7 @@ VERBS: dict[str, tuple[str, str]] = {
     "inspect": ("parcelscan.inference.inspect_cli", "inspect scans with the ONNX model (station CLI)"),
     "review": ("parcelscan.inference.review_cli", "inspector review web app"),
     "retrain": ("parcelscan.training.retrain_cli", "fine-tune on new seizures"),
-    "models": ("parcelscan.training.models_cli", "model registry: list, show, promote, rollback"),
+    "models": ("parcelscan.model.registry_cli", "model registry: list, show, promote, rollback"),
 }
 
 

@@ -42,7 +42,7 @@ def stage_breakdown(model: Path, refs: list, n: int) -> dict[str, float]:
 
     from parcelscan.datasets.preprocess import PreprocessSpec, prepare_scan
     from parcelscan.inference.opaque import check_opaque
-    from parcelscan.inference.session import open_session
+    from parcelscan.model.session import open_session
 
     session = open_session(model, device="cpu", threads=1)
     spec = PreprocessSpec.from_dict(session.metadata.preprocessing)

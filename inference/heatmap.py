@@ -26,10 +26,9 @@ def base_image(scan) -> np.ndarray:
         if rgb is None:
             raise ValueError("scan has neither a dual-energy pair nor a pseudo-colour image")
         return np.ascontiguousarray(rgb[..., :3], dtype=np.uint8)
-    from parcelscan.datasets.physics.pseudocolor import pseudocolor_from_pair
-    from parcelscan.datasets.scans.render import profile_for
+    from parcelscan.datasets.scans.colour import pseudocolor_of
 
-    return pseudocolor_from_pair(scan.low, scan.high, profile_for(scan))
+    return pseudocolor_of(scan)
 
 
 def overlay_heatmap(rgb: np.ndarray, heat: np.ndarray, opaque_mask: np.ndarray | None = None) -> np.ndarray:

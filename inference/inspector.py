@@ -129,7 +129,7 @@ class Inspector:
                  threads: int | None = None, heatmap_dir: str | Path | None = None, station: str | None = None,
                  verify: bool = True, input_kind: str = "dual_energy"):
         from parcelscan.datasets.preprocess import PreprocessSpec
-        from parcelscan.inference.session import open_session
+        from parcelscan.model.session import open_session
 
         if model_path is None:
             from parcelscan.model.registry import default_model_path

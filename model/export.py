@@ -44,6 +44,7 @@ import numpy as np
 
 from parcelscan.errors import ParcelscanError
 from parcelscan.model.metadata import INPUT_NAME, OUTPUT_NAMES, ModelMetadata
+from parcelscan.model.operating_point import pd_at_pfa, rates_at_threshold
 
 OPSET = 17
 DEFAULT_TOLERANCE = 1e-4  # max |Δ| of probabilities (suspect_probability, heatmap); logits: relative to their scale
@@ -387,8 +388,6 @@ def _scan_scores(session, scans: list[ScanTiles]) -> np.ndarray:
 
 
 def _rates(labels: np.ndarray, scores: np.ndarray, threshold: float, target_pfa: float | None) -> dict[str, float]:
-    from parcelscan.training.metrics import pd_at_pfa, rates_at_threshold
-
     pd, pfa = rates_at_threshold(labels, scores, threshold)
     out = {"pd": pd, "pfa": pfa}
     if target_pfa:
@@ -468,7 +467,7 @@ def export_model(model, info: dict[str, Any], out: str | Path, parity_data: str 
                  tolerance: float = DEFAULT_TOLERANCE, log: Callable[[str], None] = print) -> ExportResult:
     """Export an eval-mode network with its checkpoint info; see the module docstring for the steps."""
     from parcelscan.datasets.preprocess import PreprocessSpec
-    from parcelscan.inference.session import write_sha256
+    from parcelscan.model.session import write_sha256
 
     started = time.perf_counter()
     out = Path(out)

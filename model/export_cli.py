@@ -36,8 +36,8 @@ def show(path: str, as_json: bool = False) -> int:
     import onnxruntime as ort
 
     from parcelscan.errors import ParcelscanError
-    from parcelscan.inference.session import sha256_sidecar, verify_sha256
     from parcelscan.model.metadata import ModelMetadata, read_props
+    from parcelscan.model.session import sha256_sidecar, verify_sha256
 
     if not Path(path).is_file():
         raise ParcelscanError(f"model not found: {path}")

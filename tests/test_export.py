@@ -102,7 +102,7 @@ def test_exported_metadata_matches_checkpoint(built):
 
 
 def test_sha256_file_matches(built):
-    from parcelscan.inference.session import sha256_file
+    from parcelscan.model.session import sha256_file
 
     line = (built["model"].parent / "tiny.onnx.sha256").read_text()
     assert line == f"{sha256_file(built['model'])}  tiny.onnx\n"

@@ -301,7 +301,7 @@ def test_sha256_mismatch_and_missing_hash_are_refused(built, tmp_path, capsys):
 def test_device_choice(built, capsys):
     import onnxruntime as ort
 
-    from parcelscan.inference.session import choose_providers
+    from parcelscan.model.session import choose_providers
 
     assert choose_providers("cpu", ["CUDAExecutionProvider", "CPUExecutionProvider"]) == ["CPUExecutionProvider"]
     assert choose_providers("auto", ["CUDAExecutionProvider", "CPUExecutionProvider"])[0] == "CUDAExecutionProvider"

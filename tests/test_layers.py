@@ -30,15 +30,6 @@ LAYER_RANKS: dict[str, int] = {
 }
 # Same-rank pairs that must never import each other (rank alone would allow it).
 FORBIDDEN_SAME_RANK = {("inference", "training"), ("training", "inference")}
-# Wrong arrows found by the restructure, fixed one by one in the commits that follow it; must end empty.
-KNOWN_WRONG_ARROWS = {
-    ("parcelscan.model.export", "parcelscan.inference.session"),
-    ("parcelscan.model.export", "parcelscan.training.metrics"),
-    ("parcelscan.model.export_cli", "parcelscan.inference.session"),
-    ("parcelscan.training.evaluate", "parcelscan.inference.session"),
-    ("parcelscan.datasets.scans.readers", "parcelscan.datasets.scans.render"),
-    ("parcelscan.training.train", "parcelscan.training.evaluate"),
-}
 
 
 def module_name(path: Path) -> str:
@@ -97,10 +88,7 @@ def imported_modules(path: Path, known: set[str]) -> set[str]:
 def import_graph() -> dict[str, set[str]]:
     modules = package_modules()
     known = set(modules)
-    graph = {name: imported_modules(path, known) - {name} for name, path in modules.items()}
-    for importer, target in KNOWN_WRONG_ARROWS:
-        graph.get(importer, set()).discard(target)
-    return graph
+    return {name: imported_modules(path, known) - {name} for name, path in modules.items()}
 
 
 def test_the_layout_has_a_folder_per_concern():
@@ -113,8 +101,6 @@ def test_every_import_points_down_the_layers():
     for importer, imported in sorted(import_graph().items()):
         for target in sorted(imported):
             a, b = layer_of(importer), layer_of(target)
-            if (importer, target) in KNOWN_WRONG_ARROWS:
-                continue
             if LAYER_RANKS[b] > LAYER_RANKS[a] or (a, b) in FORBIDDEN_SAME_RANK:
                 wrong.append(f"{importer} ({a}) imports {target} ({b})")
     assert not wrong, "imports against the layer order:\n" + "\n".join(wrong)

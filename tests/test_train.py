@@ -177,11 +177,11 @@ def test_balanced_shard_sampler():
 
 
 def test_run_names_increment(tmp_path):
-    from parcelscan.training.train import increment_run_dir
+    from parcelscan.training.runs import increment_dir
 
-    assert increment_run_dir(tmp_path, "exp").name == "exp"
-    assert increment_run_dir(tmp_path, "exp").name == "exp2"
-    assert increment_run_dir(tmp_path, "exp").name == "exp3"
+    assert increment_dir(tmp_path, "exp").name == "exp"
+    assert increment_dir(tmp_path, "exp").name == "exp2"
+    assert increment_dir(tmp_path, "exp").name == "exp3"
 
 
 def test_config_yaml_round_trip_and_errors(tmp_path):

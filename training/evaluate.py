@@ -29,6 +29,7 @@ import numpy as np
 
 from parcelscan.errors import ParcelscanError, ScanReadError
 from parcelscan.training import metrics as M
+from parcelscan.training.runs import increment_dir, resolve_device
 
 REPORT_PFAS = (0.01, 0.001)
 MASK_EPS = 1e-7
@@ -130,10 +131,9 @@ def _prepare_one(index: int, record: Any, root: Path, spec: Any, with_masks: boo
 def _display_image(scan: Any) -> np.ndarray:
     if getattr(scan, "rgb", None) is not None:
         return np.asarray(scan.rgb, dtype=np.uint8)
-    from parcelscan.datasets.physics.pseudocolor import pseudocolor_from_pair
-    from parcelscan.datasets.scans.render import profile_for
+    from parcelscan.datasets.scans.colour import pseudocolor_of
 
-    return pseudocolor_from_pair(scan.low, scan.high, profile_for(scan))
+    return pseudocolor_of(scan)
 
 
 def _prefetch(records: Sequence[Any], root: Path, spec: Any, workers: int, with_masks: bool,
@@ -303,7 +303,7 @@ def load_model_for_eval(path: str | Path, device: str = "auto") -> LoadedModel:
     if not path.is_file():
         raise ParcelscanError(f"model not found: {path}")
     if path.suffix.lower() == ".onnx":
-        from parcelscan.inference.session import open_session, sha256_sidecar
+        from parcelscan.model.session import open_session, sha256_sidecar
 
         session = open_session(path, device=device, verify=sha256_sidecar(path).is_file())
         meta = session.metadata
@@ -317,7 +317,6 @@ def load_model_for_eval(path: str | Path, device: str = "auto") -> LoadedModel:
         return LoadedModel(run, PreprocessSpec.from_dict(meta.preprocessing), meta.threshold, meta.temperature,
                            meta.target_pfa, info, "onnx")
     from parcelscan.model.checkpoint import load_checkpoint
-    from parcelscan.training.train import resolve_device
 
     model, info = load_checkpoint(path)
     torch_device = resolve_device(device)
@@ -442,21 +441,6 @@ def screening_summary(labels: np.ndarray, margins: np.ndarray, records: Sequence
 
 
 # --- the evaluate command --------------------------------------------------------------------------------
-def increment_dir(project: str | Path, name: str) -> Path:
-    """``project/name``, or ``name2``, ``name3`` … if taken (Ultralytics-style); created empty."""
-    project = Path(project)
-    project.mkdir(parents=True, exist_ok=True)
-    candidate = project / name
-    number = 2
-    while True:
-        try:
-            candidate.mkdir()
-            return candidate
-        except FileExistsError:
-            candidate = project / f"{name}{number}"
-            number += 1
-
-
 def select_split(records: list[Any], split: str, data_dir: Path) -> list[Any]:
     """The records of ``split``; ``all`` takes every record (a test set simulated from its own seed needs no
     split)."""

@@ -7,12 +7,8 @@ Conventions used everywhere in parcelscan:
   is flagged — fail closed).
 * **Pd** (probability of detection) = flagged suspects / suspects; **Pfa** (probability of false alarm)
   = flagged clear scans / clear scans.
-* **Threshold for a target Pfa** (:func:`threshold_at_pfa`): with ``N`` clear scores and
-  ``k = floor(target·N)`` false alarms allowed, the threshold is the smallest float32 value strictly
-  above the (k+1)-th highest clear score. Every clear score tied with that (k+1)-th score therefore
-  falls below the threshold, so the measured Pfa is always ``<= target`` — the conservative side of the
-  (1 − Pfa) quantile. Float32 because deployed models emit float32 probabilities: the stored threshold
-  compares the same way in numpy float64 and in a float32 runtime.
+* **Threshold for a target Pfa** (:func:`threshold_at_pfa`): the conservative (1 − Pfa) quantile of the
+  clear scores, as a float32 (defined in ``model.operating_point``, which the model's stored threshold obeys).
 """
 
 from __future__ import annotations
@@ -23,23 +19,21 @@ from statistics import NormalDist
 
 import numpy as np
 
-_EPS_COUNT = 1e-9  # guards floor(target·N) against 0.29·100 = 28.999999999999996
+from parcelscan.model.operating_point import (  # the decision rule and threshold live with the model
+    allowed_false_alarms,
+    as_arrays,
+    pd_at_pfa,
+    rates_at_threshold,
+    threshold_at_pfa,
+)
 
-
-def _as_arrays(labels: Sequence[int] | np.ndarray, scores: Sequence[float] | np.ndarray) -> tuple[np.ndarray, ...]:
-    y = np.asarray(labels).astype(bool).ravel()
-    s = np.asarray(scores, dtype=np.float64).ravel()
-    if y.shape != s.shape:
-        raise ValueError(f"labels ({y.size}) and scores ({s.size}) differ in length")
-    if not np.all(np.isfinite(s)):
-        raise ValueError("scores must be finite")
-    return y, s
+__all__ = ["allowed_false_alarms", "pd_at_pfa", "rates_at_threshold", "threshold_at_pfa"]
 
 
 # --- ranking metrics -----------------------------------------------------------------------------------
 def roc_curve(labels, scores) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
     """(pfa, pd, thresholds): one point per distinct score (descending), starting at (0, 0) for +inf."""
-    y, s = _as_arrays(labels, scores)
+    y, s = as_arrays(labels, scores)
     n_pos, n_neg = int(y.sum()), int((~y).sum())
     if n_pos == 0 or n_neg == 0:
         raise ValueError("a ROC curve needs both clear and suspect scans")
@@ -66,7 +60,7 @@ def _average_ranks(values: np.ndarray) -> np.ndarray:
 
 def roc_auc(labels, scores) -> float:
     """Area under the ROC curve = P(score_suspect > score_clear) + ½ P(tie) (Mann–Whitney U)."""
-    y, s = _as_arrays(labels, scores)
+    y, s = as_arrays(labels, scores)
     n_pos, n_neg = int(y.sum()), int((~y).sum())
     if n_pos == 0 or n_neg == 0:
         return float("nan")
@@ -76,7 +70,7 @@ def roc_auc(labels, scores) -> float:
 
 def average_precision(labels, scores) -> float:
     """AP = Σ (R_i − R_{i−1})·P_i over distinct thresholds (step interpolation, no trapezoids)."""
-    y, s = _as_arrays(labels, scores)
+    y, s = as_arrays(labels, scores)
     n_pos = int(y.sum())
     if n_pos == 0:
         return float("nan")
@@ -91,50 +85,9 @@ def average_precision(labels, scores) -> float:
 
 
 # --- operating points ------------------------------------------------------------------------------------
-def _next_float32_above(value: float) -> float:
-    candidate = np.float32(value)
-    while float(candidate) <= value:
-        candidate = np.nextafter(candidate, np.float32(np.inf))
-    return float(candidate)
-
-
-def allowed_false_alarms(n_clear: int, target_pfa: float) -> int:
-    return math.floor(target_pfa * n_clear + _EPS_COUNT)
-
-
-def threshold_at_pfa(clear_scores, target_pfa: float) -> float:
-    """The lowest threshold whose measured Pfa on ``clear_scores`` is ``<= target_pfa`` (module docstring)."""
-    if not 0.0 < target_pfa < 1.0:
-        raise ValueError(f"target Pfa must be in (0, 1), got {target_pfa}")
-    s = np.sort(np.asarray(clear_scores, dtype=np.float64).ravel())[::-1]
-    if s.size == 0:
-        raise ValueError("a threshold for a target Pfa needs clear scans")
-    if not np.all(np.isfinite(s)):
-        raise ValueError("scores must be finite")
-    k = allowed_false_alarms(s.size, target_pfa)
-    return _next_float32_above(float(s[k]))
-
-
-def rates_at_threshold(labels, scores, threshold: float) -> tuple[float, float]:
-    """(Pd, Pfa) with the rule ``score >= threshold`` → suspect; NaN where a class is absent."""
-    y, s = _as_arrays(labels, scores)
-    flagged = s >= threshold
-    pd = float(flagged[y].mean()) if y.any() else float("nan")
-    pfa = float(flagged[~y].mean()) if (~y).any() else float("nan")
-    return pd, pfa
-
-
-def pd_at_pfa(labels, scores, target_pfa: float) -> tuple[float, float, float]:
-    """(Pd, measured Pfa, threshold) at the threshold chosen on these clear scores for ``target_pfa``."""
-    y, s = _as_arrays(labels, scores)
-    threshold = threshold_at_pfa(s[~y], target_pfa)
-    pd, pfa = rates_at_threshold(y, s, threshold)
-    return pd, pfa, threshold
-
-
 def confusion_at(labels, scores, threshold: float) -> dict[str, int]:
     """Counts at the operating point: tp (suspect flagged), fn (suspect missed), fp, tn."""
-    y, s = _as_arrays(labels, scores)
+    y, s = as_arrays(labels, scores)
     flagged = s >= threshold
     return {"tp": int((flagged & y).sum()), "fn": int((~flagged & y).sum()),
             "fp": int((flagged & ~y).sum()), "tn": int((~flagged & ~y).sum())}
@@ -148,7 +101,7 @@ def bootstrap_ci(statistic: Callable[[np.ndarray, np.ndarray], float], labels, s
     Stratified: every replicate resamples the suspect and the clear scans separately with replacement,
     keeping both class counts — the test set's composition is a design choice, not a random quantity.
     Seeded, so a report is reproducible. Replicates where the statistic is NaN are dropped."""
-    y, s = _as_arrays(labels, scores)
+    y, s = as_arrays(labels, scores)
     rng = np.random.default_rng(seed)
     pos, neg = np.nonzero(y)[0], np.nonzero(~y)[0]
     values = np.empty(n_boot, dtype=np.float64)
@@ -208,7 +161,7 @@ def expected_calibration_error(labels, probabilities, n_bins: int = 15) -> float
 
     Binary reliability of P(suspect) (not top-label confidence): that is the number an inspector sees.
     Bins are [i/B, (i+1)/B), the last one closed at 1."""
-    y, p = _as_arrays(labels, probabilities)
+    y, p = as_arrays(labels, probabilities)
     if p.size == 0:
         return float("nan")
     if np.any((p < 0) | (p > 1)):
@@ -223,7 +176,7 @@ def expected_calibration_error(labels, probabilities, n_bins: int = 15) -> float
 
 def nll_binary(labels, margins, temperature: float = 1.0) -> float:
     """Mean negative log-likelihood of ``sigmoid(margin / T)``; margin = logit_suspect − logit_clear."""
-    y, z = _as_arrays(labels, margins)
+    y, z = as_arrays(labels, margins)
     scaled = z / temperature
     return float(np.mean(np.logaddexp(0.0, scaled) - y * scaled))
 
@@ -234,7 +187,7 @@ def fit_temperature(labels, margins, t_min: float = 0.05, t_max: float = 20.0, i
     The NLL is convex in w = 1/T (a one-weight logistic regression without bias), so a golden-section
     search over w ∈ [1/t_max, 1/t_min] finds the global optimum; no LBFGS needed. Temperature never
     changes the ranking (AUC, Pd at Pfa) — only how honest the probabilities are."""
-    y, z = _as_arrays(labels, margins)
+    y, z = as_arrays(labels, margins)
     if y.all() or (~y).all():
         return 1.0
     low, high = 1.0 / t_max, 1.0 / t_min

@@ -29,6 +29,7 @@ from typing import Any
 from parcelscan.datasets.datatools import record_path
 from parcelscan.datasets.manifest import ManifestRecord, read_manifest, write_manifest
 from parcelscan.errors import ParcelscanError
+from parcelscan.training.runs import increment_dir
 
 
 @dataclass
@@ -157,7 +158,6 @@ def evaluate_on(model_path: Path, data_dir: Path, name: str, eval_dir: Path, dev
 
 def retrain(config: RetrainConfig, log=print) -> dict[str, Any]:
     from parcelscan.training.config import TrainConfig
-    from parcelscan.training.evaluate import increment_dir
     from parcelscan.training.train import train
 
     base_checkpoint, base_id = resolve_base(config.base, config.registry)

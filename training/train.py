@@ -47,6 +47,7 @@ from parcelscan import __version__
 from parcelscan.errors import ParcelscanError
 from parcelscan.training import distributed as D
 from parcelscan.training.config import TrainConfig, dump_config
+from parcelscan.training.runs import increment_dir, resolve_device
 
 RESULTS_COLUMNS = ["epoch", "train/loss", "train/cls_loss", "train/mask_bce", "train/mask_dice", "val/loss",
                    "val/cls_loss", "val/mask_bce", "val/mask_dice", "val/auc", "val/ap", "val/pd_at_target_pfa",
@@ -54,18 +55,6 @@ RESULTS_COLUMNS = ["epoch", "train/loss", "train/cls_loss", "train/mask_bce", "t
 
 
 # --- small utilities ---------------------------------------------------------------------------------------
-def resolve_device(name: str, local_rank: int = 0) -> torch.device:
-    if name == "cpu":
-        return torch.device("cpu")
-    if name == "cuda":
-        if not torch.cuda.is_available():
-            raise ParcelscanError("--device cuda: no CUDA device is available (use --device cpu or auto)")
-        return torch.device("cuda", local_rank)
-    if name == "auto":
-        return torch.device("cuda", local_rank) if torch.cuda.is_available() else torch.device("cpu")
-    raise ParcelscanError(f"--device must be auto, cpu or cuda, got {name!r}")
-
-
 def seed_everything(seed: int, deterministic: bool) -> None:
     random.seed(seed)
     np.random.seed(seed % 2**32)
@@ -107,12 +96,6 @@ def data_fingerprint(records: list[Any], root: Path) -> str:
             digest.update(f"\n{name}:{size}".encode())
         digest.update(b"\n")
     return "sha256:" + digest.hexdigest()
-
-
-def increment_run_dir(project: str | Path, name: str) -> Path:
-    from parcelscan.training.evaluate import increment_dir
-
-    return increment_dir(project, name)
 
 
 # --- losses --------------------------------------------------------------------------------------------------
@@ -520,7 +503,7 @@ class Trainer:
         if self.resume_path is not None:
             run_dir = self.resume_path.resolve().parent.parent
         elif self.dist.is_main:
-            run_dir = increment_run_dir(self.config.project, self.config.name)
+            run_dir = increment_dir(self.config.project, self.config.name)
         else:
             run_dir = None
         run_dir = Path(D.broadcast_object(str(run_dir) if run_dir else None))

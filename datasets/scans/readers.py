@@ -524,10 +524,9 @@ def convert_scan(src: Path | str, fmt: str, out_dir: Path | str, profile: str | 
         if scan.kind == "pseudo_color":
             rgb = scan.rgb
         else:
-            from parcelscan.datasets.physics.pseudocolor import pseudocolor_from_pair
-            from parcelscan.datasets.scans.render import profile_for
+            from parcelscan.datasets.scans.colour import pseudocolor_of
 
-            rgb = pseudocolor_from_pair(scan.low, scan.high, profile_for(scan, profile))
+            rgb = pseudocolor_of(scan, profile)
         rgb_path, sidecar_path = out_dir / f"{scan.scan_id}_rgb.png", out_dir / f"{scan.scan_id}.json"
         scanfile.write_png(rgb_path, np.ascontiguousarray(rgb))
         scanfile.write_sidecar(sidecar_path, scan)

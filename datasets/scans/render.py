@@ -6,26 +6,11 @@ from pathlib import Path
 
 import numpy as np
 
-from parcelscan.datasets.physics.profile import DEFAULT_PROFILE_NAME, PROFILES_DIR, load_profile
-from parcelscan.datasets.physics.pseudocolor import overlay_mask, pseudocolor_from_pair
+from parcelscan.datasets.physics.pseudocolor import overlay_mask
+from parcelscan.datasets.scans.colour import pseudocolor_of
 from parcelscan.datasets.scans.readers import load_scan
-from parcelscan.datasets.scans.scanfile import Scan, check_file, decode_png, png_header
+from parcelscan.datasets.scans.scanfile import check_file, decode_png, png_header
 from parcelscan.errors import ScanReadError
-
-
-def read_any_station_scan(path: Path) -> Scan:
-    """Kept for callers of the first API: every format now goes through ``readers.load_scan``."""
-    return load_scan(path)
-
-
-def profile_for(scan: Scan, profile_path: str | None = None):
-    """The profile named by the user, else the scan's own shipped profile, else the default."""
-    if profile_path:
-        return load_profile(profile_path)
-    name = scan.meta.get("profile")
-    if isinstance(name, str) and (PROFILES_DIR / f"{name}.toml").exists():
-        return load_profile(name)
-    return load_profile(DEFAULT_PROFILE_NAME)
 
 
 def read_mask(path: Path, shape: tuple[int, int]) -> np.ndarray:
@@ -41,10 +26,8 @@ def read_mask(path: Path, shape: tuple[int, int]) -> np.ndarray:
 def render_scan_file(path: Path, mask_path: Path | None = None, outline_mask: bool = True,
                      profile_path: str | None = None) -> np.ndarray:
     scan = load_scan(path)
-    if scan.kind == "pseudo_color":
-        rgb = scan.rgb  # already the operator image: shown as the scanner exported it
-    else:
-        rgb = pseudocolor_from_pair(scan.low, scan.high, profile_for(scan, profile_path))
+    # a pseudo-colour scan is already the operator image: shown as the scanner exported it
+    rgb = scan.rgb if scan.kind == "pseudo_color" else pseudocolor_of(scan, profile_path)
     if outline_mask:
         if mask_path is None:
             labels = scan.meta.get("labels")

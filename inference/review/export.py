@@ -72,8 +72,7 @@ def _copy(src: Path, dst: Path) -> None:
 
 def _write_scan(item: sqlite3.Row, scan, scan_id: str, out_dir: Path) -> dict[str, str]:
     """Station files for one scan in out_dir; returns the manifest's ``files``."""
-    from parcelscan.datasets.physics.pseudocolor import pseudocolor_from_pair
-    from parcelscan.datasets.scans.render import profile_for
+    from parcelscan.datasets.scans.colour import pseudocolor_of
     from parcelscan.datasets.scans.scanfile import Scan, write_png, write_sidecar, write_station_scan
 
     files = {role: Path(entry["path"]) for role, entry in json.loads(item["scan_files"]).items()}
@@ -101,10 +100,10 @@ def _write_scan(item: sqlite3.Row, scan, scan_id: str, out_dir: Path) -> dict[st
         if "rgb" in files:
             _copy(files["rgb"], out_dir / out["rgb"])
         else:
-            write_png(out_dir / out["rgb"], pseudocolor_from_pair(scan.low, scan.high, profile_for(scan)))
+            write_png(out_dir / out["rgb"], pseudocolor_of(scan))
         return out
     written = write_station_scan(Scan(scan_id=scan_id, low=scan.low, high=scan.high, meta=dict(scan.meta)), out_dir,
-                                 rgb=pseudocolor_from_pair(scan.low, scan.high, profile_for(scan)))
+                                 rgb=pseudocolor_of(scan))
     return dict(written)
 
 

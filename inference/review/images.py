@@ -155,12 +155,11 @@ def is_dual_energy(scan) -> bool:
 
 def render_pseudo(scan) -> np.ndarray:
     """The operator image: computed from the pair, or the scanner's own for a pseudo-colour-only scan."""
-    from parcelscan.datasets.physics.pseudocolor import pseudocolor_from_pair
-    from parcelscan.datasets.scans.render import profile_for
+    from parcelscan.datasets.scans.colour import pseudocolor_of
 
     if not is_dual_energy(scan):
         return scan.rgb
-    return pseudocolor_from_pair(scan.low, scan.high, profile_for(scan))
+    return pseudocolor_of(scan)
 
 
 def render_raw(image_u16: np.ndarray) -> np.ndarray:
@@ -223,7 +222,7 @@ def render_material_view(scan, heat: np.ndarray | None, width: int = 820, height
     import cv2
     from PIL import Image, ImageDraw, ImageFont
 
-    from parcelscan.datasets.scans.render import profile_for
+    from parcelscan.datasets.scans.colour import profile_for
 
     profile = profile_for(scan)
     a_low, a_high = scan.log_attenuation()

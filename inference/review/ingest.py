@@ -49,11 +49,9 @@ class IngestReport:
 
 
 def load_scan_any(path: Path):
-    """The shared scan reader (``datasets.scans.readers.load_scan``) when present, else the station reader."""
-    try:
-        from parcelscan.datasets.scans.readers import load_scan
-    except ImportError:
-        from parcelscan.datasets.scans.render import read_any_station_scan as load_scan
+    """Any scan format, through the shared reader (``datasets.scans.readers.load_scan``)."""
+    from parcelscan.datasets.scans.readers import load_scan
+
     return load_scan(Path(path))
 
 
