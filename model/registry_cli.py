@@ -4,6 +4,11 @@ from __future__ import annotations
 
 import argparse
 import json
+from dataclasses import asdict
+from pathlib import Path
+
+from parcelscan.model.metadata import read_metadata
+from parcelscan.model.registry import Registry, default_model_path
 
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
@@ -26,10 +31,6 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
 
 
 def run(args: argparse.Namespace) -> int:
-    from pathlib import Path
-
-    from parcelscan.model.registry import Registry, default_model_path
-
     registry = Registry(Path(args.registry) if args.registry else None)
     if args.action == "list":
         data = registry.load()
@@ -48,20 +49,15 @@ def run(args: argparse.Namespace) -> int:
             print(f"(no promoted model: inspect uses the shipped default {default_model_path()})")
         return 0
     if args.action == "show":
-        from dataclasses import asdict
-
         print(json.dumps(asdict(registry.get(args.model_id)), indent=1))
         return 0
     if args.action == "register":
-        from parcelscan.model.metadata import read_metadata
-
         onnx = Path(args.onnx)
-        meta = read_metadata(onnx)
-        entry = registry.register(onnx, name=meta.get("name", onnx.stem),
-                                  input_kind=meta.get("input_kind", "dual_energy"),
+        meta = read_metadata(onnx)  # a ModelMetadata (validated), not a dict: its fields are attributes
+        entry = registry.register(onnx, name=meta.name or onnx.stem, input_kind=meta.input_kind,
                                   checkpoint=Path(args.checkpoint) if args.checkpoint else None, parent=args.parent,
-                                  created=meta.get("created", ""), data_fingerprint=meta.get("data_fingerprint"),
-                                  metrics=meta.get("metrics") or {})
+                                  created=meta.created, data_fingerprint=meta.data_fingerprint,
+                                  metrics=dict(meta.metrics))
         print(f"registered {entry.model_id} ({entry.sha256[:12]}) in {registry.directory}")
         return 0
     if args.action == "promote":

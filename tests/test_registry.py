@@ -81,3 +81,27 @@ def test_rollback_and_default_model_path(store):
     with pytest.raises(ParcelscanError, match="nothing to roll back"):
         registry.rollback()
     json.loads(registry.path.read_text())  # still valid JSON after every change
+
+
+def test_models_register_cli_registers_the_shipped_default(tmp_path, capsys):
+    """`parcelscan models register` through the real CLI, with and without --checkpoint (issue 11 item 3: it
+    crashed on ``ModelMetadata.get``); the entry carries the model file's own metadata."""
+    from parcelscan.cli import main as cli
+    from parcelscan.model.metadata import read_metadata
+
+    store = tmp_path / "store"
+    assert cli(["models", "--registry", str(store), "register", str(SHIPPED_DEFAULT)]) == 0
+    registry = Registry(store)
+    (entry,) = registry.entries()
+    meta = read_metadata(SHIPPED_DEFAULT)
+    assert entry.name == meta.name and entry.input_kind == meta.input_kind == "dual_energy"
+    assert entry.data_fingerprint == meta.data_fingerprint and entry.created == meta.created
+    assert entry.metrics == meta.metrics and entry.checkpoint is None
+    checkpoint = tmp_path / "weights.pt"
+    checkpoint.write_bytes(b"the registry copies a checkpoint as it is")
+    assert cli(["models", "--registry", str(store), "register", str(SHIPPED_DEFAULT), "--checkpoint", str(checkpoint),
+                "--parent", entry.model_id]) == 0
+    second = registry.get(f"{meta.name}@2")
+    assert second.parent == entry.model_id
+    assert (store / second.checkpoint).read_bytes() == checkpoint.read_bytes()
+    assert f"registered {meta.name}@2" in capsys.readouterr().out
