@@ -11,6 +11,7 @@ from __future__ import annotations
 import argparse
 import importlib
 import importlib.util
+import os
 import sys
 
 from parcelscan import __version__
@@ -30,6 +31,25 @@ VERBS: dict[str, tuple[str, str]] = {
     "retrain": ("parcelscan.training.retrain_cli", "fine-tune on new seizures"),
     "models": ("parcelscan.model.registry_cli", "model registry: list, show, promote, rollback"),
 }
+
+# Top-level import name -> the extra that installs it. The station install (`pip install parcelscan`) has
+# none of these; a verb that needs one says which extra to install instead of ending in a traceback.
+# tests/test_station_install.py checks that every dependency of the `train` and `review` extras is here.
+EXTRA_OF_MODULE: dict[str, str] = {
+    **dict.fromkeys(("torch", "torchvision", "albumentations", "onnx", "onnxscript", "matplotlib"), "train"),
+    **dict.fromkeys(("fastapi", "starlette", "uvicorn", "jinja2", "multipart", "python_multipart", "argon2"),
+                    "review"),
+}
+
+
+def missing_extra_message(error: ModuleNotFoundError) -> str | None:
+    """The one-line advice for an optional dependency that is not installed, or None when ``error`` is not
+    about one (a missing module of our own is a bug and keeps its traceback)."""
+    top = (error.name or "").split(".")[0]
+    extra = EXTRA_OF_MODULE.get(top)
+    if extra is None:
+        return None
+    return f"this needs the optional package {top!r}, which is not installed: pip install 'parcelscan[{extra}]'"
 
 
 def _available_verbs() -> dict[str, tuple[str, str]]:
@@ -68,9 +88,13 @@ def main(argv: list[str] | None = None) -> int:
     except ParcelscanError as error:
         print(f"parcelscan {args.verb}: error: {error}", file=sys.stderr)
         return 2
+    except ModuleNotFoundError as error:  # station install without the verb's extra
+        message = missing_extra_message(error)
+        if message is None:
+            raise
+        print(f"parcelscan {args.verb}: error: {message}", file=sys.stderr)
+        return 2
     except BrokenPipeError:  # `parcelscan ... | head`: the reader went away; not an error of ours
-        import os
-
         os.dup2(os.open(os.devnull, os.O_WRONLY), sys.stdout.fileno())
         return 0
     except KeyboardInterrupt:

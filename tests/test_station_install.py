@@ -1,28 +1,36 @@
 """The light station install: ``parcelscan inspect`` (and ``export --show``) work with PyTorch absent.
 
 A station installs ``pip install parcelscan`` — numpy, OpenCV, Pillow, onnxruntime and the readers —
-without the ``[train]`` extra. The test runs the real CLI in a fresh interpreter whose import system
-refuses torch, torchvision, albumentations, onnx, onnxscript and matplotlib (everything only the
-``[train]`` extra brings), exactly as if they were not installed.
+without the ``[train]`` or ``[review]`` extras. The test runs the real CLI in a fresh interpreter whose
+import system refuses torch, torchvision, albumentations, onnx, onnxscript and matplotlib (everything only
+the ``[train]`` extra brings) and fastapi, uvicorn, jinja2, python-multipart and argon2 (the ``[review]``
+extra), exactly as if they were not installed. The verbs that need an extra say which one, in one line.
 """
 
 from __future__ import annotations
 
+import importlib.metadata
 import json
+import re
 import subprocess
 import sys
 from pathlib import Path
 
 import pytest
 
+from parcelscan.cli import EXTRA_OF_MODULE
+
 sys.path.insert(0, str(Path(__file__).parent))
 import inspect_helpers as helpers
 
 TRAIN_ONLY = ("torch", "torchvision", "albumentations", "onnx", "onnxscript", "matplotlib")
+REVIEW_ONLY = ("fastapi", "starlette", "uvicorn", "jinja2", "multipart", "python_multipart", "argon2")
+BLOCKED = TRAIN_ONLY + REVIEW_ONLY
+EXAMPLES = Path(__file__).resolve().parents[1] / "examples" / "scans"
 
 _BLOCKER = f"""
 import importlib.abc, sys
-BLOCKED = {TRAIN_ONLY!r}
+BLOCKED = {BLOCKED!r}
 
 class _NotInstalled(importlib.abc.MetaPathFinder):
     def find_spec(self, name, path=None, target=None):
@@ -34,8 +42,12 @@ sys.meta_path.insert(0, _NotInstalled())
 """
 
 
-def _station_python(code: str, *args: str) -> subprocess.CompletedProcess:
-    return subprocess.run([sys.executable, "-c", _BLOCKER + code, *args], capture_output=True, text=True, timeout=300)
+_CLI = "import sys\nfrom parcelscan.cli import main\nsys.exit(main(sys.argv[1:]))"
+
+
+def _station_python(code: str, *args: str, cwd: Path | None = None) -> subprocess.CompletedProcess:
+    return subprocess.run([sys.executable, "-c", _BLOCKER + code, *args], capture_output=True, text=True,
+                          timeout=300, cwd=cwd)
 
 
 @pytest.fixture(scope="module")
@@ -44,8 +56,9 @@ def built(tmp_path_factory):
 
 
 def test_the_blocker_really_blocks():
-    result = _station_python("import torch")
-    assert result.returncode != 0 and "blocked: station install" in result.stderr
+    for name in ("torch", "fastapi", "uvicorn"):
+        result = _station_python(f"import {name}")
+        assert result.returncode != 0 and "blocked: station install" in result.stderr
 
 
 def test_inspect_runs_without_torch(built, tmp_path):
@@ -53,7 +66,7 @@ def test_inspect_runs_without_torch(built, tmp_path):
         "import sys\n"
         "from parcelscan.cli import main\n"
         "status = main(sys.argv[1:])\n"
-        f"leaked = sorted(m for m in sys.modules if m.split('.')[0] in {TRAIN_ONLY!r})\n"
+        f"leaked = sorted(m for m in sys.modules if m.split('.')[0] in {BLOCKED!r})\n"
         "print('LEAKED', leaked, file=sys.stderr)\n"
         "sys.exit(status)\n"
     )
@@ -66,6 +79,62 @@ def test_inspect_runs_without_torch(built, tmp_path):
     assert all(v["score"] is not None for v in verdicts)
     assert result.returncode == 1  # threshold 0.2: some suspects (and the opaque scan)
     assert any((tmp_path / "heat").iterdir())  # heatmaps are part of the station path too
-    show = _station_python("import sys\nfrom parcelscan.cli import main\nsys.exit(main(sys.argv[1:]))",
-                           "export", "--show", str(built["model"]))
+    show = _station_python(_CLI, "export", "--show", str(built["model"]))
     assert show.returncode == 0 and "name:             tiny-test" in show.stdout, show.stderr
+
+
+def _one_line_advice(result: subprocess.CompletedProcess, verb: str, extra: str) -> None:
+    assert "Traceback" not in result.stderr, result.stderr
+    assert result.returncode == 2, result.stderr
+    lines = result.stderr.strip().splitlines()
+    assert len(lines) == 1, result.stderr
+    assert lines[0].startswith(f"parcelscan {verb}: error: ")
+    assert f"pip install 'parcelscan[{extra}]'" in lines[0]
+
+
+def test_train_without_the_train_extra_says_which_extra(tmp_path):
+    """Issue 11 item 7: `parcelscan train` in the station install ended in a ModuleNotFoundError traceback."""
+    result = _station_python(_CLI, "train", "--data", str(EXAMPLES), "--epochs", "1",
+                             "--project", str(tmp_path / "runs"), "--no-progress", cwd=tmp_path)
+    _one_line_advice(result, "train", "train")
+    assert "'torch'" in result.stderr
+    assert not (tmp_path / "runs").exists()  # nothing half-made before the refusal
+
+
+def test_review_serve_without_the_review_extra_says_which_extra(tmp_path):
+    """Issue 11 item 7: `parcelscan review serve` in the station install ended in a traceback."""
+    result = _station_python(_CLI, "review", "serve", "--db", str(tmp_path / "review.sqlite"), cwd=tmp_path)
+    _one_line_advice(result, "review", "review")
+
+
+def test_a_missing_module_of_our_own_keeps_its_traceback():
+    """Only optional dependencies get the install advice: a bug (a module of ours missing) stays visible."""
+    code = ("import sys, parcelscan.inference.inspect_cli as m\n"
+            "def run(args):\n    import parcelscan.no_such_module\n"
+            "m.run = run\n" + _CLI)
+    result = _station_python(code, "inspect", str(EXAMPLES))
+    assert result.returncode != 0 and "Traceback" in result.stderr
+    assert "ModuleNotFoundError" in result.stderr and "pip install" not in result.stderr
+
+
+def _extra_requirements(extra: str) -> list[str]:
+    names = []
+    for requirement in importlib.metadata.requires("parcelscan") or []:
+        if f'extra == "{extra}"' in requirement.replace("'", '"'):
+            names.append(re.split(r"[<>=!~;\[ ]", requirement, maxsplit=1)[0].lower())
+    return names
+
+
+@pytest.mark.parametrize("extra", ["train", "review"])
+def test_every_dependency_of_an_extra_is_named_by_the_advice(extra):
+    """A dependency added to an extra without a line in ``EXTRA_OF_MODULE`` would bring the traceback back."""
+    provided: dict[str, set[str]] = {}
+    for module, distributions in importlib.metadata.packages_distributions().items():
+        for distribution in distributions:
+            provided.setdefault(distribution.lower(), set()).add(module)
+    requirements = _extra_requirements(extra)
+    assert requirements, f"no [{extra}] extra in the installed metadata"
+    for distribution in requirements:
+        modules = provided.get(distribution, set())
+        assert modules, f"{distribution} is not installed in the test environment"
+        assert any(EXTRA_OF_MODULE.get(m) == extra for m in modules), (distribution, sorted(modules))
