@@ -22,7 +22,7 @@ import os
 import re
 import time
 from collections import deque
-from collections.abc import Iterable, Iterator
+from collections.abc import Callable, Iterable, Iterator
 from concurrent.futures import Future, ThreadPoolExecutor
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -58,6 +58,19 @@ class _Staged:
     opaque: Any = None
     error: str | None = None
     notes: list[str] = field(default_factory=list)
+
+
+@dataclass
+class ScanOutputs:
+    """What a verdict was made from, for reports beyond the verdict line (the DICOS TDR, ``inference.tdr``):
+    the decoded scan, the shield check, the preprocessing and the model's per-tile outputs (None where the
+    scan never got that far)."""
+
+    scan: Any
+    opaque: Any
+    prepared: Any
+    tile_probabilities: np.ndarray | None
+    tile_heatmaps: np.ndarray | None
 
 
 def _describe(item: Any) -> tuple[str, list[str]]:
@@ -124,6 +137,8 @@ class Inspector:
 
     Without ``model_path`` the registry's promoted model or the shipped default of ``input_kind`` is used
     (``pseudo_color``: the RGB variant, for stations that export only the operator image)."""
+
+    on_outputs: Callable[[Verdict, ScanOutputs], None] | None = None  # called per scan before its verdict is yielded
 
     def __init__(self, model_path: str | Path | None = None, threshold: float | None = None, device: str = "auto",
                  threads: int | None = None, heatmap_dir: str | Path | None = None, station: str | None = None,
@@ -284,7 +299,12 @@ class Inspector:
                     raise
                 for staged in good:
                     staged.error = f"inference failed: {_error_text(error)}"
-        return [self._verdict(staged, results.get(id(staged))) for staged in chunk]
+        verdicts = [self._verdict(staged, results.get(id(staged))) for staged in chunk]
+        if self.on_outputs is not None:
+            for staged, verdict in zip(chunk, verdicts, strict=True):
+                self.on_outputs(verdict, ScanOutputs(staged.scan, staged.opaque, staged.prepared,
+                                                     *(results.get(id(staged)) or (None, None))))
+        return verdicts
 
     def _verdict(self, staged: _Staged, result: tuple[np.ndarray, np.ndarray] | None) -> Verdict:
         common = {"scan_id": staged.scan_id, "inputs": staged.inputs, "threshold": self.threshold,
