@@ -17,19 +17,19 @@ import sys
 from parcelscan import __version__
 from parcelscan.errors import ParcelscanError
 
-# verb -> (module, one-line help)
+# verb -> (module, one-line help naming every command of the verb; tests/test_cli.py checks it)
 VERBS: dict[str, tuple[str, str]] = {
     "physics": ("parcelscan.datasets.physics.physics_cli", "attenuation A_low, A_high and R of a material"),
     "simulate": ("parcelscan.datasets.simulator.simulate_cli", "simulate parcel scans or the test phantom"),
     "render": ("parcelscan.datasets.scans.render_cli", "render a scan as a pseudo-colour image"),
-    "data": ("parcelscan.datasets.data_cli", "dataset tools: check, split, import, convert"),
+    "data": ("parcelscan.datasets.data_cli", "dataset tools: check, split, import, convert, stats"),
     "train": ("parcelscan.training.train_cli", "train the CNN"),
     "evaluate": ("parcelscan.training.evaluate_cli", "evaluate a model at screening operating points"),
     "export": ("parcelscan.model.export_cli", "export a checkpoint to ONNX"),
     "inspect": ("parcelscan.inference.inspect_cli", "inspect scans with the ONNX model (station CLI)"),
-    "review": ("parcelscan.inference.review_cli", "inspector review web app"),
+    "review": ("parcelscan.inference.review_cli", "inspector review web app: serve, ingest, add-user, export"),
     "retrain": ("parcelscan.training.retrain_cli", "fine-tune on new seizures"),
-    "models": ("parcelscan.model.registry_cli", "model registry: list, show, promote, rollback"),
+    "models": ("parcelscan.model.registry_cli", "model registry: list, show, register, promote, rollback"),
 }
 
 # Top-level import name -> the extra that installs it. The station install (`pip install parcelscan`) has
