@@ -14,7 +14,16 @@ must notice; each scan's own verdict is on its line, so no suspect is hidden by 
 from __future__ import annotations
 
 import argparse
+import signal
 import sys
+import threading
+import time
+from pathlib import Path
+
+from parcelscan.datasets.scans.readers import discover, scan_key
+from parcelscan.errors import ParcelscanError
+from parcelscan.inference.inspector import Inspector, MissingInput
+from parcelscan.inference.verdict import combine_exit_codes
 
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
@@ -43,19 +52,31 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--quiet", action="store_true", help="no per-scan lines on stderr, only the summary")
 
 
-def _iter_items(paths: list[str], stdin=None):
-    """Scan refs for every named path, lazily (stdin is read as it comes); nothing named is dropped."""
-    from parcelscan.datasets.scans.readers import discover_scans
-    from parcelscan.inference.inspector import MissingInput
+def _iter_items(paths: list[str], stdin=None, warn=None):
+    """Scan refs for every named path, lazily (stdin is read as it comes); nothing named is dropped.
+
+    One rule whatever the files are named by (a directory, a shell glob ``DIR/*``, a stdin list): each
+    scan is inspected once however many of its files are named; companions are silent; an unknown file
+    is one line on stderr (``warn``) and leaves the exit code alone (``readers.discover``)."""
+    warn = warn or (lambda line: print(line, file=sys.stderr))
+    seen: set[tuple[str, str]] = set()
 
     def refs(raw: str):
         try:
-            found = discover_scans([raw])
+            found = discover([raw])
         except OSError as error:
             return [MissingInput(raw, f"cannot list: {error.strerror or error}")]
-        if not found:
-            print(f"parcelscan inspect: warning: no scans under {raw}", file=sys.stderr)
-        return found
+        for path, why in found.unknown:
+            warn(f"parcelscan inspect: {path}: {why}; ignored")
+        if not found.refs and not found.unknown and Path(raw).is_dir():
+            warn(f"parcelscan inspect: warning: no scans under {raw}")
+        fresh = []
+        for ref in found.refs:
+            key = scan_key(ref)
+            if key not in seen:
+                seen.add(key)
+                fresh.append(ref)
+        return fresh
 
     for raw in paths:
         if raw == "-":
@@ -85,14 +106,6 @@ class _Tally:
 
 
 def run(args: argparse.Namespace) -> int:
-    import signal
-    import threading
-    import time
-
-    from parcelscan.errors import ParcelscanError
-    from parcelscan.inference.inspector import Inspector
-    from parcelscan.inference.verdict import combine_exit_codes
-
     if not args.paths and not args.watch:
         raise ParcelscanError("nothing to inspect: give scan files or directories, '-' to read paths from stdin, "
                               "or --watch DIR")

@@ -17,7 +17,15 @@ import pytest
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
-from parcelscan.datasets.scans.readers import ScanRef, convert_scan, discover_scans, load_scan
+from parcelscan.datasets.scans.readers import (
+    Discovery,
+    ScanRef,
+    convert_scan,
+    discover,
+    discover_scans,
+    load_scan,
+    scan_key,
+)
 from parcelscan.datasets.scans.scanfile import (
     BitDepthError,
     IncompleteScanError,
@@ -465,16 +473,72 @@ def test_discover_groups_files_into_scans(station_dir):
 def test_discover_named_files_select_their_scan(station_dir):
     refs = discover_scans([station_dir / "pair_high.png", station_dir / "pair.json", station_dir / "pair_mask.png"])
     assert len(refs) == 1 and refs[0].format == "pair" and refs[0].ok
-    refs = discover_scans([station_dir / "dicos" / "pair_high.dcs", station_dir / "nope.png",
-                           station_dir / "notes.txt"])
-    assert _summary(refs) == {("pair", "dicos", "dual_energy", True), ("nope", "unknown", "unknown", False),
-                              ("notes", "unknown", "unknown", False)}
+    found = discover([station_dir / "dicos" / "pair_high.dcs", station_dir / "nope.png", station_dir / "notes.txt"])
+    assert _summary(found.refs) == {("pair", "dicos", "dual_energy", True), ("nope", "unknown", "unknown", False)}
     with pytest.raises(ScanReadError, match=r"nope\.png: no such file"):
-        refs[1].load()
-    with pytest.raises(UnsupportedScanError, match=r"notes\.txt: not a scan file"):
-        refs[2].load()
+        found.refs[1].load()
+    assert [(p.name, why) for p, why in found.unknown] == [("notes.txt", "not a scan file")]
     # a directory and a file in it: each scan once
     assert len(discover_scans([station_dir / "sub", station_dir / "sub" / "deeper" / "nested_low.png"])) == 2
+
+
+def test_named_files_group_exactly_as_their_directory(station_dir):
+    """`inspect DIR/*` and `ls DIR | inspect -` name every file: the scans are those of the directory, once each,
+    and the unknown files are the same (issue 11 item 4)."""
+    whole = discover([station_dir])
+    named = discover(sorted(p for p in station_dir.iterdir() if not p.name.startswith(".")))  # what DIR/* passes
+    assert sorted(map(scan_key, named.refs)) == sorted(map(scan_key, whole.refs))
+    assert len(named.refs) == len({scan_key(r) for r in named.refs})
+    assert sorted(p.name for p, _ in named.unknown) == sorted(p.name for p, _ in whole.unknown if
+                                                              p.parent == station_dir)
+    assert {p.name for p, _ in whole.unknown} == {"notes.txt", "manifest.json"}  # unknown: one line each
+    for companion in ("manifest.jsonl", "stats.json", "pair_mask.png", ".pair_low.png.123.tmp"):
+        (station_dir / companion).write_text("{}")
+        assert discover([station_dir / companion]) == Discovery()  # known companions: silent
+
+
+@pytest.mark.parametrize("make", ["fifo", "dangling", "loop", "directory"])
+@pytest.mark.parametrize("part", ["low", "high", "sidecar", "rgb", "tiff"])
+def test_a_scan_part_that_is_not_a_regular_file_makes_its_scan_a_problem(tmp_path, make, part):
+    """Named or found in a folder, a FIFO/dangling link/link loop/directory where a scan file should be is
+    that scan's problem (manual inspection) — never a hang, never a crash, the other scans intact."""
+    write_station_scan(_scan(0, scan_id="good"), tmp_path)
+    if part == "tiff":
+        name, scan_id = "bad.tiff", "bad"
+    else:
+        write_station_scan(_scan(1, scan_id="bad"), tmp_path, rgb=_rgb() if part == "rgb" else None)
+        name = {"low": "bad_low.png", "high": "bad_high.png", "sidecar": "bad.json", "rgb": "bad_rgb.png"}[part]
+        scan_id = "bad"
+    target = tmp_path / name
+    target.unlink(missing_ok=True)
+    if make == "fifo":
+        os.mkfifo(target)
+    elif make == "dangling":
+        target.symlink_to(tmp_path / "gone.png")
+    elif make == "loop":
+        target.symlink_to(tmp_path / "loop2.png")
+        (tmp_path / "loop2.png").symlink_to(target)
+    else:
+        target.mkdir()
+    what = {"fifo": "a FIFO", "dangling": "a dangling symbolic link", "loop": "a symbolic link loop",
+            "directory": "a directory"}[make]
+    for paths in ([tmp_path], sorted(tmp_path.iterdir()), [target], [tmp_path / "good_low.png", target]):
+        refs = {r.scan_id: r for r in discover_scans(paths)}
+        assert refs[scan_id].problem and what in refs[scan_id].problem and name in refs[scan_id].problem, paths
+        with pytest.raises(ScanReadError, match=what):
+            refs[scan_id].load()
+        if len(paths) != 1:
+            assert refs["good"].ok and refs["good"].load().scan_id == "good"
+
+
+def test_unknown_non_regular_files_are_reported_not_fatal(tmp_path):
+    write_station_scan(_scan(0, scan_id="good"), tmp_path)
+    os.mkfifo(tmp_path / "pipe")
+    (tmp_path / "loop").symlink_to(tmp_path / "loop")
+    found = discover([tmp_path, tmp_path / "loop", tmp_path / "pipe"])
+    assert [r.scan_id for r in found.refs] == ["good"]
+    assert {(p.name, why) for p, why in found.unknown} == {("pipe", "not a scan file (a FIFO)"),
+                                                           ("loop", "not a scan file (a symbolic link loop)")}
 
 
 @pytest.mark.skipif(os.geteuid() == 0, reason="root reads every directory")

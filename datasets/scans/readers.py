@@ -17,22 +17,39 @@ SOF, TIFF tags, DICOM Rows/Columns: checked before any pixel is decoded); trunca
 data; wrong bit depth (8-bit where 16 is expected, 16-bit colour, 12-bit JPEG, signed DICOM);
 low/high of different sizes; NaN/inf or out-of-range float TIFFs; a single-energy grey image alone
 ("single-energy image: a dual-energy pair is needed"); grey 8-bit images; label masks.
+
+What is a scan (``discover``; one rule whether a file is named or found in a folder): files named like a
+scan part (``_low.png``, ``_high.png``, ``_rgb.png``, ``.json``, ``.tif(f)``, ``.png``, ``.jpg/.jpeg``,
+DICOS extensions) group into scans by id as above; known companions (an owned sidecar or operator image,
+``*_mask.png``, ``manifest.jsonl``, ``stats.json``, hidden and temporary files) are silent; any other
+file is *unknown* (``Discovery.unknown``: the station prints one line, the exit code is unchanged). A scan
+part that cannot be read as a regular file (a FIFO, a device, a socket, a dangling or looping symbolic
+link, a directory) makes its scan a ref with a problem — never a hang on a FIFO, never a crash.
 """
 
 from __future__ import annotations
 
+import errno
 import json
 import os
+import stat
 import struct
 from collections import defaultdict
 from collections.abc import Iterable
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 
 import numpy as np
 
 from parcelscan.datasets.scans import scanfile
-from parcelscan.datasets.scans.dicos import DICOS_EXTENSIONS, read_dicos, read_dicos_header, read_dicos_pair
+from parcelscan.datasets.scans.colour import pseudocolor_of
+from parcelscan.datasets.scans.dicos import (
+    DICOS_EXTENSIONS,
+    read_dicos,
+    read_dicos_header,
+    read_dicos_pair,
+    write_dicos,
+)
 from parcelscan.datasets.scans.scanfile import (
     SCAN_FORMAT,
     BitDepthError,
@@ -56,6 +73,11 @@ TIFF_EXTENSIONS = (".tif", ".tiff")
 JPEG_EXTENSIONS = (".jpg", ".jpeg")
 CONVERT_FORMATS = ("pair", "tiff", "dicos", "rgb")
 _TEMP_SUFFIXES = (".tmp", ".temp", ".part", ".partial", ".swp", ".crdownload")
+# files that travel with scans and are never scans themselves (exact names, lower case)
+COMPANION_NAMES = frozenset({"manifest.jsonl", "stats.json"})
+# a name ending like this is a scan part: discovery groups it, and if it cannot be read its scan is reported
+SCAN_PART_SUFFIXES = ("_low.png", "_high.png", "_rgb.png", ".json", *TIFF_EXTENSIONS, ".png", *JPEG_EXTENSIONS,
+                      *DICOS_EXTENSIONS)
 _SOF_MARKERS = frozenset({0xC0, 0xC1, 0xC2, 0xC3, 0xC5, 0xC6, 0xC7, 0xC9, 0xCA, 0xCB, 0xCD, 0xCE, 0xCF})
 _ERRORS = {cls.__name__: cls for cls in (ScanReadError, scanfile.ScanTooLargeError, BitDepthError,
                                          IncompleteScanError, UnsupportedScanError)}
@@ -279,11 +301,44 @@ class ScanRef:
         return load_scan(self.paths[0])
 
 
-def _skipped(name: str) -> bool:
-    """Hidden, temporary and label-mask files are never scans."""
+def not_regular(path: Path) -> str | None:
+    """None for a regular file (symbolic links followed); else what it is, in words, for the reason
+    of a verdict. Never opens the file: opening a FIFO blocks until a writer comes."""
+    try:
+        info = os.stat(path)
+    except OSError as error:
+        if error.errno == errno.ELOOP:
+            return "a symbolic link loop"
+        if os.path.islink(path):
+            return "a dangling symbolic link"
+        if error.errno == errno.ENOENT:
+            return "missing"
+        return f"not readable ({error.strerror or error})"
+    mode = info.st_mode
+    if stat.S_ISREG(mode):
+        return None
+    if stat.S_ISDIR(mode):
+        return "a directory"
+    if stat.S_ISFIFO(mode):
+        return "a FIFO"
+    if stat.S_ISCHR(mode) or stat.S_ISBLK(mode):
+        return "a device"
+    if stat.S_ISSOCK(mode):
+        return "a socket"
+    return "not a regular file"
+
+
+def is_companion(name: str) -> bool:
+    """Files that are never scans and need no word: hidden, temporary (a writer still at work), label
+    masks, and the manifest/stats files the simulator and dataset tools write beside scans."""
     lower = name.lower()
     return (name.startswith((".", "~", "#")) or name.endswith("~") or lower.endswith(_TEMP_SUFFIXES)
-            or lower.endswith("_mask.png"))
+            or lower.endswith("_mask.png") or lower in COMPANION_NAMES)
+
+
+def is_scan_part_name(name: str) -> bool:
+    """Named like a file of a scan (see ``SCAN_PART_SUFFIXES``) and not a known companion."""
+    return not is_companion(name) and name.lower().endswith(SCAN_PART_SUFFIXES)
 
 
 def _problem_ref(scan_id: str, kind: str, fmt: str, paths: Iterable[Path], error: ScanReadError) -> ScanRef:
@@ -298,8 +353,18 @@ def _is_scan_sidecar(path: Path) -> bool:
     return isinstance(data, dict) and data.get("format") == SCAN_FORMAT
 
 
+@dataclass
+class Discovery:
+    """What ``discover`` found: scans (``refs``) and the files that are not scans and not known companions
+    (``unknown``: (path, why) — a station says so on stderr, once, and carries on)."""
+
+    refs: list[ScanRef] = field(default_factory=list)
+    unknown: list[tuple[Path, str]] = field(default_factory=list)
+
+
 class _Directory:
-    """The files of one directory, sorted into scans."""
+    """The files of one directory, sorted into scans; unknown files are collected, unreadable scan parts
+    (``broken``: path → what it is) make their scan a problem ref."""
 
     def __init__(self, directory: Path, names: Iterable[str]) -> None:
         self.directory = directory
@@ -310,10 +375,20 @@ class _Directory:
         self.tiffs: list[Path] = []
         self.dicos: list[Path] = []
         self.images: list[Path] = []
-        for name in sorted(names):
+        self.broken: dict[Path, str] = {}
+        self.unknown: list[tuple[Path, str]] = []
+        for name in sorted(set(names)):
             path = directory / name
-            if _skipped(name) or not path.is_file():
+            if is_companion(name):
                 continue
+            what = not_regular(path)
+            if what == "missing":
+                continue  # gone between listing and now (a writer renamed it): nothing to report
+            if not is_scan_part_name(name):
+                self.unknown.append((path, "not a scan file" if what is None else f"not a scan file ({what})"))
+                continue
+            if what is not None:
+                self.broken[path] = what
             lower, suffix = name.lower(), path.suffix.lower()
             if name.endswith("_low.png"):
                 self.lows[name[: -len("_low.png")]] = path
@@ -327,7 +402,7 @@ class _Directory:
                 self.tiffs.append(path)
             elif suffix in DICOS_EXTENSIONS:
                 self.dicos.append(path)
-            elif suffix == ".png" or suffix in JPEG_EXTENSIONS:
+            else:  # .png / .jpg / .jpeg
                 self.images.append(path)
         self.claimed_sidecars: set[str] = set()
         self.claimed_rgbs: set[str] = set()
@@ -342,6 +417,15 @@ class _Directory:
             self.claimed_rgbs.add(scan_id)
         return extras
 
+    def _checked(self, ref: ScanRef) -> ScanRef:
+        """``ref``, or a problem ref when one of its files cannot be read as a regular file."""
+        for path in ref.paths:
+            if path in self.broken:
+                error = ScanReadError(f"{path}: is {self.broken[path]}, not a regular file: this file of scan "
+                                      f"{ref.scan_id!r} cannot be read")
+                return _problem_ref(ref.scan_id, ref.kind, ref.format, ref.paths, error)
+        return ref
+
     def refs(self) -> list[ScanRef]:
         refs: list[ScanRef] = []
         for scan_id in sorted(set(self.lows) | set(self.highs)):
@@ -353,9 +437,9 @@ class _Directory:
                 energy = "low" if low is None else "high"
                 error = IncompleteScanError(f"{present[0]}: the {energy}-energy image {missing} is missing")
                 ref = _problem_ref(scan_id, "dual_energy", "pair", ref.paths, error)
-            refs.append(ref)
+            refs.append(self._checked(ref))
         for path in self.tiffs:
-            refs.append(ScanRef(path.stem, "dual_energy", "tiff", (path, *self._extras(path.stem))))
+            refs.append(self._checked(ScanRef(path.stem, "dual_energy", "tiff", (path, *self._extras(path.stem)))))
         refs.extend(self._dicos_refs())
         for scan_id in sorted(set(self.rgbs) - self.claimed_rgbs):
             refs.append(self._image_ref(self.rgbs[scan_id], scan_id))
@@ -363,26 +447,36 @@ class _Directory:
             refs.append(self._image_ref(path, path.stem))
         for scan_id in sorted(set(self.sidecars) - self.claimed_sidecars):
             path = self.sidecars[scan_id]
-            if _is_scan_sidecar(path):
+            if path in self.broken:
+                refs.append(self._checked(ScanRef(scan_id, "unknown", "unknown", (path,))))
+            elif _is_scan_sidecar(path):
                 error = IncompleteScanError(f"{path}: sidecar without images: no pair, TIFF, DICOS or RGB image of "
                                             f"scan {scan_id!r} beside it")
                 refs.append(_problem_ref(scan_id, "unknown", "unknown", (path,), error))
+            else:
+                self.unknown.append((path, "not a scan file (JSON that is not a scan sidecar, no scan beside it)"))
         return refs
 
     def _image_ref(self, path: Path, scan_id: str) -> ScanRef:
+        extras = (path, *self._extras(scan_id, False))
+        if any(p in self.broken for p in extras):
+            return self._checked(ScanRef(scan_id, "unknown", "unknown", extras))
         try:
             if path.suffix.lower() == ".png":
                 check_png_rgb(path)
             else:
                 check_jpeg_rgb(path)
         except ScanReadError as error:
-            return _problem_ref(scan_id, "unknown", "unknown", (path, *self._extras(scan_id, False)), error)
-        return ScanRef(scan_id, "pseudo_color", "rgb", (path, *self._extras(scan_id, False)))
+            return _problem_ref(scan_id, "unknown", "unknown", extras, error)
+        return ScanRef(scan_id, "pseudo_color", "rgb", extras)
 
     def _dicos_refs(self) -> list[ScanRef]:
         refs: list[ScanRef] = []
         groups: dict[tuple, list] = defaultdict(list)
         for path in self.dicos:
+            if path in self.broken:
+                refs.append(self._checked(ScanRef(path.stem, "unknown", "dicos", (path,))))
+                continue
             try:
                 header = read_dicos_header(path)
             except ScanReadError as error:
@@ -394,8 +488,8 @@ class _Directory:
             highs = [h for h in members if h.energy == "high"]
             if len(lows) == 1 and len(highs) == 1 and len(members) == 2:
                 scan_id = lows[0].scan_id
-                refs.append(ScanRef(scan_id, "dual_energy", "dicos",
-                                    (lows[0].path, highs[0].path, *self._extras(scan_id))))
+                refs.append(self._checked(ScanRef(scan_id, "dual_energy", "dicos",
+                                                  (lows[0].path, highs[0].path, *self._extras(scan_id)))))
                 continue
             for header in members:
                 if header.energy is None:
@@ -413,10 +507,14 @@ class _Directory:
         return refs
 
 
-def _walk(top: Path, failures: list[OSError]) -> Iterable[tuple[Path, list[str]]]:
+def _walk(top: Path, failures: list[OSError], exclude: frozenset[str]) -> Iterable[tuple[Path, list[str]]]:
+    """(directory, names) under ``top``: files, plus sub-directories named like scan parts (reported as
+    such, not entered). Hidden directories and the ``exclude`` real paths are not entered."""
     for directory, dirnames, filenames in os.walk(top, onerror=failures.append):
-        dirnames[:] = sorted(d for d in dirnames if not d.startswith("."))
-        yield Path(directory), filenames
+        scan_parts = [d for d in dirnames if is_scan_part_name(d)]
+        dirnames[:] = sorted(d for d in dirnames if not d.startswith(".") and d not in scan_parts
+                             and os.path.realpath(os.path.join(directory, d)) not in exclude)
+        yield Path(directory), filenames + scan_parts
 
 
 _ID_SUFFIXES = ("_low.png", "_high.png", "_rgb.png", "_mask.png", ".json", ".tiff", ".tif", ".png", ".jpg",
@@ -438,54 +536,78 @@ def _scan_siblings(path: Path) -> list[str] | None:
         return None
 
 
-def discover_scans(paths: Iterable[Path | str]) -> list[ScanRef]:
-    """Walk files and directories and group their files into scans (see ``ScanRef``).
+def scan_key(ref: ScanRef) -> tuple[str, str]:
+    """One scan, however it was reached (a directory, any of its files, a link): its format and the real
+    path of its main file. ``os.path.realpath`` never raises on a symbolic link loop (``Path.resolve``
+    does, which once crashed a whole station run)."""
+    return ref.format, os.path.realpath(ref.paths[0])
+
+
+def discover(paths: Iterable[Path | str], exclude: Iterable[Path | str] = ()) -> Discovery:
+    """Walk files and directories and group their files into scans (see ``ScanRef``), one rule for named
+    and found files (module docstring): the same scan is listed once however many of its files are named.
 
     Pairs group by id (an incomplete pair is reported, never skipped), TIFFs and lone RGB/JPEG images
-    are scans of their own, DICOS objects pair by Scan Instance UID. Sidecars, operator images of a
-    dual-energy scan, ``*_mask.png``, hidden and temporary files and hidden directories are not scans.
-    A named file selects the scan it belongs to (its partner files are found beside it); a named path
-    that does not exist or is not a scan file is reported as a ref with a problem.
+    are scans of their own, DICOS objects pair by Scan Instance UID. A named file selects the scan it
+    belongs to (its partner files are found beside it); a named path that does not exist is a ref with a
+    problem; a named companion is silent; a named unknown file goes to ``unknown``. Directories in
+    ``exclude`` (e.g. a hot folder's done/ and quarantine/) are not entered.
     """
-    cache: dict[Path, list[ScanRef]] = {}
+    excluded = frozenset(os.path.realpath(p) for p in exclude)
+    cache: dict[str, tuple[list[ScanRef], list[tuple[Path, str]]]] = {}
+    found = Discovery()
 
-    def directory_refs(directory: Path, names: Iterable[str] | None = None) -> list[ScanRef]:
-        key = directory.resolve()
+    def listed(directory: Path, names: Iterable[str] | None = None) -> tuple[list[ScanRef], list[tuple[Path, str]]]:
+        key = os.path.realpath(directory)
         if key not in cache:
-            cache[key] = _Directory(directory, os.listdir(directory) if names is None else names).refs()
+            folder = _Directory(directory, os.listdir(directory) if names is None else names)
+            cache[key] = (folder.refs(), folder.unknown)
         return cache[key]
 
-    found: list[ScanRef] = []
     for raw in paths:
         path = Path(raw)
-        if path.is_dir():
+        what = not_regular(path)
+        if what == "a directory" and not is_scan_part_name(path.name):
             failures: list[OSError] = []
-            for directory, names in _walk(path, failures):
-                found.extend(directory_refs(directory, names))
+            for directory, names in _walk(path, failures, excluded):
+                refs, unknown = listed(directory, names)
+                found.refs.extend(refs)
+                found.unknown.extend(unknown)
             for failure in failures:  # an unreadable directory is reported, not silently skipped
                 where = Path(failure.filename or path)
                 error = ScanReadError(f"{where}: cannot list directory: {failure.strerror or failure}")
-                found.append(_problem_ref(where.name, "unknown", "unknown", (where,), error))
-        elif path.is_file():
-            if _skipped(path.name):
-                continue
-            target = path.resolve()
-            candidates = _scan_siblings(path)
-            refs = (directory_refs(path.parent) if candidates is None
-                    else _Directory(path.parent, candidates).refs())
-            matches = [ref for ref in refs if any(p.resolve() == target for p in ref.paths)]
-            if matches:
-                found.extend(matches)
-            else:
-                error = UnsupportedScanError(f"{path}: not a scan file")
-                found.append(_problem_ref(path.stem, "unknown", "unknown", (path,), error))
+                found.refs.append(_problem_ref(where.name, "unknown", "unknown", (where,), error))
+            continue
+        if is_companion(path.name):
+            continue
+        if what == "missing" or (what or "").startswith("not readable"):
+            why = "no such file or directory" if what == "missing" else what
+            found.refs.append(_problem_ref(path.stem, "unknown", "unknown", (path,), ScanReadError(f"{path}: {why}")))
+            continue
+        if not is_scan_part_name(path.name):
+            found.unknown.append((path, "not a scan file" if what is None else f"not a scan file ({what})"))
+            continue
+        candidates = _scan_siblings(path)
+        if candidates is None:
+            refs = listed(path.parent)[0]
         else:
-            found.append(_problem_ref(path.stem, "unknown", "unknown", (path,),
-                                      ScanReadError(f"{path}: no such file or directory")))
+            refs = _Directory(path.parent, [*candidates, path.name]).refs()
+        matches = [ref for ref in refs if any(p.name == path.name for p in ref.paths)]
+        found.refs.extend(matches)
+        if not matches:
+            found.unknown.append((path, "not a scan file"))
     unique: dict[tuple, ScanRef] = {}
-    for ref in found:
-        unique.setdefault((ref.format, tuple(p.resolve() for p in ref.paths)), ref)
-    return list(unique.values())
+    for ref in found.refs:
+        unique.setdefault((ref.format, tuple(os.path.realpath(p) for p in ref.paths)), ref)
+    found.refs = list(unique.values())
+    seen: set[str] = set()
+    found.unknown = [(p, why) for p, why in found.unknown if not (str(p) in seen or seen.add(str(p)))]
+    return found
+
+
+def discover_scans(paths: Iterable[Path | str], exclude: Iterable[Path | str] = ()) -> list[ScanRef]:
+    """The scans of ``discover`` (unknown files left out: callers that report them use ``discover``)."""
+    return discover(paths, exclude).refs
 
 
 # --- conversion ----------------------------------------------------------------------------------------
@@ -498,8 +620,6 @@ def convert_scan(src: Path | str, fmt: str, out_dir: Path | str, profile: str | 
     profile, or ``profile``) and ``<id>.json``. Pixel values are preserved exactly; every metadata key
     survives pair/tiff/dicos/rgb sidecars. A pseudo-colour scan converts only to ``rgb``.
     """
-    from parcelscan.datasets.scans.dicos import write_dicos
-
     if fmt not in CONVERT_FORMATS:
         raise ParcelscanError(f"unknown scan format {fmt!r}: choose one of {', '.join(CONVERT_FORMATS)}")
     src, out_dir = Path(src), Path(out_dir)
@@ -521,12 +641,7 @@ def convert_scan(src: Path | str, fmt: str, out_dir: Path | str, profile: str | 
             return [path]
         if fmt == "dicos":
             return write_dicos(scan, out_dir)
-        if scan.kind == "pseudo_color":
-            rgb = scan.rgb
-        else:
-            from parcelscan.datasets.scans.colour import pseudocolor_of
-
-            rgb = pseudocolor_of(scan, profile)
+        rgb = scan.rgb if scan.kind == "pseudo_color" else pseudocolor_of(scan, profile)
         rgb_path, sidecar_path = out_dir / f"{scan.scan_id}_rgb.png", out_dir / f"{scan.scan_id}.json"
         scanfile.write_png(rgb_path, np.ascontiguousarray(rgb))
         scanfile.write_sidecar(sidecar_path, scan)

@@ -303,9 +303,14 @@ def write_sidecar(path: Path, scan: Scan) -> None:
 
 
 def read_sidecar(path: Path) -> dict[str, Any]:
-    """The sidecar as a dict ({} when there is none), including its structural keys."""
-    if not path.exists():
+    """The sidecar as a dict ({} when there is none), including its structural keys. A sidecar path that
+    exists but is no regular file (a FIFO would block the reader forever, a link loop, a directory) is an
+    error: the scan's metadata cannot be read, so the scan cannot be judged."""
+    if not os.path.lexists(path):
         return {}
+    if not os.path.isfile(path):
+        raise ScanReadError(f"{path}: sidecar is not a regular file (FIFO, device, directory, dangling or looping "
+                            "link): cannot be read")
     try:
         data = json.loads(path.read_text(encoding="utf-8"))
     except (OSError, UnicodeDecodeError, json.JSONDecodeError, RecursionError) as error:
