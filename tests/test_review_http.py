@@ -21,7 +21,7 @@ import numpy as np
 import pytest
 
 warnings.filterwarnings("ignore", message=".*install `httpx2`.*")
-from fastapi.routing import APIRoute  # noqa: E402
+from fastapi.routing import APIRoute, iter_route_contexts  # noqa: E402
 from fastapi.testclient import TestClient  # noqa: E402
 
 from parcelscan.inference.review import auth, store  # noqa: E402
@@ -90,8 +90,14 @@ def _concrete(path: str) -> str:
 
 
 # --- access control --------------------------------------------------------------------------------------
+def app_routes(app) -> list[tuple[str, str]]:
+    """(method, path) of every route, those of included routers too (FastAPI keeps a router as one entry)."""
+    return [(method, context.path) for context in iter_route_contexts(app.routes)
+            if isinstance(context.original_route, APIRoute) for method in context.methods]
+
+
 def test_every_route_refuses_anonymous_requests(app):
-    routes = [(method, route.path) for route in app.routes if isinstance(route, APIRoute) for method in route.methods]
+    routes = app_routes(app)
     assert len(routes) >= 12  # the app's real surface, not an empty list that passes trivially
     public = {(m, p) for m, p in routes if (m, p) in EXPECTED_PUBLIC}
     assert public == EXPECTED_PUBLIC
