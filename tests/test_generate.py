@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import argparse
 import json
+import os
 import shutil
 import subprocess
 import sys
@@ -56,6 +57,48 @@ def test_scans_depend_only_on_seed_and_index_whatever_the_worker_count(tmp_path,
     assert _file_bytes(tmp_path / "one", one) == _file_bytes(tmp_path / "two", two)
     other_seed = simulate_scan(SimConfig(coarse_profile, seed=4), 0)
     assert not np.array_equal(other_seed.low, read_station_pair(tmp_path / "one" / one[0].files["low"]).low)
+
+
+# Issue 11: 1-2 pixels differed by a grey level between --workers 1 (in-process, multithreaded maths) and
+# --workers 2 (spawned single-threaded workers) on machines whose OpenBLAS runs its Haswell (AVX2) kernels:
+# there a float32 product's edge columns round differently with 1 and 2 threads. This machine's AVX-512
+# kernels happen to agree, so the test selects the AVX2 kernels wherever the CPU has them.
+_IN_PROCESS_RUN = """
+import argparse, sys
+from pathlib import Path
+from parcelscan.datasets.physics.profile import default_profile
+from parcelscan.datasets.simulator.generate import run_simulate
+profile = default_profile().with_changes(channels=256, pixel_pitch_mm=2.5)
+args = argparse.Namespace(count=6, seed=3, workers=1, suspect_fraction=0.5, scenarios=None, no_progress=True)
+sys.exit(run_simulate(args, profile, Path(sys.argv[1])))
+"""
+_THREAD_VARIABLES = ("OPENBLAS_NUM_THREADS", "OMP_NUM_THREADS", "MKL_NUM_THREADS", "OPENCV_FOR_THREADS_NUM")
+
+
+def _cpu_has_avx2() -> bool:
+    try:
+        flags = Path("/proc/cpuinfo").read_text()
+    except OSError:
+        return False
+    return " avx2" in flags and " fma" in flags
+
+
+def _in_process_run(out: Path, threads: int) -> list:
+    env = {**os.environ, **dict.fromkeys(_THREAD_VARIABLES, str(threads))}
+    if _cpu_has_avx2():
+        env["OPENBLAS_CORETYPE"] = "Haswell"  # the kernels of the machines where the scans differed
+    out.mkdir()
+    subprocess.run([sys.executable, "-c", _IN_PROCESS_RUN, str(out)], env=env, check=True, capture_output=True)
+    return sorted(read_manifest(out / MANIFEST_NAME), key=lambda r: r.scan_id)
+
+
+def test_scans_do_not_depend_on_how_many_threads_the_maths_libraries_use(tmp_path):
+    """The failing configuration of issue 11, byte for byte: an in-process run with 4 maths threads against
+    one with a single thread (what a spawned worker runs with)."""
+    threaded = _in_process_run(tmp_path / "threaded", 4)
+    single = _in_process_run(tmp_path / "single", 1)
+    assert [r.to_json() for r in threaded] == [r.to_json() for r in single]
+    assert _file_bytes(tmp_path / "threaded", threaded) == _file_bytes(tmp_path / "single", single)
 
 
 def test_resume_completes_a_partial_directory_without_rewriting_finished_scans(tmp_path, coarse_profile):

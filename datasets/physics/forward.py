@@ -143,8 +143,12 @@ class ForwardModel:
 
         Returns (A_low, A_high) = −ln(I/I0) per channel, each shaped like one map. Pixels with no
         material are exactly 0. Works on contiguous pixel blocks (a scan's empty margins are skipped
-        block by block) with only the materials present in each block, as (S, m) @ (m, n) products sized
-        to stay in cache.
+        block by block) with only the materials present in each block, in blocks sized to stay in cache.
+
+        The sums are numpy's own single-threaded einsum loops, never BLAS ``@``: a multithreaded BLAS splits
+        a product among its threads and rounds the edge columns with other kernels, so the same scan
+        differed by a grey level between an in-process run and single-threaded workers (issue 11). Here a
+        pixel's value depends only on its inputs, whatever thread count any maths library runs with.
         """
         areal = np.ascontiguousarray(areal_g_cm2, dtype=np.float32)
         if areal.shape[0] != len(materials):
@@ -152,9 +156,9 @@ class ForwardModel:
         shape = areal.shape[1:]
         flat = areal.reshape(len(materials), -1)  # (M, N)
         mu_t = np.ascontiguousarray(self.mass_attenuation_super(materials).T, dtype=np.float32)  # (S, M)
-        weight_t = np.ascontiguousarray(self._bins.weight.T, dtype=np.float32)  # (2, S)
+        weight = np.ascontiguousarray(self._bins.weight, dtype=np.float32)  # (S, 2)
         n_pixels = flat.shape[1]
-        log_att = np.zeros((2, n_pixels), dtype=np.float32)
+        log_att = np.ones((2, n_pixels), dtype=np.float32)  # transmission first; empty pixels stay 1 -> A = 0
         occupied = flat.any(axis=0)
         present = _materials_per_block(areal, n_pixels)  # a parcel region holds a few of a scene's materials
         n_blocks = present.shape[1]
@@ -163,17 +167,14 @@ class ForwardModel:
             if len(here) == 0:
                 continue
             start, stop = block * CHUNK_PIXELS, min((block + 1) * CHUNK_PIXELS, n_pixels)
-            if len(here) == len(materials):
-                optical_depth = mu_t @ flat[:, start:stop]  # (S, n)
-            else:
-                optical_depth = mu_t[:, here] @ flat[here, start:stop]
+            # numpy's own einsum loops (optimize=False never hands the product to BLAS): (S, m) x (m, n)
+            optical_depth = np.einsum("sm,mn->sn", mu_t[:, here], flat[here, start:stop], optimize=False)
             np.negative(optical_depth, out=optical_depth)
             np.exp(optical_depth, out=optical_depth)
-            transmission = weight_t @ optical_depth  # (2, n)
-            np.maximum(transmission, 1e-30, out=transmission)
-            np.log(transmission, out=transmission)
-            np.negative(transmission, out=transmission)
-            log_att[:, start:stop] = transmission
+            np.einsum("sn,sc->cn", optical_depth, weight, out=log_att[:, start:stop], optimize=False)
+        np.maximum(log_att, np.float32(1e-30), out=log_att)
+        np.log(log_att, out=log_att)
+        np.negative(log_att, out=log_att)
         log_att[:, ~occupied] = 0.0
         return log_att[0].reshape(shape), log_att[1].reshape(shape)
 
