@@ -37,6 +37,7 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--threshold", type=float, metavar="T",
                         help="suspect if score >= T (default: the model's operating threshold)")
     parser.add_argument("--heatmaps", metavar="DIR", help="write the heatmap overlay of every suspect scan here")
+    parser.add_argument("--tdr", metavar="DIR", help="write a DICOS Threat Detection Report per scan here")
     parser.add_argument("--device", choices=("auto", "cpu", "cuda"), default="auto",
                         help="onnxruntime provider: cuda when asked or (auto) available, else cpu")
     parser.add_argument("--threads", type=int, metavar="N", help="onnxruntime intra-op threads (default: all cores)")
@@ -116,6 +117,10 @@ def run(args: argparse.Namespace) -> int:
     inspector = Inspector(args.model, threshold=args.threshold, device=args.device, threads=args.threads,
                           heatmap_dir=args.heatmaps, station=args.station,
                           input_kind="pseudo_color" if args.rgb else "dual_energy")
+    if args.tdr:
+        from parcelscan.inference.tdr import attach_tdr_writer
+
+        attach_tdr_writer(inspector, args.tdr)
     m = inspector.metadata
     print(f"parcelscan inspect: model {m.name} {m.version} ({inspector.model_info['sha256'][:12]}), "
           f"{m.input_kind}, threshold {inspector.threshold:.4g}, provider {inspector.provider}", file=sys.stderr)
