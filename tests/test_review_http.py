@@ -611,3 +611,32 @@ def test_tiff_and_pseudo_colour_only_scans_are_reviewed_and_exported(tmp_path, s
     assert records["TIF-1"].kind == "dual_energy" and set(records["TIF-1"].files) >= {"low", "high"}
     assert records["RGB-1"].kind == "pseudo_color" and records["RGB-1"].files["rgb"] == "RGB-1_rgb.png"
     assert cli_main(["data", "check", str(out)]) == 0
+
+
+# --- decision keys: one definition (parcelscan.inference.review.DECISIONS) ----------------------------------
+def test_decision_keys_and_labels_come_from_the_python_definition(app, db_path, monkeypatch):
+    from parcelscan.inference.review import DECISIONS, Decision
+
+    monkeypatch.setitem(DECISIONS, "false_alarm", Decision("false_alarm", "x", "Not a threat", "cleared, next item"))
+    client = TestClient(app)
+    login(client, "alice")
+    page = client.get(f"/review/{item_id(db_path, 'PX-0001')}").text
+    buttons = re.findall(r'<button[^>]*data-decision="(\w+)"[^>]*data-key="(.)"[^>]*data-label="([^"]+)"[^>]*>'
+                         r'\s*<kbd>(.)</kbd>\s*([^<]+?)\s*</button>', page)
+    assert buttons == [("seizure", "s", "Seizure", "S", "Seizure"),
+                       ("false_alarm", "x", "Not a threat", "X", "Not a threat"),
+                       ("unsure", "u", "Unsure", "U", "Unsure")]
+    help_rows = re.findall(r"<tr><td><kbd>(.)</kbd></td><td>([^<]+)</td></tr>", page)
+    assert ("X", "cleared, next item") in help_rows and not any(key == "F" for key, _ in help_rows)
+    assert "False alarm" not in page and "false alarm" not in page.lower().replace("false_alarm", "")
+    queue = client.get("/?state=all").text
+    assert "not a threat" in queue and "false alarm" not in queue.split("</header>")[0]
+
+
+def test_a_decision_key_that_collides_with_a_page_key_is_refused(db_path, monkeypatch):
+    from parcelscan.errors import ParcelscanError
+    from parcelscan.inference.review import DECISIONS, Decision
+
+    monkeypatch.setitem(DECISIONS, "unsure", Decision("unsure", "h", "Unsure", "unsure"))  # H toggles the heatmap
+    with pytest.raises(ParcelscanError, match="'h'"):
+        create_app(db_path)

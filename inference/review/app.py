@@ -24,7 +24,7 @@ from fastapi.templating import Jinja2Templates
 from starlette.concurrency import run_in_threadpool
 
 from parcelscan.errors import ParcelscanError
-from parcelscan.inference.review import auth, routes_api, routes_files, routes_login, routes_pages
+from parcelscan.inference.review import auth, check_decision_keys, routes_api, routes_files, routes_login, routes_pages
 from parcelscan.inference.review.db import connect
 from parcelscan.inference.review.images import ImageCache
 from parcelscan.inference.review.web import SAFE_METHODS, Forbidden, LoginRequired, Settings, open_db, wants_json
@@ -103,6 +103,7 @@ async def bad_request(_request: Request, exc: ParcelscanError):
 
 def create_app(db_path: str | Path, *, secure_cookies: bool = False, session_hours: float = 12.0,
                rate_limit: auth.RateLimit | None = None) -> FastAPI:
+    check_decision_keys()  # a key clash is a configuration error: refuse to start, not a dead key later
     settings = Settings(Path(db_path).resolve(), secure_cookies, session_hours, rate_limit or auth.RateLimit())
     connect(settings.db_path).close()  # exists and is migrated, or a clear error now rather than per request
     app = FastAPI(title="parcelscan review", docs_url=None, redoc_url=None, openapi_url=None,

@@ -8,7 +8,7 @@ from urllib.parse import urlencode
 from fastapi import APIRouter, Request
 from fastapi.responses import HTMLResponse, RedirectResponse
 
-from parcelscan.inference.review import DECISIONS, store
+from parcelscan.inference.review import store
 from parcelscan.inference.review.web import Conn, filters_of, page, session_of
 
 QUEUE_PAGE_LIMIT = 500
@@ -48,4 +48,4 @@ def review_page(request: Request, item_id: int, conn: Conn):
     filters = filters_of(request)
     return page(request, "review.html", {
         "item_id": item_id, "query": urlencode(filters.query_params()), "filters": filters,
-        "materials": MATERIAL_SUGGESTIONS, "scenarios": SCENARIO_SUGGESTIONS, "keys": DECISIONS})
+        "materials": MATERIAL_SUGGESTIONS, "scenarios": SCENARIO_SUGGESTIONS})

@@ -20,7 +20,7 @@ from urllib.parse import urlsplit
 from fastapi import Depends, Request
 from fastapi.responses import HTMLResponse
 
-from parcelscan.inference.review import auth, store
+from parcelscan.inference.review import DECISIONS, auth, store
 from parcelscan.inference.review.db import connect
 
 SAFE_METHODS = frozenset({"GET", "HEAD", "OPTIONS"})
@@ -93,7 +93,8 @@ def filters_of(request: Request) -> store.QueueFilter:
 
 
 def page(request: Request, name: str, context: dict[str, Any], status_code: int = 200) -> HTMLResponse:
-    """A server-rendered page with what every page shows: the user and the CSRF token."""
+    """A server-rendered page with what every page shows: the user, the CSRF token, the decisions."""
     session = getattr(request.state, "session", None)
-    base = {"user": session.user.name if session else None, "csrf_token": session.csrf_token if session else ""}
+    base = {"user": session.user.name if session else None, "csrf_token": session.csrf_token if session else "",
+            "decisions": list(DECISIONS.values())}
     return request.app.state.templates.TemplateResponse(request, name, {**base, **context}, status_code=status_code)

@@ -8,8 +8,13 @@
   const root = document.getElementById("review");
   const csrf = document.querySelector('meta[name="csrf-token"]').content;
   const query = root.dataset.query ? "?" + root.dataset.query : "";
-  const LABEL = { seizure: "SEIZURE", false_alarm: "FALSE ALARM", unsure: "UNSURE" };
-  const KEY_DECISION = { s: "seizure", f: "false_alarm", u: "unsure" };
+  // The decisions, their keys and labels come from the page (rendered from DECISIONS in Python).
+  const LABEL = {};
+  const KEY_DECISION = {};
+  for (const button of document.querySelectorAll("button.decision")) {
+    LABEL[button.dataset.decision] = button.dataset.label.toUpperCase();
+    KEY_DECISION[button.dataset.key] = button.dataset.decision;
+  }
   const VIEWS = ["pseudo", "low", "high", "material"];
   const $ = (id) => document.getElementById(id);
 
