@@ -133,3 +133,34 @@ def test_a_key_changed_in_decisions_is_the_key_the_page_binds(db, browser_page, 
         expect(page.locator("#scan-id")).to_have_text("PX-0002")
         assert current_decisions(db) == [("PX-0001", "false_alarm")]
         assert not page.errors, page.errors
+
+
+def ingest_lines(db: Path, sample: Path, tmp_path: Path, changes: list[dict]) -> None:
+    """Ingest copies of the sample's first (flagged) verdict line with ``changes`` applied."""
+    import json
+
+    base = json.loads(sample.read_text().splitlines()[0])
+    results = tmp_path / "extra.jsonl"
+    results.write_text("".join(json.dumps({**base, **change}) + "\n" for change in changes))
+    conn = connect(db)
+    try:
+        assert ingest(conn, results).added == len(changes)
+    finally:
+        conn.close()
+
+
+def test_threshold_and_score_are_shown_to_four_decimals(db, sample, tmp_path, browser_page):
+    from playwright.sync_api import expect
+
+    from parcelscan.inference.review.app import create_app
+
+    ingest_lines(db, sample, tmp_path, [{"scan_id": "PX-T", "threshold": 0.8891029357910156,
+                                         "score": 0.9712345, "model": {"name": "t", "version": "1",
+                                                                      "sha256": "e" * 64}}])
+    page = browser_page
+    for base in serve(create_app(db)):
+        log_in(page, base, f"/review/{item_id(db, 'PX-T')}")
+        expect(page.locator("#scan-id")).to_have_text("PX-T")
+        expect(page.locator("#threshold")).to_have_text("0.8891")
+        expect(page.locator("#score")).to_have_text("0.9712")
+        assert not page.errors, page.errors

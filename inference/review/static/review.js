@@ -70,6 +70,13 @@
     }).catch(() => {});
   }
 
+  // Scores and thresholds: four decimals (a float32 threshold prints as 0.8891029357910156 otherwise),
+  // the same for both so that a score just above its threshold does not read as equal or below it.
+  function decimals(value) {
+    if (value == null) return null;
+    return typeof value === "number" && Number.isFinite(value) ? value.toFixed(4) : String(value);
+  }
+
   function text(id, value) { $(id).textContent = value == null || value === "" ? "—" : String(value); }
 
   function li(parent, content, className) {
@@ -90,8 +97,8 @@
     $("done").hidden = true;
     root.classList.remove("finished");
     text("scan-id", item.scan_id);
-    text("score", item.score == null ? "none" : item.score.toFixed(3));
-    text("threshold", item.threshold == null ? null : item.threshold);
+    text("score", item.score == null ? "none" : decimals(item.score));
+    text("threshold", decimals(item.threshold));
     const verdict = $("verdict");
     verdict.textContent = item.verdict.replace("_", " ");
     verdict.className = "badge verdict-" + item.verdict;
