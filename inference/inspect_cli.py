@@ -22,6 +22,7 @@ from pathlib import Path
 
 from parcelscan.datasets.scans.readers import discover, scan_key
 from parcelscan.errors import ParcelscanError
+from parcelscan.inference import watch as hot
 from parcelscan.inference.inspector import Inspector, MissingInput
 from parcelscan.inference.verdict import combine_exit_codes
 
@@ -50,6 +51,15 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--watch-stale", type=float, default=None, metavar="S",
                         help="--watch: a scan still incomplete after S seconds is reported as manual_inspection "
                              "(default 30)")
+    parser.add_argument("--journal", metavar="FILE",
+                        help="--watch: the delivery journal (default DIR/.parcelscan-journal.jsonl): scans delivered "
+                             "before a restart are not emitted again")
+    parser.add_argument("--no-journal", action="store_true",
+                        help="--watch: keep no journal (every scan in the folder is emitted again after a restart)")
+    parser.add_argument("--done", metavar="DIR", help="--watch: move the files of every analysed scan here, then "
+                                                      "emit the verdict with their new paths")
+    parser.add_argument("--quarantine", metavar="DIR",
+                        help="--watch: move the files of scans that could not be analysed here (default: --done)")
     parser.add_argument("--quiet", action="store_true", help="no per-scan lines on stderr, only the summary")
 
 
@@ -114,6 +124,13 @@ def run(args: argparse.Namespace) -> int:
         raise ParcelscanError(f"--batch must be >= 1, got {args.batch}")
     if args.rgb and args.model:
         raise ParcelscanError("--rgb picks the default pseudo-colour model; with --model, the model decides")
+    moving = args.done or args.quarantine or args.journal or args.no_journal
+    if moving and not args.watch:
+        raise ParcelscanError("--done, --quarantine, --journal and --no-journal work with --watch DIR")
+    if args.journal and args.no_journal:
+        raise ParcelscanError("--journal and --no-journal contradict each other")
+    if args.watch:  # before the model loads and before "watching …": a watch that cannot work says so first
+        hot.check_folders(args.watch, args.done, args.quarantine, args.journal, not args.no_journal)
     inspector = Inspector(args.model, threshold=args.threshold, device=args.device, threads=args.threads,
                           heatmap_dir=args.heatmaps, station=args.station,
                           input_kind="pseudo_color" if args.rgb else "dual_energy")
@@ -131,23 +148,25 @@ def run(args: argparse.Namespace) -> int:
             for verdict in inspector.inspect_many(_iter_items(args.paths), batch=args.batch, workers=args.workers):
                 tally.emit(verdict)
         if args.watch:
-            from parcelscan.inference import watch as hot
-
             stop = threading.Event()
 
             def on_signal(signum, _frame) -> None:
                 stop.set()
 
             previous = {sig: signal.signal(sig, on_signal) for sig in (signal.SIGINT, signal.SIGTERM)}
+            watch_started = time.perf_counter()
             print(f"parcelscan inspect: watching {args.watch} (SIGINT/SIGTERM to stop)", file=sys.stderr)
             try:
-                hot.watch(args.watch, lambda items: [tally.emit(v) for v in inspector.inspect_many(
-                    items, batch=args.batch, workers=0)], stop,
-                    settle_s=hot.DEFAULT_SETTLE_S if args.watch_settle is None else args.watch_settle,
-                    stale_s=hot.DEFAULT_STALE_S if args.watch_stale is None else args.watch_stale)
+                hot.watch(args.watch, lambda items: inspector.inspect_many(items, batch=args.batch, workers=0),
+                          tally.emit, stop,
+                          settle_s=hot.DEFAULT_SETTLE_S if args.watch_settle is None else args.watch_settle,
+                          stale_s=hot.DEFAULT_STALE_S if args.watch_stale is None else args.watch_stale,
+                          journal_path=args.journal, use_journal=not args.no_journal, done_dir=args.done,
+                          quarantine_dir=args.quarantine)
             finally:
                 for sig, handler in previous.items():
                     signal.signal(sig, handler)
+            started = watch_started if not args.paths else started
     except BrokenPipeError:
         # the reader of our verdicts went away: nothing more can be reported, so the run is incomplete
         sys.stderr.write("parcelscan inspect: stdout closed; stopping\n")
@@ -156,7 +175,12 @@ def run(args: argparse.Namespace) -> int:
     total = sum(tally.counts.values())
     if total == 0 and not args.watch:
         raise ParcelscanError(f"no scans found in {' '.join(args.paths)}: nothing was inspected")
-    rate = f", {total / elapsed:.1f} scans/s" if total and elapsed > 0 else ""
+    rate = ""
+    if total and elapsed > 0:
+        # under --watch the run lasts as long as the folder is watched: scans/s is how fast scans arrived,
+        # not how fast they can be inspected
+        rate = (f", {total / elapsed:.2f} scans/s arrival rate over {elapsed:.0f} s watched" if args.watch
+                else f", {total / elapsed:.1f} scans/s")
     print(f"parcelscan inspect: {total} scan(s): {tally.counts['clear']} clear, {tally.counts['suspect']} suspect, "
           f"{tally.counts['manual_inspection']} manual_inspection{rate} [{inspector.provider}]", file=sys.stderr)
     return combine_exit_codes(tally.codes)

@@ -31,7 +31,7 @@ from typing import Any
 import numpy as np
 
 from parcelscan.errors import ParcelscanError
-from parcelscan.inference.verdict import CLEAR, MANUAL, SUSPECT, Verdict
+from parcelscan.inference.verdict import CLEAR, MANUAL, SUSPECT, Verdict, inputs_digest
 
 MAX_TILES_PER_RUN = 64  # bounds the memory of one onnxruntime call (64 × 3 × 320 × 320 float32 = 79 MB)
 _SAFE_NAME = re.compile(r"[^A-Za-z0-9._-]+")
@@ -58,6 +58,7 @@ class _Staged:
     opaque: Any = None
     error: str | None = None
     notes: list[str] = field(default_factory=list)
+    inputs_sha256: str | None = None
 
 
 @dataclass
@@ -271,6 +272,7 @@ class Inspector:
             if isinstance(error, (KeyboardInterrupt, SystemExit)):
                 raise
             staged.error = _error_text(error)
+        staged.inputs_sha256 = inputs_digest(staged.inputs)
         return staged
 
     def _judge(self, chunk: list[_Staged]) -> list[Verdict]:
@@ -308,7 +310,8 @@ class Inspector:
 
     def _verdict(self, staged: _Staged, result: tuple[np.ndarray, np.ndarray] | None) -> Verdict:
         common = {"scan_id": staged.scan_id, "inputs": staged.inputs, "threshold": self.threshold,
-                  "model": self.model_info, "station": self.station, "provider": self.provider}
+                  "model": self.model_info, "station": self.station, "provider": self.provider,
+                  "inputs_sha256": staged.inputs_sha256}
         if staged.error is not None or result is None:
             error = staged.error or "no model output for this scan"
             return Verdict(verdict=MANUAL, score=None, error=error, latency_ms=self._ms(staged),

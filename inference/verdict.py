@@ -3,8 +3,10 @@
 Fields (see the README): ``scan_id``, ``inputs``, ``verdict`` (clear | suspect | manual_inspection),
 ``score`` (the model's scan-level suspect probability, or null when there is none), ``threshold``,
 ``model`` ({name, version, sha256}), ``heatmap`` (path or null), ``error`` (or null), ``latency_ms``,
-``station``, ``scanned_at`` (ISO 8601 UTC), ``reasons`` (why this verdict, in words) and ``provider``
-(the onnxruntime execution provider that computed the score).
+``station``, ``scanned_at`` (ISO 8601 UTC), ``reasons`` (why this verdict, in words), ``provider``
+(the onnxruntime execution provider that computed the score) and ``inputs_sha256`` (``inputs_digest``:
+what the scan *was*, whatever its files are called or moved to — with ``scan_id`` the key consumers
+deduplicate by, since a hot folder delivers at least once; null when an input is not a regular file).
 
 The dataclass enforces the fail-closed invariants, so no code path can produce a "clear" that was not
 earned: clear needs a finite score below the threshold, no error and no reason to doubt it.
@@ -12,16 +14,36 @@ earned: clear needs a finite score below the threshold, no error and no reason t
 
 from __future__ import annotations
 
+import hashlib
 import json
 import math
+import os
+from collections.abc import Iterable
 from dataclasses import asdict, dataclass, field
 from datetime import UTC, datetime
+from pathlib import Path
 from typing import Any
+
+from parcelscan.datasets.datatools import file_sha256
 
 CLEAR, SUSPECT, MANUAL = "clear", "suspect", "manual_inspection"
 VERDICTS = (CLEAR, SUSPECT, MANUAL)
 FIELDS = ("scan_id", "inputs", "verdict", "score", "threshold", "model", "heatmap", "error", "latency_ms",
-          "station", "scanned_at", "reasons", "provider")
+          "station", "scanned_at", "reasons", "provider", "inputs_sha256")
+
+
+def inputs_digest(paths: Iterable[str | Path]) -> str | None:
+    """sha256 of the inputs' contents: the sha256 of the lines ``<sha256 of file i>\\n`` in ``inputs`` order
+    (so it can be recomputed from per-file digests). Independent of names and folders: a scan moved to
+    ``done/`` keeps it. None when there is no input or one is not a regular file (never opens a FIFO)."""
+    paths = list(paths)
+    if not paths or not all(os.path.isfile(p) for p in paths):
+        return None
+    try:
+        lines = "".join(f"{file_sha256(Path(p))}\n" for p in paths)
+    except OSError:
+        return None
+    return hashlib.sha256(lines.encode()).hexdigest()
 
 
 def utc_now() -> str:
@@ -45,6 +67,7 @@ class Verdict:
     scanned_at: str = field(default_factory=utc_now)
     reasons: list[str] = field(default_factory=list)
     provider: str | None = None
+    inputs_sha256: str | None = None
 
     def __post_init__(self) -> None:
         if self.verdict not in VERDICTS:
