@@ -278,10 +278,17 @@ def scan_hw(scan: Any) -> tuple[int, int]:
     return tuple(np.asarray(image).shape[:2])  # type: ignore[return-value]
 
 
-def scan_pitch_mm(scan: Any, spec: PreprocessSpec) -> tuple[float, float]:
-    """(row pitch, column pitch) in mm from the sidecar metadata; rows run along the belt."""
+def scan_pitch_mm(scan: Any, spec: PreprocessSpec | None = None) -> tuple[float, float]:
+    """(row pitch, column pitch) in mm of a scan: THE rule, for preprocessing and the shield check alike.
+
+    Columns (detector channels): sidecar ``pixel_pitch_mm``, else the spec's ``assumed_scan_pitch_mm``
+    (``PreprocessSpec`` default 1.0 mm without a spec). Rows run along the belt: ``row_pitch_mm``, else the
+    column pitch (square pixels). A value that is not a finite number within ``MIN_PITCH_MM``–``MAX_PITCH_MM``
+    is a ScanReadError, never replaced by a default: a wrong pitch misjudges every size in the scan."""
+    assumed = spec.assumed_scan_pitch_mm if spec is not None else PreprocessSpec.assumed_scan_pitch_mm
     meta = getattr(scan, "meta", {}) or {}
-    pitch = meta.get("pixel_pitch_mm", spec.assumed_scan_pitch_mm)
+    meta = meta if isinstance(meta, dict) else {}
+    pitch = meta.get("pixel_pitch_mm", assumed)
     row_pitch = meta.get("row_pitch_mm", pitch)
     for name, value in (("pixel_pitch_mm", pitch), ("row_pitch_mm", row_pitch)):
         if isinstance(value, bool) or not isinstance(value, (int, float)) or \

@@ -267,7 +267,7 @@ class Inspector:
             if not np.isfinite(tiles).all():
                 raise ParcelscanError(f"{scan_id}: the scan yields NaN or infinite model input")
             staged.prepared = prepared
-            staged.opaque = check_opaque(scan)
+            staged.opaque = check_opaque(scan, self.spec)
         except BaseException as error:
             if isinstance(error, (KeyboardInterrupt, SystemExit)):
                 raise

@@ -11,8 +11,9 @@ electronic noise (4 quanta rms) can resolve. (40 mm of steel reaches it at 140 k
 An alarm needs one connected opaque region of at least ``MIN_OPAQUE_AREA_CM2`` (4 cm², a palm-sized
 sachet of powder seen flat) that is also at least ``MIN_OPAQUE_WIDTH_MM`` wide everywhere it counts
 (a morphological opening removes thin structures — a dead detector channel, the rim of a metal
-object — that could not hide a concealment). Areas are in cm² from the scan's own pixel pitch
-(sidecar ``pixel_pitch_mm``, default 1.0 mm, square pixels assumed).
+object — that could not hide a concealment). Areas are in cm² from the scan's own pitch, by the one rule
+``preprocess.scan_pitch_mm`` (rows along the belt: ``row_pitch_mm``; columns: ``pixel_pitch_mm``), so
+the shield check and the model measure the same parcel; a pitch that rule refuses is refused here too.
 
 Pseudo-colour (RGB) scans: the operator image paints opaque pixels black, so there a pixel is opaque
 when its brightest channel is at most ``OPAQUE_RGB_LEVEL`` after the same 3×3 mean.
@@ -23,15 +24,16 @@ from __future__ import annotations
 import math
 from dataclasses import dataclass
 
+import cv2
 import numpy as np
 
 from parcelscan.datasets.physics.pseudocolor import OPAQUE_A_HIGH
+from parcelscan.datasets.preprocess import PreprocessSpec, scan_pitch_mm
 
 OPAQUE_GREY_LEVELS = round(65535 * math.exp(-OPAQUE_A_HIGH))  # 22 of 65535
 OPAQUE_RGB_LEVEL = 16
 MIN_OPAQUE_AREA_CM2 = 4.0
 MIN_OPAQUE_WIDTH_MM = 5.0
-DEFAULT_PITCH_MM = 1.0
 
 
 @dataclass
@@ -42,7 +44,7 @@ class OpaqueResult:
     total_cm2: float
     regions: int
     mask: np.ndarray  # bool (H, W): pixels of qualifying regions
-    pitch_mm: float
+    pitch_mm: tuple[float, float]  # (row, column) pitch the areas were measured with
 
     @property
     def alarm(self) -> bool:
@@ -54,20 +56,8 @@ class OpaqueResult:
                 f"what lies behind cannot be seen)")
 
 
-def scan_pitch_mm(meta: dict) -> float:
-    """The scan's pixel pitch from its sidecar, or the station default; nonsense values fall back too."""
-    value = meta.get("pixel_pitch_mm", DEFAULT_PITCH_MM) if isinstance(meta, dict) else DEFAULT_PITCH_MM
-    try:
-        pitch = float(value)
-    except (TypeError, ValueError):
-        return DEFAULT_PITCH_MM
-    return pitch if math.isfinite(pitch) and 0.01 <= pitch <= 100.0 else DEFAULT_PITCH_MM
-
-
 def _smoothed_at_most(image: np.ndarray, level: int) -> np.ndarray:
     """Pixels whose 3×3 mean is ≤ ``level``, grown back by the one-pixel rim the mean erodes."""
-    import cv2
-
     core = cv2.blur(np.ascontiguousarray(image), (3, 3), borderType=cv2.BORDER_REPLICATE) <= level
     return cv2.dilate(core.astype(np.uint8), np.ones((3, 3), np.uint8)).astype(bool)
 
@@ -92,26 +82,27 @@ def opaque_mask_rgb(rgb_u8: np.ndarray) -> np.ndarray:
     return _smoothed_at_most(np.asarray(rgb_u8).max(axis=-1), OPAQUE_RGB_LEVEL)
 
 
-def find_opaque_regions(opaque: np.ndarray, pitch_mm: float, min_area_cm2: float = MIN_OPAQUE_AREA_CM2,
+def find_opaque_regions(opaque: np.ndarray, pitch_mm: float | tuple[float, float],
+                        min_area_cm2: float = MIN_OPAQUE_AREA_CM2,
                         min_width_mm: float = MIN_OPAQUE_WIDTH_MM) -> OpaqueResult:
-    """Connected opaque regions wide and large enough to hide a concealment (work on their bounding box)."""
-    import cv2
-
-    pixel_cm2 = (pitch_mm / 10.0) ** 2
+    """Connected opaque regions wide and large enough to hide a concealment (work on their bounding box).
+    ``pitch_mm``: (row, column) pitch in mm, or one number for square pixels."""
+    row_mm, col_mm = (float(pitch_mm), float(pitch_mm)) if np.isscalar(pitch_mm) else map(float, pitch_mm)
+    pixel_cm2 = row_mm * col_mm / 100.0
     mask = np.zeros(opaque.shape, dtype=bool)
-    empty = OpaqueResult(0.0, 0.0, 0, mask, pitch_mm)
+    empty = OpaqueResult(0.0, 0.0, 0, mask, (row_mm, col_mm))
     if np.count_nonzero(opaque) * pixel_cm2 < min_area_cm2:  # the common case: nothing to do
         return empty
-    width_px = max(1, round(min_width_mm / pitch_mm))
+    width_rows, width_cols = max(1, round(min_width_mm / row_mm)), max(1, round(min_width_mm / col_mm))
     # the bounding box of the opaque pixels, grown by the kernel's reach, so that the opening sees the same
     # neighbourhood (real zeros inside the image, OpenCV's default border outside) as on the whole image
     rows, cols = np.flatnonzero(opaque.any(axis=1)), np.flatnonzero(opaque.any(axis=0))
-    margin = width_px + 1
+    margin = max(width_rows, width_cols) + 1
     box = (slice(max(0, rows[0] - margin), rows[-1] + 1 + margin),
            slice(max(0, cols[0] - margin), cols[-1] + 1 + margin))
     opaque_u8 = np.ascontiguousarray(opaque[box], dtype=np.uint8)
-    if width_px > 1:
-        kernel = cv2.getStructuringElement(cv2.MORPH_RECT, (width_px, width_px))
+    if width_rows > 1 or width_cols > 1:
+        kernel = cv2.getStructuringElement(cv2.MORPH_RECT, (width_cols, width_rows))
         opaque_u8 = cv2.morphologyEx(opaque_u8, cv2.MORPH_OPEN, kernel)
     _, labels, stats, _ = cv2.connectedComponentsWithStats(opaque_u8, connectivity=8)
     areas_cm2 = stats[:, cv2.CC_STAT_AREA] * pixel_cm2
@@ -120,12 +111,14 @@ def find_opaque_regions(opaque: np.ndarray, pitch_mm: float, min_area_cm2: float
     if not keep.any():
         return empty
     mask[box] = keep[labels]
-    return OpaqueResult(float(areas_cm2[keep].max()), float(areas_cm2[keep].sum()), int(keep.sum()), mask, pitch_mm)
+    return OpaqueResult(float(areas_cm2[keep].max()), float(areas_cm2[keep].sum()), int(keep.sum()), mask,
+                        (row_mm, col_mm))
 
 
-def check_opaque(scan) -> OpaqueResult:
-    """Shield-alarm check of a decoded scan (dual-energy pair or pseudo-colour image)."""
-    pitch = scan_pitch_mm(getattr(scan, "meta", {}) or {})
+def check_opaque(scan, spec: PreprocessSpec | None = None) -> OpaqueResult:
+    """Shield-alarm check of a decoded scan (dual-energy pair or pseudo-colour image), at the pitch
+    ``preprocess.scan_pitch_mm`` gives it (``spec``: the model's, for its assumed scan pitch)."""
+    pitch = scan_pitch_mm(scan, spec)
     rgb = getattr(scan, "rgb", None)
     if getattr(scan, "kind", "dual_energy") == "pseudo_color" or (getattr(scan, "high", None) is None
                                                                    and rgb is not None):

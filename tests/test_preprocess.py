@@ -18,11 +18,13 @@ from parcelscan.datasets.preprocess import (
     prepare_mask,
     prepare_scan,
     resample,
+    scan_pitch_mm,
     scan_planes,
     tile_starts,
 )
 from parcelscan.datasets.scans.scanfile import Scan
 from parcelscan.errors import ParcelscanError, ScanReadError
+from parcelscan.inference.opaque import check_opaque
 
 
 @pytest.fixture(scope="module")
@@ -285,3 +287,28 @@ def test_station_side_modules_do_not_import_torch():
     result = subprocess.run([sys.executable, "-c", code], input=PreprocessSpec.dual_energy().to_json(),
                             capture_output=True, text=True, timeout=120)
     assert result.returncode == 0, result.stderr
+
+
+# --- one rule for a scan's pixel pitch (issue 12) ---------------------------------------------------------------
+def test_one_pitch_rule_for_preprocessing_and_the_shield_check():
+    """``row_pitch_mm`` 2, ``pixel_pitch_mm`` 1: a 30×30 px opaque block is 60 × 30 mm = 18 cm². The shield check
+    once read only ``pixel_pitch_mm`` (9 cm²) while preprocessing read both: one function now serves both."""
+    high = np.full((200, 200), 30000, np.uint16)
+    high[50:80, 60:90] = 3
+    scan = Scan("s", high.copy(), high, {"pixel_pitch_mm": 1.0, "row_pitch_mm": 2.0})
+    spec = PreprocessSpec.dual_energy()
+    assert scan_pitch_mm(scan, spec) == (2.0, 1.0)
+    result = check_opaque(scan)
+    assert result.alarm and result.largest_cm2 == pytest.approx(18.0)
+    assert result.pitch_mm == scan_pitch_mm(scan, spec)
+    # no sidecar pitch: both assume the spec's assumed scan pitch
+    bare = Scan("b", high.copy(), high, {})
+    assert check_opaque(bare).pitch_mm == scan_pitch_mm(bare, spec) == (1.0, 1.0)
+    # nonsense is refused by both, never silently replaced by a default in one of them
+    for meta in ({"pixel_pitch_mm": float("nan")}, {"pixel_pitch_mm": 1.0, "row_pitch_mm": "2"},
+                 {"pixel_pitch_mm": True}, {"row_pitch_mm": 500.0}):
+        odd = Scan("o", high.copy(), high, meta)
+        with pytest.raises(ScanReadError, match="pitch"):
+            scan_pitch_mm(odd, spec)
+        with pytest.raises(ScanReadError, match="pitch"):
+            check_opaque(odd)
