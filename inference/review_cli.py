@@ -21,6 +21,9 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     serve.add_argument("--secure-cookies", action="store_true",
                        help="mark cookies Secure (set this behind an HTTPS reverse proxy)")
     serve.add_argument("--session-hours", type=float, default=12.0, help="login lifetime in hours (default 12)")
+    serve.add_argument("--trusted-proxy", action="append", default=[], metavar="ADDRESS",
+                       help="address or network of the HTTPS reverse proxy (repeatable); X-Forwarded-For is "
+                            "believed from it only, so failed logins are counted per real client")
 
     ingest = sub.add_parser("ingest", help="add flagged scans from inspect results (JSONL) to the queue",
                             description="add flagged scans (suspect, manual_inspection) to the review queue; "
@@ -120,7 +123,8 @@ def _serve(args: argparse.Namespace) -> int:
 
     from parcelscan.inference.review.app import create_app
 
-    app = create_app(args.db, secure_cookies=args.secure_cookies, session_hours=args.session_hours)
+    app = create_app(args.db, secure_cookies=args.secure_cookies, session_hours=args.session_hours,
+                     trusted_proxies=args.trusted_proxy)
     if args.host not in LOOPBACK:
         print(f"parcelscan review: warning: listening on {args.host}, reachable from other machines; "
               "put an HTTPS reverse proxy in front and use --secure-cookies", file=sys.stderr)

@@ -547,6 +547,8 @@ def test_cli_add_user_ingest_export_errors(tmp_path, sample):
     assert missing.returncode == 2 and missing.stderr.startswith("parcelscan review: error: results file not found")
     no_db = _cli("serve", "--db", str(tmp_path / "none.sqlite"), "--port", "1")
     assert no_db.returncode == 2 and "does not exist" in no_db.stderr
+    bad_proxy = _cli("serve", "--db", str(db), "--port", "1", "--trusted-proxy", "proxy.example")
+    assert bad_proxy.returncode == 2 and "trusted proxy 'proxy.example'" in bad_proxy.stderr
     exported = _cli("export", "--db", str(db), "--out", str(tmp_path / "ex"))
     assert exported.returncode == 0 and "exported 0 scan(s)" in exported.stdout and "5 undecided" in exported.stdout
 
@@ -640,3 +642,99 @@ def test_a_decision_key_that_collides_with_a_page_key_is_refused(db_path, monkey
     monkeypatch.setitem(DECISIONS, "unsure", Decision("unsure", "h", "Unsure", "unsure"))  # H toggles the heatmap
     with pytest.raises(ParcelscanError, match="'h'"):
         create_app(db_path)
+
+
+# --- hostile values: non-finite sidecar numbers, ids beyond SQLite's integers ---------------------------------
+@pytest.mark.parametrize("pitch", ["NaN", "Infinity", "-Infinity"])
+def test_an_item_with_a_non_finite_sidecar_pitch_opens_and_says_so(app, db_path, sample, tmp_path, pitch):
+    scans = tmp_path / "scans"
+    shutil.copytree(sample.parent / "scans", scans)
+    sidecar = scans / "PX-0001.json"
+    sidecar.write_text(sidecar.read_text().replace('"pixel_pitch_mm": ', f'"pixel_pitch_mm": {pitch}, "was": '))
+    line = json.loads(sample.read_text().splitlines()[0])
+    line.update(scan_id="PX-0001", inputs=[str(scans / "PX-0001_low.png"), str(scans / "PX-0001_high.png")],
+                model={"name": "m", "version": "1", "sha256": "f" * 64}, heatmap=None)
+    results = tmp_path / "nan.jsonl"
+    results.write_text(json.dumps(line) + "\n")
+    conn = connect(db_path)
+    assert ingest(conn, results).added == 1
+    target = int(conn.execute("SELECT MAX(id) FROM items").fetchone()[0])
+    conn.close()
+    client = TestClient(app)
+    login(client, "alice")
+    response = client.get(f"/api/items/{target}")
+    assert response.status_code == 200, response.text[:300]
+    item = response.json()
+    problems = " ".join(item["problems"])
+    assert "pixel_pitch_mm" in problems and pitch.lstrip("-") in problems
+    assert item["scan"]["meta"].get("pixel_pitch_mm") is None
+    for kind in ("pseudo", "low", "high", "material"):
+        assert client.get(f"/images/{target}/{kind}.png").status_code in (200, 404, 409), kind
+    assert client.get(f"/review/{target}").status_code == 200
+
+
+@pytest.mark.parametrize("bad_id", [2**63, 10**30, -(2**63) - 1])
+def test_an_out_of_range_item_id_is_not_found_not_a_server_error(app, bad_id):
+    client = TestClient(app)
+    headers = {"X-CSRF-Token": login(client, "alice")}
+    for url in (f"/api/items/{bad_id}", f"/review/{bad_id}", f"/images/{bad_id}/pseudo.png"):
+        assert client.get(url).status_code in (404, 422), url
+    response = client.post(f"/api/items/{bad_id}/decision", json={"decision": "unsure"}, headers=headers)
+    assert response.status_code in (404, 422)
+
+
+# --- behind the HTTPS proxy: X-Forwarded-For, from the configured proxy only -----------------------------------
+PROXY = "10.0.0.5"
+
+
+def via_proxy(app, client_address: str, forwarded: str | None = None) -> TestClient:
+    """A browser at ``client_address`` reached through the proxy (which appends the address it saw)."""
+    header = f"{forwarded}, {client_address}" if forwarded else client_address
+    return TestClient(app, client=(PROXY, 40000), headers={"X-Forwarded-For": header})
+
+
+def test_behind_a_trusted_proxy_one_users_wrong_passwords_do_not_lock_out_everyone(db_path):
+    untrusted = create_app(db_path, rate_limit=auth.RateLimit(max_failures=5, lockout_s=60.0))
+    for _ in range(5):
+        login(via_proxy(untrusted, "198.51.100.1"), "alice", "wrong-password-x", expect=401)
+    # without the setting, every request seems to come from the proxy: bob is locked out by alice's typos
+    login(via_proxy(untrusted, "198.51.100.2"), "bob", PASSWORDS["bob"], expect=429)
+
+
+def test_the_trusted_proxy_reports_the_client_address(tmp_path, template_db):
+    db = tmp_path / "proxy.sqlite"
+    shutil.copyfile(template_db, db)
+    app = create_app(db, rate_limit=auth.RateLimit(max_failures=5, lockout_s=60.0), trusted_proxies=[PROXY])
+    for _ in range(5):
+        login(via_proxy(app, "198.51.100.1"), "alice", "wrong-password-x", expect=401)
+    login(via_proxy(app, "198.51.100.2"), "bob", PASSWORDS["bob"])  # another client: not locked out
+    login(via_proxy(app, "198.51.100.1"), "alice", PASSWORDS["alice"], expect=429)  # alice is (per user)
+    # per address still holds, for the real client: five guesses at other names lock that client only
+    for k in range(5):
+        login(via_proxy(app, "203.0.113.9"), f"guess{k}", "wrong-password-x", expect=401)
+    login(via_proxy(app, "203.0.113.9"), "bob", PASSWORDS["bob"], expect=429)
+    # a client cannot escape by writing its own X-Forwarded-For: only the proxy's last entry counts
+    for k in range(5):
+        login(via_proxy(app, "203.0.113.20", forwarded=f"192.0.2.{k}"), f"other{k}", "wrong-password-x",
+              expect=401)
+    login(via_proxy(app, "203.0.113.20", forwarded="192.0.2.99"), "bob", PASSWORDS["bob"], expect=429)
+    conn = connect(db)
+    addresses = {row[0] for row in conn.execute("SELECT ip FROM audit WHERE action = 'login_failed'")}
+    conn.close()
+    assert addresses == {"198.51.100.1", "203.0.113.9", "203.0.113.20"}
+
+
+def test_x_forwarded_for_from_anyone_but_the_proxy_is_ignored(db_path):
+    app = create_app(db_path, rate_limit=auth.RateLimit(max_failures=5, lockout_s=60.0), trusted_proxies=[PROXY])
+    for k in range(5):  # a direct client rotating forged addresses is still one address
+        forged = TestClient(app, client=("198.51.100.66", 1234), headers={"X-Forwarded-For": f"192.0.2.{k}"})
+        login(forged, f"guess{k}", "wrong-password-x", expect=401)
+    direct = TestClient(app, client=("198.51.100.66", 1234))
+    login(direct, "bob", PASSWORDS["bob"], expect=429)
+
+
+def test_a_bad_trusted_proxy_setting_is_refused(db_path):
+    from parcelscan.errors import ParcelscanError
+
+    with pytest.raises(ParcelscanError, match="trusted proxy"):
+        create_app(db_path, trusted_proxies=["proxy.example"])

@@ -15,6 +15,7 @@ plumbing they share is in ``web``.
 
 from __future__ import annotations
 
+from collections.abc import Iterable
 from pathlib import Path
 from urllib.parse import urlencode, urlsplit
 
@@ -27,7 +28,15 @@ from parcelscan.errors import ParcelscanError
 from parcelscan.inference.review import auth, check_decision_keys, routes_api, routes_files, routes_login, routes_pages
 from parcelscan.inference.review.db import connect
 from parcelscan.inference.review.images import ImageCache
-from parcelscan.inference.review.web import SAFE_METHODS, Forbidden, LoginRequired, Settings, open_db, wants_json
+from parcelscan.inference.review.web import (
+    SAFE_METHODS,
+    Forbidden,
+    LoginRequired,
+    Settings,
+    open_db,
+    parse_proxies,
+    wants_json,
+)
 
 HERE = Path(__file__).parent
 # (method, route path) reachable without a session. The HTTP tests keep their own copy of this list.
@@ -102,9 +111,12 @@ async def bad_request(_request: Request, exc: ParcelscanError):
 
 
 def create_app(db_path: str | Path, *, secure_cookies: bool = False, session_hours: float = 12.0,
-               rate_limit: auth.RateLimit | None = None) -> FastAPI:
+               rate_limit: auth.RateLimit | None = None, trusted_proxies: Iterable[str] = ()) -> FastAPI:
+    """The app on ``db_path``. ``trusted_proxies``: addresses or networks of the HTTPS reverse proxy in
+    front; only from these is ``X-Forwarded-For`` believed (see ``web.client_address``)."""
     check_decision_keys()  # a key clash is a configuration error: refuse to start, not a dead key later
-    settings = Settings(Path(db_path).resolve(), secure_cookies, session_hours, rate_limit or auth.RateLimit())
+    settings = Settings(Path(db_path).resolve(), secure_cookies, session_hours, rate_limit or auth.RateLimit(),
+                        parse_proxies(trusted_proxies))
     connect(settings.db_path).close()  # exists and is migrated, or a clear error now rather than per request
     app = FastAPI(title="parcelscan review", docs_url=None, redoc_url=None, openapi_url=None,
                   dependencies=[Depends(guard)])

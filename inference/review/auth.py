@@ -10,7 +10,10 @@
   uses a double-submit cookie.
 * Rate limiting: failures are counted per user name and per client address in the database (so they
   survive a restart and hold across processes); ``max_failures`` within the window lock that subject
-  for ``lockout_s`` seconds (HTTP 429), even for the right password.
+  for ``lockout_s`` seconds (HTTP 429), even for the right password. The client address is the
+  peer's, or behind the HTTPS proxy named with ``serve --trusted-proxy`` the one that proxy reports in
+  ``X-Forwarded-For`` (``web.client_address``): without it, every login seems to come from the proxy and
+  one user's wrong passwords lock everyone out.
 """
 
 from __future__ import annotations

@@ -15,7 +15,7 @@ from starlette.concurrency import run_in_threadpool
 
 from parcelscan.inference.review import auth, store
 from parcelscan.inference.review.images import IMAGE_KINDS
-from parcelscan.inference.review.web import Conn, client_ip, filters_of, open_db, session_of
+from parcelscan.inference.review.web import Conn, ItemId, client_ip, filters_of, finite_json, open_db, session_of
 
 router = APIRouter()
 
@@ -39,14 +39,16 @@ def item_json(conn: sqlite3.Connection, item: sqlite3.Row, session: auth.Session
         images.update(low=None, high=None, material=None)
     if item["scan_error"]:
         images = dict.fromkeys(IMAGE_KINDS)
-    return {
+    problems: list[str] = []  # numbers JSON cannot carry (NaN, Infinity), named for the inspector
+    meta = finite_json(json.loads(item["scan_meta"]), "sidecar", problems)
+    out = {
         "id": item_id, "scan_id": item["scan_id"], "verdict": item["verdict"], "score": item["score"],
         "threshold": item["threshold"], "station": item["station"], "scanned_at": item["scanned_at"],
         "model": {"name": item["model_name"], "version": item["model_version"], "sha256": item["model_sha256"]},
         "reasons": json.loads(item["reasons"]), "verdict_error": item["verdict_error"],
         "scan_error": item["scan_error"], "heatmap_error": item["heatmap_error"],
         "scan": {"kind": item["scan_kind"], "rows": item["scan_rows"], "cols": item["scan_cols"],
-                 "meta": json.loads(item["scan_meta"]),
+                 "meta": meta,
                  "files": sorted(Path(p).name for p in json.loads(item["inputs"]))},
         "ingested_at": item["ingested_at"], "images": images,
         "decisions": [{k: d[k] for k in ("user", "decision", "material", "scenario", "notes", "created_at")}
@@ -58,18 +60,21 @@ def item_json(conn: sqlite3.Connection, item: sqlite3.Row, session: auth.Session
         "position": store.neighbours(conn, filters, session.user.id, item_id),
         "counts": store.counts(conn, session.user.id), "user": session.user.name,
     }
+    out = finite_json(out, "", problems)
+    out["problems"] = problems
+    return out
 
 
 @router.get("/api/queue")
 def api_queue(request: Request, conn: Conn):
     session = session_of(request)
     filters = filters_of(request)
-    return {"filters": filters.query_params(), "items": store.queue(conn, filters, session.user.id),
-            "counts": store.counts(conn, session.user.id)}
+    items = finite_json(store.queue(conn, filters, session.user.id), "queue", [])
+    return {"filters": filters.query_params(), "items": items, "counts": store.counts(conn, session.user.id)}
 
 
 @router.get("/api/items/{item_id}")
-def api_item(request: Request, item_id: int, conn: Conn):
+def api_item(request: Request, item_id: ItemId, conn: Conn):
     item = store.get_item(conn, item_id)
     if item is None:
         return JSONResponse({"detail": f"no item {item_id}"}, status_code=404)
@@ -77,7 +82,7 @@ def api_item(request: Request, item_id: int, conn: Conn):
 
 
 @router.post("/api/items/{item_id}/decision")
-async def api_decide(request: Request, item_id: int):
+async def api_decide(request: Request, item_id: ItemId):
     # the body is parsed here, after the guard, so an anonymous request is refused before it is read
     try:
         body = DecisionIn.model_validate_json(await request.body())

@@ -11,7 +11,7 @@ from fastapi.responses import JSONResponse, Response
 from parcelscan.errors import ScanReadError
 from parcelscan.inference.review import store
 from parcelscan.inference.review.images import IMAGE_KINDS, ImageUnavailable
-from parcelscan.inference.review.web import Conn
+from parcelscan.inference.review.web import Conn, ItemId
 
 STATIC_DIR = Path(__file__).parent / "static"
 STATIC_FILES = {"app.css": "text/css; charset=utf-8", "review.js": "text/javascript; charset=utf-8",
@@ -21,7 +21,7 @@ router = APIRouter()
 
 
 @router.get("/images/{item_id}/{name}")
-def image(request: Request, item_id: int, name: str, conn: Conn):
+def image(request: Request, item_id: ItemId, name: str, conn: Conn):
     kind = name.removesuffix(".png")
     if not name.endswith(".png") or kind not in IMAGE_KINDS:
         return JSONResponse({"detail": "no such image"}, status_code=404)

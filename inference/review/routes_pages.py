@@ -9,7 +9,7 @@ from fastapi import APIRouter, Request
 from fastapi.responses import HTMLResponse, RedirectResponse
 
 from parcelscan.inference.review import store
-from parcelscan.inference.review.web import Conn, filters_of, page, session_of
+from parcelscan.inference.review.web import Conn, ItemId, filters_of, page, session_of
 
 QUEUE_PAGE_LIMIT = 500
 MATERIAL_SUGGESTIONS = ("Nd2O3", "Pr6O11", "Dy2O3", "Tb4O7", "CeO2", "La2O3", "Y2O3", "Gd2O3", "Sm2O3",
@@ -41,7 +41,7 @@ def review_start(request: Request, conn: Conn):
 
 
 @router.get("/review/{item_id}", response_class=HTMLResponse)
-def review_page(request: Request, item_id: int, conn: Conn):
+def review_page(request: Request, item_id: ItemId, conn: Conn):
     if store.get_item(conn, item_id) is None:
         return page(request, "message.html", {"title": "No such item", "text": f"There is no item {item_id}."},
                     404)

@@ -116,8 +116,8 @@
     for (const reason of item.reasons) li(reasons, reason);
 
     const errors = [item.verdict_error && "inspect: " + item.verdict_error,
-      item.scan_error && "scan: " + item.scan_error, item.heatmap_error && "heatmap: " + item.heatmap_error]
-      .filter(Boolean);
+      item.scan_error && "scan: " + item.scan_error, item.heatmap_error && "heatmap: " + item.heatmap_error,
+      ...(item.problems || [])].filter(Boolean);
     $("errors").hidden = errors.length === 0;
     $("errors").textContent = errors.join(" · ");
 
