@@ -9,8 +9,8 @@ The mapping (file format: ``datasets.scans.dicos_tdr``):
   what the model takes), FAILED_RECON (the scan was read but the model gave no usable output — the
   nearest defined term: our processing of the image failed).
 * **Powder regions** (when the score reached the threshold): connected components (8-connected) of the
-  model's heatmap mapped back to scan pixels where it is ≥ ``HEAT_ALARM_LEVEL`` (0.5, the level at which
-  the heatmap overlay draws its outline). Threat Category CONTRABAND, flag THREAT, ability
+  model's heatmap mapped back to scan pixels where it is ≥ ``HEAT_ALARM_LEVEL`` (``heatmap.FLAG_LEVEL``,
+  0.5: where the heatmap picture draws its flag line). Threat Category CONTRABAND, flag THREAT, ability
   NO_INTERFERENCE, probability = the region's peak heatmap value. If no pixel reaches the level (the
   scan score is the calibrated max over tiles, the heatmap is a separate per-pixel output), the PTO is
   the tile that scored highest, with that tile's score as probability — the alarm always has a place.
@@ -58,11 +58,12 @@ from parcelscan.datasets.scans.dicos_tdr import (
     write_tdr,
 )
 from parcelscan.errors import ParcelscanError
+from parcelscan.inference.heatmap import FLAG_LEVEL
 from parcelscan.inference.inspector import Inspector, ScanOutputs
 from parcelscan.inference.verdict import CLEAR as VERDICT_CLEAR
 from parcelscan.inference.verdict import MANUAL, SUSPECT, Verdict
 
-HEAT_ALARM_LEVEL = 0.5
+HEAT_ALARM_LEVEL = FLAG_LEVEL  # 0.5: where the heatmap picture draws its flag line
 POWDER_DESCRIPTION = "concealed critical-mineral powder (model heatmap region)"
 TILE_DESCRIPTION = "concealed critical-mineral powder (highest-scoring model tile; no heatmap region)"
 SHIELD_DESCRIPTION = "opaque region: the beam did not get through, what lies behind cannot be seen"

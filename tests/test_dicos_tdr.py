@@ -22,7 +22,7 @@ from parcelscan.datasets.preprocess import heatmap_to_scan
 from parcelscan.datasets.scans.dicos import DICOS_DX_FOR_PROCESSING, read_dicos, write_dicos
 from parcelscan.datasets.scans.dicos_tdr import DICOS_TDR, PRIVATE_VERDICT_JSON, dx_reference, write_tdr
 from parcelscan.datasets.scans.dicos_tdr import UNKNOWN as TDR_UNKNOWN
-from parcelscan.datasets.scans.readers import load_scan
+from parcelscan.datasets.scans.readers import discover_scans, load_scan
 from parcelscan.inference.inspector import Inspector
 from parcelscan.inference.opaque import check_opaque
 from parcelscan.inference.tdr import HEAT_ALARM_LEVEL, TILE_DESCRIPTION, build_report
@@ -30,6 +30,7 @@ from parcelscan.inference.tdr import HEAT_ALARM_LEVEL, TILE_DESCRIPTION, build_r
 ROOT = Path(__file__).resolve().parents[1]
 EXAMPLES = ROOT / "examples" / "scans"
 README = ROOT / "README.md"
+MODEL = ROOT / "model" / "default" / "parcelscan-dual.onnx"
 PRIVATE = (0x0011, "PARCELSCAN 1")
 
 
@@ -38,7 +39,7 @@ def _inspect(*args) -> tuple[int, list[dict], str]:
     """The real command line: exit code, verdict lines, stderr."""
     out, err = io.StringIO(), io.StringIO()
     with contextlib.redirect_stdout(out), contextlib.redirect_stderr(err):
-        code = main(["inspect", "--threads", "1", *map(str, args)])
+        code = main(["inspect", "--model", str(MODEL), "--threads", "1", *map(str, args)])
     return code, [json.loads(line) for line in out.getvalue().splitlines() if line.strip()], err.getvalue()
 
 
@@ -125,9 +126,10 @@ def station(tmp_path_factory):
     out = tmp_path_factory.mktemp("tdr")
     code, verdicts, err = _inspect(EXAMPLES, "--tdr", out, "--station", "sort-01")
     captured: dict[str, tuple] = {}
-    inspector = Inspector()  # the shipped default: the same model the command used
+    # the same model, threads and batches as the command (batch composition can move a float's last bits)
+    inspector = Inspector(MODEL, threads=1)
     inspector.on_outputs = lambda verdict, outputs: captured.__setitem__(verdict.scan_id, (verdict, outputs))
-    list(inspector.inspect_many(sorted(EXAMPLES.glob("*_low.png")), batch=1, workers=0))
+    list(inspector.inspect_many(discover_scans([EXAMPLES]), batch=8, workers=1))
     return {"out": out, "code": code, "verdicts": {v["scan_id"]: v for v in verdicts}, "err": err,
             "captured": captured}
 
@@ -220,6 +222,7 @@ def test_referenced_dx_pair_is_the_scan_and_readable_by_our_reader(station):
         low_path, high_path = station["out"] / f"{scan_id}_low.dcs", station["out"] / f"{scan_id}_high.dcs"
         dx = [pydicom.dcmread(p, stop_before_pixels=True) for p in (low_path, high_path)]
         assert ds.StudyInstanceUID == dx[0].StudyInstanceUID == dx[1].StudyInstanceUID
+        assert (ds.StudyDate, ds.StudyTime) == (dx[0].StudyDate, dx[0].StudyTime)  # one scan, one scan date
         assert ds.PatientID == dx[0].PatientID
         for item in ds.get("ThreatSequence", []):
             refs = item.PTORepresentationSequence[0].ReferencedInstanceSequence
@@ -292,7 +295,7 @@ def test_manual_inspection_is_an_abort_with_its_reason(tmp_path, monkeypatch):
         assert _verdict_json(ds)["error"] == verdict["error"]
 
     # read and preprocessed, but the model fails: FAILED_RECON
-    inspector = Inspector()
+    inspector = Inspector(MODEL, threads=1)
     reports = []
     inspector.on_outputs = lambda verdict, outputs: reports.append(build_report(verdict, outputs, []))
 
@@ -322,7 +325,7 @@ def test_score_alarm_without_a_heatmap_region_reports_the_top_tile(tmp_path):
 
 def test_mass_and_policy_are_written_when_the_verdict_has_them(tmp_path):
     captured = []
-    inspector = Inspector()
+    inspector = Inspector(MODEL, threads=1)
     inspector.on_outputs = lambda verdict, outputs: captured.append((verdict, outputs))
     verdict = inspector.inspect(EXAMPLES / "sim31-000074_low.png")
     _, outputs = captured[0]

@@ -28,7 +28,7 @@ OOI ID (Patient ID)                (0010,0020) LO   the referenced DX objects' O
 OOI Type / OOI Type Descriptor     (4010,1042) CS   CARGO / "postal parcel" (as the DX objects)
 *General Scan (Study)*
 Scan Instance UID (Study Inst.)    (0020,000D) UI   the referenced DX objects' Scan Instance UID
-Scan (Study) Date / Time           (0008,0020) DA   the alarm decision time
+Scan (Study) Date / Time           (0008,0020) DA   the DX objects', else the alarm decision time
 *TDR Series (12.1, Table 66)*
 Modality                           (0008,0060) CS   TDR
 Series Instance UID / Number       (0020,000E) UI   new per report / 3 (DX low 1, high 2)
@@ -120,6 +120,8 @@ class ImageReference:
     scan_uid: str  # Scan Instance UID (DICOM Study Instance UID)
     ooi_id: str
     path: str
+    scan_date: str = ""  # the scan's (study's) date and time: a report in the scan repeats them
+    scan_time: str = ""
 
 
 @dataclass
@@ -250,7 +252,8 @@ def dx_reference(path: Path) -> ImageReference:
     if missing:
         raise ScanReadError(f"{path}: cannot reference it in a TDR: no {', '.join(missing)}")
     return ImageReference(uids["SOPClassUID"], uids["SOPInstanceUID"], uids["StudyInstanceUID"],
-                          str(ds.get("PatientID", "") or ""), str(path))
+                          str(ds.get("PatientID", "") or ""), str(path), str(ds.get("StudyDate", "") or ""),
+                          str(ds.get("StudyTime", "") or ""))
 
 
 def _fl3(x: float, y: float, z: float) -> list[float]:
@@ -324,8 +327,9 @@ def tdr_dataset(report: TdrReport, now: datetime | None = None) -> FileDataset:
     ds.OOITypeDescriptor = "postal parcel"
     # General Scan (Study)
     ds.StudyInstanceUID = scan_uid
-    ds.StudyDate = report.decision_time.astimezone(UTC).strftime("%Y%m%d")
-    ds.StudyTime = report.decision_time.astimezone(UTC).strftime("%H%M%S.%f")
+    dated = next((image for image in report.images if image.scan_date), None)
+    ds.StudyDate = dated.scan_date if dated else report.decision_time.astimezone(UTC).strftime("%Y%m%d")
+    ds.StudyTime = dated.scan_time if dated else report.decision_time.astimezone(UTC).strftime("%H%M%S.%f")
     ds.StudyDescription = report.scan_id[:LO_MAX]
     # TDR Series
     ds.Modality = "TDR"
