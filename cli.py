@@ -1,9 +1,10 @@
 """``parcelscan <verb>``: a thin layer that parses arguments and calls one function per verb.
 
-Each verb lives in its own module exposing ``add_arguments(parser)`` and ``run(args) -> int``.
-Verb modules keep their top-level imports light (argparse and the standard library); heavy imports
-(PyTorch, onnxruntime, the physics tables) happen inside ``run``, so ``parcelscan inspect`` never
-imports PyTorch and ``--help`` is instant.
+Each verb lives in its own module exposing ``add_arguments(parser)`` and ``run(args) -> int``. Only the
+verb on the command line is imported (``parcelscan --help`` imports none): this lazy per-verb dispatch is
+why ``parcelscan inspect`` never imports PyTorch, and why a verb module may import what it needs at its
+top. Optional heavy dependencies (PyTorch, fastapi, uvicorn) stay inside the functions that need them, so
+a verb without its extra installed still shows ``--help`` and says which extra to install.
 """
 
 from __future__ import annotations
@@ -13,6 +14,7 @@ import importlib
 import importlib.util
 import os
 import sys
+from collections.abc import Iterable
 
 from parcelscan import __version__
 from parcelscan.errors import ParcelscanError
@@ -61,7 +63,16 @@ def _available_verbs() -> dict[str, tuple[str, str]]:
     return found
 
 
-def build_parser() -> tuple[argparse.ArgumentParser, dict[str, str]]:
+def requested_verb(argv: list[str]) -> str | None:
+    """The verb on a command line: the first word that is not an option (the top-level options, ``-h``
+    and ``--version``, take no value)."""
+    return next((token for token in argv if not token.startswith("-")), None)
+
+
+def build_parser(verbs: Iterable[str] | None = None) -> tuple[argparse.ArgumentParser, dict[str, str]]:
+    """The parser, with the full arguments of ``verbs`` (None: all; their modules are imported) and the
+    one-line help of every verb. Returns the parser and {verb: module name} of the verbs built in full."""
+    wanted = None if verbs is None else set(verbs)
     parser = argparse.ArgumentParser(
         prog="parcelscan",
         description="Dual-energy X-ray inspection of postal parcels for concealed critical minerals.",
@@ -71,13 +82,16 @@ def build_parser() -> tuple[argparse.ArgumentParser, dict[str, str]]:
     modules = {}
     for verb, (module_name, help_text) in _available_verbs().items():
         verb_parser = sub.add_parser(verb, help=help_text, description=help_text)
-        importlib.import_module(module_name).add_arguments(verb_parser)
-        modules[verb] = module_name
+        if wanted is None or verb in wanted:
+            importlib.import_module(module_name).add_arguments(verb_parser)
+            modules[verb] = module_name
     return parser, modules
 
 
 def main(argv: list[str] | None = None) -> int:
-    parser, modules = build_parser()
+    argv = sys.argv[1:] if argv is None else list(argv)
+    verb = requested_verb(argv)
+    parser, modules = build_parser([verb] if verb else [])
     args = parser.parse_args(argv)
     if args.verb is None:
         parser.print_help()

@@ -7,7 +7,16 @@ Exit codes: 0 fine, 1 ``check`` found errors (or ``import``/``convert`` skipped 
 from __future__ import annotations
 
 import argparse
+import sys
 from pathlib import Path
+
+from parcelscan.datasets.check import check_dataset
+from parcelscan.datasets.datatools import format_table
+from parcelscan.datasets.importers import import_scans
+from parcelscan.datasets.scans.readers import convert_scan
+from parcelscan.datasets.split import split_manifest, split_table
+from parcelscan.datasets.stats import dataset_stats
+from parcelscan.errors import ScanReadError
 
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
@@ -71,17 +80,12 @@ def run(args: argparse.Namespace) -> int:
 
 
 def _check(args: argparse.Namespace) -> int:
-    from parcelscan.datasets.check import check_dataset
-
     report = check_dataset(Path(args.dir), workers=args.workers)
     print(report.render(max_items=args.max_items))
     return 0 if report.ok else 1
 
 
 def _split(args: argparse.Namespace) -> int:
-    from parcelscan.datasets.datatools import format_table
-    from parcelscan.datasets.split import split_manifest, split_table
-
     records = split_manifest(Path(args.dir), args.val, args.test, args.seed, args.reassign, args.dry_run)
     header, rows = split_table(records)
     print(format_table(header, rows))
@@ -92,8 +96,6 @@ def _split(args: argparse.Namespace) -> int:
 
 
 def _import(args: argparse.Namespace) -> int:
-    from parcelscan.datasets.importers import import_scans
-
     result = import_scans(Path(args.src), Path(args.out), layout=args.layout, default_label=args.label,
                           source=args.source, skip_bad=args.skip_bad)
     print(result.render())
@@ -101,11 +103,6 @@ def _import(args: argparse.Namespace) -> int:
 
 
 def _convert(args: argparse.Namespace) -> int:
-    import sys
-
-    from parcelscan.datasets.scans.readers import convert_scan
-    from parcelscan.errors import ScanReadError
-
     out = Path(args.out)
     failed = 0
     for src in args.src:
@@ -120,7 +117,5 @@ def _convert(args: argparse.Namespace) -> int:
 
 
 def _stats(args: argparse.Namespace) -> int:
-    from parcelscan.datasets.stats import dataset_stats
-
     print(dataset_stats(Path(args.dir)))
     return 0

@@ -6,23 +6,22 @@ from collections import Counter
 from pathlib import Path
 
 import numpy as np
+import tifffile
 
 from parcelscan.datasets.datatools import format_table, record_path
 from parcelscan.datasets.manifest import SPLITS, ManifestRecord, manifest_path, read_manifest
+from parcelscan.datasets.preprocess import PreprocessSpec, model_shape, tile_layout
+from parcelscan.datasets.scans.scanfile import png_header, read_sidecar
+from parcelscan.errors import ScanReadError
 
 
 def _shape(record: ManifestRecord, root: Path) -> tuple[int, int] | None:
-    from parcelscan.datasets.scans.scanfile import png_header
-    from parcelscan.errors import ScanReadError
-
     name = record.files.get("low") or record.files.get("rgb")
     try:
         if name and name.lower().endswith(".png"):
             width, height, _, _ = png_header(record_path(root, name))
             return height, width
         if record.files.get("tiff"):
-            import tifffile
-
             with tifffile.TiffFile(record_path(root, record.files["tiff"])) as tiff:
                 return tuple(tiff.pages[0].shape[:2])  # type: ignore[return-value]
     except (ScanReadError, OSError, ValueError):
@@ -31,9 +30,6 @@ def _shape(record: ManifestRecord, root: Path) -> tuple[int, int] | None:
 
 
 def _pitch(record: ManifestRecord, root: Path, default: float) -> float:
-    from parcelscan.datasets.scans.scanfile import read_sidecar
-    from parcelscan.errors import ScanReadError
-
     if not record.files.get("sidecar"):
         return default
     try:
@@ -44,8 +40,6 @@ def _pitch(record: ManifestRecord, root: Path, default: float) -> float:
 
 
 def dataset_stats(directory: Path) -> str:
-    from parcelscan.datasets.preprocess import model_shape, tile_layout
-
     path = manifest_path(Path(directory))
     records = read_manifest(path)
     root = path.parent
@@ -67,8 +61,6 @@ def dataset_stats(directory: Path) -> str:
     counter_table("source/kind", lambda r: f"{r.source}/{r.kind}")
 
     # sizes and tiles under the default 2 mm / 320 px policy (the spec's geometry, no physics needed)
-    from parcelscan.datasets.preprocess import PreprocessSpec
-
     spec = PreprocessSpec.pseudo_color()  # geometry only: same pitch and tile defaults as dual-energy
     rows_px, cols_px, tiles, unreadable = [], [], [], 0
     for record in records:

@@ -9,6 +9,9 @@ verb without being named in its summary, in ``parcelscan --help`` and in ``parce
 from __future__ import annotations
 
 import argparse
+import ast
+import subprocess
+import sys
 
 import pytest
 
@@ -66,3 +69,22 @@ def test_data_help_lists_stats(capsys):
     out = capsys.readouterr().out
     assert "check, split, import, convert, stats" in out
     assert "stats" in out.split("positional arguments:")[1]
+
+
+def _verb_modules_loaded(*argv: str) -> list[str]:
+    """Run the CLI in a fresh interpreter; the verb modules and torch modules it imported."""
+    code = ("import sys\nfrom parcelscan.cli import VERBS, main\n"
+            "try:\n    main(sys.argv[1:])\nexcept SystemExit:\n    pass\n"
+            "names = {module for module, _ in VERBS.values()} | {'torch'}\n"
+            "print(sorted(m for m in sys.modules if m in names))\n")
+    result = subprocess.run([sys.executable, "-c", code, *argv], capture_output=True, text=True, timeout=120)
+    assert result.returncode == 0, result.stderr
+    return ast.literal_eval(result.stdout.strip().splitlines()[-1])
+
+
+def test_only_the_verb_on_the_command_line_is_imported():
+    """The lazy per-verb dispatch: `parcelscan --help` imports no verb, `parcelscan data ...` only `data`
+    (its module may import the dataset tools at its top without slowing or burdening the station)."""
+    assert _verb_modules_loaded("--help") == []
+    assert _verb_modules_loaded("data", "--help") == ["parcelscan.datasets.data_cli"]
+    assert _verb_modules_loaded("inspect", "--help") == ["parcelscan.inference.inspect_cli"]
