@@ -5,18 +5,20 @@ and inspector, at the one that counts now. Deciding again replaces your own poin
 says what it replaced); undo pops your own most recent not-yet-undone decision and restores what it
 replaced. Two inspectors never overwrite each other: both pointers stay, and differing decisions
 make the item a *conflict*.
+
+The SQL here is the portable subset both back ends run unchanged (``db.translate`` only swaps placeholder
+styles): no boolean arithmetic (``SUM(a = b)``), no SQLite-only functions; a boolean comes back as 0/1.
 """
 
 from __future__ import annotations
 
 import json
-import sqlite3
 from dataclasses import dataclass
 from typing import Any
 
 from parcelscan.errors import ParcelscanError
 from parcelscan.inference.review import DECISIONS
-from parcelscan.inference.review.db import transaction, utc_now
+from parcelscan.inference.review.db import Connection, Row, transaction, utc_now
 
 STATES = ("undecided", "mine_pending", "decided", "seizure", "false_alarm", "unsure", "conflict", "all")
 VERDICT_FILTERS = ("suspect", "manual_inspection")
@@ -66,12 +68,12 @@ def _is_date(text: str) -> bool:
 _STATE_SQL = """
 WITH st AS (
     SELECT cd.item_id, COUNT(*) AS n, COUNT(DISTINCT d.decision) AS kinds, MIN(d.decision) AS decision,
-           SUM(cd.user_id = :me) AS mine
+           SUM(CASE WHEN cd.user_id = :me THEN 1 ELSE 0 END) AS mine
     FROM current_decisions cd JOIN decisions d ON d.id = cd.decision_id
     GROUP BY cd.item_id
 )
 SELECT i.id, i.scan_id, i.verdict, i.score, i.threshold, i.model_name, i.model_version, i.station,
-       i.scanned_at, i.scan_error, i.heatmap_path IS NOT NULL AS has_heatmap,
+       i.scanned_at, i.scan_error, CASE WHEN i.heatmap_path IS NULL THEN 0 ELSE 1 END AS has_heatmap,
        COALESCE(st.n, 0) AS n_decisions, COALESCE(st.mine, 0) AS mine,
        CASE WHEN st.n IS NULL THEN 'undecided' WHEN st.kinds > 1 THEN 'conflict' ELSE st.decision END AS state
 FROM items i LEFT JOIN st ON st.item_id = i.id
@@ -116,7 +118,7 @@ def _where(filters: QueueFilter, include_id: int | None) -> tuple[str, dict[str,
     return " WHERE " + where, params
 
 
-def queue(conn: sqlite3.Connection, filters: QueueFilter, me: int, limit: int = 500,
+def queue(conn: Connection, filters: QueueFilter, me: int, limit: int = 500,
           include_id: int | None = None) -> list[dict[str, Any]]:
     where, params = _where(filters, include_id)
     params["me"] = me
@@ -125,7 +127,7 @@ def queue(conn: sqlite3.Connection, filters: QueueFilter, me: int, limit: int = 
     return [dict(row) for row in conn.execute(sql, params)]
 
 
-def neighbours(conn: sqlite3.Connection, filters: QueueFilter, me: int, item_id: int) -> dict[str, Any]:
+def neighbours(conn: Connection, filters: QueueFilter, me: int, item_id: int) -> dict[str, Any]:
     """Position of an item in the filtered queue, and the items before and after it."""
     ids = [row["id"] for row in queue(conn, filters, me, limit=0, include_id=item_id)]
     if item_id not in ids:
@@ -135,7 +137,7 @@ def neighbours(conn: sqlite3.Connection, filters: QueueFilter, me: int, item_id:
             "next_id": ids[k + 1] if k + 1 < len(ids) else None}
 
 
-def counts(conn: sqlite3.Connection, me: int) -> dict[str, int]:
+def counts(conn: Connection, me: int) -> dict[str, int]:
     rows = conn.execute(_STATE_SQL, {"me": me}).fetchall()
     out = {state: 0 for state in ("undecided", "seizure", "false_alarm", "unsure", "conflict")}
     for row in rows:
@@ -145,15 +147,15 @@ def counts(conn: sqlite3.Connection, me: int) -> dict[str, int]:
     return out
 
 
-def stations(conn: sqlite3.Connection) -> list[str]:
+def stations(conn: Connection) -> list[str]:
     return [r[0] for r in conn.execute("SELECT DISTINCT station FROM items WHERE station IS NOT NULL ORDER BY 1")]
 
 
-def get_item(conn: sqlite3.Connection, item_id: int) -> sqlite3.Row | None:
+def get_item(conn: Connection, item_id: int) -> Row | None:
     return conn.execute("SELECT * FROM items WHERE id = ?", (item_id,)).fetchone()
 
 
-def item_decisions(conn: sqlite3.Connection, item_id: int) -> list[dict[str, Any]]:
+def item_decisions(conn: Connection, item_id: int) -> list[dict[str, Any]]:
     """The decisions that count now, one per inspector, oldest first."""
     rows = conn.execute(
         """SELECT d.id, d.decision, d.material, d.scenario, d.notes, d.created_at, u.name AS user, u.id AS user_id
@@ -162,7 +164,7 @@ def item_decisions(conn: sqlite3.Connection, item_id: int) -> list[dict[str, Any
     return [dict(row) for row in rows]
 
 
-def item_history(conn: sqlite3.Connection, item_id: int) -> list[dict[str, Any]]:
+def item_history(conn: Connection, item_id: int) -> list[dict[str, Any]]:
     rows = conn.execute(
         """SELECT a.id, a.at, a.user_name AS user, a.action, a.decision_id, a.replaced_decision_id,
                   a.undoes_audit_id, d.decision, r.decision AS replaced_decision
@@ -179,7 +181,7 @@ def state_of(decisions: list[dict[str, Any]]) -> str:
     return kinds.pop() if len(kinds) == 1 else "conflict"
 
 
-def audit(conn: sqlite3.Connection, user_id: int | None, user_name: str, action: str, *, item_id: int | None = None,
+def audit(conn: Connection, user_id: int | None, user_name: str, action: str, *, item_id: int | None = None,
           decision_id: int | None = None, replaced_decision_id: int | None = None,
           undoes_audit_id: int | None = None, ip: str | None = None, detail: dict[str, Any] | None = None) -> int:
     cursor = conn.execute(
@@ -201,7 +203,7 @@ def _clean_text(name: str, value: Any) -> str | None:
     return value or None
 
 
-def decide(conn: sqlite3.Connection, item_id: int, user_id: int, user_name: str, decision: str, *,
+def decide(conn: Connection, item_id: int, user_id: int, user_name: str, decision: str, *,
            material: str | None = None, scenario: str | None = None, notes: str | None = None,
            ip: str | None = None) -> dict[str, Any]:
     """Record one inspector's decision on one item; committed (durably) when this returns."""
@@ -233,7 +235,7 @@ def decide(conn: sqlite3.Connection, item_id: int, user_id: int, user_name: str,
             "created_at": now, "state": state_of(current), "decisions": current}
 
 
-def undo(conn: sqlite3.Connection, user_id: int, user_name: str, ip: str | None = None) -> dict[str, Any] | None:
+def undo(conn: Connection, user_id: int, user_name: str, ip: str | None = None) -> dict[str, Any] | None:
     """Undo this inspector's most recent decision that is not undone yet; None when there is none."""
     with transaction(conn):
         last = conn.execute(
