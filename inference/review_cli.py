@@ -97,6 +97,8 @@ def run(args: argparse.Namespace) -> int:
         with opened(args.db, create=True) as conn:
             for results in args.results:
                 report = ingest(conn, Path(results), actor=_actor())
+                for message in report.messages:  # lines not queued, each named
+                    print(f"parcelscan review: {message}", file=sys.stderr)
                 print(f"{results}: {report.summary()}")
             open_items = conn.execute(
                 "SELECT COUNT(*) FROM items WHERE id NOT IN (SELECT item_id FROM current_decisions)").fetchone()[0]

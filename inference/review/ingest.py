@@ -8,18 +8,29 @@ still queued (fail closed: the parcel must still be looked at), with the error s
 
 A whole file is ingested in one transaction. A malformed line aborts it, naming the line, except a
 final line without its newline, which is a verdict still being written and is left for next time.
+
+Never a non-scan in the queue (the rule ``datasets.scans.readers`` applies to a station's inputs): a
+verdict line whose inputs are only files that are not scans — dataset companions (``manifest.jsonl``,
+``stats.json``), label masks (``*_mask.png``), files not named like a scan part, a JSON file that belongs
+to no scan — is counted and named in the report, not queued; such files named beside a scan's parts are
+dropped from its inputs. A file named like a scan part is a scan part, readable or not. A score or
+threshold of NaN or Infinity is stored as none (an unscored item comes first) with the reason.
 """
 
 from __future__ import annotations
 
 import hashlib
 import json
+import math
 import sqlite3
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
 from parcelscan.datasets.datatools import file_sha256 as sha256_file
+from parcelscan.datasets.scans.dicos import DICOS_EXTENSIONS
+from parcelscan.datasets.scans.readers import COMPANION_NAMES, SCAN_PART_SUFFIXES
+from parcelscan.datasets.scans.scanfile import SCAN_FORMAT
 from parcelscan.errors import ParcelscanError, ScanReadError
 from parcelscan.inference.review import FLAGGED_VERDICTS
 from parcelscan.inference.review.db import transaction, utc_now
@@ -35,6 +46,7 @@ class IngestReport:
     not_flagged: int = 0
     scan_errors: int = 0
     heatmap_errors: int = 0
+    not_scans: int = 0
     incomplete_last_line: bool = False
     messages: list[str] = field(default_factory=list)
 
@@ -43,6 +55,8 @@ class IngestReport:
                 f"(not queued), {self.scan_errors} with unreadable scan files")
         if self.heatmap_errors:
             text += f", {self.heatmap_errors} with an unreadable heatmap"
+        if self.not_scans:
+            text += f", {self.not_scans} not a scan (not queued)"
         if self.incomplete_last_line:
             text += "; the last line is incomplete (still being written?) and was left for a later ingest"
         return text
@@ -55,6 +69,37 @@ def load_scan_any(path: Path):
     return load_scan(Path(path))
 
 
+
+
+# images a scan of this id may have beside its sidecar (<id>.json belongs to the scan <id>)
+_SIDECAR_OWNERS = ("_low.png", "_high.png", "_rgb.png", ".tif", ".tiff", ".png", ".jpg", ".jpeg", *DICOS_EXTENSIONS)
+
+
+def non_scan_reason(path: Path) -> str | None:
+    """Why the file a verdict names cannot be (part of) a scan, or None when it may be one.
+
+    By name, as the station's discovery decides: a file named like a scan part is one, even when it is
+    missing or unreadable (its verdict is queued: fail closed). A ``.json`` is a scan part when it is a
+    sidecar: it declares the scan format, images of its scan id lie beside it, or it cannot be read.
+    """
+    name = path.name
+    lower = name.lower()
+    if lower in COMPANION_NAMES:
+        return f"{name} is a dataset companion file, not a scan"
+    if lower.endswith("_mask.png"):
+        return f"{name} is a label mask, not a scan"
+    if not lower.endswith(SCAN_PART_SUFFIXES):
+        return f"{name} is not named like a scan file"
+    if lower.endswith(".json") and path.is_file():
+        if any(path.with_name(path.stem + suffix).exists() for suffix in _SIDECAR_OWNERS):
+            return None
+        try:
+            data = json.loads(path.read_text(encoding="utf-8"))
+        except (OSError, UnicodeDecodeError, json.JSONDecodeError, RecursionError):
+            return None  # unreadable: as a sidecar of a scan, the scan's verdict is queued
+        if not (isinstance(data, dict) and data.get("format") == SCAN_FORMAT):
+            return f"{name} is a JSON file of no scan (no images of {path.stem!r} beside it)"
+    return None
 
 
 def scan_files(first_input: Path, scan, inputs: list[Path]) -> dict[str, str]:
@@ -100,8 +145,10 @@ def _check_line(data: Any, where: str) -> dict[str, Any]:
     inputs = data.get("inputs", [])
     if not isinstance(inputs, list) or not all(isinstance(p, str) for p in inputs):
         raise ParcelscanError(f"{where}: inputs must be a list of file paths")
-    if data.get("score") is not None and not isinstance(data["score"], (int, float)):
-        raise ParcelscanError(f"{where}: score must be a number or null")
+    for key in ("score", "threshold"):
+        value = data.get(key)
+        if value is not None and (isinstance(value, bool) or not isinstance(value, (int, float))):
+            raise ParcelscanError(f"{where}: {key} must be a number or null, got {value!r}")
     model = data.get("model") or {}
     if not isinstance(model, dict):
         raise ParcelscanError(f"{where}: model must be an object {{name, version, sha256}}")
@@ -147,17 +194,28 @@ def _read_heatmap(path: Path) -> None:
         raise ScanReadError(f"{path}: unreadable heatmap image")
 
 
-def _prepare(data: dict[str, Any], bases: list[Path], report: IngestReport) -> dict[str, Any]:
+def _finite_or_none(data: dict[str, Any], key: str, problems: list[str]) -> float | None:
+    value = data.get(key)
+    if isinstance(value, float) and not math.isfinite(value):
+        problems.append(f"{key} {'NaN' if math.isnan(value) else 'Infinity' if value > 0 else '-Infinity'} "
+                        "in the verdict line (not a finite number)")
+        return None
+    return value
+
+
+def _prepare(data: dict[str, Any], inputs: list[Path], bases: list[Path], report: IngestReport) -> dict[str, Any]:
     model = data.get("model") or {}
-    inputs = [_resolve(p, bases) for p in data.get("inputs", [])]
+    problems: list[str] = []
+    score, threshold = _finite_or_none(data, "score", problems), _finite_or_none(data, "threshold", problems)
+    verdict_error = "; ".join([data["error"]] * bool(data.get("error")) + problems) or None
     row: dict[str, Any] = {
         "scan_id": data["scan_id"], "model_sha256": str(model.get("sha256") or ""),
         "inputs": json.dumps([str(p) for p in inputs]),
         "inputs_sha256": hashlib.sha256(json.dumps(sorted(str(p) for p in inputs)).encode()).hexdigest(),
-        "verdict": data["verdict"], "score": data.get("score"), "threshold": data.get("threshold"),
+        "verdict": data["verdict"], "score": score, "threshold": threshold,
         "model_name": model.get("name"), "model_version": model.get("version"),
         "station": data.get("station"), "scanned_at": data.get("scanned_at"),
-        "reasons": json.dumps(data.get("reasons") or []), "verdict_error": data.get("error"),
+        "reasons": json.dumps(data.get("reasons") or []), "verdict_error": verdict_error,
         "verdict_line": json.dumps(data, sort_keys=True), "scan_files": "{}", "scan_error": None,
         "scan_kind": None, "scan_rows": None, "scan_cols": None, "scan_meta": "{}", "heatmap_path": None,
         "heatmap_sha256": None, "heatmap_error": None,
@@ -192,11 +250,17 @@ def ingest(conn: sqlite3.Connection, results_path: Path, actor: str = "cli") -> 
     lines, report.incomplete_last_line = read_verdict_lines(results_path)
     bases = [Path.cwd(), results_path.resolve().parent]
     prepared = []
-    for _, data in lines:
+    for number, data in lines:
         if data["verdict"] not in FLAGGED_VERDICTS:
             report.not_flagged += 1
             continue
-        prepared.append(_prepare(data, bases, report))
+        inputs = [_resolve(p, bases) for p in data.get("inputs", [])]
+        reasons = {path: non_scan_reason(path) for path in inputs}
+        if inputs and all(reasons.values()):
+            report.not_scans += 1
+            report.messages.append(f"{results_path}:{number}: not queued: " + "; ".join(reasons.values()))
+            continue
+        prepared.append(_prepare(data, [p for p in inputs if reasons[p] is None], bases, report))
     now = utc_now()
     with transaction(conn):
         for row in prepared:
