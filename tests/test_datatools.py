@@ -8,13 +8,16 @@ import shutil
 from collections import Counter, defaultdict
 from pathlib import Path
 
+import cv2
 import numpy as np
 import pytest
 
 from parcelscan.cli import main
 from parcelscan.datasets.check import check_dataset
+from parcelscan.datasets.datatools import file_sha256, load_record_scan
 from parcelscan.datasets.manifest import ManifestRecord, append_records, read_manifest, write_manifest
 from parcelscan.datasets.physics.materials import get_material
+from parcelscan.datasets.scans.readers import convert_scan, load_scan
 from parcelscan.datasets.scans.scanfile import Scan, write_png, write_station_scan
 from parcelscan.datasets.split import assign_splits
 
@@ -83,8 +86,6 @@ def test_check_finds_a_planted_duplicate_across_splits(copy_of, capsys):
     a = next(r for r in records if r.split == "train" and r.label == "clear")
     b = next(r for r in records if r.split == "test" and r.label == "clear")
     # b's images are replaced by a re-encoded copy of a's pixels (different file bytes, same image)
-    import cv2
-
     for role in ("low", "high"):
         write_png(copy_of / b.files[role], cv2.imread(str(copy_of / a.files[role]), cv2.IMREAD_UNCHANGED),
                   compression=9)
@@ -233,9 +234,7 @@ def _station_files(root: Path, scan_id: str) -> list[Path]:
 @pytest.fixture(scope="module")
 def sources(tmp_path_factory, dataset) -> dict[str, Path]:
     """Outside data in every layout, made from the simulated data set's scans."""
-    import cv2
 
-    from parcelscan.datasets.scans.readers import convert_scan
 
     base = tmp_path_factory.mktemp("sources")
     records = read_manifest(dataset)
@@ -285,9 +284,6 @@ def sources(tmp_path_factory, dataset) -> dict[str, Path]:
 
 
 def test_import_imagefolder(sources, tmp_path, capsys):
-    from parcelscan.datasets.datatools import file_sha256, load_record_scan
-    from parcelscan.datasets.scans.readers import load_scan
-
     out = tmp_path / "imported"
     assert main(["data", "import", str(sources["imagefolder"]), "--out", str(out)]) == 0
     assert "imported 7 scan(s) into" in capsys.readouterr().out
@@ -369,8 +365,6 @@ def test_imagefolder_with_an_unknown_class_folder_is_refused(tmp_path, capsys):
 
 
 def test_convert_cli(dataset, tmp_path, capsys):
-    from parcelscan.datasets.scans.readers import load_scan
-
     record = read_manifest(dataset)[0]
     assert main(["data", "convert", str(dataset / record.files["low"]), "--to", "tiff", "--out", str(tmp_path)]) == 0
     assert f"{record.scan_id}.tiff" in capsys.readouterr().out
