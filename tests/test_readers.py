@@ -623,3 +623,63 @@ def test_fuzzed_files_never_crash_the_reader(fuzz_sources, source, cut, flips, i
             assert str(work_dir) in str(error)  # the message names the file
         else:
             assert _valid(scan)
+
+
+# --- PNG integrity (issue 15 part 2): every CRC and the exact length of the image data are enforced ------------
+def _png_pixels_or_error(path: Path) -> np.ndarray | None:
+    try:
+        scan = load_scan(path)
+    except ScanReadError:
+        return None
+    return np.stack([scan.low, scan.high]) if scan.kind == "dual_energy" else scan.rgb
+
+
+def test_png_flips_near_the_end_are_refused_or_change_nothing(tmp_path):
+    """One flipped bit in the last 60 bytes once changed up to 506 pixels of an accepted scan (Pillow skips
+    the image data's CRC). Now every flip is a ScanReadError — or leaves the pixels exactly as they were."""
+    write_station_scan(_scan(3, shape=(60, 80)), tmp_path)
+    low = tmp_path / "s-001_low.png"
+    original, pixels = low.read_bytes(), _png_pixels_or_error(low)
+    accepted_changed = 0
+    for position in range(len(original) - 60, len(original)):
+        for bit in range(8):
+            data = bytearray(original)
+            data[position] ^= 1 << bit
+            low.write_bytes(bytes(data))
+            got = _png_pixels_or_error(low)
+            accepted_changed += got is not None and not np.array_equal(got, pixels)
+    assert accepted_changed == 0
+
+
+def test_png_whose_image_data_ends_early_is_unreadable(tmp_path):
+    """A zlib stream with fewer rows than the header declares (valid CRCs) was zero-filled and accepted."""
+    image = _scan(4, shape=(60, 80)).low
+    rows = b"".join(b"\0" + image[r].astype(">u2").tobytes() for r in range(40))  # 40 of 60 rows
+    ihdr = struct.pack(">IIBBBBB", 80, 60, 16, 0, 0, 0, 0)
+    short = (b"\x89PNG\r\n\x1a\n" + _chunk(b"IHDR", ihdr) + _chunk(b"IDAT", zlib.compress(rows)) + _chunk(b"IEND", b""))
+    write_station_scan(_scan(4, shape=(60, 80)), tmp_path)
+    (tmp_path / "s-001_high.png").write_bytes(short)
+    with pytest.raises(ScanReadError, match="rows missing"):
+        load_scan(tmp_path / "s-001_low.png")
+    no_end = short[: short.index(b"IEND") - 4]
+    (tmp_path / "s-001_high.png").write_bytes(no_end)
+    with pytest.raises(ScanReadError, match="no IEND"):
+        load_scan(tmp_path / "s-001_low.png")
+
+
+@settings(max_examples=120, deadline=None, suppress_health_check=[HealthCheck.function_scoped_fixture])
+@given(source=st.sampled_from(["pair", "pair-high", "png"]),
+       flips=st.lists(st.tuples(st.floats(0.0, 1.0), st.integers(1, 255)), min_size=1, max_size=4))
+def test_a_flipped_png_is_refused_or_decodes_exactly(fuzz_sources, source, flips):
+    directory, corrupted, opened = fuzz_sources[source]
+    with tempfile.TemporaryDirectory() as work:
+        work_dir = Path(work)
+        for path in directory.iterdir():
+            shutil.copy(path, work_dir / path.name)
+        reference = _png_pixels_or_error(work_dir / opened)
+        data = bytearray((work_dir / corrupted).read_bytes())
+        for position, mask in flips:
+            data[min(int(position * len(data)), len(data) - 1)] ^= mask
+        (work_dir / corrupted).write_bytes(bytes(data))
+        got = _png_pixels_or_error(work_dir / opened)
+        assert got is None or np.array_equal(got, reference)

@@ -22,6 +22,7 @@ are in ``readers`` and ``dicos``.
 from __future__ import annotations
 
 import contextlib
+import io
 import json
 import logging
 import os
@@ -35,7 +36,9 @@ from pathlib import Path
 from typing import Any
 
 import numpy as np
+from PIL import Image
 
+from parcelscan.datasets.physics.pseudocolor import transmission_to_log_attenuation
 from parcelscan.errors import ScanReadError
 
 SCAN_FORMAT = "parcelscan-scan/1"
@@ -97,8 +100,6 @@ class Scan:
 
     def log_attenuation(self) -> tuple[np.ndarray, np.ndarray]:
         """(A_low, A_high) = −ln(I/I0) as float32; opaque pixels clip at one grey level."""
-        from parcelscan.datasets.physics.pseudocolor import transmission_to_log_attenuation
-
         if self.kind != "dual_energy":
             raise ValueError(f"scan {self.scan_id}: a pseudo-colour scan has no energy channels")
         return transmission_to_log_attenuation(self.low), transmission_to_log_attenuation(self.high)
@@ -225,11 +226,78 @@ def png_header(path: Path) -> tuple[int, int, int, int]:
     return width, height, bit_depth, colour_type
 
 
-def decode_png(path: Path, width: int, height: int) -> np.ndarray:
-    """Decode a PNG whose header was checked; a truncated or corrupt stream is an error, never a partial image."""
-    from PIL import Image
+_PNG_CHANNELS = {0: 1, 2: 3, 3: 1, 4: 2, 6: 4}
+_ADAM7 = ((0, 0, 8, 8), (4, 0, 8, 8), (0, 4, 4, 8), (2, 0, 4, 4), (0, 2, 2, 4), (1, 0, 2, 2), (0, 1, 1, 2))
 
-    with decoding(path, "PNG"), Image.open(path) as image:
+
+def png_data_bytes(width: int, height: int, bit_depth: int, colour_type: int, interlace: int) -> int:
+    """Bytes the zlib stream of a PNG must inflate to: one filter byte per row plus the packed row, per
+    Adam7 pass when interlaced."""
+    bits = bit_depth * _PNG_CHANNELS.get(colour_type, 1)
+
+    def rows_bytes(w: int, h: int) -> int:
+        return 0 if w == 0 or h == 0 else h * (1 + (w * bits + 7) // 8)
+
+    if interlace != 1:
+        return rows_bytes(width, height)
+    return sum(rows_bytes((width - x0 + dx - 1) // dx if width > x0 else 0,
+                          (height - y0 + dy - 1) // dy if height > y0 else 0) for x0, y0, dx, dy in _ADAM7)
+
+
+def verify_png(data: bytes, source: Any) -> None:
+    """Every chunk's CRC, an IEND, and a zlib stream that ends exactly where the header says the image does.
+
+    Pillow skips the CRC of image data and zero-fills a stream that ends early, so a flipped bit near
+    the end of a file changed hundreds of pixels and a short stream gave a partly black image — both
+    accepted. A corrupt file is an unreadable file. Inflated bytes are counted, never kept (memory)."""
+    if len(data) < 33 or data[:8] != b"\x89PNG\r\n\x1a\n":
+        raise ScanReadError(f"{source}: not a PNG file (or truncated before its header)")
+    width, height, bit_depth, colour_type, _compression, _filter, interlace = struct.unpack(">IIBBBBB", data[16:29])
+    expected = png_data_bytes(width, height, bit_depth, colour_type, interlace)
+    inflater = zlib.decompressobj()
+    inflated, position, ended = 0, 8, False
+    while position < len(data):
+        if position + 12 > len(data):
+            raise ScanReadError(f"{source}: truncated PNG (a chunk is cut off at byte {position})")
+        length, kind = struct.unpack(">I4s", data[position:position + 8])
+        end = position + 12 + length
+        if length > 0x7FFFFFFF or end > len(data):
+            raise ScanReadError(f"{source}: truncated or corrupt PNG ({kind!r} chunk of {length} bytes runs past the "
+                                "end of the file)")
+        body = data[position + 8:end - 4]
+        if zlib.crc32(data[position + 4:end - 4]) & 0xFFFFFFFF != struct.unpack(">I", data[end - 4:end])[0]:
+            raise ScanReadError(f"{source}: corrupt PNG: bad CRC in the {kind.decode('latin-1')!r} chunk at byte "
+                                f"{position}")
+        if kind == b"IDAT":
+            try:
+                while body:
+                    inflated += len(inflater.decompress(body, 1 << 20))
+                    body = inflater.unconsumed_tail
+                    if inflated > expected:
+                        raise ScanReadError(f"{source}: corrupt PNG: image data inflate past the {expected} bytes its "
+                                            "header announces")
+            except zlib.error as error:
+                raise ScanReadError(f"{source}: corrupt PNG image data: {error}") from error
+        position = end
+        if kind == b"IEND":
+            ended = True
+            break
+    if not ended:
+        raise ScanReadError(f"{source}: truncated PNG: no IEND chunk")
+    if not inflater.eof or inflated != expected:
+        raise ScanReadError(f"{source}: truncated or corrupt PNG: image data inflate to {inflated} bytes, the header "
+                            f"announces {expected} (rows missing)")
+
+
+def decode_png(path: Path, width: int, height: int) -> np.ndarray:
+    """Decode a PNG whose header was checked; a truncated or corrupt stream is an error, never a partial image
+    (``verify_png`` first: CRCs and the exact length of the image data)."""
+    try:
+        data = Path(path).read_bytes()
+    except OSError as error:
+        raise ScanReadError(f"{path}: cannot read: {error.strerror or error}") from error
+    verify_png(data, path)
+    with decoding(path, "PNG"), Image.open(io.BytesIO(data)) as image:
         image.load()
         pixels = np.array(image)
     if pixels.shape[:2] != (height, width):
