@@ -15,8 +15,6 @@ import numpy as np
 
 from parcelscan.errors import ParcelscanError
 
-FAMILIES = ("organic", "inorganic", "metal", "target")
-
 
 @dataclass(frozen=True)
 class Material:

@@ -49,14 +49,6 @@ SCENARIOS = ("tile_ingredients", "water_bottle", "tile_stack", "mail_pouch", "ma
 MIN_TARGET_G = 10.0
 MAX_FILL_G = 5000.0
 
-SCENARIO_DESCRIPTIONS = {
-    "tile_ingredients": "powder mixed into (5–60 % by mass) or bagged inside a sack of grout, tile adhesive or clay",
-    "water_bottle": "PET bottles (0.3–1.5 L) of dry powder (1.5–3.5 g/cm³) or slurry (5–40 %) among machinery parts",
-    "tile_stack": "a flat pouch or layer (1–10 mm) of powder sandwiched between ceramic tiles",
-    "mail_pouch": "10–200 g in a flat pouch inside an envelope or small parcel among papers",
-    "machine_part": "powder packed into the cavity of a metal or plastic casting",
-}
-
 # benign fills of each look-alike: (name, weight); dense and high-Z goods on purpose
 LOOKALIKE_FILLS: dict[str, dict[str, tuple[tuple[str, float], ...]]] = {
     "tile_ingredients": {

@@ -16,7 +16,6 @@ import numpy as np
 from parcelscan.datasets.simulator.scene import Part, rotation
 from parcelscan.datasets.simulator.shapes import Parts, blob, box, choice, ellipsoid, uniform
 
-CONTAINER_KINDS = ("box", "padded_envelope", "poly_mailer", "letter")
 CONTAINER_CLASS = {"box": "box", "padded_envelope": "soft", "poly_mailer": "soft", "letter": "letter"}
 
 # (length, width, height) ranges in mm per box size; the scanner tunnel is 640 mm wide
@@ -126,17 +125,6 @@ def _as_container(p: Parts) -> list[Part]:
     for part in p.items:
         part.role = "container"
     return p.items
-
-
-def random_container(rng: np.random.Generator, kinds=CONTAINER_KINDS, weights=(6, 1.5, 1.5, 1)) -> Container:
-    kind = choice(rng, list(kinds), list(weights))
-    return make_container(rng, kind)
-
-
-def make_container(rng: np.random.Generator, kind: str, **box_options) -> Container:
-    if kind == "box":
-        return cardboard_box(rng, **box_options)
-    return {"padded_envelope": padded_envelope, "poly_mailer": poly_mailer, "letter": letter}[kind](rng)
 
 
 def packing_fill(rng: np.random.Generator, container: Container) -> list[Part]:

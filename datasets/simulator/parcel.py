@@ -27,7 +27,6 @@ from parcelscan.datasets.simulator.scene import Grid, Part, Raster, rasterise, r
 from parcelscan.datasets.simulator.shapes import choice, log_uniform, uniform
 
 GENERATOR_VERSION = "scene-1"
-OVERLAP_MIN_SHARE = 0.10  # clutter "overlaps" the powder when it covers >= 10 % of its mask pixels
 
 
 @dataclass(frozen=True)

@@ -435,9 +435,6 @@ def slab(centre_mm, size_mm, yaw_rad: float = 0.0, pitch_rad: float = 0.0, roll_
 
 
 # --- parts and rasterisation ----------------------------------------------------------------------------
-ROLES = ("container", "item", "vessel", "fill", "target")
-
-
 @dataclass
 class Part:
     """One material body of the scene.
