@@ -7,7 +7,7 @@ PY          := $(VENV)/bin/python
 STAMP       := $(VENV)/.installed
 DEMO_OUT    ?= runs/demo
 
-.PHONY: demo test lint install browser bench clean
+.PHONY: demo test lint install browser postgres bench clean
 
 $(STAMP): pyproject.toml
 	$(PYTHON_BOOT) -m venv $(VENV)
@@ -34,7 +34,15 @@ browser:
 	  if [ "$$(id -u)" = 0 ]; then apt-get update -qq && apt-get install -y -qq chromium >/dev/null; \
 	  else echo "chromium missing: run 'sudo apt-get install -y chromium'"; fi; }
 
-test: $(STAMP) browser
+# The central review server's tests start a throwaway PostgreSQL cluster (initdb, pg_ctl) from Debian's
+# postgresql package; without it they fail, they never skip.
+postgres:
+	@ls /usr/lib/postgresql/*/bin/initdb >/dev/null 2>&1 || command -v initdb >/dev/null 2>&1 || { \
+	  if [ "$$(id -u)" = 0 ]; then apt-get update -qq && \
+	    DEBIAN_FRONTEND=noninteractive apt-get install -y -qq postgresql >/dev/null; \
+	  else echo "postgresql missing: run 'sudo apt-get install -y postgresql'"; fi; }
+
+test: $(STAMP) browser postgres
 	$(VENV)/bin/ruff check .
 	OMP_WAIT_POLICY=PASSIVE $(PY) -m pytest -q
 

@@ -39,8 +39,8 @@ VERBS: dict[str, tuple[str, str]] = {
 # tests/test_station_install.py checks that every dependency of the `train` and `review` extras is here.
 EXTRA_OF_MODULE: dict[str, str] = {
     **dict.fromkeys(("torch", "torchvision", "albumentations", "onnx", "onnxscript", "matplotlib"), "train"),
-    **dict.fromkeys(("fastapi", "starlette", "uvicorn", "jinja2", "multipart", "python_multipart", "argon2"),
-                    "review"),
+    **dict.fromkeys(("fastapi", "starlette", "uvicorn", "jinja2", "multipart", "python_multipart", "argon2",
+                     "sqlalchemy", "alembic", "psycopg", "psycopg_binary", "psycopg_pool"), "review"),
 }
 
 

@@ -1,4 +1,10 @@
-"""``parcelscan review``: the inspector review app (serve), its queue (ingest), accounts (add-user), export."""
+"""``parcelscan review``: the inspector review app (serve), its queue (ingest), accounts (add-user), export,
+and the database schema (migrate).
+
+``--db`` is a SQLite file (one station; the default) or a ``postgresql://user@host:port/dbname`` URL (a
+central server for many stations). The password never goes on the command line: a URL with one is
+refused, and libpq reads it from ``PGPASSWORD``, ``~/.pgpass`` or the file ``PGPASSFILE`` names.
+"""
 
 from __future__ import annotations
 
@@ -8,13 +14,15 @@ from pathlib import Path
 
 DEFAULT_DB = "review.sqlite"
 LOOPBACK = ("127.0.0.1", "::1", "localhost")
+DB_HELP = (f"review database: a SQLite file (default {DEFAULT_DB}) or postgresql://user@host:port/dbname "
+           "(the password from PGPASSWORD or a .pgpass file, never in the URL)")
 
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
     sub = parser.add_subparsers(dest="review_command", metavar="COMMAND", required=True)
 
     serve = sub.add_parser("serve", help="run the review web app", description="run the review web app")
-    serve.add_argument("--db", default=DEFAULT_DB, help=f"review database (default {DEFAULT_DB})")
+    serve.add_argument("--db", default=DEFAULT_DB, help=DB_HELP)
     serve.add_argument("--host", default="127.0.0.1",
                        help="address to bind (default 127.0.0.1: this machine only; anything else needs TLS in front)")
     serve.add_argument("--port", type=int, default=8000, help="port (default 8000)")
@@ -29,13 +37,12 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
                             description="add flagged scans (suspect, manual_inspection) to the review queue; "
                                         "lines already ingested are ignored")
     ingest.add_argument("results", nargs="+", help="results JSONL file(s) written by `parcelscan inspect`")
-    ingest.add_argument("--db", default=DEFAULT_DB, help=f"review database (created if missing; default {DEFAULT_DB})")
+    ingest.add_argument("--db", default=DEFAULT_DB, help=DB_HELP + "; a SQLite file is created if missing")
 
     add_user = sub.add_parser("add-user", help="create an inspector account",
                               description="create an inspector account (password hashed with argon2id)")
     add_user.add_argument("name", help="user name")
-    add_user.add_argument("--db", default=DEFAULT_DB,
-                          help=f"review database (created if missing; default {DEFAULT_DB})")
+    add_user.add_argument("--db", default=DEFAULT_DB, help=DB_HELP + "; a SQLite file is created if missing")
     add_user.add_argument("--password-stdin", action="store_true",
                           help="read the password from the first line of stdin")
     add_user.add_argument("--update", action="store_true", help="set a new password for an existing user")
@@ -43,8 +50,19 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     export = sub.add_parser("export", help="export decided items as a dataset (manifest.jsonl + scan files)",
                             description="export decided items: seizure → suspect, false alarm → clear; unsure, "
                                         "conflicting and undecided items are left out")
-    export.add_argument("--db", default=DEFAULT_DB, help=f"review database (default {DEFAULT_DB})")
+    export.add_argument("--db", default=DEFAULT_DB, help=DB_HELP)
     export.add_argument("--out", required=True, help="output directory (new or empty)")
+
+    migrate = sub.add_parser("migrate", help="bring the database schema up to date (PostgreSQL: as its owner)",
+                             description="upgrade the review database's schema to this parcelscan's revision "
+                                         "and re-arm the append-only audit triggers. SQLite files are also "
+                                         "upgraded when opened; on PostgreSQL run this as the database's owner "
+                                         "after each parcelscan upgrade, with --app-role naming the role the "
+                                         "review commands connect as")
+    migrate.add_argument("--db", default=DEFAULT_DB, help=DB_HELP)
+    migrate.add_argument("--app-role", metavar="ROLE",
+                         help="PostgreSQL: grant this role what the review commands need and no more (no UPDATE, "
+                              "DELETE or TRUNCATE on the audit trail or the decisions)")
 
 
 def _actor() -> str:
@@ -77,10 +95,25 @@ def _read_password(args: argparse.Namespace) -> str:
 
 
 def run(args: argparse.Namespace) -> int:
+    from parcelscan.errors import ParcelscanError
+    from parcelscan.inference.review.db import DATABASE_ERRORS, DatabaseUnavailable, parse_target
+
+    parse_target(args.db)  # a URL with a password is refused before anything else happens
+    try:
+        return _run(args)
+    except (*DATABASE_ERRORS, DatabaseUnavailable) as error:
+        raise ParcelscanError(f"review database {args.db}: {' '.join(str(error).split())}") from error
+
+
+def _run(args: argparse.Namespace) -> int:
     command = args.review_command
     if command == "serve":
         return _serve(args)
-    from parcelscan.inference.review.db import opened
+    from parcelscan.inference.review.db import migrate, opened
+
+    if command == "migrate":
+        print(migrate(args.db, app_role=args.app_role, actor=_actor()).summary())
+        return 0
 
     if command == "add-user":
         from parcelscan.inference.review.auth import add_user, check_password, check_user_name

@@ -26,7 +26,7 @@ from starlette.concurrency import run_in_threadpool
 
 from parcelscan.errors import ParcelscanError
 from parcelscan.inference.review import auth, check_decision_keys, routes_api, routes_files, routes_login, routes_pages
-from parcelscan.inference.review.db import connect
+from parcelscan.inference.review.db import connect, resolve_target
 from parcelscan.inference.review.images import ImageCache
 from parcelscan.inference.review.web import (
     SAFE_METHODS,
@@ -115,7 +115,7 @@ def create_app(db_path: str | Path, *, secure_cookies: bool = False, session_hou
     """The app on ``db_path``. ``trusted_proxies``: addresses or networks of the HTTPS reverse proxy in
     front; only from these is ``X-Forwarded-For`` believed (see ``web.client_address``)."""
     check_decision_keys()  # a key clash is a configuration error: refuse to start, not a dead key later
-    settings = Settings(Path(db_path).resolve(), secure_cookies, session_hours, rate_limit or auth.RateLimit(),
+    settings = Settings(resolve_target(db_path), secure_cookies, session_hours, rate_limit or auth.RateLimit(),
                         parse_proxies(trusted_proxies))
     connect(settings.db_path).close()  # exists and is migrated, or a clear error now rather than per request
     app = FastAPI(title="parcelscan review", docs_url=None, redoc_url=None, openapi_url=None,

@@ -38,7 +38,6 @@ import threading
 from collections.abc import Iterator, Sequence
 from contextlib import contextmanager
 from dataclasses import dataclass, field
-from datetime import UTC, datetime
 from functools import lru_cache
 from pathlib import Path
 from typing import Any
@@ -52,6 +51,7 @@ from sqlalchemy.pool import NullPool
 from parcelscan.errors import ParcelscanError
 from parcelscan.inference.review import migrations
 from parcelscan.inference.review.migrations import guards, legacy
+from parcelscan.inference.verdict import utc_now  # the one clock format (verdicts, review trail)
 
 BUSY_TIMEOUT_S = 30.0
 POSTGRES_SCHEMES = ("postgresql", "postgres", "postgresql+psycopg")
@@ -80,11 +80,6 @@ class DatabaseUnavailable(Exception):
     """The PostgreSQL server cannot be reached now (down, restarting, pool exhausted): retry later.
 
     Deliberately not a ``ParcelscanError`` (which the app answers with 400: the request is wrong)."""
-
-
-def utc_now() -> str:
-    """ISO 8601 UTC with microseconds: sorts as text, and two decisions in one second stay ordered."""
-    return datetime.now(UTC).strftime("%Y-%m-%dT%H:%M:%S.%fZ")
 
 
 # --- targets ---------------------------------------------------------------------------------------------
