@@ -263,10 +263,10 @@ def test_station_overlay_inverts_to_the_heatmap_it_was_drawn_from(sample):
     from parcelscan.inference.heatmap import overlay_heatmap
     from parcelscan.inference.review.images import overlay_to_probability, render_pseudo
     from parcelscan.inference.review.ingest import load_scan_any
-    from parcelscan.inference.review.sample import build_scene, heatmap_from_region
+    from parcelscan.inference.review.sample import heatmap_from_region, sample_scene
 
     scan = load_scan_any(sample.parent / "scans" / "PX-0001_low.png")
-    _, _, region = build_scene("nd_tile_adhesive", 120, 160)
+    _, _, region = sample_scene("nd_tile_adhesive", 120, 160)
     heat = heatmap_from_region(region, 0.97, np.random.default_rng(1))
     base = render_pseudo(scan)
     recovered = overlay_to_probability(overlay_heatmap(base, heat), base)

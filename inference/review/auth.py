@@ -27,8 +27,9 @@ import time
 from dataclasses import dataclass
 
 from parcelscan.errors import ParcelscanError
-from parcelscan.inference.review.db import transaction, utc_now
+from parcelscan.inference.review.db import transaction
 from parcelscan.inference.review.store import audit
+from parcelscan.inference.verdict import utc_now
 
 SESSION_COOKIE = "parcelscan_session"
 LOGIN_CSRF_COOKIE = "parcelscan_login_csrf"

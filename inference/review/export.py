@@ -23,8 +23,9 @@ import numpy as np
 from parcelscan.datasets.manifest import MANIFEST_NAME, ManifestRecord, record_from_dict, write_manifest
 from parcelscan.errors import ParcelscanError, ScanReadError
 from parcelscan.inference.review import store
-from parcelscan.inference.review.db import transaction, utc_now
+from parcelscan.inference.review.db import transaction
 from parcelscan.inference.review.images import ImageUnavailable, is_dual_energy, load_item_scan
+from parcelscan.inference.verdict import utc_now
 
 LABEL_OF = {"seizure": "suspect", "false_alarm": "clear"}
 

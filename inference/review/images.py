@@ -47,7 +47,7 @@ class ImageUnavailable(Exception):
     """The item has no such image (no heatmap, unreadable scan): a 404 with the reason."""
 
 
-def encode_png(image: np.ndarray) -> bytes:
+def png_bytes(image: np.ndarray) -> bytes:
     import cv2
 
     if image.ndim == 3 and image.shape[2] == 3:
@@ -346,20 +346,20 @@ def render(item: Any, kind: str) -> bytes:
         raise ImageUnavailable(item["heatmap_error"] or "this verdict has no heatmap")
     scan = load_item_scan(item)
     if kind == "pseudo":
-        return encode_png(render_pseudo(scan))
+        return png_bytes(render_pseudo(scan))
     if kind != "heatmap" and not is_dual_energy(scan):
         raise ImageUnavailable("a pseudo-colour-only scan has no low/high channels, so no raw or material view")
     if kind in ("low", "high"):
-        return encode_png(render_raw(scan.low if kind == "low" else scan.high))
+        return png_bytes(render_raw(scan.low if kind == "low" else scan.high))
     if kind == "heatmap":
         heatmap = load_item_heatmap(item, scan)
         if heatmap.station_overlay is not None:  # the station's picture, exactly as it was written
-            return encode_png(heatmap.station_overlay)
-        return encode_png(render_heatmap_overlay(heatmap.probability))
+            return png_bytes(heatmap.station_overlay)
+        return png_bytes(render_heatmap_overlay(heatmap.probability))
     heat = None
     if item["heatmap_path"]:
         try:
             heat = load_item_heatmap(item, scan).probability
         except (ScanReadError, ImageUnavailable):
             heat = None
-    return encode_png(render_material_view(scan, heat))
+    return png_bytes(render_material_view(scan, heat))

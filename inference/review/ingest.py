@@ -33,8 +33,9 @@ from parcelscan.datasets.scans.readers import COMPANION_NAMES, SCAN_PART_SUFFIXE
 from parcelscan.datasets.scans.scanfile import SCAN_FORMAT
 from parcelscan.errors import ParcelscanError, ScanReadError
 from parcelscan.inference.review import FLAGGED_VERDICTS
-from parcelscan.inference.review.db import transaction, utc_now
+from parcelscan.inference.review.db import transaction
 from parcelscan.inference.review.store import audit
+from parcelscan.inference.verdict import utc_now
 
 VERDICTS = ("clear", "suspect", "manual_inspection")
 

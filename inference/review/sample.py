@@ -62,7 +62,7 @@ def _cylinder(shape: tuple[int, int], rows: tuple[int, int], cols: tuple[int, in
     return out
 
 
-def build_scene(contents: str, rows: int, cols: int):
+def sample_scene(contents: str, rows: int, cols: int):
     """(materials, areal densities (M, rows, cols) g/cm², the region a heatmap should point at)."""
     from parcelscan.datasets.physics.materials import get_material
 
@@ -180,7 +180,7 @@ def write_sample_results(out_dir: Path, rows: int = 360, cols: int = 480, seed: 
     lines = []
     for k, sample in enumerate(samples):
         rng = np.random.default_rng([seed, k])
-        materials, areal, region = build_scene(sample.contents, rows, cols)
+        materials, areal, region = sample_scene(sample.contents, rows, cols)
         low, high = model.scan(materials, areal, rng)
         scan = Scan(sample.scan_id, low, high, {"profile": profile.name, "pixel_pitch_mm": profile.pixel_pitch_mm,
                                                  "station": sample.station, "scanned_at": sample.scanned_at})
