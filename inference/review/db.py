@@ -582,6 +582,12 @@ def _grant(connection: sa.Connection, role: str) -> None:
     if exists is None:
         raise ParcelscanError(f"role {role!r} does not exist: create it first (CREATE ROLE {role} LOGIN; "
                               f"then \\password {role} in psql)")
+    owns = connection.execute(sa.text(
+        "SELECT r.rolsuper OR pg_has_role(r.oid, c.relowner, 'MEMBER') FROM pg_roles r, pg_class c "
+        "WHERE r.rolname = :r AND c.oid = 'audit'::regclass"), {"r": role}).scalar()
+    if owns:  # an owner or superuser can re-grant itself anything and disable the triggers
+        raise ParcelscanError(f"role {role!r} owns the review tables (or is a superuser or a member of the "
+                              "owner's role): give the app a role of its own")
     quoted = connection.dialect.identifier_preparer.quote(role)
     for table, privileges in APP_PRIVILEGES.items():
         connection.exec_driver_sql(f"REVOKE ALL ON TABLE {table} FROM {quoted}")
