@@ -12,6 +12,8 @@ import argparse
 import sys
 from pathlib import Path
 
+from parcelscan.errors import ParcelscanError
+
 DEFAULT_DB = "review.sqlite"
 LOOPBACK = ("127.0.0.1", "::1", "localhost")
 DB_HELP = (f"review database: a SQLite file (default {DEFAULT_DB}) or postgresql://user@host:port/dbname "
@@ -77,8 +79,6 @@ def _actor() -> str:
 def _read_password(args: argparse.Namespace) -> str:
     import getpass
 
-    from parcelscan.errors import ParcelscanError
-
     if args.password_stdin:
         line = sys.stdin.readline()
         password = line[:-1] if line.endswith("\n") else line
@@ -95,7 +95,6 @@ def _read_password(args: argparse.Namespace) -> str:
 
 
 def run(args: argparse.Namespace) -> int:
-    from parcelscan.errors import ParcelscanError
     from parcelscan.inference.review.db import DATABASE_ERRORS, DatabaseUnavailable, parse_target
 
     parse_target(args.db)  # a URL with a password is refused before anything else happens
@@ -148,8 +147,6 @@ def _run(args: argparse.Namespace) -> int:
 
 
 def _serve(args: argparse.Namespace) -> int:
-    from parcelscan.errors import ParcelscanError
-
     if not 1 <= args.port <= 65535:
         raise ParcelscanError(f"invalid port {args.port}")
     if args.session_hours <= 0:

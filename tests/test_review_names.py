@@ -35,3 +35,27 @@ def test_review_names_mean_one_thing():
 
 def test_utc_now_is_defined_once():
     assert sorted(top_level_names()["utc_now"]) == [str(Path("inference") / "verdict.py")]
+
+
+def function_level_imports(path: Path) -> list[tuple[int, str]]:
+    """(line, module) of every ``parcelscan`` import inside a function or class of ``path``."""
+    tree = ast.parse(path.read_text(), filename=str(path))
+    top = {id(node) for node in tree.body}
+    found = []
+    for node in ast.walk(tree):
+        if isinstance(node, (ast.Import, ast.ImportFrom)) and id(node) not in top:
+            modules = [node.module or ""] if isinstance(node, ast.ImportFrom) else [a.name for a in node.names]
+            found += [(node.lineno, m) for m in modules if m.startswith("parcelscan")]
+    return found
+
+
+def test_the_review_app_imports_parcelscan_at_module_top():
+    """Imports at the top say what a module depends on; the only exception is the command line, which
+    loads the review extra (FastAPI, SQLAlchemy, psycopg, argon2) only for the verb that needs it."""
+    review = ROOT / "inference" / "review"
+    others = {"db.py", "store.py"}  # the database layer's own rules (another owner)
+    inside = {str(p.relative_to(ROOT)): function_level_imports(p) for p in sorted(review.glob("*.py"))
+              if p.name not in others}
+    assert len(inside) >= 10 and not any(inside.values()), {k: v for k, v in inside.items() if v}
+    cli = function_level_imports(ROOT / "inference" / "review_cli.py")
+    assert cli and all(m.startswith("parcelscan.inference.review") for _, m in cli), cli

@@ -26,6 +26,9 @@ import sqlite3
 import time
 from dataclasses import dataclass
 
+from argon2 import PasswordHasher
+from argon2.exceptions import InvalidHashError, VerificationError, VerifyMismatchError
+
 from parcelscan.errors import ParcelscanError
 from parcelscan.inference.review.db import transaction
 from parcelscan.inference.review.store import audit
@@ -65,9 +68,7 @@ class LockedOut(Exception):
         self.retry_after_s = retry_after_s
 
 
-def _hasher():
-    from argon2 import PasswordHasher
-
+def _hasher() -> PasswordHasher:
     return PasswordHasher()
 
 
@@ -133,8 +134,6 @@ def authenticate(conn: sqlite3.Connection, user_name: str, password: str, ip: st
     so a burst of parallel guesses cannot slip past the limit.
     """
     global _DUMMY_HASH
-    from argon2.exceptions import InvalidHashError, VerificationError, VerifyMismatchError
-
     now = time.time()
     subjects = _subjects(user_name[:64], ip)
     with transaction(conn):

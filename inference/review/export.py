@@ -21,10 +21,14 @@ from typing import Any
 import numpy as np
 
 from parcelscan.datasets.manifest import MANIFEST_NAME, ManifestRecord, record_from_dict, write_manifest
+from parcelscan.datasets.physics.materials import LIBRARY
+from parcelscan.datasets.scans.colour import pseudocolor_of
+from parcelscan.datasets.scans.scanfile import Scan, write_png, write_sidecar, write_station_scan
 from parcelscan.errors import ParcelscanError, ScanReadError
 from parcelscan.inference.review import store
 from parcelscan.inference.review.db import transaction
 from parcelscan.inference.review.images import ImageUnavailable, is_dual_energy, load_item_scan
+from parcelscan.inference.review.ingest import load_scan_any
 from parcelscan.inference.verdict import utc_now
 
 LABEL_OF = {"seizure": "suspect", "false_alarm": "clear"}
@@ -57,8 +61,6 @@ def _prepare_out(out_dir: Path) -> None:
 
 
 def _library_name(material: str | None) -> str | None:
-    from parcelscan.datasets.physics.materials import LIBRARY
-
     if not material:
         return None
     by_lower = {name.lower(): name for name in LIBRARY}
@@ -73,9 +75,6 @@ def _copy(src: Path, dst: Path) -> None:
 
 def _write_scan(item: sqlite3.Row, scan, scan_id: str, out_dir: Path) -> dict[str, str]:
     """Station files for one scan in out_dir; returns the manifest's ``files``."""
-    from parcelscan.datasets.scans.colour import pseudocolor_of
-    from parcelscan.datasets.scans.scanfile import Scan, write_png, write_sidecar, write_station_scan
-
     files = {role: Path(entry["path"]) for role, entry in json.loads(item["scan_files"]).items()}
     renamed = scan_id != item["scan_id"]
     if not is_dual_energy(scan):  # a pseudo-colour-only scan: its RGB image and a sidecar
@@ -110,8 +109,6 @@ def _write_scan(item: sqlite3.Row, scan, scan_id: str, out_dir: Path) -> dict[st
 
 def _verify_copy(out_dir: Path, files: dict[str, str], scan) -> None:
     """Read the exported scan back; it must hold exactly the pixels that were reviewed."""
-    from parcelscan.inference.review.ingest import load_scan_any
-
     if is_dual_energy(scan):
         path = out_dir / files["low"]
         copy = load_scan_any(path)

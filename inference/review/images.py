@@ -25,9 +25,17 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
+import cv2
 import numpy as np
+from PIL import Image, ImageDraw, ImageFont
 
+from parcelscan.datasets.physics.forward import forward_model
+from parcelscan.datasets.physics.materials import get_material
+from parcelscan.datasets.physics.pseudocolor import transmission_to_log_attenuation
+from parcelscan.datasets.scans.colour import profile_for, pseudocolor_of
 from parcelscan.errors import ScanReadError
+from parcelscan.inference.heatmap import HEAT_COLOUR, HEAT_FLOOR, MAX_ALPHA
+from parcelscan.inference.review.ingest import load_scan_any, sha256_file
 
 IMAGE_KINDS = ("pseudo", "heatmap", "low", "high", "material")
 REFERENCE_MATERIALS = (  # name, RGB colour of its curve
@@ -48,8 +56,6 @@ class ImageUnavailable(Exception):
 
 
 def png_bytes(image: np.ndarray) -> bytes:
-    import cv2
-
     if image.ndim == 3 and image.shape[2] == 3:
         image = image[..., ::-1]
     elif image.ndim == 3 and image.shape[2] == 4:
@@ -61,8 +67,6 @@ def png_bytes(image: np.ndarray) -> bytes:
 
 
 def _verify(path: str, sha256: str | None) -> None:
-    from parcelscan.inference.review.ingest import sha256_file
-
     try:
         actual = sha256_file(Path(path))
     except OSError as error:
@@ -73,8 +77,6 @@ def _verify(path: str, sha256: str | None) -> None:
 
 def load_item_scan(item: Any):
     """The item's scan, read from its recorded files after checking they are unchanged."""
-    from parcelscan.inference.review.ingest import load_scan_any
-
     if item["scan_error"]:
         raise ImageUnavailable(f"scan files unreadable at ingest: {item['scan_error']}")
     files = json.loads(item["scan_files"])
@@ -98,8 +100,6 @@ class Heatmap:
 
 
 def _read_heatmap_file(item: Any) -> np.ndarray:
-    import cv2
-
     if not item["heatmap_path"]:
         raise ImageUnavailable(item["heatmap_error"] or "this verdict has no heatmap")
     _verify(item["heatmap_path"], item["heatmap_sha256"])
@@ -117,8 +117,6 @@ def overlay_to_probability(overlay: np.ndarray, base: np.ndarray) -> np.ndarray:
     α is the per-pixel least-squares blend factor between the operator image (recomputed exactly as the
     station did) and the heat colour; pixels the colour does not explain (outlines) count as no heat.
     """
-    from parcelscan.inference.heatmap import HEAT_COLOUR, HEAT_FLOOR, MAX_ALPHA
-
     out = overlay.astype(np.float32)
     base = base.astype(np.float32)
     towards = HEAT_COLOUR.astype(np.float32) - base
@@ -132,8 +130,6 @@ def overlay_to_probability(overlay: np.ndarray, base: np.ndarray) -> np.ndarray:
 
 def load_item_heatmap(item: Any, scan) -> Heatmap:
     """The item's heatmap at the scan's size (either file format)."""
-    import cv2
-
     image = _read_heatmap_file(item)
     shape = tuple(scan.shape)
     if image.ndim == 3:
@@ -155,8 +151,6 @@ def is_dual_energy(scan) -> bool:
 
 def render_pseudo(scan) -> np.ndarray:
     """The operator image: computed from the pair, or the scanner's own for a pseudo-colour-only scan."""
-    from parcelscan.datasets.scans.colour import pseudocolor_of
-
     if not is_dual_energy(scan):
         return scan.rgb
     return pseudocolor_of(scan)
@@ -164,8 +158,6 @@ def render_pseudo(scan) -> np.ndarray:
 
 def render_raw(image_u16: np.ndarray) -> np.ndarray:
     """16-bit transmission → 8-bit grey, 255·(1 − √(A/A_max)): thin and thick objects both visible."""
-    from parcelscan.datasets.physics.pseudocolor import transmission_to_log_attenuation
-
     a = np.clip(transmission_to_log_attenuation(image_u16), 0.0, RAW_A_MAX)
     return np.rint(255.0 * (1.0 - np.sqrt(a / RAW_A_MAX))).astype(np.uint8)
 
@@ -173,8 +165,6 @@ def render_raw(image_u16: np.ndarray) -> np.ndarray:
 def render_heatmap_overlay(heat: np.ndarray) -> np.ndarray:
     """RGBA: yellow → red with opacity rising with the probability (at most 45 %, so the object stays
     visible underneath), plus the 0.5 contour in magenta."""
-    import cv2
-
     rgba = np.zeros((*heat.shape, 4), dtype=np.uint8)
     rgba[..., 0] = 255
     rgba[..., 1] = np.rint(230.0 * (1.0 - heat)).astype(np.uint8)
@@ -187,9 +177,6 @@ def render_heatmap_overlay(heat: np.ndarray) -> np.ndarray:
 @functools.lru_cache(maxsize=8)
 def _reference_curves(physics_key: tuple, profile) -> tuple[tuple[str, tuple, np.ndarray, np.ndarray], ...]:
     """(name, colour, A_high, R) per reference material over a wide range of areal densities."""
-    from parcelscan.datasets.physics.forward import forward_model
-    from parcelscan.datasets.physics.materials import get_material
-
     model = forward_model(profile)
     areal = np.geomspace(1e-3, 400.0, 500)
     curves = []
@@ -219,11 +206,6 @@ class _Axes:
 
 
 def render_material_view(scan, heat: np.ndarray | None, width: int = 820, height: int = 540) -> np.ndarray:
-    import cv2
-    from PIL import Image, ImageDraw, ImageFont
-
-    from parcelscan.datasets.scans.colour import profile_for
-
     profile = profile_for(scan)
     a_low, a_high = scan.log_attenuation()
     a_low = cv2.GaussianBlur(a_low, (0, 0), 1.0)  # R is noisy where little is attenuated

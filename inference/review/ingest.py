@@ -27,10 +27,12 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
+import cv2
+
 from parcelscan.datasets.datatools import file_sha256 as sha256_file
 from parcelscan.datasets.scans.dicos import DICOS_EXTENSIONS
-from parcelscan.datasets.scans.readers import COMPANION_NAMES, SCAN_PART_SUFFIXES
-from parcelscan.datasets.scans.scanfile import SCAN_FORMAT
+from parcelscan.datasets.scans.readers import COMPANION_NAMES, SCAN_PART_SUFFIXES, load_scan
+from parcelscan.datasets.scans.scanfile import SCAN_FORMAT, png_header
 from parcelscan.errors import ParcelscanError, ScanReadError
 from parcelscan.inference.review import FLAGGED_VERDICTS
 from parcelscan.inference.review.db import transaction
@@ -65,8 +67,6 @@ class IngestReport:
 
 def load_scan_any(path: Path):
     """Any scan format, through the shared reader (``datasets.scans.readers.load_scan``)."""
-    from parcelscan.datasets.scans.readers import load_scan
-
     return load_scan(Path(path))
 
 
@@ -185,10 +185,6 @@ def read_verdict_lines(path: Path) -> tuple[list[tuple[int, dict[str, Any]]], bo
 
 
 def _read_heatmap(path: Path) -> None:
-    import cv2
-
-    from parcelscan.datasets.scans.scanfile import png_header
-
     png_header(path)
     image = cv2.imread(str(path), cv2.IMREAD_UNCHANGED)
     if image is None or image.ndim not in (2, 3) or min(image.shape[:2]) < 1:

@@ -13,7 +13,15 @@ import json
 from dataclasses import dataclass
 from pathlib import Path
 
+import cv2
 import numpy as np
+
+from parcelscan.datasets.physics.forward import forward_model
+from parcelscan.datasets.physics.materials import get_material
+from parcelscan.datasets.physics.profile import default_profile
+from parcelscan.datasets.physics.pseudocolor import pseudocolor_from_pair
+from parcelscan.datasets.scans.scanfile import Scan, write_png, write_station_scan
+from parcelscan.inference.heatmap import write_heatmap
 
 SAMPLE_MODEL = {"name": "handwritten-sample", "version": "0",
                 "sha256": hashlib.sha256(b"parcelscan review sample verdicts").hexdigest()}
@@ -43,8 +51,6 @@ SAMPLES: tuple[SampleParcel, ...] = (
 
 
 def _ellipse(shape: tuple[int, int], centre: tuple[int, int], axes: tuple[int, int], angle: float = 0) -> np.ndarray:
-    import cv2
-
     mask = np.zeros(shape, np.uint8)
     cv2.ellipse(mask, centre, axes, angle, 0, 360, 1, -1)
     return mask.astype(bool)
@@ -64,8 +70,6 @@ def _cylinder(shape: tuple[int, int], rows: tuple[int, int], cols: tuple[int, in
 
 def sample_scene(contents: str, rows: int, cols: int):
     """(materials, areal densities (M, rows, cols) g/cm², the region a heatmap should point at)."""
-    from parcelscan.datasets.physics.materials import get_material
-
     shape = (rows, cols)
     layers: list[tuple[str, np.ndarray]] = []
     box = np.zeros(shape, np.float32)
@@ -135,8 +139,6 @@ def sample_scene(contents: str, rows: int, cols: int):
 
 def heatmap_from_region(region: np.ndarray, peak: float, rng: np.random.Generator) -> np.ndarray:
     """A hand-made heatmap in [0, 1]: the region blurred, scaled to ``peak``, a little noise."""
-    import cv2
-
     heat = cv2.GaussianBlur(region.astype(np.float32), (0, 0), 6.0)
     if heat.max() > 0:
         heat = heat / heat.max() * peak
@@ -147,13 +149,7 @@ def heatmap_from_region(region: np.ndarray, peak: float, rng: np.random.Generato
 def write_heatmap_file(path: Path, scan, heat: np.ndarray, heatmap_format: str) -> None:
     """``station``: the overlay picture ``parcelscan inspect --heatmaps`` writes (same code);
     ``probability``: a single-channel 8-bit probability map at half the scan's size."""
-    import cv2
-
-    from parcelscan.datasets.scans.scanfile import write_png
-
     if heatmap_format == "station":
-        from parcelscan.inference.heatmap import write_heatmap
-
         write_heatmap(path, scan, heat)
     elif heatmap_format == "probability":
         small = cv2.resize(heat, (heat.shape[1] // 2, heat.shape[0] // 2), interpolation=cv2.INTER_AREA)
@@ -165,11 +161,6 @@ def write_heatmap_file(path: Path, scan, heat: np.ndarray, heatmap_format: str) 
 def write_sample_results(out_dir: Path, rows: int = 360, cols: int = 480, seed: int = 0,
                          samples: tuple[SampleParcel, ...] = SAMPLES, heatmap_format: str = "station") -> Path:
     """Write station scans and ``results.jsonl`` (Verdict lines with absolute paths) into ``out_dir``."""
-    from parcelscan.datasets.physics.forward import forward_model
-    from parcelscan.datasets.physics.profile import default_profile
-    from parcelscan.datasets.physics.pseudocolor import pseudocolor_from_pair
-    from parcelscan.datasets.scans.scanfile import Scan, write_station_scan
-
     out_dir = Path(out_dir).resolve()
     scans_dir = out_dir / "scans"
     heat_dir = out_dir / "heatmaps"

@@ -36,7 +36,7 @@ ProxyNetwork = ipaddress.IPv4Network | ipaddress.IPv6Network
 
 @dataclass
 class Settings:
-    db_path: Path
+    db_path: Path | str  # a SQLite file, or a PostgreSQL URL (db.resolve_target)
     secure_cookies: bool = False
     session_hours: float = 12.0
     rate_limit: auth.RateLimit = field(default_factory=auth.RateLimit)
