@@ -22,6 +22,7 @@ from pathlib import Path
 
 from parcelscan.datasets.scans.readers import discover, scan_key
 from parcelscan.errors import ParcelscanError
+from parcelscan.inference import gates
 from parcelscan.inference import watch as hot
 from parcelscan.inference.inspector import Inspector, MissingInput
 from parcelscan.inference.verdict import combine_exit_codes
@@ -60,6 +61,9 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
                                                       "emit the verdict with their new paths")
     parser.add_argument("--quarantine", metavar="DIR",
                         help="--watch: move the files of scans that could not be analysed here (default: --done)")
+    parser.add_argument("--max-scan-mb", type=float, default=gates.MAX_SCAN_BYTES / 2**20, metavar="MB",
+                        help="memory cap per scan, checked from the file headers before decoding; a scan over it is "
+                             "manual_inspection (default %(default).0f)")
     parser.add_argument("--quiet", action="store_true", help="no per-scan lines on stderr, only the summary")
 
 
@@ -133,7 +137,8 @@ def run(args: argparse.Namespace) -> int:
         hot.check_folders(args.watch, args.done, args.quarantine, args.journal, not args.no_journal)
     inspector = Inspector(args.model, threshold=args.threshold, device=args.device, threads=args.threads,
                           heatmap_dir=args.heatmaps, station=args.station,
-                          input_kind="pseudo_color" if args.rgb else "dual_energy")
+                          input_kind="pseudo_color" if args.rgb else "dual_energy",
+                          max_scan_bytes=int(args.max_scan_mb * 2**20))
     if args.tdr:
         from parcelscan.inference.tdr import attach_tdr_writer
 
@@ -162,7 +167,8 @@ def run(args: argparse.Namespace) -> int:
                           settle_s=hot.DEFAULT_SETTLE_S if args.watch_settle is None else args.watch_settle,
                           stale_s=hot.DEFAULT_STALE_S if args.watch_stale is None else args.watch_stale,
                           journal_path=args.journal, use_journal=not args.no_journal, done_dir=args.done,
-                          quarantine_dir=args.quarantine)
+                          quarantine_dir=args.quarantine,
+                          admit=lambda ref: gates.check_memory(ref, inspector.spec, inspector.max_scan_bytes))
             finally:
                 for sig, handler in previous.items():
                     signal.signal(sig, handler)

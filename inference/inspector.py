@@ -16,6 +16,7 @@ This module must not import PyTorch: it is the light station install.
 
 from __future__ import annotations
 
+import contextlib
 import itertools
 import math
 import os
@@ -30,8 +31,18 @@ from typing import Any
 
 import numpy as np
 
+from parcelscan.datasets.physics.profile import default_profile
+from parcelscan.datasets.physics.pseudocolor import pseudocolor_from_pair
+from parcelscan.datasets.preprocess import PreprocessSpec, heatmap_to_scan, prepare_scan
+from parcelscan.datasets.scans.readers import ScanRef, discover_scans, load_scan
+from parcelscan.datasets.scans.scanfile import Scan
 from parcelscan.errors import ParcelscanError
+from parcelscan.inference import gates
+from parcelscan.inference.heatmap import write_heatmap
+from parcelscan.inference.opaque import check_opaque
 from parcelscan.inference.verdict import CLEAR, MANUAL, SUSPECT, Verdict, inputs_digest
+from parcelscan.model.registry import default_model_path
+from parcelscan.model.session import open_session
 
 MAX_TILES_PER_RUN = 64  # bounds the memory of one onnxruntime call (64 × 3 × 320 × 320 float32 = 79 MB)
 _SAFE_NAME = re.compile(r"[^A-Za-z0-9._-]+")
@@ -57,6 +68,7 @@ class _Staged:
     prepared: Any = None
     opaque: Any = None
     error: str | None = None
+    gate: str | None = None  # the station gate that refused the scan (``gates``), if one did
     notes: list[str] = field(default_factory=list)
     inputs_sha256: str | None = None
 
@@ -96,15 +108,11 @@ def _describe(item: Any) -> tuple[str, list[str]]:
 
 def _load(item: Any, scan_id: str):
     """Any accepted item → a decoded Scan. Raises ScanReadError / ParcelscanError / ValueError."""
-    from parcelscan.datasets.scans.scanfile import Scan
-
     if isinstance(item, MissingInput):
         raise ParcelscanError(f"{item.path}: {item.reason}")
     if isinstance(item, Scan):
         return item
     if isinstance(item, (str, os.PathLike)):
-        from parcelscan.datasets.scans.readers import load_scan
-
         return load_scan(Path(item))
     if callable(getattr(item, "load", None)):  # a readers.ScanRef: knows its partner files and any problem
         return item.load()
@@ -143,13 +151,8 @@ class Inspector:
 
     def __init__(self, model_path: str | Path | None = None, threshold: float | None = None, device: str = "auto",
                  threads: int | None = None, heatmap_dir: str | Path | None = None, station: str | None = None,
-                 verify: bool = True, input_kind: str = "dual_energy"):
-        from parcelscan.datasets.preprocess import PreprocessSpec
-        from parcelscan.model.session import open_session
-
+                 verify: bool = True, input_kind: str = "dual_energy", max_scan_bytes: int = gates.MAX_SCAN_BYTES):
         if model_path is None:
-            from parcelscan.model.registry import default_model_path
-
             model_path = default_model_path(input_kind)
             if not Path(model_path).is_file():
                 raise ParcelscanError(f"no model given and the shipped default {model_path} is missing "
@@ -177,6 +180,9 @@ class Inspector:
                                       f"{error.strerror or error}") from error
             if not os.access(self.heatmap_dir, os.W_OK):
                 raise ParcelscanError(f"--heatmaps {self.heatmap_dir}: not writable")
+        if max_scan_bytes <= 0:
+            raise ParcelscanError(f"the per-scan memory cap must be positive, got {max_scan_bytes}")
+        self.max_scan_bytes = int(max_scan_bytes)
         self.station = station if station is not None else (os.environ.get("PARCELSCAN_STATION") or None)
         self._check_model_input()
         if self.heatmap_dir is not None:
@@ -187,12 +193,7 @@ class Inspector:
         suspect scan's latency. A failure here shows later, per scan, as 'heatmap not written'."""
         if self.spec.input_kind != "dual_energy":
             return
-        import contextlib
-
         with contextlib.suppress(Exception):
-            from parcelscan.datasets.physics.profile import default_profile
-            from parcelscan.datasets.physics.pseudocolor import pseudocolor_from_pair
-
             air = np.full((8, 8), 65535, np.uint16)
             pseudocolor_from_pair(air, air, default_profile())
 
@@ -244,20 +245,27 @@ class Inspector:
                 yield from self._judge(chunk)
 
     # --- stages -------------------------------------------------------------------------------------
-    def _stage(self, item: Any) -> _Staged:
-        """Read, preprocess and check one scan; any failure is recorded, never raised."""
-        from parcelscan.datasets.preprocess import prepare_scan
-        from parcelscan.inference.opaque import check_opaque
+    def _check_memory(self, item: Any) -> None:
+        """The memory gate before decoding, for items that are still files (a path or a ScanRef)."""
+        if isinstance(item, (str, os.PathLike)):
+            refs = discover_scans([item])
+            item = refs[0] if len(refs) == 1 else None
+        if isinstance(item, ScanRef):
+            gates.check_memory(item, self.spec, self.max_scan_bytes)
 
+    def _stage(self, item: Any) -> _Staged:
+        """Read, gate, preprocess and check one scan; any failure is recorded, never raised."""
         started = time.perf_counter()
         scan_id, inputs = _describe(item)
         staged = _Staged(scan_id, inputs, started)
         try:
+            self._check_memory(item)
             scan = _load(item, scan_id)
             staged.scan = scan
             staged.scan_id = str(scan.scan_id or scan_id)
             if getattr(scan, "source_files", None):
                 staged.inputs = [str(p) for p in scan.source_files]
+            gates.check_scan(scan, self.spec, self.max_scan_bytes)
             prepared = prepare_scan(scan, self.spec)
             tiles = prepared.tiles
             if tiles.ndim != 4 or tiles.shape[0] < 1 or tiles.shape[1:] != (
@@ -272,6 +280,7 @@ class Inspector:
             if isinstance(error, (KeyboardInterrupt, SystemExit)):
                 raise
             staged.error = _error_text(error)
+            staged.gate = getattr(error, "gate", None)
         staged.inputs_sha256 = inputs_digest(staged.inputs)
         return staged
 
@@ -314,8 +323,10 @@ class Inspector:
                   "inputs_sha256": staged.inputs_sha256}
         if staged.error is not None or result is None:
             error = staged.error or "no model output for this scan"
+            reason = (f"not analysed: refused by the station's {staged.gate} gate, a person must look" if staged.gate
+                      else "not analysed: the model gave no score, a person must look")
             return Verdict(verdict=MANUAL, score=None, error=error, latency_ms=self._ms(staged),
-                           reasons=["not analysed: the model gave no score, a person must look"], **common)
+                           reasons=[reason], **common)
         probability, heatmap = result
         score = float(np.max(probability))
         if not math.isfinite(score) or not np.isfinite(probability).all():
@@ -344,9 +355,6 @@ class Inspector:
                        reasons=reasons, **common)
 
     def _write_heatmap(self, staged: _Staged, tile_heatmaps: np.ndarray) -> Path:
-        from parcelscan.datasets.preprocess import heatmap_to_scan
-        from parcelscan.inference.heatmap import write_heatmap
-
         heat = heatmap_to_scan(tile_heatmaps, staged.prepared)
         mask = staged.opaque.mask if staged.opaque is not None and staged.opaque.alarm else None
         name = _SAFE_NAME.sub("_", staged.scan_id) or "scan"

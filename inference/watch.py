@@ -171,8 +171,9 @@ class HotFolder:
 
     def __init__(self, directory: str | Path, settle_s: float = DEFAULT_SETTLE_S, stale_s: float = DEFAULT_STALE_S,
                  journal: Journal | None = None, exclude: Iterable[str | Path] = (),
-                 warn: Callable[[str], None] = _warn):
+                 warn: Callable[[str], None] = _warn, admit: Callable[[ScanRef], None] | None = None):
         self.directory = Path(directory)
+        self.admit = admit  # raises (a station gate, e.g. memory) when a scan must not even be decoded
         self.settle_s = settle_s
         self.stale_s = stale_s
         self.journal = journal
@@ -220,9 +221,15 @@ class HotFolder:
                 continue
             if ref.ok:
                 try:
-                    candidate.item = ref.load()
+                    if self.admit is not None:
+                        self.admit(ref)
                 except ParcelscanError:
-                    candidate.item = None
+                    candidate.item = ref  # refused before decoding: the inspector reports why, now
+                else:
+                    try:
+                        candidate.item = ref.load()
+                    except ParcelscanError:
+                        candidate.item = None
             if candidate.item is None and now - pending.first_seen >= self.stale_s:
                 candidate.item = ref  # inspecting it reports the reader's error: manual_inspection
             if candidate.item is None:
@@ -360,9 +367,10 @@ def watch(directory: str | Path, inspect: Callable[[list[Any]], Iterable[Verdict
           stop: threading.Event, poll_s: float = DEFAULT_POLL_S, settle_s: float = DEFAULT_SETTLE_S,
           stale_s: float = DEFAULT_STALE_S, journal_path: str | Path | None = None, use_journal: bool = True,
           done_dir: str | Path | None = None, quarantine_dir: str | Path | None = None,
-          warn: Callable[[str], None] = _warn) -> None:
+          warn: Callable[[str], None] = _warn, admit: Callable[[ScanRef], None] | None = None) -> None:
     """Poll ``directory``, inspect what is ready (``inspect(items)`` yields one verdict per item, in order)
-    and deliver each verdict (journal, move, ``emit``) until ``stop`` is set; the batch in hand is finished."""
+    and deliver each verdict (journal, move, ``emit``) until ``stop`` is set; the batch in hand is finished.
+    ``admit(ref)`` runs before a scan is decoded and raises to refuse it (the station's memory gate)."""
     directory = Path(directory)
     check_folders(directory, done_dir, quarantine_dir, journal_path, use_journal)
     journal = Journal(journal_path or directory / JOURNAL_NAME) if use_journal else None
@@ -370,7 +378,7 @@ def watch(directory: str | Path, inspect: Callable[[list[Any]], Iterable[Verdict
     quarantine = Path(quarantine_dir) if quarantine_dir is not None else None
     delivery = Delivery(directory, emit, journal, done, quarantine, warn)
     folder = HotFolder(directory, settle_s=settle_s, stale_s=stale_s, journal=journal,
-                       exclude=[p for p in (done, quarantine) if p is not None], warn=warn)
+                       exclude=[p for p in (done, quarantine) if p is not None], warn=warn, admit=admit)
     try:
         delivery.recover()
         while not stop.is_set():

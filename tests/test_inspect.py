@@ -229,16 +229,16 @@ def test_python_api_arrays_and_bad_arrays(built, inspector):
 
 def test_non_finite_model_input_is_never_clear(built, inspector, monkeypatch):
     """If preprocessing ever let NaN through, the inspector stops it before the model."""
-    import parcelscan.datasets.preprocess as preprocess
+    import parcelscan.inference.inspector as station  # the name the inspector calls
 
-    real = preprocess.prepare_scan
+    real = station.prepare_scan
 
     def poisoned(scan, spec):
         prepared = real(scan, spec)
         prepared.tiles[0, 0, 0, 0] = np.nan
         return prepared
 
-    monkeypatch.setattr(preprocess, "prepare_scan", poisoned)
+    monkeypatch.setattr(station, "prepare_scan", poisoned)
     v = inspector.inspect(built["scans"] / f"{built['ids']['clear'][0]}_low.png")
     assert v.verdict == "manual_inspection" and "NaN" in v.error
 

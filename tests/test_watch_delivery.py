@@ -20,6 +20,7 @@ import pytest
 
 from parcelscan.cli import main
 from parcelscan.errors import ParcelscanError
+from parcelscan.inference import gates
 from parcelscan.inference import watch as hot
 from parcelscan.inference.inspect_cli import add_arguments, run
 from parcelscan.inference.inspector import Inspector
@@ -183,3 +184,14 @@ def test_kill_9_loses_no_verdict_and_a_clean_stop_repeats_none(tmp_path):
     process.send_signal(signal.SIGTERM)
     out, err = process.communicate(timeout=60)
     assert out.strip() == "" and process.returncode == 0 and "0 scan(s)" in err  # a clean restart repeats none
+
+
+def test_the_hot_folder_never_decodes_a_scan_over_the_memory_cap(inspector, tmp_path):
+    """The hot folder decodes scans itself to see that they are complete: the memory gate runs before that, and
+    a refused scan is reported at once (no waiting for it to go stale), as manual inspection."""
+    hot_dir = tmp_path / "hot"
+    _drop(hot_dir, IDS[0])
+    small = Inspector(SHIPPED_DEFAULT, max_scan_bytes=1 << 20)
+    emitted = _watch_until(small, hot_dir, 1, stale_s=3600,
+                           admit=lambda ref: gates.check_memory(ref, small.spec, small.max_scan_bytes))
+    assert len(emitted) == 1 and emitted[0].verdict == "manual_inspection" and "MiB per scan" in emitted[0].error

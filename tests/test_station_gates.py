@@ -1,0 +1,166 @@
+"""Station gates (issue 15 part 2, "fail closed, for real"): hostile or impossible inputs are manual inspection with
+the gate's reason, never clear — and the honest sample scans pass every gate. Runs the shipped default models on
+copies of the sample scans; each hostile case of the issue is one regression test, plus a hypothesis test."""
+
+from __future__ import annotations
+
+import json
+import shutil
+import struct
+import zlib
+from pathlib import Path
+
+import cv2
+import numpy as np
+import pytest
+from hypothesis import HealthCheck, given, settings
+from hypothesis import strategies as st
+
+from parcelscan.datasets.preprocess import PreprocessSpec
+from parcelscan.datasets.scans.readers import discover_scans, load_scan
+from parcelscan.datasets.scans.scanfile import Scan, write_png, write_station_scan
+from parcelscan.inference import gates
+from parcelscan.inference.inspector import Inspector
+from parcelscan.model.registry import SHIPPED_DEFAULT, default_model_path
+
+EXAMPLES = Path(__file__).resolve().parents[1] / "examples" / "scans"
+SUSPECTS = ["sim31-000074", "sim31-000286", "sim31-000415", "sim31-000592"]
+
+
+@pytest.fixture(scope="module")
+def inspector():
+    return Inspector(SHIPPED_DEFAULT)
+
+
+@pytest.fixture(scope="module")
+def samples():
+    return {ref.scan_id: ref.load() for ref in discover_scans([EXAMPLES])}
+
+
+def _write(tmp_path: Path, scan_id: str, low: np.ndarray, high: np.ndarray, meta: dict | None = None) -> Path:
+    write_station_scan(Scan(scan_id, low, high, dict(meta or {"pixel_pitch_mm": 1.0})), tmp_path)
+    return tmp_path / f"{scan_id}_low.png"
+
+
+def _manual(verdict, gate: str, words: str) -> None:
+    assert verdict.verdict == "manual_inspection" and verdict.score is None, verdict
+    assert words in verdict.error and gate in verdict.reasons[0], (verdict.error, verdict.reasons)
+
+
+def test_the_honest_sample_scans_pass_every_gate(samples, inspector):
+    spec = inspector.spec
+    for scan in samples.values():
+        gates.check_scan(scan, spec)
+        gates.check_scan(scan, spec)  # pure: no state
+    for ref in discover_scans([EXAMPLES]):
+        gates.check_memory(ref, spec)
+    # other pitches within the documented tolerance, and a corner crop of a parcel, are honest too
+    scan = samples["sim31-000077"]
+    for pitch in (0.8, 1.25):
+        gates.check_scan(Scan("p", scan.low, scan.high, {"pixel_pitch_mm": pitch, "row_pitch_mm": pitch}), spec)
+    gates.check_scan(Scan("crop", scan.low[:120, :200], scan.high[:120, :200], {}), spec)
+
+
+def test_all_white_uniform_noise_and_a_blank_high_image_are_refused(samples, inspector, tmp_path):
+    rng = np.random.default_rng(7)
+    white = np.full((300, 400), 65535, np.uint16)
+    noise = rng.integers(0, 65536, (300, 400), dtype=np.uint16), rng.integers(0, 65536, (300, 400), dtype=np.uint16)
+    _manual(inspector.inspect(_write(tmp_path, "white", white, white)), "physics", "no detector noise")
+    _manual(inspector.inspect(_write(tmp_path, "noise", *noise)), "physics", "no air at the belt margins")
+    for scan_id in SUSPECTS:  # a blank (all-air, with detector noise) high under each suspect's real low image
+        real = samples[scan_id]
+        air = samples["sim31-000077"].high[:8, :].astype(np.int32)  # a real air strip: real detector noise
+        blank = np.resize(air, real.high.shape).astype(np.uint16)
+        _manual(inspector.inspect(_write(tmp_path, f"blank-{scan_id}", real.low, blank)), "physics",
+                "high image is blank")
+
+
+@pytest.mark.parametrize("side", [8, 16])
+def test_tiny_scans_are_refused(samples, inspector, tmp_path, side):
+    scan = samples["sim31-000077"]
+    path = _write(tmp_path, f"tiny{side}", scan.low[:side, :side].copy(), scan.high[:side, :side].copy())
+    _manual(inspector.inspect(path), "size", "smaller than any parcel scan")
+
+
+@pytest.mark.parametrize("meta", [{"pixel_pitch_mm": 0.05}, {"pixel_pitch_mm": 1.0, "row_pitch_mm": 0.05},
+                                  {"pixel_pitch_mm": 2.0}, {"pixel_pitch_mm": 20.0}])
+def test_sidecar_geometry_must_agree_with_the_model(inspector, tmp_path, meta):
+    """pixel_pitch_mm 0.05 turned all four suspect samples clear; row_pitch_mm 0.05 drove every score to ≤ 0.01."""
+    for scan_id in SUSPECTS:
+        for suffix in ("_low.png", "_high.png"):
+            shutil.copy(EXAMPLES / f"{scan_id}{suffix}", tmp_path / f"{scan_id}{suffix}")
+        sidecar = json.loads((EXAMPLES / f"{scan_id}.json").read_text())
+        (tmp_path / f"{scan_id}.json").write_text(json.dumps({**sidecar, **meta}))
+        _manual(inspector.inspect(tmp_path / f"{scan_id}_low.png"), "geometry", "disagrees with the 1 mm")
+
+
+def _png_header_only(path: Path, width: int, height: int, bit_depth: int = 16, colour: int = 0) -> None:
+    ihdr = b"IHDR" + struct.pack(">IIBBBBB", width, height, bit_depth, colour, 0, 0, 0)
+    idat = b"IDAT" + zlib.compress(b"\0" * 64)
+    path.write_bytes(b"\x89PNG\r\n\x1a\n" + struct.pack(">I", 13) + ihdr + struct.pack(">I", zlib.crc32(ihdr))
+                     + struct.pack(">I", len(idat) - 4) + idat + struct.pack(">I", zlib.crc32(idat))
+                     + struct.pack(">I", 0) + b"IEND" + struct.pack(">I", zlib.crc32(b"IEND")))
+
+
+def test_memory_is_bounded_before_decoding(inspector, tmp_path):
+    """A 16384×8192 pair took 2.85 GB; a pitch-20 sidecar on a 4096² pair over 8 GB. Both are refused from
+    their headers (these files hold no pixel data at all: a decoder would fail, the gate answers first)."""
+    for name in ("big_low.png", "big_high.png"):
+        _png_header_only(tmp_path / name, 8192, 16384)
+    for name in ("wide_low.png", "wide_high.png"):
+        _png_header_only(tmp_path / name, 4096, 4096)
+    (tmp_path / "wide.json").write_text(json.dumps({"pixel_pitch_mm": 20.0}))
+    for scan_id in ("big", "wide"):
+        for item in (tmp_path / f"{scan_id}_low.png", discover_scans([tmp_path / f"{scan_id}_high.png"])[0]):
+            _manual(inspector.inspect(item), "memory", "MiB per scan")
+    small = Inspector(SHIPPED_DEFAULT, max_scan_bytes=1 << 20)  # a decoded scan is checked too
+    _manual(small.inspect(EXAMPLES / "sim31-000077_low.png"), "memory", "over the station's cap of 1 MiB")
+    _manual(small.inspect(load_scan(EXAMPLES / "sim31-000077_low.png")), "memory", "over the station's cap")
+
+
+def test_a_grey_image_is_not_a_pseudo_colour_image(samples, tmp_path):
+    rgb_inspector = Inspector(default_model_path("pseudo_color"))
+    operator = rgb_inspector.inspect(EXAMPLES / "sim31-000077_rgb.png")  # beside its pair: judged as the pair
+    assert operator.verdict in ("clear", "suspect")
+    colour = cv2.imread(str(EXAMPLES / "sim31-000077_rgb.png"))[..., ::-1]  # alone, an RGB image is a scan
+    write_png(tmp_path / "colour.png", np.ascontiguousarray(colour))
+    assert rgb_inspector.inspect(tmp_path / "colour.png").verdict in ("clear", "suspect")
+    grey = np.repeat(colour.mean(axis=-1, keepdims=True).astype(np.uint8), 3, axis=-1)
+    write_png(tmp_path / "grey.png", grey)
+    _manual(rgb_inspector.inspect(tmp_path / "grey.png"), "pseudo-colour", "grey image")
+
+
+@settings(max_examples=40, deadline=None, suppress_health_check=[HealthCheck.function_scoped_fixture])
+@given(pitch=st.floats(0.05, 20.0), row_pitch=st.one_of(st.none(), st.floats(0.05, 20.0)))
+def test_any_sidecar_pitch_is_judged_only_within_the_tolerance(samples, pitch, row_pitch):
+    spec = PreprocessSpec.dual_energy()
+    scan = samples["sim31-000077"]
+    meta = {"pixel_pitch_mm": pitch, **({} if row_pitch is None else {"row_pitch_mm": row_pitch})}
+    inside = all(0.75 <= p <= 1.25 for p in (pitch, pitch if row_pitch is None else row_pitch))
+    try:
+        gates.check_geometry(Scan("h", scan.low, scan.high, meta), spec)
+    except gates.GateError as error:
+        assert not inside and error.gate in ("geometry", "size")
+    else:
+        assert inside
+
+
+@settings(max_examples=30, deadline=None, suppress_health_check=[HealthCheck.function_scoped_fixture])
+@given(seed=st.integers(0, 2**32 - 1), kind=st.sampled_from(["noise", "constant", "swap", "scaled-high", "shuffled"]))
+def test_impossible_pairs_never_pass_the_physics_gate(samples, seed, kind):
+    rng = np.random.default_rng(seed)
+    real = samples[SUSPECTS[seed % len(SUSPECTS)]]
+    shape = real.low.shape
+    if kind == "noise":
+        low, high = (rng.integers(0, 65536, shape, dtype=np.uint16) for _ in range(2))
+    elif kind == "constant":
+        low = high = np.full(shape, int(rng.integers(0, 65536)), np.uint16)
+    elif kind == "swap":  # low and high exchanged: high attenuates more than low everywhere there is content
+        low, high = real.high, real.low
+    elif kind == "scaled-high":  # the high image brightened towards air under a real low one
+        high = (65535 - (65535 - real.high.astype(np.float64)) * rng.uniform(0.0, 0.05)).astype(np.uint16)
+        low = real.low
+    else:
+        low, high = real.low, rng.permutation(real.high.reshape(-1)).reshape(shape)
+    with pytest.raises(gates.GateError):
+        gates.check_physics(Scan("x", low, high, {}))
