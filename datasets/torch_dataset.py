@@ -31,6 +31,7 @@ import torch
 from torch.utils.data import Dataset, WeightedRandomSampler
 
 from parcelscan.datasets.datatools import load_record_input, load_record_mask
+from parcelscan.datasets.manifest import LABELS as CLASSES
 from parcelscan.datasets.manifest import ManifestRecord, manifest_path, read_manifest
 from parcelscan.datasets.preprocess import (
     PreparedScan,
@@ -43,7 +44,6 @@ from parcelscan.datasets.preprocess import (
 )
 from parcelscan.errors import ParcelscanError
 
-CLASSES = ("clear", "suspect")
 MIN_TILE_MASK_PX = 1.0  # a tile is suspect when it holds at least one model pixel (4 mm²) of powder
 
 

@@ -42,7 +42,7 @@ from parcelscan.inference.heatmap import write_heatmap
 from parcelscan.inference.opaque import check_opaque
 from parcelscan.inference.verdict import CLEAR, MANUAL, SUSPECT, Verdict, inputs_digest
 from parcelscan.model.registry import default_model_path
-from parcelscan.model.session import open_session
+from parcelscan.model.session import open_session, run_in_batches
 
 MAX_TILES_PER_RUN = 64  # bounds the memory of one onnxruntime call (64 × 3 × 320 × 320 float32 = 79 MB)
 _SAFE_NAME = re.compile(r"[^A-Za-z0-9._-]+")
@@ -291,13 +291,9 @@ class Inspector:
         if good:
             try:
                 tiles = np.concatenate([s.prepared.tiles for s in good])
-                probabilities, heatmaps = [], []
-                for start in range(0, len(tiles), MAX_TILES_PER_RUN):
-                    p, _, h = self.session.run(tiles[start:start + MAX_TILES_PER_RUN])
-                    probabilities.append(np.asarray(p, dtype=np.float32).reshape(-1))
-                    heatmaps.append(np.asarray(h, dtype=np.float32))
-                probability = np.concatenate(probabilities)
-                heatmap = np.concatenate(heatmaps)
+                p, _, h = run_in_batches(self.session.run, tiles, MAX_TILES_PER_RUN)
+                probability = np.asarray(p, dtype=np.float32).reshape(-1)
+                heatmap = np.asarray(h, dtype=np.float32)
                 if probability.shape[0] != len(tiles) or heatmap.shape[0] != len(tiles):
                     raise ParcelscanError(f"model returned {probability.shape[0]} scores for {len(tiles)} tiles")
                 offset = 0

@@ -30,7 +30,6 @@ import contextlib
 import io
 import json
 import os
-import subprocess
 import tempfile
 import time
 import warnings
@@ -42,9 +41,13 @@ from typing import Any
 
 import numpy as np
 
+from parcelscan.datasets.manifest import LABELS
+from parcelscan.datasets.preprocess import PreprocessSpec, prepare_scan
+from parcelscan.datasets.scans.readers import discover_scans
 from parcelscan.errors import ParcelscanError
-from parcelscan.model.metadata import INPUT_NAME, OUTPUT_NAMES, ModelMetadata
+from parcelscan.model.metadata import INPUT_NAME, OUTPUT_NAMES, ModelMetadata, git_commit
 from parcelscan.model.operating_point import pd_at_pfa, rates_at_threshold
+from parcelscan.model.session import inference_session, run_in_batches, write_sha256
 
 OPSET = 17
 DEFAULT_TOLERANCE = 1e-4  # max |Δ| of probabilities (suspect_probability, heatmap); logits: relative to their scale
@@ -76,15 +79,6 @@ def wrap_for_export(model, temperature: float):
     return ExportWrapper(model, temperature).eval()
 
 
-def _git_commit() -> str:
-    try:
-        out = subprocess.run(["git", "rev-parse", "--short=12", "HEAD"], capture_output=True, text=True, timeout=5,
-                             cwd=Path(__file__).resolve().parent)
-        return out.stdout.strip() or "unknown"
-    except (OSError, subprocess.SubprocessError):
-        return "unknown"
-
-
 def metadata_from_info(info: dict[str, Any], default_name: str, threshold: float | None = None) -> ModelMetadata:
     """The contract's metadata from a checkpoint's info dict (``load_checkpoint``)."""
     preprocessing = info.get("preprocessing")
@@ -99,10 +93,10 @@ def metadata_from_info(info: dict[str, Any], default_name: str, threshold: float
         name=str(info.get("name") or default_name),
         version=str(info.get("version") or "0"),
         created=str(info.get("created") or datetime.now(UTC).isoformat(timespec="seconds")),
-        git_commit=str(info.get("git_commit") or _git_commit()),
+        git_commit=str(info.get("git_commit") or git_commit()),
         input_kind=str(preprocessing.get("input_kind", "dual_energy")),
         preprocessing=preprocessing,
-        classes=list(info.get("classes") or ["clear", "suspect"]),
+        classes=list(info.get("classes") or LABELS),
         threshold=float(threshold),
         target_pfa=info.get("target_pfa"),
         temperature=float(temperature) if temperature else 1.0,
@@ -172,9 +166,6 @@ def scan_label(meta: dict[str, Any]) -> int | None:
 
 def load_scan_tiles(directory: Path, spec, limit: int | None = None, need_labels: bool = False) -> list[ScanTiles]:
     """Prepared tiles of the scans under ``directory`` (sorted by scan id; unreadable ones skipped)."""
-    from parcelscan.datasets.preprocess import prepare_scan
-    from parcelscan.datasets.scans.readers import discover_scans
-
     directory = Path(directory)
     if not directory.exists():
         raise ParcelscanError(f"scan directory not found: {directory}")
@@ -213,37 +204,19 @@ class ParityReport:
         return f"parity torch vs onnxruntime on {self.tiles} tiles of {self.scans} real scans: max |Δ| {diffs}"
 
 
-def _torch_outputs(wrapper, tiles: np.ndarray, batch: int = 8) -> list[np.ndarray]:
+def _torch_outputs(wrapper, tiles: np.ndarray, batch: int = 8) -> tuple[np.ndarray, ...]:
     import torch
 
-    outs: list[list[np.ndarray]] = [[], [], []]
-    with torch.no_grad():
-        for start in range(0, len(tiles), batch):
-            result = wrapper(torch.from_numpy(np.ascontiguousarray(tiles[start:start + batch])))
-            for k, tensor in enumerate(result):
-                outs[k].append(tensor.numpy())
-    return [np.concatenate(o) for o in outs]
+    def run(chunk: np.ndarray) -> tuple[np.ndarray, ...]:
+        with torch.no_grad():
+            return tuple(t.numpy() for t in wrapper(torch.from_numpy(np.ascontiguousarray(chunk))))
+
+    return run_in_batches(run, tiles, batch)
 
 
-def _ort_session(path: Path, threads: int | None = None):
-    import onnxruntime as ort
-
-    options = ort.SessionOptions()
-    options.log_severity_level = 3
-    options.add_session_config_entry("session.intra_op.allow_spinning", "0")  # as the station runs it
-    if threads:
-        options.intra_op_num_threads = threads
-        options.inter_op_num_threads = 1
-    return ort.InferenceSession(str(path), options, providers=["CPUExecutionProvider"])
-
-
-def _ort_outputs(session, tiles: np.ndarray, batch: int = 8) -> list[np.ndarray]:
-    outs: list[list[np.ndarray]] = [[], [], []]
-    for start in range(0, len(tiles), batch):
-        result = session.run(list(OUTPUT_NAMES), {INPUT_NAME: np.ascontiguousarray(tiles[start:start + batch])})
-        for k, array in enumerate(result):
-            outs[k].append(array)
-    return [np.concatenate(o) for o in outs]
+def _ort_outputs(session, tiles: np.ndarray, batch: int = 8) -> tuple[np.ndarray, ...]:
+    return run_in_batches(lambda chunk: session.run(list(OUTPUT_NAMES), {INPUT_NAME: np.ascontiguousarray(chunk)}),
+                          tiles, batch)
 
 
 def parity_check(model, metadata: ModelMetadata, onnx_path: Path, scans: list[ScanTiles],
@@ -252,7 +225,7 @@ def parity_check(model, metadata: ModelMetadata, onnx_path: Path, scans: list[Sc
     tile of another size (rows + 64: the dynamic axes really work)."""
     tiles = np.concatenate([s.tiles for s in scans])
     wrapper = wrap_for_export(model, metadata.temperature)
-    session = _ort_session(onnx_path)
+    session = inference_session(onnx_path)
     reference = _torch_outputs(wrapper, tiles)
     got = _ort_outputs(session, tiles, batch=8)
     single = _ort_outputs(session, tiles[:3], batch=1)
@@ -398,7 +371,8 @@ def _rates(labels: np.ndarray, scores: np.ndarray, threshold: float, target_pfa:
 def evaluate_int8(fp32_path: Path, int8_path: Path, metadata: ModelMetadata, calibration: list[ScanTiles],
                   evaluation: list[ScanTiles], threads: int | None = None) -> Int8Report:
     labels = np.array([s.label for s in evaluation])
-    fp32_session, int8_session = _ort_session(fp32_path, threads), _ort_session(int8_path, threads)
+    fp32_session, int8_session = inference_session(fp32_path, threads=threads), inference_session(
+        int8_path, threads=threads)
     fp32 = _rates(labels, _scan_scores(fp32_session, evaluation), metadata.threshold, metadata.target_pfa)
     int8 = _rates(labels, _scan_scores(int8_session, evaluation), metadata.threshold, metadata.target_pfa)
     loss = 100.0 * (fp32["pd"] - int8["pd"])
@@ -466,9 +440,6 @@ def export_model(model, info: dict[str, Any], out: str | Path, parity_data: str 
                  int8: bool = False, calibration: str | Path | None = None, threshold: float | None = None,
                  tolerance: float = DEFAULT_TOLERANCE, log: Callable[[str], None] = print) -> ExportResult:
     """Export an eval-mode network with its checkpoint info; see the module docstring for the steps."""
-    from parcelscan.datasets.preprocess import PreprocessSpec
-    from parcelscan.model.session import write_sha256
-
     started = time.perf_counter()
     out = Path(out)
     if out.suffix != ".onnx":
@@ -550,7 +521,7 @@ def export_checkpoint(checkpoint: str | Path, out: str | Path, data: str | Path 
                       calibration: str | Path | None = None, threshold: float | None = None,
                       tolerance: float = DEFAULT_TOLERANCE, log: Callable[[str], None] = print) -> ExportResult:
     """``parcelscan export``: load a checkpoint (EMA weights when present) and export it."""
-    from parcelscan.model.checkpoint import load_checkpoint
+    from parcelscan.model.checkpoint import load_checkpoint  # loads torch: only when exporting a checkpoint
 
     model, info = load_checkpoint(checkpoint)
     parity_data = data or calibration or default_parity_data(info)

@@ -10,7 +10,14 @@ Examples::
 from __future__ import annotations
 
 import argparse
+import json
 import sys
+from pathlib import Path
+
+from parcelscan.errors import ParcelscanError
+from parcelscan.model.export import DEFAULT_TOLERANCE, export_checkpoint
+from parcelscan.model.metadata import ModelMetadata
+from parcelscan.model.session import inference_session, read_props, sha256_sidecar, verify_sha256
 
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
@@ -31,14 +38,6 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
 
 def show(path: str, as_json: bool = False) -> int:
     """Print the model's metadata, inputs and outputs; exit 1 if its sha256 file does not vouch for it."""
-    from pathlib import Path
-
-    import onnxruntime as ort
-
-    from parcelscan.errors import ParcelscanError
-    from parcelscan.model.metadata import ModelMetadata, read_props
-    from parcelscan.model.session import sha256_sidecar, verify_sha256
-
     if not Path(path).is_file():
         raise ParcelscanError(f"model not found: {path}")
     try:
@@ -49,13 +48,11 @@ def show(path: str, as_json: bool = False) -> int:
     props = read_props(path)
     metadata = ModelMetadata.from_props(props, source=path)
     if as_json:
-        import json
-
         print(json.dumps({"sha256_verified": verified is not None, "metadata_props": props}, indent=1))
         return 0 if verified is not None else 1
     for line in metadata.summary_lines():
         print(line)
-    session = ort.InferenceSession(path, providers=["CPUExecutionProvider"])
+    session = inference_session(path, optimize=False)
     for tensor in session.get_inputs():
         print(f"input:            {tensor.name} {tensor.type} {tensor.shape}")
     for tensor in session.get_outputs():
@@ -68,16 +65,12 @@ def show(path: str, as_json: bool = False) -> int:
 
 
 def run(args: argparse.Namespace) -> int:
-    from parcelscan.errors import ParcelscanError
-
     if args.show:
         return show(args.show, as_json=args.json)
     if not args.checkpoint or not args.out:
         raise ParcelscanError("give --checkpoint PT and --out MODEL.onnx (or --show MODEL.onnx)")
     if args.int8 and not args.calibration:
         raise ParcelscanError("--int8 needs --calibration DIR")
-    from parcelscan.model.export import DEFAULT_TOLERANCE, export_checkpoint
-
     result = export_checkpoint(args.checkpoint, args.out, data=args.data, int8=args.int8,
                                calibration=args.calibration, threshold=args.threshold,
                                tolerance=args.tolerance if args.tolerance is not None else DEFAULT_TOLERANCE,

@@ -3,8 +3,8 @@
 An exported model carries everything a station needs to use it correctly — which input kind it
 takes, the exact preprocessing spec (JSON) the tiles must go through, the class names, the operating
 threshold and the false-alarm rate it was chosen for, its test metrics and where its training data
-came from. The station reads these back with onnxruntime alone, so this module must never import
-PyTorch (or onnx: the station install does not have it).
+came from. The station reads these back with onnxruntime alone (``model.session.read_metadata``), so this
+module must never import PyTorch (or onnx: the station install does not have it).
 
 All values are strings on disk (ONNX stores ``StringStringEntryProto``); JSON-valued keys hold JSON.
 Extra keys (``format``, ``quantization``, ``parity_max_abs_diff``, ...) ride along in ``extra``.
@@ -14,16 +14,17 @@ from __future__ import annotations
 
 import json
 import math
+import subprocess
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
+from parcelscan.datasets.preprocess import INPUT_KINDS
 from parcelscan.errors import ParcelscanError
 
 MODEL_FORMAT = "parcelscan-onnx/1"
 INPUT_NAME = "scan"
 OUTPUT_NAMES = ("suspect_probability", "logits", "heatmap")
-INPUT_KINDS = ("dual_energy", "pseudo_color")
 CONTRACT_KEYS = (
     "name", "version", "created", "git_commit", "input_kind", "preprocessing", "classes", "threshold",
     "target_pfa", "temperature", "metrics", "data_fingerprint", "arch",
@@ -162,23 +163,15 @@ class ModelMetadata:
         return lines
 
 
-# --- reading from a file (onnxruntime only) ---------------------------------------------------------
-def read_props(path: str | Path) -> dict[str, str]:
-    """``metadata_props`` of an ONNX file, read with onnxruntime (present in every install)."""
-    import onnxruntime as ort
-
-    path = Path(path)
-    if not path.is_file():
-        raise ParcelscanError(f"model not found: {path}")
-    options = ort.SessionOptions()
-    options.graph_optimization_level = ort.GraphOptimizationLevel.ORT_DISABLE_ALL
-    options.log_severity_level = 3
+def git_commit() -> str:
+    """HEAD of the source tree this code runs from, ``-dirty`` when it has uncommitted changes; ``unknown``
+    outside a git checkout. The one reader of the commit recorded in checkpoints and model files."""
+    source = Path(__file__).resolve().parent.parent
     try:
-        session = ort.InferenceSession(str(path), options, providers=["CPUExecutionProvider"])
-    except Exception as error:  # onnxruntime raises its own Fail/InvalidProtobuf types
-        raise ParcelscanError(f"{path}: not a loadable ONNX model: {str(error).splitlines()[0]}") from error
-    return dict(session.get_modelmeta().custom_metadata_map)
-
-
-def read_metadata(path: str | Path) -> ModelMetadata:
-    return ModelMetadata.from_props(read_props(path), source=str(path))
+        head = subprocess.run(["git", "-C", str(source), "rev-parse", "HEAD"], capture_output=True, text=True,
+                              timeout=10, check=True).stdout.strip()
+        dirty = subprocess.run(["git", "-C", str(source), "status", "--porcelain", "--untracked-files=no"],
+                               capture_output=True, text=True, timeout=10, check=True).stdout.strip()
+    except (OSError, subprocess.SubprocessError):
+        return "unknown"
+    return (head + ("-dirty" if dirty else "")) if head else "unknown"

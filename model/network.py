@@ -15,11 +15,19 @@ Why this shape:
   16 mm per cell at the 2 mm model pitch — enough to show an inspector where to look, and cheap.
 
 ``forward(x) -> (logits (N, 2), heatmap_logits (N, 1, ceil(H/8), ceil(W/8)))``.
+
+**Shape configuration**: everything that decides the shapes of the weights (arch, input channels,
+classes, decoder width, hidden units) is a :class:`NetworkConfig`, stored in every checkpoint
+(``network``) and read back to build the model, so changing a default here cannot silently break an old
+checkpoint. Checkpoints written before the configuration was stored lack some keys: those take the values
+the network had then (:data:`LEGACY_SHAPE`), never the current defaults.
 """
 
 from __future__ import annotations
 
 import math
+from dataclasses import asdict, dataclass, fields
+from typing import Any
 
 import torch
 import torch.nn.functional as F
@@ -28,10 +36,43 @@ from torch import nn
 ARCHS = ("mobilenet_v3_small", "mobilenet_v3_large", "efficientnet_b0", "resnet18")
 DEFAULT_ARCH = "mobilenet_v3_small"
 HEATMAP_STRIDE = 8
-DECODER_CHANNELS = 32
-HIDDEN_UNITS = 256
+DECODER_CHANNELS = 32  # default width of the mask decoder for new models
+HIDDEN_UNITS = 256  # default hidden units of the classification head for new models
+# The shape of every checkpoint written before ``network`` was stored in it: frozen, whatever the defaults
+# above become (a missing key in a stored configuration takes these values).
+LEGACY_SHAPE = {"decoder_channels": 32, "hidden_units": 256, "num_classes": 2}
 HEATMAP_PRIOR = 0.01  # initial powder probability per cell: a fresh model does not paint the whole scan
 BN_MOMENTUM = 0.1  # PyTorch's default, for every arch (torchvision's MobileNetV3 uses 0.01; see ParcelNet)
+
+
+@dataclass(frozen=True)
+class NetworkConfig:
+    """Everything that decides the weights' shapes: build a model from it, store it with the weights."""
+
+    arch: str = DEFAULT_ARCH
+    in_channels: int = 3
+    num_classes: int = 2
+    decoder_channels: int = DECODER_CHANNELS
+    hidden_units: int = HIDDEN_UNITS
+
+    def to_dict(self) -> dict[str, Any]:
+        return asdict(self)
+
+    @classmethod
+    def from_dict(cls, data: dict[str, Any]) -> NetworkConfig:
+        """A stored configuration; ``arch`` and ``in_channels`` are required, any other missing key takes
+        its :data:`LEGACY_SHAPE` value (the network's shape before configurations were stored)."""
+        known = {f.name for f in fields(cls)}
+        unknown = sorted(set(data) - known)
+        if unknown:
+            raise ValueError(f"unknown network setting(s) {', '.join(unknown)}")
+        missing = [key for key in ("arch", "in_channels") if key not in data]
+        if missing:
+            raise ValueError(f"network configuration lacks {', '.join(missing)}")
+        values = {**LEGACY_SHAPE, **data}
+        return cls(arch=str(values["arch"]), in_channels=int(values["in_channels"]),
+                   num_classes=int(values["num_classes"]), decoder_channels=int(values["decoder_channels"]),
+                   hidden_units=int(values["hidden_units"]))
 
 
 def _backbone_blocks(arch: str) -> list[nn.Module]:
@@ -99,7 +140,7 @@ class ConvBNAct(nn.Sequential):
 class MaskDecoder(nn.Module):
     """FPN-lite: two laterals, top-down add, one depthwise-separable block, a 1×1 logit."""
 
-    def __init__(self, ch8: int, ch32: int, width: int = DECODER_CHANNELS) -> None:
+    def __init__(self, ch8: int, ch32: int, width: int) -> None:
         super().__init__()
         self.lateral8 = ConvBNAct(ch8, width)
         self.lateral32 = ConvBNAct(ch32, width)
@@ -116,19 +157,22 @@ class MaskDecoder(nn.Module):
 class ParcelNet(nn.Module):
     """Backbone split at stride 8 and stride 32 → (class logits, heatmap logits at stride 8)."""
 
-    def __init__(self, arch: str = DEFAULT_ARCH, in_channels: int = 3, num_classes: int = 2) -> None:
+    def __init__(self, config: NetworkConfig | None = None) -> None:
         super().__init__()
+        config = config or NetworkConfig()
+        arch, in_channels, num_classes = config.arch, config.in_channels, config.num_classes
         if arch not in ARCHS:
             raise ValueError(f"unknown arch {arch!r}; choose one of {', '.join(ARCHS)}")
-        if in_channels < 1:
-            raise ValueError("in_channels must be >= 1")
+        if in_channels < 1 or num_classes < 2 or config.decoder_channels < 1 or config.hidden_units < 1:
+            raise ValueError("in_channels, decoder_channels and hidden_units must be >= 1, num_classes >= 2")
+        self.config = config
         self.arch, self.in_channels, self.num_classes = arch, in_channels, num_classes
         blocks = _backbone_blocks(arch)
         _replace_stem(blocks, in_channels)
         i8, ch8, i32, ch32 = _level_indices(blocks, in_channels)
         self.to_stride8 = nn.Sequential(*blocks[: i8 + 1])
         self.to_stride32 = nn.Sequential(*blocks[i8 + 1: i32 + 1])
-        self.decoder = MaskDecoder(ch8, ch32)
+        self.decoder = MaskDecoder(ch8, ch32, config.decoder_channels)
         # torchvision's MobileNetV3 / EfficientNet BatchNorm momentum of 0.01 (the TF reference) makes the
         # running statistics lag ~100s of steps behind the weights: the eval-mode model (validation, EMA,
         # export) is then far from the trained one after short runs — fine-tuning on a few new seizures is
@@ -136,8 +180,9 @@ class ParcelNet(nn.Module):
         for module in self.modules():
             if isinstance(module, nn.BatchNorm2d):
                 module.momentum = BN_MOMENTUM
-        self.classifier = nn.Sequential(nn.Linear(2 * ch32, HIDDEN_UNITS), nn.Hardswish(), nn.Dropout(0.2),
-                                        nn.Linear(HIDDEN_UNITS, num_classes))
+        hidden = config.hidden_units
+        self.classifier = nn.Sequential(nn.Linear(2 * ch32, hidden), nn.Hardswish(), nn.Dropout(0.2),
+                                        nn.Linear(hidden, num_classes))
         for layer in self.classifier:
             if isinstance(layer, nn.Linear):
                 nn.init.normal_(layer.weight, 0, 0.01)
@@ -151,9 +196,19 @@ class ParcelNet(nn.Module):
         return self.classifier(pooled), self.decoder(f8, f32)
 
 
-def build_model(arch: str = DEFAULT_ARCH, in_channels: int = 3, num_classes: int = 2) -> ParcelNet:
-    """The contract's constructor: randomly initialised (never downloads weights)."""
-    return ParcelNet(arch, in_channels, num_classes)
+def build_model(arch: str = DEFAULT_ARCH, in_channels: int = 3, num_classes: int = 2,
+                decoder_channels: int | None = None, hidden_units: int | None = None) -> ParcelNet:
+    """The contract's constructor: randomly initialised (never downloads weights). Unset widths take the
+    module defaults *now* (:data:`DECODER_CHANNELS`, :data:`HIDDEN_UNITS`); a stored model is built with
+    :func:`build_from_config` instead."""
+    return ParcelNet(NetworkConfig(arch, in_channels, num_classes,
+                                   DECODER_CHANNELS if decoder_channels is None else decoder_channels,
+                                   HIDDEN_UNITS if hidden_units is None else hidden_units))
+
+
+def build_from_config(config: NetworkConfig) -> ParcelNet:
+    """A randomly initialised model of exactly the stored shape (load the stored weights into it)."""
+    return ParcelNet(config)
 
 
 def count_parameters(model: nn.Module) -> int:

@@ -7,8 +7,8 @@ import json
 from dataclasses import asdict
 from pathlib import Path
 
-from parcelscan.model.metadata import read_metadata
 from parcelscan.model.registry import Registry, default_model_path
+from parcelscan.model.session import read_metadata
 
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:

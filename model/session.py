@@ -5,11 +5,17 @@ A model is only loaded if its ``<model>.onnx.sha256`` (written by ``parcelscan e
 with a message that says so, because a station that silently runs the wrong weights clears parcels it
 should not. Provider: CUDA when asked (and refused if onnxruntime here has none) or, with ``auto``,
 when available; else CPU. The provider actually used is reported, never assumed.
+
+Also the one place that creates an onnxruntime session (:func:`inference_session`: the station's options
+for the station, export's parity and INT8 checks, and reading a file's metadata), and the one function
+that runs a scan's tiles through a model in batches (:func:`run_in_batches`: the station, evaluation and
+export all use it, so a batch boundary cannot mean different things in each).
 """
 
 from __future__ import annotations
 
 import re
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -57,6 +63,66 @@ def verify_sha256(model_path: str | Path) -> str:
             f"({expected[:16]}…) — the file was modified or the copy is incomplete; copy it again from the "
             f"release")
     return actual
+
+
+def run_in_batches(run: Callable[[np.ndarray], Sequence[np.ndarray]], tiles: np.ndarray,
+                   batch: int) -> tuple[np.ndarray, ...]:
+    """``run`` on consecutive slices of at most ``batch`` tiles; each output concatenated back, one row per
+    tile. A model that returns a different number of rows than it was given tiles is an error (its rows could
+    no longer be matched to scans)."""
+    if batch < 1:
+        raise ValueError(f"batch must be >= 1, got {batch}")
+    parts: list[list[np.ndarray]] = []
+    for start in range(0, len(tiles), batch):
+        chunk = tiles[start:start + batch]
+        outputs = run(chunk)
+        if not parts:
+            parts = [[] for _ in outputs]
+        for k, array in enumerate(outputs):
+            array = np.asarray(array)
+            if array.shape[0] != len(chunk):
+                raise ParcelscanError(f"model returned {array.shape[0]} rows of output {k} for {len(chunk)} tiles")
+            parts[k].append(array)
+    return tuple(np.concatenate(p) for p in parts)
+
+
+def inference_session(model_path: str | Path, providers: Sequence[str] = ("CPUExecutionProvider",),
+                      threads: int | None = None, optimize: bool = True) -> Any:
+    """An ``onnxruntime.InferenceSession`` with the station's options; ``optimize=False`` for reading metadata.
+
+    Onnxruntime errors (a torn or foreign file) become a ParcelscanError naming the file."""
+    import onnxruntime as ort
+
+    options = ort.SessionOptions()
+    options.graph_optimization_level = (ort.GraphOptimizationLevel.ORT_ENABLE_ALL if optimize
+                                        else ort.GraphOptimizationLevel.ORT_DISABLE_ALL)
+    options.log_severity_level = 3
+    if threads:
+        options.intra_op_num_threads = threads
+        options.inter_op_num_threads = 1
+    # Idle onnxruntime threads busy-wait by default; in a station process they would spin on the cores the
+    # reader threads need (and on a shared machine on everyone's): measured batch-1 latency 16.2 → 8.4 ms
+    # (median, 2 threads, load average ~6 on 2 cores) with spinning off.
+    options.add_session_config_entry("session.intra_op.allow_spinning", "0")
+    options.add_session_config_entry("session.inter_op.allow_spinning", "0")
+    try:
+        return ort.InferenceSession(str(model_path), options, providers=list(providers))
+    except Exception as error:  # onnxruntime raises its own Fail/InvalidProtobuf types
+        raise ParcelscanError(f"{model_path}: onnxruntime cannot load the model: "
+                              f"{str(error).splitlines()[0] if str(error) else type(error).__name__}") from error
+
+
+def read_props(path: str | Path) -> dict[str, str]:
+    """``metadata_props`` of an ONNX file, read with onnxruntime (present in every install)."""
+    path = Path(path)
+    if not path.is_file():
+        raise ParcelscanError(f"model not found: {path}")
+    return dict(inference_session(path, optimize=False).get_modelmeta().custom_metadata_map)
+
+
+def read_metadata(path: str | Path) -> ModelMetadata:
+    """The validated :class:`ModelMetadata` of an ONNX file."""
+    return ModelMetadata.from_props(read_props(path), source=str(path))
 
 
 def choose_providers(device: str, available: list[str]) -> list[str]:
@@ -108,22 +174,7 @@ def open_session(model_path: str | Path, device: str = "auto", threads: int | No
     if threads is not None and threads < 1:
         raise ParcelscanError(f"--threads must be >= 1, got {threads}")
     providers = choose_providers(device, ort.get_available_providers())
-    options = ort.SessionOptions()
-    options.graph_optimization_level = ort.GraphOptimizationLevel.ORT_ENABLE_ALL
-    options.log_severity_level = 3
-    if threads:
-        options.intra_op_num_threads = threads
-        options.inter_op_num_threads = 1
-    # Idle onnxruntime threads busy-wait by default; in a station process they would spin on the cores the
-    # reader threads need (and on a shared machine on everyone's): measured batch-1 latency 16.2 → 8.4 ms
-    # (median, 2 threads, load average ~6 on 2 cores) with spinning off.
-    options.add_session_config_entry("session.intra_op.allow_spinning", "0")
-    options.add_session_config_entry("session.inter_op.allow_spinning", "0")
-    try:
-        session = ort.InferenceSession(str(model_path), options, providers=providers)
-    except Exception as error:
-        raise ParcelscanError(f"{model_path}: onnxruntime cannot load the model: "
-                              f"{str(error).splitlines()[0] if str(error) else type(error).__name__}") from error
+    session = inference_session(model_path, providers, threads)
     used = session.get_providers()[0]
     if device == "cuda" and used != "CUDAExecutionProvider":
         raise ParcelscanError(f"--device cuda: onnxruntime fell back to {used} (CUDA libraries missing?); "

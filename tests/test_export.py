@@ -13,7 +13,8 @@ sys.path.insert(0, str(Path(__file__).parent))
 import inspect_helpers as helpers
 
 from parcelscan.errors import ParcelscanError
-from parcelscan.model.metadata import CONTRACT_KEYS, OUTPUT_NAMES, ModelMetadata, read_metadata, read_props
+from parcelscan.model.metadata import CONTRACT_KEYS, OUTPUT_NAMES, ModelMetadata
+from parcelscan.model.session import read_metadata, read_props
 
 
 @pytest.fixture(scope="module")
@@ -142,7 +143,7 @@ def test_export_cli_and_show(built, tmp_path, capsys):
     out.write_bytes(data[: len(data) // 2])  # a torn copy: not even loadable
     assert main(["export", "--show", str(out)]) == 2
     captured = capsys.readouterr()
-    assert "NOT VERIFIED" in captured.out and "not a loadable ONNX model" in captured.err
+    assert "NOT VERIFIED" in captured.out and "onnxruntime cannot load the model" in captured.err
 
 
 def test_export_errors_are_one_line(built, tmp_path, capsys):
@@ -194,3 +195,4 @@ def test_int8_export_reports_and_decides(built, tmp_path):
     assert report.pfa_rise_points == pytest.approx(100 * (report.int8["pfa"] - report.fp32["pfa"]))
     assert set(report.timing_ms) == {1, 8, 32}
     assert report.pd_loss_points == pytest.approx(100 * (report.fp32["pd"] - report.int8["pd"]))
+

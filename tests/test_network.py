@@ -129,3 +129,36 @@ def test_checkpoint_refuses_foreign_files(tmp_path):
     wrong = save_checkpoint(tmp_path / "wrong.pt", {**_checkpoint(model), "arch": "resnet18"})
     with pytest.raises(ParcelscanError, match="do not match"):
         load_checkpoint(wrong)
+
+
+def test_checkpoint_stores_the_network_shape_and_old_checkpoints_keep_theirs(tmp_path, monkeypatch):
+    """Issue 12: the decoder width and hidden units were module constants no checkpoint recorded. Now the
+    checkpoint stores the shape and the model is built from it; a checkpoint written before (no ``network``
+    key) is read with the shape it had then, even after the network's defaults change."""
+    from parcelscan.model import network
+    from parcelscan.model.checkpoint import network_config, network_entry
+
+    torch.manual_seed(2)
+    old_model = build_model("mobilenet_v3_small", 3).eval()
+    old = _checkpoint(old_model)  # written the old way: arch and in_channels, no network configuration
+    assert "network" not in old
+    old_path = save_checkpoint(tmp_path / "old.pt", old)
+    assert "network" not in read_checkpoint(old_path)
+    # a newcomer changes the defaults for new models
+    monkeypatch.setattr(network, "DECODER_CHANNELS", 48)
+    monkeypatch.setattr(network, "HIDDEN_UNITS", 128)
+    new_model = build_model("mobilenet_v3_small", 3).eval()
+    assert new_model.decoder.logit.in_channels == 48 and new_model.classifier[0].out_features == 128
+    new_path = save_checkpoint(tmp_path / "new.pt", _checkpoint(new_model, network=network_entry(new_model)))
+    x = torch.randn(1, 3, 64, 64)
+    loaded_old, _ = load_checkpoint(old_path)  # the old checkpoint still loads, with its own shape
+    assert loaded_old.decoder.logit.in_channels == network.LEGACY_SHAPE["decoder_channels"] == 32
+    assert loaded_old.classifier[0].out_features == network.LEGACY_SHAPE["hidden_units"] == 256
+    monkeypatch.undo()  # and the new one loads after the defaults went back: its shape is read, not assumed
+    loaded_new, _ = load_checkpoint(new_path)
+    assert network_config(read_checkpoint(new_path)).decoder_channels == 48
+    with torch.no_grad():
+        assert torch.equal(loaded_old(x)[0], old_model(x)[0]) and torch.equal(loaded_new(x)[1], new_model(x)[1])
+    # a stored configuration missing a key takes the old constant's value, not today's default
+    partial = {**_checkpoint(old_model), "network": {"arch": "mobilenet_v3_small", "in_channels": 3}}
+    assert network_config(partial).decoder_channels == 32 and network_config(partial).hidden_units == 256

@@ -87,7 +87,7 @@ def test_models_register_cli_registers_the_shipped_default(tmp_path, capsys):
     """`parcelscan models register` through the real CLI, with and without --checkpoint (issue 11 item 3: it
     crashed on ``ModelMetadata.get``); the entry carries the model file's own metadata."""
     from parcelscan.cli import main as cli
-    from parcelscan.model.metadata import read_metadata
+    from parcelscan.model.session import read_metadata
 
     store = tmp_path / "store"
     assert cli(["models", "--registry", str(store), "register", str(SHIPPED_DEFAULT)]) == 0

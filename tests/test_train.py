@@ -89,6 +89,8 @@ def test_run_writes_every_artefact(run):
     assert last["preprocessing"]["tile_rows"] == 64 and last["in_channels"] == 3
     assert 0 < last["threshold"] <= 1 and last["temperature"] > 0 and last["target_pfa"] == 0.01
     assert last["ema"] is not None and last["optimizer"]["state"]
+    assert last["network"] == {"arch": "mobilenet_v3_small", "in_channels": 3, "num_classes": 2,
+                               "decoder_channels": 32, "hidden_units": 256}  # the shape is stored, not assumed
     metrics = json.loads((run / "metrics.json").read_text())
     best = read_checkpoint(run / "weights" / "best.pt")
     assert metrics["best_epoch"] == best["epoch"] and metrics["threshold"] == best["threshold"]

@@ -11,10 +11,9 @@ from dataclasses import asdict, dataclass, field, fields
 from pathlib import Path
 from typing import Any
 
+from parcelscan.datasets.preprocess import INPUT_KINDS
 from parcelscan.errors import ParcelscanError
-
-INPUT_KINDS = ("dual_energy", "pseudo_color")
-DEVICES = ("auto", "cpu", "cuda")
+from parcelscan.model.session import DEVICES
 
 
 @dataclass
@@ -61,7 +60,7 @@ class TrainConfig:
     progress: bool = True
 
     def validate(self) -> TrainConfig:
-        from parcelscan.model.network import ARCHS
+        from parcelscan.model.network import ARCHS  # the network module loads torch; a config is read without it
 
         if self.arch not in ARCHS:
             raise ParcelscanError(f"unknown arch {self.arch!r}; choose one of {', '.join(ARCHS)}")

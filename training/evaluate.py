@@ -27,8 +27,15 @@ from typing import Any
 
 import numpy as np
 
+from parcelscan.datasets.datatools import load_record_input, load_record_mask
+from parcelscan.datasets.manifest import read_manifest
+from parcelscan.datasets.prepared_cache import PreparedCache
+from parcelscan.datasets.preprocess import PreprocessSpec, heatmap_to_scan, prepare_mask, prepare_scan, scan_hw
+from parcelscan.datasets.scans.colour import pseudocolor_of
 from parcelscan.errors import ParcelscanError, ScanReadError
+from parcelscan.model.session import open_session, run_in_batches, sha256_sidecar
 from parcelscan.training import metrics as M
+from parcelscan.training import plots
 from parcelscan.training.runs import increment_dir, resolve_device
 
 REPORT_PFAS = (0.01, 0.001)
@@ -38,23 +45,15 @@ TileRunner = Callable[[np.ndarray], tuple[np.ndarray, np.ndarray]]
 
 
 # --- reading manifest records ------------------------------------------------------------------------
-def load_record_scan(record: Any, root: Path, input_kind: str):
-    """The Scan a manifest record names, as a model of ``input_kind`` sees it — the same loader as the
-    training Dataset (``datasets.datatools.load_record_input``): a pseudo-colour model reads a record's
-    operator image ``files.rgb``, the picture an RGB-only station exports."""
-    from parcelscan.datasets.datatools import load_record_input
+# A record's scan is read with ``datasets.datatools.load_record_input`` — the training Dataset's loader: a
+# pseudo-colour model reads the record's operator image ``files.rgb``, the picture an RGB-only station exports.
+def mask_supervision(record: Any, root: Path, shape: tuple[int, int]) -> tuple[np.ndarray | None, bool]:
+    """(mask uint8 or None, has_mask): the mask the mask head is scored against.
 
-    return load_record_input(record, root, input_kind)
-
-
-def load_record_mask(record: Any, root: Path, shape: tuple[int, int]) -> tuple[np.ndarray | None, bool]:
-    """(mask uint8 or None, has_mask).
-
-    A clear scan without a mask file has a *known* all-zero mask (nothing concealed), which is real
-    supervision for the mask head; a suspect scan without one (e.g. a station seizure) has none."""
-    from parcelscan.datasets import datatools
-
-    mask = datatools.load_record_mask(record, root, shape)
+    Unlike ``datatools.load_record_mask`` (the mask file, or None), a clear scan without a mask file has a
+    *known* all-zero mask (nothing concealed), which is real supervision for the mask head; a suspect scan
+    without one (e.g. a station seizure) has none."""
+    mask = load_record_mask(record, root, shape)
     if mask is not None:
         return mask, True
     if record.label == "clear":
@@ -100,13 +99,11 @@ class _Prepared:
 
 def _prepare_arrays(record: Any, root: Path, spec: Any, with_masks: bool) -> tuple[Any, np.ndarray | None, Any, Any]:
     """(prepared scan, mask tiles or None, decoded scan, full-size mask or None) of one record."""
-    from parcelscan.datasets.preprocess import prepare_mask, prepare_scan, scan_hw
-
-    scan = load_record_scan(record, root, spec.input_kind)
+    scan = load_record_input(record, root, spec.input_kind)
     prepared = prepare_scan(scan, spec)
     mask = mask_tiles = None
     if with_masks:
-        mask, has_mask = load_record_mask(record, root, scan_hw(scan))
+        mask, has_mask = mask_supervision(record, root, scan_hw(scan))
         if has_mask:
             mask_tiles = prepare_mask(mask, scan, spec)
     return prepared, mask_tiles, scan, mask
@@ -131,8 +128,6 @@ def _prepare_one(index: int, record: Any, root: Path, spec: Any, with_masks: boo
 def _display_image(scan: Any) -> np.ndarray:
     if getattr(scan, "rgb", None) is not None:
         return np.asarray(scan.rgb, dtype=np.uint8)
-    from parcelscan.datasets.scans.colour import pseudocolor_of
-
     return pseudocolor_of(scan)
 
 
@@ -184,8 +179,6 @@ def predict_records(records: Sequence[Any], root: Path, spec: Any, run_tiles: Ti
     ``fail_closed``: an unreadable scan gets margin +inf (flagged, as the station sends it to manual
     inspection) and its error is kept; otherwise the first unreadable scan raises. ``cache_root``: read and
     fill the prepared-scan cache (``datasets.prepared_cache``), as training's per-epoch validation does."""
-    from parcelscan.datasets.preprocess import heatmap_to_scan
-
     start = time.perf_counter()
     n = len(records)
     out = ScanOutputs(np.full(n, np.nan), np.zeros(n, np.int64), [None] * n)
@@ -196,12 +189,7 @@ def predict_records(records: Sequence[Any], root: Path, spec: Any, run_tiles: Ti
         if not buffer:
             return
         tiles = np.concatenate([item.prepared.tiles for item in buffer]).astype(np.float32, copy=False)
-        logits, heat = [], []
-        for first in range(0, len(tiles), batch_tiles):
-            batch_logits, batch_heat = run_tiles(tiles[first:first + batch_tiles])
-            logits.append(np.asarray(batch_logits, np.float32))
-            heat.append(np.asarray(batch_heat, np.float32))
-        all_logits, all_heat = np.concatenate(logits), np.concatenate(heat)
+        all_logits, all_heat = (np.asarray(a, np.float32) for a in run_in_batches(run_tiles, tiles, batch_tiles))
         offset = 0
         for item in buffer:
             count = item.prepared.n_tiles
@@ -225,8 +213,6 @@ def predict_records(records: Sequence[Any], root: Path, spec: Any, run_tiles: Ti
 
     cache = None
     if cache_root is not None:
-        from parcelscan.datasets.prepared_cache import PreparedCache
-
         cache = PreparedCache(cache_root, spec)
     iterator = _prefetch(records, root, spec, workers, with_masks, keep_set, cache)
     if progress:
@@ -297,14 +283,10 @@ class LoadedModel:
 
 def load_model_for_eval(path: str | Path, device: str = "auto") -> LoadedModel:
     """A checkpoint (.pt, PyTorch) or an ONNX file (onnxruntime only) behind the same runner interface."""
-    from parcelscan.datasets.preprocess import PreprocessSpec
-
     path = Path(path)
     if not path.is_file():
         raise ParcelscanError(f"model not found: {path}")
     if path.suffix.lower() == ".onnx":
-        from parcelscan.model.session import open_session, sha256_sidecar
-
         session = open_session(path, device=device, verify=sha256_sidecar(path).is_file())
         meta = session.metadata
 
@@ -316,7 +298,7 @@ def load_model_for_eval(path: str | Path, device: str = "auto") -> LoadedModel:
                 "data_fingerprint": meta.data_fingerprint, "sha256": session.sha256, "provider": session.provider}
         return LoadedModel(run, PreprocessSpec.from_dict(meta.preprocessing), meta.threshold, meta.temperature,
                            meta.target_pfa, info, "onnx")
-    from parcelscan.model.checkpoint import load_checkpoint
+    from parcelscan.model.checkpoint import load_checkpoint  # loads torch: evaluating an ONNX file needs none
 
     model, info = load_checkpoint(path)
     torch_device = resolve_device(device)
@@ -473,8 +455,6 @@ def evaluate(model_path: str | Path, data_dir: str | Path, split: str = "test", 
              workers: int = 2, batch_tiles: int = 32, n_boot: int = 1000, seed: int = 0, plots: bool = True,
              progress: bool = True, heatmaps: int = 8) -> tuple[Path, dict[str, Any]]:
     """Evaluate a model on one split; writes ``report.md``, ``metrics.json`` and PNG plots."""
-    from parcelscan.datasets.manifest import read_manifest
-
     if not 0.0 < target_pfa < 1.0:
         raise ParcelscanError(f"--target-pfa must be in (0, 1), got {target_pfa}")
     data_dir = Path(data_dir)
@@ -512,8 +492,6 @@ def _predictions_csv(records: Sequence[Any], outputs: ScanOutputs, scores: np.nd
 def _evaluation_plots(run_dir: Path, labels: np.ndarray, scores: np.ndarray, outputs: ScanOutputs,
                       records: Sequence[Any], data_dir: Path, model: LoadedModel, summary: dict[str, Any],
                       heatmaps: int, workers: int) -> None:
-    from parcelscan.training import plots
-
     marks = {f"Pfa {k}": (v["pfa"], v["pd"]) for k, v in summary["pd_at_pfa"].items()}
     stored = summary["stored_operating_point"]
     marks["stored threshold"] = (stored["pfa"], stored["pd"])

@@ -8,6 +8,9 @@ from __future__ import annotations
 
 import argparse
 
+from parcelscan.errors import ParcelscanError
+from parcelscan.training.train_cli import passive_omp_wait
+
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--model", required=True, help="checkpoint (.pt, e.g. runs/train/exp/weights/best.pt) or "
@@ -30,11 +33,8 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
 
 
 def run(args: argparse.Namespace) -> int:
-    from parcelscan.training.train_cli import passive_omp_wait
-
     passive_omp_wait()  # before torch / onnxruntime load OpenMP (see train_cli)
-    from parcelscan.errors import ParcelscanError
-    from parcelscan.training.evaluate import evaluate
+    from parcelscan.training.evaluate import evaluate  # after passive_omp_wait: onnxruntime/torch read it once
 
     if args.bootstrap < 1 or args.batch_size < 1 or args.workers < 0:
         raise ParcelscanError("--bootstrap and --batch-size must be >= 1, --workers >= 0")

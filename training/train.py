@@ -25,13 +25,13 @@ Recipe and why:
 
 from __future__ import annotations
 
+import copy
 import csv
 import hashlib
 import json
 import math
 import os
 import random
-import subprocess
 import sys
 import time
 from datetime import UTC, datetime
@@ -44,9 +44,26 @@ import torch.nn.functional as F
 from torch import nn
 
 from parcelscan import __version__
+from parcelscan.datasets.manifest import read_manifest
+from parcelscan.datasets.prepared_cache import default_cache_root
+from parcelscan.datasets.preprocess import PreprocessSpec
+from parcelscan.datasets.torch_dataset import ScanDataset, collate
 from parcelscan.errors import ParcelscanError
+from parcelscan.model.checkpoint import load_checkpoint, network_config, network_entry, read_checkpoint, save_checkpoint
+from parcelscan.model.metadata import git_commit
+from parcelscan.model.network import NetworkConfig, build_from_config, build_model
 from parcelscan.training import distributed as D
+from parcelscan.training import metrics as M
+from parcelscan.training import plots
 from parcelscan.training.config import TrainConfig, dump_config
+from parcelscan.training.evaluate import (
+    heatmap_picks,
+    operating_point,
+    predict_records,
+    scan_probabilities,
+    screening_summary,
+    torch_runner,
+)
 from parcelscan.training.runs import increment_dir, resolve_device
 
 RESULTS_COLUMNS = ["epoch", "train/loss", "train/cls_loss", "train/mask_bce", "train/mask_dice", "val/loss",
@@ -64,19 +81,6 @@ def seed_everything(seed: int, deterministic: bool) -> None:
         torch.backends.cudnn.benchmark = False
         os.environ.setdefault("CUBLAS_WORKSPACE_CONFIG", ":4096:8")
         torch.use_deterministic_algorithms(True, warn_only=True)
-
-
-def git_commit() -> str:
-    """HEAD of the source tree this code runs from, ``-dirty`` when it has uncommitted changes."""
-    source = Path(__file__).resolve().parent.parent
-    try:
-        head = subprocess.run(["git", "-C", str(source), "rev-parse", "HEAD"], capture_output=True, text=True,
-                              timeout=10, check=True).stdout.strip()
-        dirty = subprocess.run(["git", "-C", str(source), "status", "--porcelain", "--untracked-files=no"],
-                               capture_output=True, text=True, timeout=10, check=True).stdout.strip()
-    except (OSError, subprocess.SubprocessError):
-        return "unknown"
-    return head + ("-dirty" if dirty else "")
 
 
 def data_fingerprint(records: list[Any], root: Path) -> str:
@@ -138,8 +142,6 @@ class ModelEMA:
     changing weights instead of remembering the random initialisation."""
 
     def __init__(self, model: nn.Module, decay: float = 0.999, tau: float = 2000.0, updates: int = 0) -> None:
-        import copy
-
         self.module = copy.deepcopy(model).eval()
         for parameter in self.module.parameters():
             parameter.requires_grad_(False)
@@ -208,8 +210,6 @@ class BalancedShardSampler(torch.utils.data.Sampler):
 
 # --- data ----------------------------------------------------------------------------------------------------------
 def load_splits(data_dir: Path) -> tuple[list[Any], list[Any]]:
-    from parcelscan.datasets.manifest import read_manifest
-
     records = read_manifest(data_dir)
     train = [r for r in records if r.split == "train"]
     val = [r for r in records if r.split == "val"]
@@ -225,11 +225,9 @@ def load_splits(data_dir: Path) -> tuple[list[Any], list[Any]]:
     return train, val
 
 
-def _initial_weights(config: TrainConfig) -> tuple[Any, dict[str, torch.Tensor]]:
-    """(spec, weights) of ``config.init_from``: fine-tuning keeps the checkpoint's preprocessing and arch."""
-    from parcelscan.datasets.preprocess import PreprocessSpec
-    from parcelscan.model.checkpoint import read_checkpoint
-
+def _initial_weights(config: TrainConfig) -> tuple[Any, dict[str, torch.Tensor], NetworkConfig]:
+    """(spec, weights, network shape) of ``config.init_from``: fine-tuning keeps the checkpoint's
+    preprocessing, arch and network shape."""
     source = read_checkpoint(config.init_from)
     if source["arch"] != config.arch:
         raise ParcelscanError(f"init_from {config.init_from} is a {source['arch']} model; set arch: {source['arch']}")
@@ -237,12 +235,11 @@ def _initial_weights(config: TrainConfig) -> tuple[Any, dict[str, torch.Tensor]]
     if spec.input_kind != config.input_kind:
         raise ParcelscanError(f"init_from {config.init_from} takes {spec.input_kind} input, the config says "
                               f"{config.input_kind}")
-    return spec, source["ema"] if source.get("ema") is not None else source["model"]
+    weights = source["ema"] if source.get("ema") is not None else source["model"]
+    return spec, weights, network_config(source)
 
 
 def make_spec(config: TrainConfig):
-    from parcelscan.datasets.preprocess import PreprocessSpec
-
     try:
         return PreprocessSpec.for_kind(config.input_kind, **config.preprocessing)
     except TypeError as error:
@@ -252,16 +249,12 @@ def make_spec(config: TrainConfig):
 def build_train_dataset(root: Path, spec: Any, config: TrainConfig):
     """The train split as ``datasets.torch_dataset.ScanDataset``: one tile per scan (the one with the most
     powder for a suspect), tile label from the mask, physical augmentation, seeded by (seed, epoch, index)."""
-    from parcelscan.datasets.torch_dataset import ScanDataset
-
     return ScanDataset(root, spec, split="train", augment=config.augment, seed=config.seed,
                        tile_flips=config.tile_flips, cache_root=cache_root(root, config))
 
 
 def cache_root(root: Path, config: TrainConfig) -> Path | None:
     """Where prepared scans are cached (``config.cache``), else None."""
-    from parcelscan.datasets.prepared_cache import default_cache_root
-
     return default_cache_root(root) if config.cache else None
 
 
@@ -297,8 +290,6 @@ class Trainer:
         self.resume_path = Path(resume) if resume else None
         resumed = None
         if self.resume_path is not None:
-            from parcelscan.model.checkpoint import read_checkpoint
-
             resumed = read_checkpoint(self.resume_path)
             config = _resumed_config(resumed, overrides or {})
         elif config is None:
@@ -312,12 +303,12 @@ class Trainer:
         self.data_dir = Path(config.data)
         self.train_records, self.val_records = load_splits(self.data_dir)
         self.init_weights = None
+        self.network: NetworkConfig | None = None  # None: a new model of the network's current defaults
         if resumed is not None:
-            from parcelscan.datasets.preprocess import PreprocessSpec
-
             self.spec = PreprocessSpec.from_dict(resumed["preprocessing"])
+            self.network = network_config(resumed)
         elif config.init_from:
-            self.spec, self.init_weights = _initial_weights(config)
+            self.spec, self.init_weights, self.network = _initial_weights(config)
         else:
             self.spec = make_spec(config)
         self.fingerprint = data_fingerprint(self.train_records + self.val_records, self.data_dir)
@@ -327,11 +318,7 @@ class Trainer:
 
     # --- setup --------------------------------------------------------------------------------------------
     def _build(self, resumed: dict[str, Any] | None) -> None:
-        from parcelscan.model.network import build_model
-
         config = self.config
-        from parcelscan.datasets.torch_dataset import collate
-
         self.train_dataset = build_train_dataset(self.data_dir, self.spec, config)
         self.sampler = BalancedShardSampler(dataset_labels(self.train_dataset),
                                             config.balanced_sampling, config.seed, self.dist.rank,
@@ -343,7 +330,8 @@ class Trainer:
             pin_memory=self.device.type == "cuda", drop_last=len(self.sampler) > config.batch_size,
             worker_init_fn=_worker_init, generator=generator, collate_fn=collate,
             persistent_workers=False)  # workers must see the dataset's set_epoch (augmentation varies per epoch)
-        model = build_model(config.arch, self.spec.in_channels)
+        model = (build_from_config(self.network) if self.network is not None
+                 else build_model(config.arch, self.spec.in_channels))
         if self.init_weights is not None:
             model.load_state_dict(self.init_weights)
         model = model.to(self.device)
@@ -443,8 +431,6 @@ class Trainer:
 
     def _predict(self, records: list[Any], keep: Any = (), with_masks: bool = False, progress: bool = False):
         """Scan-level predictions of the EMA model on ``records`` (this process only, no collectives)."""
-        from parcelscan.training.evaluate import predict_records, torch_runner
-
         self.ema.module.eval()
         return predict_records(records, self.data_dir, self.spec, torch_runner(self.ema.module, self.device),
                                batch_tiles=self.config.batch_size, workers=self.config.workers,
@@ -454,9 +440,6 @@ class Trainer:
     def validate(self) -> tuple[dict[str, float], np.ndarray, np.ndarray]:
         """Scan-level validation of the EMA model: every rank predicts a shard, every rank gets all results
         (so every rank takes the same early-stopping decision). Returns (metrics, labels, margins)."""
-        from parcelscan.training import metrics as M
-        from parcelscan.training.evaluate import operating_point
-
         shard = list(range(self.dist.rank, len(self.val_records), self.dist.world_size))
         outputs = self._predict([self.val_records[i] for i in shard], with_masks=True,
                                 progress=self.dist.is_main and self.config.progress)
@@ -485,7 +468,7 @@ class Trainer:
     def checkpoint(self, epoch: int, val: dict[str, float]) -> dict[str, Any]:
         metrics = {k.removeprefix("val/"): float(v) for k, v in val.items()}
         return {
-            "arch": self.config.arch, "in_channels": self.spec.in_channels,
+            "arch": self.config.arch, "in_channels": self.spec.in_channels, "network": network_entry(self.model),
             "model": _cpu_state(self.model.state_dict()), "ema": _cpu_state(self.ema.state_dict()),
             "optimizer": self.optimizer.state_dict(), "scheduler": self.scheduler.state_dict(),
             "epoch": epoch, "config": self.config.to_dict(), "preprocessing": self.spec.to_dict(),
@@ -527,8 +510,6 @@ class Trainer:
 
     # --- the loop ------------------------------------------------------------------------------------------
     def fit(self) -> Path:
-        from parcelscan.model.checkpoint import save_checkpoint
-
         config = self.config
         run_dir = self._prepare_run_dir()
         if self.dist.is_main:
@@ -583,10 +564,6 @@ class Trainer:
 
     def finish(self, seconds: float, last_epoch: int, stopped_early: bool) -> None:
         """metrics.json and plots for best.pt, from its validation predictions (rank 0 only)."""
-        from parcelscan.model.checkpoint import load_checkpoint
-        from parcelscan.training import plots
-        from parcelscan.training.evaluate import heatmap_picks, scan_probabilities, screening_summary
-
         best_path = self.run_dir / "weights" / "best.pt"
         if not best_path.exists():
             return

@@ -3,7 +3,10 @@
 from __future__ import annotations
 
 import argparse
+import os
 from pathlib import Path
+
+from parcelscan.errors import ParcelscanError
 
 # flag → TrainConfig field, for the flags that override the config file
 FLAG_FIELDS = {"data": "data", "name": "name", "project": "project", "device": "device", "epochs": "epochs",
@@ -42,8 +45,6 @@ def _explicit(args: argparse.Namespace) -> dict:
 
 
 def find_resume_checkpoint(resume: str, project: str, name: str | None) -> Path:
-    from parcelscan.errors import ParcelscanError
-
     if resume != "auto":
         path = Path(resume)
         if path.is_dir():
@@ -69,14 +70,11 @@ def passive_omp_wait() -> None:
     spinning waits, oversubscribed cores starve each other: on this 2-core machine under load a batch of
     four 64×64 tiles took 217 ms with the default policy and 18 ms with PASSIVE. Must run before
     PyTorch is imported (OpenMP reads it once)."""
-    import os
-
     os.environ.setdefault("OMP_WAIT_POLICY", "PASSIVE")
 
 
 def run(args: argparse.Namespace) -> int:
     passive_omp_wait()
-    from parcelscan.errors import ParcelscanError
     from parcelscan.training.config import TrainConfig, load_config
 
     explicit = _explicit(args)
@@ -100,8 +98,6 @@ def run(args: argparse.Namespace) -> int:
         from parcelscan.training.train import train
 
         run_dir = train(config)
-    import os
-
     if os.environ.get("RANK", "0") == "0":
         print(f"results in {run_dir}")
     return 0
