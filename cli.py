@@ -29,7 +29,7 @@ VERBS: dict[str, tuple[str, str]] = {
     "evaluate": ("parcelscan.training.evaluate_cli", "evaluate a model at screening operating points"),
     "export": ("parcelscan.model.export_cli", "export a checkpoint to ONNX"),
     "inspect": ("parcelscan.inference.inspect_cli", "inspect scans with the ONNX model (station CLI)"),
-    "review": ("parcelscan.inference.review_cli", "inspector review web app: serve, ingest, add-user, export"),
+    "review": ("parcelscan.inference.review_cli", "inspector review web app: serve, ingest, add-user, export, migrate"),
     "retrain": ("parcelscan.training.retrain_cli", "fine-tune on new seizures"),
     "models": ("parcelscan.model.registry_cli", "model registry: list, show, register, promote, rollback"),
 }
