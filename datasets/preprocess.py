@@ -50,6 +50,10 @@ from typing import Any
 
 import numpy as np
 
+from parcelscan.datasets.physics.forward import forward_model
+from parcelscan.datasets.physics.materials import get_material
+from parcelscan.datasets.physics.profile import load_profile
+from parcelscan.datasets.physics.pseudocolor import pseudocolor_from_pair
 from parcelscan.errors import ParcelscanError, ScanReadError
 
 SPEC_VERSION = 1
@@ -84,10 +88,6 @@ def excess_reference_table(profile_name: str | None = None, material: str = EXCE
     Uses the exact (full-spectrum) forward model; called when a spec is *made* (training), never at
     inference, where the table travels inside the spec.
     """
-    from parcelscan.datasets.physics.forward import forward_model
-    from parcelscan.datasets.physics.materials import get_material
-    from parcelscan.datasets.physics.profile import load_profile
-
     profile = load_profile(profile_name)
     model = forward_model(profile)
     areal = np.geomspace(1e-3, 400.0, 800)
@@ -333,9 +333,6 @@ def scan_planes(scan: Any, spec: PreprocessSpec) -> np.ndarray:
 
 
 def _operator_image(scan: Any) -> np.ndarray:
-    from parcelscan.datasets.physics.profile import load_profile
-    from parcelscan.datasets.physics.pseudocolor import pseudocolor_from_pair
-
     profile_name = (scan.meta or {}).get("profile")
     try:
         profile = load_profile(profile_name if isinstance(profile_name, str) else None)

@@ -91,3 +91,17 @@ def test_a_named_link_loop_with_no_scan_name_is_one_line_not_a_crash(station, ca
     code, lines, err = _run([loop, station / "sim31-000077_low.png"], capsys, monkeypatch)
     assert [v["scan_id"] for v in lines] == ["sim31-000077"] and code in (0, 1)
     assert "loop: not a scan file (a symbolic link loop); ignored" in err
+
+
+def test_the_station_path_never_imports_torch(tmp_path):
+    """A whole `parcelscan inspect` run (reading, gates, shield check, model) in a fresh interpreter: no torch, no
+    physics libraries (spekpy, xraydb), no matplotlib — imports at module top must keep the station light."""
+    import subprocess
+
+    code = ("import sys\nfrom parcelscan.cli import main\n"
+            f"code = main(['inspect', {str(EXAMPLES)!r}, '--quiet'])\n"
+            "heavy = sorted(m for m in ('torch', 'spekpy', 'xraydb', 'matplotlib', 'fastapi') if m in sys.modules)\n"
+            "print('HEAVY', heavy, code, file=sys.stderr)\n")
+    env = {**os.environ, "PARCELSCAN_MODEL_DIR": str(tmp_path / "empty-store")}
+    result = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, env=env, timeout=300)
+    assert "HEAVY [] 1" in result.stderr, result.stderr[-2000:]

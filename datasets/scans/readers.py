@@ -40,6 +40,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 import numpy as np
+from PIL import Image
 
 from parcelscan.datasets.scans import scanfile
 from parcelscan.datasets.scans.colour import pseudocolor_of
@@ -161,8 +162,6 @@ def _rgb_scan_id(path: Path) -> str:
 
 def read_rgb_image(path: Path, scan_id: str | None = None, image_format: str | None = None) -> Scan:
     """A pseudo-colour PNG/JPEG → Scan(kind="pseudo_color"), validated before and after decoding."""
-    from PIL import Image
-
     path = check_file(Path(path))
     image_format = image_format or ("png" if path.suffix.lower() == ".png" else "jpeg")
     if image_format == "png":
