@@ -105,3 +105,14 @@ def test_the_station_path_never_imports_torch(tmp_path):
     env = {**os.environ, "PARCELSCAN_MODEL_DIR": str(tmp_path / "empty-store")}
     result = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, env=env, timeout=300)
     assert "HEAVY [] 1" in result.stderr, result.stderr[-2000:]
+
+
+def test_a_stdin_list_of_names_that_are_not_there_is_one_manual_inspection_per_scan(station, capsys, monkeypatch,
+                                                                                    tmp_path):
+    """`ls DIR | parcelscan inspect -` run elsewhere: the names do not resolve. Each named scan is reported once
+    (not once per file), as manual inspection — nothing is dropped, nothing multiplied."""
+    names = "".join(f"{p.name}\n" for p in sorted(station.iterdir()))
+    monkeypatch.chdir(tmp_path)
+    code, lines, err = _run(["-"], capsys, monkeypatch, stdin=names)
+    assert code == 2 and len(lines) == 7 and all(v["verdict"] == "manual_inspection" for v in lines)
+    assert len({v["scan_id"] for v in lines}) == 7 and "Traceback" not in err

@@ -535,11 +535,22 @@ def _scan_siblings(path: Path) -> list[str] | None:
         return None
 
 
+def _named_scan_id(name: str) -> str:
+    """The scan id a file name points at (``x_low.png`` → ``x``), for a named file that is not there."""
+    lower = name.lower()
+    suffix = next((s for s in _ID_SUFFIXES if lower.endswith(s)), None)
+    return name[: -len(suffix)] if suffix and len(name) > len(suffix) else Path(name).stem
+
+
 def scan_key(ref: ScanRef) -> tuple[str, str]:
     """One scan, however it was reached (a directory, any of its files, a link): its format and the real
-    path of its main file. ``os.path.realpath`` never raises on a symbolic link loop (``Path.resolve``
-    does, which once crashed a whole station run)."""
-    return ref.format, os.path.realpath(ref.paths[0])
+    path of its main file; named files that are missing key by their folder and scan id (the low and the
+    high image of one absent scan are one manual inspection, not two). ``os.path.realpath`` never raises on
+    a symbolic link loop (``Path.resolve`` does, which once crashed a whole station run)."""
+    main = ref.paths[0]
+    if not ref.ok and not os.path.lexists(main):
+        return "missing", os.path.join(os.path.realpath(main.parent), ref.scan_id)
+    return ref.format, os.path.realpath(main)
 
 
 def discover(paths: Iterable[Path | str], exclude: Iterable[Path | str] = ()) -> Discovery:
@@ -581,7 +592,8 @@ def discover(paths: Iterable[Path | str], exclude: Iterable[Path | str] = ()) ->
             continue
         if what == "missing" or (what or "").startswith("not readable"):
             why = "no such file or directory" if what == "missing" else what
-            found.refs.append(_problem_ref(path.stem, "unknown", "unknown", (path,), ScanReadError(f"{path}: {why}")))
+            found.refs.append(_problem_ref(_named_scan_id(path.name), "unknown", "unknown", (path,),
+                                           ScanReadError(f"{path}: {why}")))
             continue
         if not is_scan_part_name(path.name):
             found.unknown.append((path, "not a scan file" if what is None else f"not a scan file ({what})"))
