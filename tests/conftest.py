@@ -118,7 +118,11 @@ class PostgresServer:
         return result
 
     def start(self) -> None:
-        self._run("pg_ctl", "-D", str(self.data), "-l", str(self.base / "server.log"), "-w", "-t", "60", "start")
+        try:
+            self._run("pg_ctl", "-D", str(self.data), "-l", str(self.base / "server.log"), "-w", "-t", "60", "start")
+        except RuntimeError as error:
+            log = (self.base / "server.log").read_text(errors="replace").splitlines()[-15:]
+            raise RuntimeError(f"{error}\nserver.log:\n" + "\n".join(log)) from None
 
     def stop(self) -> None:
         self._run("pg_ctl", "-D", str(self.data), "-m", "fast", "-w", "stop")
@@ -137,6 +141,10 @@ class PostgresServer:
         while any(_alive(pid) for pid in family) and time.monotonic() < deadline:
             time.sleep(0.05)
         assert not any(_alive(pid) for pid in family), "the PostgreSQL processes did not die"
+        # all verified dead; an unreaped (zombie) postmaster would still answer kill(pid, 0) and make the new
+        # postmaster believe the old one runs, so its lock files go, as an operator's would after a crash
+        for lock in (self.data / "postmaster.pid", self.socket_dir / f".s.PGSQL.{self.port}.lock"):
+            lock.unlink(missing_ok=True)
         return len(family)
 
     def admin(self, dbname: str = "postgres") -> psycopg.Connection:
