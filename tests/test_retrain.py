@@ -88,3 +88,101 @@ def test_retrain_refuses_an_onnx_base_and_missing_original_test(base, tmp_path):
         retrain(RetrainConfig(base=str(onnx), new=str(original), replay=str(original)))
     with pytest.raises(ParcelscanError, match="original test"):
         retrain(RetrainConfig(base=str(checkpoint), new=str(original)))
+
+
+# --- retraining the shipped default (issue 11 items 2 and 6) ----------------------------------------------
+@pytest.fixture(scope="module")
+def original(tmp_path_factory) -> Path:
+    """Stand-in for the original training data: simulated scans with train/val/test splits."""
+    data = simulate(tmp_path_factory.mktemp("original") / "data", 30, 41, ["mail_pouch", "tile_stack"])
+    assert cli(["data", "split", str(data), "--val", "0.3", "--test", "0.3", "--seed", "0"]) == 0
+    return data
+
+
+def test_retrain_from_the_shipped_default_through_the_cli(original, tmp_path, capsys):
+    """A fresh clone retrains the shipped ONNX default: its checkpoint lies beside it, the run keeps the
+    recipe's data settings, the candidate is registered under --name as a child of the (now registered)
+    base, and the report shows counts beside percentages."""
+    from parcelscan.datasets.manifest import read_manifest
+    from parcelscan.model.session import read_metadata, sha256_file
+    from parcelscan.training.config import load_config
+    from parcelscan.training.retrain import base_in_registry, resolve_base
+
+    new = tmp_path / "new"
+    assert cli(["simulate", "--out", str(new), "--count", "30", "--seed", "42", "--workers", "1", "--no-progress",
+                "--suspect-fraction", "0.85", "--scenarios", "tile_ingredients"]) == 0
+    store = tmp_path / "store"
+    assert cli(["retrain", "--base", str(SHIPPED_DEFAULT), "--new", str(new), "--replay", str(original),
+                "--name", "seizures", "--epochs", "1", "--project", str(tmp_path / "runs"), "--registry", str(store),
+                "--device", "cpu"]) == 0
+    out = capsys.readouterr()
+    run_dir = tmp_path / "runs" / "seizures"
+    args = load_config(run_dir / "train" / "args.yaml")
+    recipe = load_config(Path(__file__).resolve().parent.parent / "training" / "recipes" / "dual.yaml")
+    for key in ("augment", "tile_flips", "cache", "batch_size", "workers"):  # the recipe's, not hard-coded
+        assert getattr(args, key) == getattr(recipe, key), key
+    assert (args.augment, args.cache, args.tile_flips) == (False, True, True)
+    assert "fine-tuning with the base recipe's data settings" in out.err
+
+    registry = Registry(store)
+    base_name = read_metadata(SHIPPED_DEFAULT).name
+    candidate = registry.get("seizures@1")
+    assert candidate.parent == f"{base_name}@1" and candidate.checkpoint
+    stored_base = registry.get(candidate.parent)
+    assert stored_base.sha256 == sha256_file(SHIPPED_DEFAULT) and stored_base.checkpoint  # with its checkpoint
+    # the next retraining finds the same base again by its sha256 instead of registering it twice
+    assert base_in_registry(registry, resolve_base(str(SHIPPED_DEFAULT), None)) == candidate.parent
+    assert len(registry.entries()) == 2
+
+    saved = json.loads((run_dir / "comparison.json").read_text())
+    counts = saved["counts"]
+    assert counts["new_holdout"] == len([r for r in read_manifest(run_dir / "holdout")])
+    assert counts["new_holdout_suspect"] >= 5
+    report = (run_dir / "report.md").read_text()
+    holdout = saved["new_holdout"]["candidate"]
+    assert f"({holdout['flagged_suspect']}/{holdout['n_suspect']})" in report
+    assert f"| new_holdout | {counts['new_holdout']} | {counts['new_holdout_suspect']} |" in report
+    assert "child of `" + candidate.parent in report
+
+
+def test_retrain_refuses_new_data_that_cannot_support_the_comparison(original, tmp_path, capsys):
+    """Three scans (the case from issue 11): refused before any training, with the rule and the counts."""
+    new = tmp_path / "three"
+    assert cli(["simulate", "--out", str(new), "--count", "3", "--seed", "43", "--workers", "1", "--no-progress",
+                "--suspect-fraction", "1.0"]) == 0
+    runs = tmp_path / "runs"
+    code = cli(["retrain", "--base", str(SHIPPED_DEFAULT), "--new", str(new), "--replay", str(original),
+                "--project", str(runs), "--registry", str(tmp_path / "store"), "--device", "cpu"])
+    err = capsys.readouterr().err
+    assert code == 2 and "too little new data" in err and "at least 5 needed" in err
+    assert not runs.exists() or not any(runs.iterdir())  # nothing half-made
+
+
+def test_retrain_checks_the_checkpoint_beside_an_onnx_base(tmp_path):
+    """The shipped checkpoint is found beside the ONNX and verified; a missing, tampered or mismatched
+    one is refused with a message that says which."""
+    import shutil
+
+    from parcelscan.errors import ParcelscanError
+    from parcelscan.model.session import sha256_sidecar
+    from parcelscan.training.retrain import resolve_base
+
+    base = resolve_base(str(SHIPPED_DEFAULT), None)
+    assert base.checkpoint == SHIPPED_DEFAULT.with_suffix(".pt") and base.onnx == SHIPPED_DEFAULT
+    copy = tmp_path / SHIPPED_DEFAULT.name
+    shutil.copy(SHIPPED_DEFAULT, copy)
+    shutil.copy(sha256_sidecar(SHIPPED_DEFAULT), sha256_sidecar(copy))
+    with pytest.raises(ParcelscanError, match=r"checkpoint \(\.pt\).*none beside it"):
+        resolve_base(str(copy), None)
+    checkpoint = copy.with_suffix(".pt")
+    shutil.copy(SHIPPED_DEFAULT.with_suffix(".pt"), checkpoint)
+    with pytest.raises(ParcelscanError, match="unverified"):
+        resolve_base(str(copy), None)
+    shutil.copy(sha256_sidecar(SHIPPED_DEFAULT.with_suffix(".pt")), sha256_sidecar(checkpoint))
+    assert resolve_base(str(copy), None).checkpoint == checkpoint
+    rgb = SHIPPED_DEFAULT.with_name("parcelscan-rgb.pt")  # another model's checkpoint under this name
+    shutil.copy(rgb, checkpoint)
+    shutil.copy(sha256_sidecar(rgb), sha256_sidecar(checkpoint))
+    (sha256_sidecar(checkpoint)).write_text(sha256_sidecar(rgb).read_text().split()[0] + f"  {checkpoint.name}\n")
+    with pytest.raises(ParcelscanError, match="another model file"):
+        resolve_base(str(copy), None)
