@@ -9,6 +9,7 @@ from __future__ import annotations
 import argparse
 
 from parcelscan.errors import ParcelscanError
+from parcelscan.training.evaluate import evaluate  # no torch at its top: passive_omp_wait still runs first
 from parcelscan.training.train_cli import passive_omp_wait
 
 
@@ -34,7 +35,6 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
 
 def run(args: argparse.Namespace) -> int:
     passive_omp_wait()  # before torch / onnxruntime load OpenMP (see train_cli)
-    from parcelscan.training.evaluate import evaluate  # after passive_omp_wait: onnxruntime/torch read it once
 
     if args.bootstrap < 1 or args.batch_size < 1 or args.workers < 0:
         raise ParcelscanError("--bootstrap and --batch-size must be >= 1, --workers >= 0")

@@ -40,6 +40,7 @@ from torch import nn
 from parcelscan.datasets.preprocess import PreprocessSpec
 from parcelscan.errors import ParcelscanError
 from parcelscan.model.checkpoint import network_entry, save_checkpoint
+from parcelscan.model.export import load_scan_tiles, wrap_for_export
 from parcelscan.model.metadata import OUTPUT_NAMES, ModelMetadata
 from parcelscan.model.network import LEGACY_SHAPE, NetworkConfig, ParcelNet, build_from_config
 from parcelscan.model.session import open_session, read_metadata, run_in_batches, sha256_file, write_sha256
@@ -195,8 +196,6 @@ def _set_statistics(model: ParcelNet, pairs: dict[str, str], tiles: np.ndarray) 
 
 
 def _tiles(data: Path, spec: PreprocessSpec) -> np.ndarray:
-    from parcelscan.model.export import load_scan_tiles  # the export's own reader of real scans (loads onnx)
-
     scans = load_scan_tiles(data, spec)
     if not scans:
         raise ParcelscanError(f"no readable scans under {data} to measure the BatchNorm statistics and parity on")
@@ -205,8 +204,6 @@ def _tiles(data: Path, spec: PreprocessSpec) -> np.ndarray:
 
 def parity(model: ParcelNet, metadata: ModelMetadata, onnx_path: Path, tiles: np.ndarray) -> dict[str, float]:
     """Max |Δ| per output between the torch model (wrapped as exported) and onnxruntime on ``tiles``."""
-    from parcelscan.model.export import wrap_for_export
-
     wrapper = wrap_for_export(model.eval(), metadata.temperature)
     session = open_session(onnx_path, device="cpu", verify=False)
 

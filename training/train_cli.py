@@ -7,6 +7,7 @@ import os
 from pathlib import Path
 
 from parcelscan.errors import ParcelscanError
+from parcelscan.training.config import TrainConfig, load_config
 
 # flag → TrainConfig field, for the flags that override the config file
 FLAG_FIELDS = {"data": "data", "name": "name", "project": "project", "device": "device", "epochs": "epochs",
@@ -75,11 +76,10 @@ def passive_omp_wait() -> None:
 
 def run(args: argparse.Namespace) -> int:
     passive_omp_wait()
-    from parcelscan.training.config import TrainConfig, load_config
 
     explicit = _explicit(args)
     if args.resume:
-        from parcelscan.training.train import train
+        from parcelscan.training.train import train  # loads torch (after passive_omp_wait)
 
         project = explicit.get("project") or TrainConfig().project
         checkpoint = find_resume_checkpoint(args.resume, project, explicit.get("name"))
@@ -95,7 +95,7 @@ def run(args: argparse.Namespace) -> int:
         if not Path(config.data).is_dir():
             raise ParcelscanError(f"--data: {config.data} is not a directory")
         config.validate()
-        from parcelscan.training.train import train
+        from parcelscan.training.train import train  # loads torch (after passive_omp_wait)
 
         run_dir = train(config)
     if os.environ.get("RANK", "0") == "0":
