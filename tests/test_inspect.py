@@ -187,7 +187,7 @@ def test_every_bad_input_kind_is_manual_inspection_and_the_batch_goes_on(built, 
     (bad / "badpitch.json").write_text(json.dumps({"format": "parcelscan-scan/1", "pixel_pitch_mm": -1}))
     _copy_pair(built["scans"], good_id, bad, "good")  # the batch goes on: this one is analysed
     expected_bad = {"truncated", "garbage", "half", "single-energy", "operator-photo", "eightbit", "mismatch", "tiny",
-                    "bomb", "nan", "empty", "badpitch", "ghost_low"}
+                    "bomb", "nan", "empty", "badpitch", "ghost"}
     code, lines, err = _run([bad, tmp_path / "ghost_low.png", "--model", built["model"], "--batch", "4"], capsys)
     by_id = {v["scan_id"]: v for v in lines}
     assert set(by_id) == expected_bad | {"good"}
