@@ -344,6 +344,57 @@ def test_ingest_ignores_duplicates_and_clear_verdicts(tmp_path, sample):
     conn.close()
 
 
+def test_ingest_dedups_by_scan_id_and_the_stations_content_digest(tmp_path, sample):
+    """The station's inputs_sha256 (contents) is the key: files moved to done/ are the same item, a new scan
+    reusing the file names is a new item; a line without the digest falls back to its paths."""
+    from parcelscan.inference.verdict import inputs_digest
+
+    line = next(json.loads(x) for x in sample.read_text().splitlines() if json.loads(x)["verdict"] == "suspect")
+    hot = tmp_path / "hot"
+    hot.mkdir()
+    for path in line["inputs"]:
+        shutil.copyfile(path, hot / Path(path).name)
+    first = dict(line, inputs=[str(hot / Path(p).name) for p in line["inputs"]])
+    first["inputs_sha256"] = inputs_digest(first["inputs"])
+    done = tmp_path / "done"
+    shutil.copytree(hot, done)
+    moved = dict(first, inputs=[str(done / Path(p).name) for p in line["inputs"]])  # same contents, new paths
+    conn = connect(tmp_path / "q.sqlite", create=True)
+    lines = tmp_path / "verdicts.jsonl"
+    lines.write_text(json.dumps(first) + "\n" + json.dumps(moved) + "\n")
+    report = ingest(conn, lines)
+    assert (report.added, report.duplicates) == (1, 1)
+    key = conn.execute("SELECT inputs_sha256 FROM items").fetchone()[0]
+    assert key == first["inputs_sha256"]
+    # a new scan under the same names (the scanner reused them): other contents, so a new item
+    again = tmp_path / "again"
+    again.mkdir()
+    for name in (Path(p).name for p in line["inputs"]):
+        shutil.copyfile(hot / name, again / name)
+    low = again / Path(line["inputs"][0]).name
+    from parcelscan.datasets.scans.scanfile import read_png16, write_png
+
+    pixels = read_png16(low)
+    pixels[0, 0] ^= 1
+    write_png(low, pixels)
+    reused = dict(first, inputs=[str(again / Path(p).name) for p in line["inputs"]])
+    reused["inputs_sha256"] = inputs_digest(reused["inputs"])
+    # without a digest: the paths are the key (the same paths twice is one item)
+    legacy = {k: v for k, v in reused.items() if k != "inputs_sha256"}
+    more = tmp_path / "more.jsonl"
+    more.write_text(json.dumps(reused) + "\n" + json.dumps(legacy) + "\n" + json.dumps(legacy) + "\n")
+    report = ingest(conn, more)
+    assert (report.added, report.duplicates) == (2, 1)
+    # files that no longer hold what the station hashed are queued (fail closed) with that as their error
+    changed = dict(first, scan_id="changed-since", inputs_sha256="0" * 64)
+    odd = tmp_path / "odd.jsonl"
+    odd.write_text(json.dumps(changed) + "\n")
+    assert ingest(conn, odd).scan_errors == 1
+    error = conn.execute("SELECT scan_error FROM items WHERE scan_id = 'changed-since'").fetchone()[0]
+    assert "changed since the station inspected them" in error
+    conn.close()
+
+
 def test_ingest_is_atomic_and_names_a_bad_line(tmp_path, sample):
     from parcelscan.errors import ParcelscanError
 

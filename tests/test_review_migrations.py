@@ -165,3 +165,23 @@ def test_a_dropped_trigger_is_refused_until_migrate_restores_it(tmp_path):
     actions = [r[0] for r in conn.execute("SELECT action FROM audit ORDER BY id")]
     assert actions == ["migrate", "migrate"]  # the repair is in the trail
     conn.close()
+
+
+def test_items_ingested_before_0002_are_rekeyed_by_the_stations_content_digest(tmp_path):
+    """Revision 0002: an item keyed by its paths whose verdict line carried inputs_sha256 gets that key (so the
+    line delivered again after the upgrade is a duplicate); one whose new key would collide keeps its own."""
+    path = tmp_path / "legacy.sqlite"
+    raw = sqlite3.connect(path)
+    legacy.create_v1(raw)
+    digest = "ab" * 32
+    insert = ("INSERT INTO items (scan_id, model_sha256, inputs_sha256, inputs, verdict, verdict_line, ingested_at) "
+              "VALUES (?, 'm', ?, '[]', 'suspect', ?, 't')")
+    raw.execute(insert, ("s1", "paths-hot", f'{{"inputs_sha256": "{digest}"}}'))
+    raw.execute(insert, ("s1", "paths-done", f'{{"inputs_sha256": "{digest}"}}'))  # same scan from done/
+    raw.execute(insert, ("s2", "paths-old", '{"inputs_sha256": null}'))
+    raw.commit()
+    raw.close()
+    conn = connect(path)
+    keys = [tuple(r) for r in conn.execute("SELECT scan_id, inputs_sha256 FROM items ORDER BY id")]
+    assert keys == [("s1", digest), ("s1", "paths-done"), ("s2", "paths-old")]
+    conn.close()

@@ -1,10 +1,18 @@
 """``parcelscan review ingest``: verdict lines → review queue.
 
 Only flagged scans (``suspect`` or ``manual_inspection``) are queued; a line already ingested (same
-scan id, model sha256 and input files) is ignored. The scan files are read now, to validate them and
-to record their absolute paths and SHA-256: the web app later serves images *only* from these
-recorded files, and refuses them if they changed since. A flagged scan whose files cannot be read is
-still queued (fail closed: the parcel must still be looked at), with the error shown to the inspector.
+scan id, model sha256 and inputs) is ignored. "Same inputs" is the station's ``inputs_sha256`` (the
+sha256 of the files' *contents*, see README "The verdict"): the key the station promises its consumers
+deduplicate by with the scan id, so a verdict delivered again after a restart, or with its files moved to
+``--done``, is the same item, and a new scan that reuses a file name is a new one. A line without it (an
+older station, an input that was not a regular file) falls back to the sha256 of the sorted input paths.
+When the files on disk no longer have the contents the station hashed, the item is queued with that
+as its scan error (the inspector must not be shown other pixels than the model saw).
+
+The scan files are read now, to validate them and to record their absolute paths and SHA-256: the web app
+later serves images *only* from these recorded files, and refuses them if they changed since. A flagged
+scan whose files cannot be read is still queued (fail closed: the parcel must still be looked at), with
+the error shown to the inspector.
 
 A whole file is ingested in one transaction. A malformed line aborts it, naming the line, except a
 final line without its newline, which is a verdict still being written and is left for next time.
@@ -37,7 +45,7 @@ from parcelscan.errors import ParcelscanError, ScanReadError
 from parcelscan.inference.review import FLAGGED_VERDICTS
 from parcelscan.inference.review.db import transaction
 from parcelscan.inference.review.store import audit
-from parcelscan.inference.verdict import utc_now
+from parcelscan.inference.verdict import inputs_digest, utc_now
 
 VERDICTS = ("clear", "suspect", "manual_inspection")
 
@@ -191,6 +199,17 @@ def _read_heatmap(path: Path) -> None:
         raise ScanReadError(f"{path}: unreadable heatmap image")
 
 
+def is_sha256(value: Any) -> bool:
+    return isinstance(value, str) and len(value) == 64 and all(c in "0123456789abcdef" for c in value)
+
+
+def identity_key(data: dict[str, Any], inputs: list[Path]) -> str:
+    """The inputs part of an item's identity: the station's content digest, else the sorted paths' digest."""
+    if is_sha256(data.get("inputs_sha256")):
+        return str(data["inputs_sha256"])
+    return hashlib.sha256(json.dumps(sorted(str(p) for p in inputs)).encode()).hexdigest()
+
+
 def _finite_or_none(data: dict[str, Any], key: str, problems: list[str]) -> float | None:
     value = data.get(key)
     if isinstance(value, float) and not math.isfinite(value):
@@ -200,7 +219,9 @@ def _finite_or_none(data: dict[str, Any], key: str, problems: list[str]) -> floa
     return value
 
 
-def _prepare(data: dict[str, Any], inputs: list[Path], bases: list[Path], report: IngestReport) -> dict[str, Any]:
+def _prepare(data: dict[str, Any], inputs: list[Path], bases: list[Path], report: IngestReport,
+             named: list[Path] | None = None) -> dict[str, Any]:
+    """One item's row. ``inputs``: the scan files among ``named`` (every file the line names, in order)."""
     model = data.get("model") or {}
     problems: list[str] = []
     score, threshold = _finite_or_none(data, "score", problems), _finite_or_none(data, "threshold", problems)
@@ -208,7 +229,7 @@ def _prepare(data: dict[str, Any], inputs: list[Path], bases: list[Path], report
     row: dict[str, Any] = {
         "scan_id": data["scan_id"], "model_sha256": str(model.get("sha256") or ""),
         "inputs": json.dumps([str(p) for p in inputs]),
-        "inputs_sha256": hashlib.sha256(json.dumps(sorted(str(p) for p in inputs)).encode()).hexdigest(),
+        "inputs_sha256": identity_key(data, inputs),
         "verdict": data["verdict"], "score": score, "threshold": threshold,
         "model_name": model.get("name"), "model_version": model.get("version"),
         "station": data.get("station"), "scanned_at": data.get("scanned_at"),
@@ -220,6 +241,12 @@ def _prepare(data: dict[str, Any], inputs: list[Path], bases: list[Path], report
     try:
         if not inputs:
             raise ScanReadError("the verdict names no input files")
+        station_digest = data.get("inputs_sha256")
+        if is_sha256(station_digest):
+            now_digest = inputs_digest(named if named is not None else inputs)
+            if now_digest is not None and now_digest != station_digest:
+                raise ScanReadError("the input files changed since the station inspected them (their contents "
+                                    "no longer match the verdict's inputs_sha256)")
         scan = load_scan_any(inputs[0])
         files = scan_files(inputs[0], scan, inputs)
         row["scan_files"] = json.dumps({role: {"path": p, "sha256": sha256_file(Path(p))} for role, p in files.items()},
@@ -257,7 +284,7 @@ def ingest(conn: sqlite3.Connection, results_path: Path, actor: str = "cli") -> 
             report.not_scans += 1
             report.messages.append(f"{results_path}:{number}: not queued: " + "; ".join(reasons.values()))
             continue
-        prepared.append(_prepare(data, [p for p in inputs if reasons[p] is None], bases, report))
+        prepared.append(_prepare(data, [p for p in inputs if reasons[p] is None], bases, report, inputs))
     now = utc_now()
     with transaction(conn):
         for row in prepared:
