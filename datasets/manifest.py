@@ -10,7 +10,10 @@ concealment scenario or ``none``), ``material`` (target material or null), ``mas
 physical parcel share it; splits group by it), ``split`` (``train`` | ``val`` | ``test`` | null),
 ``source`` (``simulated`` | ``station`` | ``review``), ``provenance`` (free-form object: generator
 version, seed, profile, inspector, station; imports add ``original_path``, ``sha256``, ``imported_at``),
-``kind`` (``dual_energy``: a low/high pair, or ``pseudo_color``: only an 8-bit RGB image, ``files.rgb``).
+``kind`` (``dual_energy``: a low/high pair, or ``pseudo_color``: only an 8-bit RGB image, ``files.rgb``),
+``twin_of`` (the targets whose dual-energy twin the scan's look-alike fill is, from the simulator's ground truth
+and ``physics.signature``: a list of target names, ``[]`` for non-twins and every suspect; ``null`` = unknown, as
+for real and imported scans).
 """
 
 from __future__ import annotations
@@ -46,6 +49,7 @@ class ManifestRecord:
     source: str = "simulated"
     provenance: dict[str, Any] = field(default_factory=dict)
     kind: str = "dual_energy"
+    twin_of: list[str] | None = None  # None: unknown (real or imported scans)
 
     def to_json(self) -> str:
         return json.dumps(asdict(self), sort_keys=True, separators=(",", ":"))
@@ -115,6 +119,11 @@ def record_from_dict(data: dict[str, Any], where: str = "manifest") -> ManifestR
         value = data.get(number)
         if value is not None and (not isinstance(value, (int, float)) or value < 0):
             raise ParcelscanError(f"{where}: {number} must be a number >= 0 or null")
+    twin_of = data.get("twin_of")
+    if twin_of is not None and (not isinstance(twin_of, list) or not all(isinstance(t, str) and t for t in twin_of)):
+        raise ParcelscanError(f"{where}: twin_of must be a list of target names or null")
+    if twin_of and data["label"] == "suspect":
+        raise ParcelscanError(f"{where}: a suspect is nobody's twin (twin_of must be [] or null)")
     if data["label"] == "suspect" and data.get("scenario", "none") == "none" and data.get("source") == "simulated":
         raise ParcelscanError(f"{where}: a simulated suspect needs its scenario")
     record = ManifestRecord(**data)

@@ -185,7 +185,9 @@ def test_manifest_schema_and_files(set500, coarse_profile):
             assert record.scenario in SCENARIOS and record.material in TARGET_MATERIALS
             assert 9.0 <= record.mass_g <= 5000.0 and 0.0 < record.mass_fraction <= 1.0
             assert record.lookalike is None and record.mask == f"{record.scan_id}_mask.png"
+            assert record.twin_of == []  # a suspect is nobody's twin
         else:
+            assert isinstance(record.twin_of, list) and (record.lookalike is not None or record.twin_of == [])
             assert record.scenario == "none" and record.material is None and record.mass_g is None
             assert record.mask is None and record.lookalike in (None, *SCENARIOS)
     scan = read_station_pair(out / records[0].files["low"])

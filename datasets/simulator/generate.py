@@ -21,9 +21,30 @@ from pathlib import Path
 import numpy as np
 
 from parcelscan.datasets.manifest import MANIFEST_NAME, ManifestRecord, append_records, read_manifest, write_manifest
+from parcelscan.datasets.physics.forward import forward_model
+from parcelscan.datasets.physics.materials import LIBRARY
 from parcelscan.datasets.physics.profile import ScannerProfile
+from parcelscan.datasets.physics.pseudocolor import pseudocolor
+from parcelscan.datasets.scans.scanfile import (
+    Scan,
+    check_scan_id,
+    pair_paths,
+    validate_pair,
+    write_bytes_atomic,
+    write_sidecar,
+)
 from parcelscan.datasets.simulator.concealments import SCENARIOS
-from parcelscan.datasets.simulator.parcel import SimConfig, SimulatedScan, scan_id_for, simulate_scan
+from parcelscan.datasets.simulator.goods import GOODS
+from parcelscan.datasets.simulator.parcel import (
+    SPECTRAL_VARIANTS,
+    SimConfig,
+    SimulatedScan,
+    scan_id_for,
+    scanner_variant,
+    simulate_scan,
+)
+from parcelscan.datasets.simulator.simstats import format_stats, scenario_stats
+from parcelscan.datasets.simulator.streams import MIXES
 from parcelscan.errors import ParcelscanError
 
 STATS_NAME = "stats.json"
@@ -64,15 +85,6 @@ def write_simulated(
     scan: SimulatedScan, out_dir: Path, profile: ScannerProfile, png_params: list[int] | None = None
 ) -> dict[str, str]:
     """The station files of one scan (the format of ``scanfile.write_station_scan``, faster PNG settings)."""
-    from parcelscan.datasets.scans.scanfile import (
-        Scan,
-        check_scan_id,
-        pair_paths,
-        validate_pair,
-        write_bytes_atomic,
-        write_sidecar,
-    )
-
     check_scan_id(scan.scan_id)
     validate_pair(scan.low, scan.high, scan.scan_id)
     params = _png_params() if png_params is None else png_params
@@ -111,6 +123,7 @@ def make_record(scan: SimulatedScan, files: dict[str, str]) -> ManifestRecord:
         split=None,
         source="simulated",
         provenance=scan.provenance,
+        twin_of=list(labels["twin_of"]),
     )
 
 
@@ -160,12 +173,6 @@ def _warm(config: SimConfig, tables: bool = True) -> None:
     """Build the spectra and colour tables of every scanner variant once per process, before its first scan;
     with ``tables`` also the attenuation tables of every material (a long run needs them all; a short
     in-process one builds the few it meets on the way)."""
-    from parcelscan.datasets.physics.forward import forward_model
-    from parcelscan.datasets.physics.materials import LIBRARY
-    from parcelscan.datasets.physics.pseudocolor import pseudocolor
-    from parcelscan.datasets.simulator.goods import GOODS
-    from parcelscan.datasets.simulator.parcel import SPECTRAL_VARIANTS, scanner_variant
-
     everything = [*LIBRARY.values(), *GOODS.values()]
     seen = set()
     rng = np.random.default_rng(0)
@@ -223,6 +230,9 @@ def config_from_args(args: argparse.Namespace, profile: ScannerProfile) -> SimCo
         raise ParcelscanError(f"--seed must be >= 0, got {args.seed}")
     if args.workers is not None and args.workers < 0:
         raise ParcelscanError(f"--workers must be >= 0 (0: all cores), got {args.workers}")
+    mix = getattr(args, "mix", "stress")
+    if mix not in MIXES:
+        raise ParcelscanError(f"unknown --mix {mix!r}; choose from {', '.join(MIXES)}")
     scenarios = tuple(args.scenarios) if args.scenarios else SCENARIOS
     unknown = [s for s in scenarios if s not in SCENARIOS]
     if unknown:
@@ -232,6 +242,7 @@ def config_from_args(args: argparse.Namespace, profile: ScannerProfile) -> SimCo
         seed=args.seed,
         suspect_fraction=float(args.suspect_fraction),
         scenarios=tuple(dict.fromkeys(scenarios)),
+        mix=mix,
     )
 
 
@@ -248,13 +259,9 @@ def run_simulate(args: argparse.Namespace, profile: ScannerProfile, out_dir: Pat
     if todo:
         seconds = generate(config, out_dir, todo, workers, progress=not args.no_progress, total=args.count)
     records = read_manifest(out_dir / MANIFEST_NAME)
-    from parcelscan.datasets.simulator.simstats import format_stats, scenario_stats
-
     stats = scenario_stats(records)
     if seconds["scans"]:
         stats["timing"] = seconds
-    from parcelscan.datasets.scans.scanfile import write_bytes_atomic
-
     write_bytes_atomic(out_dir / STATS_NAME, (json.dumps(stats, indent=1) + "\n").encode())
     print(format_stats(stats))
     print(

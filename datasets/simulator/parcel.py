@@ -18,15 +18,29 @@ from dataclasses import dataclass, field
 
 import numpy as np
 
+from parcelscan.datasets.physics.forward import forward_model
 from parcelscan.datasets.physics.materials import TARGET_MATERIALS
 from parcelscan.datasets.physics.profile import Layer, ScannerProfile
+from parcelscan.datasets.physics.pseudocolor import pseudocolor_from_pair
 from parcelscan.datasets.simulator.concealments import SCENARIOS, Concealment, build_concealment, scenario_container
-from parcelscan.datasets.simulator.containers import Container, packing_fill, rotated_extent
-from parcelscan.datasets.simulator.contents import LETTER_SAFE, make_item, place, random_kind
+from parcelscan.datasets.simulator.containers import (
+    Container,
+    cardboard_box,
+    letter,
+    packing_fill,
+    padded_envelope,
+    poly_mailer,
+    rotated_extent,
+)
+from parcelscan.datasets.simulator.contents import BENIGN_KINDS, LETTER_SAFE, make_item, place, random_kind
 from parcelscan.datasets.simulator.scene import Grid, Part, Raster, rasterise, rotation
 from parcelscan.datasets.simulator.shapes import choice, log_uniform, uniform
+from parcelscan.datasets.simulator.streams import DENSE_METAL_KINDS, MIXES, table_value, table_weights
+from parcelscan.datasets.simulator.twins import fill_signature
 
-GENERATOR_VERSION = "scene-1"
+# scene-2: the labels gained twin_of and the provenance mix, fill_signature, dense_metal_objects; a stress scan's
+# pixels are those of scene-1 for the same seed and index
+GENERATOR_VERSION = "scene-2"
 
 
 @dataclass(frozen=True)
@@ -41,6 +55,11 @@ class SimConfig:
     lookalike_share: float = 0.5  # of clear parcels
     overlap_probability: float = 0.5  # clutter laid over the fill (positives and look-alikes alike)
     spectral_variants: bool = True
+    mix: str = "stress"  # the stream (simulator.streams): stress (the training law) or postal
+
+    def __post_init__(self) -> None:
+        if self.mix not in MIXES:
+            raise ValueError(f"unknown mix {self.mix!r}; choose from {', '.join(MIXES)}")
 
     def identity(self) -> dict:
         """What must match for a directory to be resumed (it is in every scan's provenance)."""
@@ -52,6 +71,7 @@ class SimConfig:
             "suspect_fraction": self.suspect_fraction,
             "scenarios": list(self.scenarios),
             "generator_version": GENERATOR_VERSION,
+            "mix": self.mix,
         }
 
 
@@ -62,6 +82,8 @@ class Plan:
     material: str | None
     lookalike: str | None  # the scenario whose look-alike a clear parcel carries
     packaging: str  # the scenario whose packaging the parcel uses (every parcel draws one)
+    container_kind: str | None = None  # postal: the packaging of a clear parcel without a look-alike
+    dense_metal: bool = False  # postal: an ordinary parcel carrying one dense metal object
 
 
 @dataclass
@@ -82,6 +104,8 @@ def scan_id_for(seed: int, index: int) -> str:
 
 
 def plan_scan(rng: np.random.Generator, config: SimConfig) -> Plan:
+    if config.mix == "postal":
+        return plan_postal(rng, config)
     suspect = rng.random() < config.suspect_fraction
     scenario = choice(rng, config.scenarios)
     material = choice(rng, config.materials)
@@ -89,6 +113,32 @@ def plan_scan(rng: np.random.Generator, config: SimConfig) -> Plan:
     if suspect:
         return Plan("suspect", scenario, material, None, scenario)
     return Plan("clear", "none", None, scenario if lookalike else None, scenario)
+
+
+def plan_postal(rng: np.random.Generator, config: SimConfig) -> Plan:
+    """The postal stream's law: the frequencies of ``streams.POSTAL_TABLE``; suspects as in stress."""
+    suspect = rng.random() < config.suspect_fraction
+    scenario = choice(rng, config.scenarios)
+    material = choice(rng, config.materials)
+    lookalike = rng.random() < table_value("lookalike_share", "clear")
+    names, weights = table_weights("lookalike_scenario")
+    allowed = [(n, w) for n, w in zip(names, weights, strict=True) if n in config.scenarios]
+    lookalike_scenario = choice(rng, [n for n, _ in allowed], [w for _, w in allowed])
+    kinds, kind_weights = table_weights("container")
+    container_kind = choice(rng, kinds, kind_weights)
+    dense_metal = rng.random() < table_value("dense_metal_share", "clear")
+    if suspect:
+        return Plan("suspect", scenario, material, None, scenario)
+    if lookalike:
+        return Plan("clear", "none", None, lookalike_scenario, lookalike_scenario)
+    return Plan("clear", "none", None, None, scenario, container_kind, dense_metal)
+
+
+def container_of_kind(rng: np.random.Generator, kind: str) -> Container:
+    """A postal parcel's packaging of the given kind."""
+    if kind == "box":
+        return cardboard_box(rng)
+    return {"padded_envelope": padded_envelope, "poly_mailer": poly_mailer, "letter": letter}[kind](rng)
 
 
 # --- parcels --------------------------------------------------------------------------------------------
@@ -103,7 +153,8 @@ def _object_count(rng: np.random.Generator, container: Container) -> int:
 
 
 def _add_items(
-    rng, container: Container, count: int, parts: list[Part], next_id: int, kinds: tuple[str, ...] = ()
+    rng, container: Container, count: int, parts: list[Part], next_id: int, kinds: tuple[str, ...] = (),
+    drawn: list[str] | None = None,
 ) -> int:
     for _ in range(count):
         if container.kind == "letter":
@@ -112,6 +163,27 @@ def _add_items(
             kind = choice(rng, kinds)
         else:
             kind = random_kind(rng, container.container_class)
+        if drawn is not None:
+            drawn.append(kind)
+        parts.extend(place(rng, make_item(rng, kind, container.fit), container.interior, item_id=next_id))
+        next_id += 1
+    return next_id
+
+
+def _postal_items(rng, container: Container, count: int, parts: list[Part], next_id: int, dense_metal: bool,
+                  drawn: list[str]) -> int:
+    """Ordinary goods without dense metal objects, and one of them when the plan says so (postal stream)."""
+    cls = container.container_class
+    ordinary = [n for n, k in BENIGN_KINDS.items() if cls in k.containers and n not in DENSE_METAL_KINDS]
+    dense = [n for n in DENSE_METAL_KINDS if cls in BENIGN_KINDS[n].containers]
+    for k in range(count):
+        if dense_metal and k == 0 and dense:
+            kind = choice(rng, dense, [BENIGN_KINDS[n].weight for n in dense])
+        elif container.kind == "letter":
+            kind = choice(rng, LETTER_SAFE, [6, 1, 1, 0.5, 0.5, 0.5])
+        else:
+            kind = choice(rng, ordinary, [BENIGN_KINDS[n].weight for n in ordinary])
+        drawn.append(kind)
         parts.extend(place(rng, make_item(rng, kind, container.fit), container.interior, item_id=next_id))
         next_id += 1
     return next_id
@@ -123,20 +195,28 @@ class Parcel:
     parts: list[Part]
     concealment: Concealment | None
     objects: int  # contents, vessel and companions included (packaging and packing fill not)
+    kinds: list[str] = field(default_factory=list)  # kinds of the goods drawn (not the scenario's companions)
 
 
-def generic_parcel(rng: np.random.Generator, packaging: str) -> Parcel:
-    """A parcel of ordinary goods, in the packaging of the scenario ``packaging``."""
-    container = scenario_container(rng, packaging)
+def generic_parcel(rng: np.random.Generator, packaging: str, container_kind: str | None = None,
+                   dense_metal: bool = False) -> Parcel:
+    """A parcel of ordinary goods, in the packaging of the scenario ``packaging`` (stress), or of
+    ``container_kind`` with or without one dense metal object (postal)."""
+    container = scenario_container(rng, packaging) if container_kind is None else container_of_kind(rng, container_kind)
     parts = list(container.parts)
     count = _object_count(rng, container)
     next_id = 0
+    drawn: list[str] = []
     if container.kind == "letter":
         parts.extend(place(rng, make_item(rng, "documents", container.fit), container.interior, item_id=0))
         next_id, count = 1, count - 1
-    next_id = _add_items(rng, container, count, parts, next_id)
+        drawn.append("documents")
+    if container_kind is None:
+        next_id = _add_items(rng, container, count, parts, next_id, drawn=drawn)
+    else:
+        next_id = _postal_items(rng, container, count, parts, next_id, dense_metal, drawn)
     parts.extend(packing_fill(rng, container))
-    return Parcel(container, parts, None, next_id)
+    return Parcel(container, parts, None, next_id, drawn)
 
 
 def themed_parcel(rng: np.random.Generator, scenario: str, target: str | None, overlap_probability: float) -> Parcel:
@@ -146,20 +226,22 @@ def themed_parcel(rng: np.random.Generator, scenario: str, target: str | None, o
     parts = list(container.parts) + concealment.parts
     extra = max(_object_count(rng, container) - concealment.objects, 0)
     overlap = rng.random() < overlap_probability
+    drawn: list[str] = []
     next_id = _add_items(
-        rng, container, extra - 1 if overlap and extra else extra, parts, 100, concealment.clutter_kinds
+        rng, container, extra - 1 if overlap and extra else extra, parts, 100, concealment.clutter_kinds, drawn
     )
     if overlap:  # clutter over (or under) the fill
         if container.kind == "box":
             kind = choice(rng, (*concealment.clutter_kinds, "clothing", "book", "electronics", "hand_tools"))
         else:
             kind = choice(rng, ("documents", "jewellery", "coins", "keys", "clothing", "cable"))
+        drawn.append(kind)
         item = make_item(rng, kind, container.fit)
         focus = np.asarray(concealment.focus_xy) + rng.normal(0.0, 20.0, 2)
         parts.extend(place(rng, item, container.interior, xy=focus, item_id=next_id))
         next_id += 1
     parts.extend(packing_fill(rng, container))
-    return Parcel(container, parts, concealment, concealment.objects + next_id - 100)
+    return Parcel(container, parts, concealment, concealment.objects + next_id - 100, drawn)
 
 
 def build_parcel(rng: np.random.Generator, plan: Plan, config: SimConfig) -> Parcel:
@@ -167,7 +249,7 @@ def build_parcel(rng: np.random.Generator, plan: Plan, config: SimConfig) -> Par
         return themed_parcel(rng, plan.scenario, plan.material, config.overlap_probability)
     if plan.lookalike:
         return themed_parcel(rng, plan.lookalike, None, config.overlap_probability)
-    return generic_parcel(rng, plan.packaging)
+    return generic_parcel(rng, plan.packaging, plan.container_kind, plan.dense_metal)
 
 
 # --- the belt and the scanner -----------------------------------------------------------------------------
@@ -265,9 +347,6 @@ def build_scene(config: SimConfig, index: int, seconds: dict[str, float] | None 
 
 
 def simulate_scan(config: SimConfig, index: int) -> SimulatedScan:
-    from parcelscan.datasets.physics.forward import forward_model
-    from parcelscan.datasets.physics.pseudocolor import pseudocolor_from_pair
-
     seconds: dict[str, float] = {}
     scene = build_scene(config, index, seconds)
     plan, parcel, belt, raster = scene.plan, scene.parcel, scene.belt, scene.raster
@@ -296,7 +375,14 @@ def simulate_scan(config: SimConfig, index: int) -> SimulatedScan:
         "mass_fraction": None,
         "mask": None,
         "lookalike": plan.lookalike,
+        "twin_of": [],  # suspects and parcels without a look-alike fill are nobody's twin
     }
+    signature = None
+    if plan.lookalike is not None and concealment is not None:
+        start = time.process_time()
+        signature = fill_signature(concealment.fill, raster.fill_g_cm2, a_low, a_high, physics)
+        labels["twin_of"] = signature.twin_of
+        seconds["twins"] = time.process_time() - start
     overlap = None
     if plan.label == "suspect":
         powder = raster.target_g_cm2 > 0
@@ -318,11 +404,14 @@ def simulate_scan(config: SimConfig, index: int) -> SimulatedScan:
         "yaw_deg": round(belt.yaw_deg, 1),
         "rows": belt.grid.rows,
         "materials_in_scene": len(raster.materials),
+        "dense_metal_objects": sum(kind in DENSE_METAL_KINDS for kind in parcel.kinds),
     }
     if concealment is not None:
         provenance.update(
             {"concealment_variant": concealment.variant, "fill": concealment.fill.name, "details": concealment.notes}
         )
+    if signature is not None:
+        provenance["fill_signature"] = signature.provenance()
     if overlap is not None:
         provenance["clutter_overlap"] = round(overlap, 4)
         provenance["mask_pixels"] = int((mask > 0).sum())

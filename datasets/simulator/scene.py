@@ -542,6 +542,7 @@ class Raster:
     fill: np.ndarray  # (rows, cols) bool: where a concealment's or a look-alike's filling lies
     clutter: np.ndarray  # (rows, cols) bool: footprint of contents other than the concealment itself
     target_mass_g: float = 0.0  # mass of the target material itself (not of what it is mixed with)
+    fill_g_cm2: np.ndarray | None = None  # (rows, cols) areal density of the whole filling, carrier included
 
 
 def rasterise(parts: list[Part], grid: Grid) -> Raster:
@@ -557,6 +558,7 @@ def rasterise(parts: list[Part], grid: Grid) -> Raster:
     target = np.zeros((grid.rows, grid.cols), np.float32)
     clutter = np.zeros((grid.rows, grid.cols), bool)
     fill = np.zeros((grid.rows, grid.cols), bool)
+    fill_areal = np.zeros((grid.rows, grid.cols), np.float32)
     for part in parts:
         x0, x1, y0, y1 = part.shape.bounds_xy()
         r0, r1, xs = grid.centres(x0, x1, grid.rows)
@@ -572,8 +574,10 @@ def rasterise(parts: list[Part], grid: Grid) -> Raster:
             target[r0:r1, c0:c1] += areal_part
         if part.role in ("target", "fill"):
             fill[r0:r1, c0:c1] |= path_cm > 0
+            total_density = part.density_g_cm3 + sum(d for _, d in part.admixture)
+            fill_areal[r0:r1, c0:c1] += path_cm * np.float32(total_density)
         elif part.role == "item":
             clutter[r0:r1, c0:c1] |= path_cm > 0
     pixel_area_cm2 = (grid.pitch_mm / MM_PER_CM) ** 2
     mass = float(target.sum(dtype=np.float64) * pixel_area_cm2)
-    return Raster(materials, areal, target, fill, clutter, mass)
+    return Raster(materials, areal, target, fill, clutter, mass, fill_areal)

@@ -2,7 +2,9 @@
 
 Counts, target materials, mass and concentration ranges per scenario; the look-alike share of clear
 parcels; how often clutter overlaps the concealed powder; and, side by side for clear and suspect scans,
-the things that must *not* tell the label (scan length, object count, container types, noise level).
+the things that must *not* tell the label (scan length, object count, container types, noise level); and per
+stream (``--mix``) the realised frequencies: look-alikes, dual-energy twins, dense metal objects, scenarios,
+containers, beside the postal table's documented values with their sampling error.
 """
 
 from __future__ import annotations
@@ -12,6 +14,7 @@ from collections import Counter
 import numpy as np
 
 from parcelscan.datasets.manifest import ManifestRecord
+from parcelscan.datasets.simulator.streams import POSTAL_TABLE
 
 SMALL_MASS_G = 100.0
 LOW_FRACTION = 0.2
@@ -64,7 +67,70 @@ def scenario_stats(records: list[ManifestRecord], overlap_min_share: float = 0.1
         "materials": dict(sorted(Counter(r.material for r in suspects).items())),
         "scenarios": scenarios,
         "leak_checks": {label: _leak_check([r for r in records if r.label == label]) for label in ("clear", "suspect")},
+        "stream": stream_stats(records),
     }
+
+
+def _share(count: int, total: int) -> float | None:
+    return round(count / total, 4) if total else None
+
+
+def _shares(counter: Counter) -> dict:
+    total = sum(counter.values())
+    return {k: {"count": v, "share": _share(v, total)} for k, v in sorted(counter.items(), key=lambda kv: str(kv[0]))}
+
+
+def stream_stats(records: list[ManifestRecord]) -> dict:
+    """Realised frequencies of the stream, the twin share of clear parcels, and for ``postal`` each documented
+    frequency beside its realised value with the binomial standard error (|z| <= 2: within sampling error)."""
+    clears = [r for r in records if r.label == "clear"]
+    lookalikes = [r for r in clears if r.lookalike]
+    ordinary = [r for r in clears if not r.lookalike]
+    twins = [r for r in clears if r.twin_of]
+    fills = Counter(r.provenance.get("fill") for r in lookalikes)
+    twin_fills = Counter(r.provenance.get("fill") for r in twins)
+    mixes = sorted({str(r.provenance.get("mix", "stress")) for r in records})
+    out = {
+        "mix": mixes[0] if len(mixes) == 1 else mixes,
+        "suspect_share": _share(len(records) - len(clears), len(records)),
+        "lookalike_share_of_clears": _share(len(lookalikes), len(clears)),
+        "twin_share_of_clears": _share(len(twins), len(clears)),
+        "twin_share_of_lookalikes": _share(len(twins), len(lookalikes)),
+        "twin_of_unknown": sum(r.twin_of is None for r in records),
+        "twins_per_target": dict(sorted(Counter(t for r in twins for t in r.twin_of).items())),
+        "twin_fills": {name: {"lookalikes": n, "twins": twin_fills.get(name, 0)} for name, n in sorted(
+            fills.items(), key=lambda kv: str(kv[0]))},
+        "dense_metal_share_of_ordinary_clears": _share(
+            sum(r.provenance.get("dense_metal_objects", 0) > 0 for r in ordinary), len(ordinary)),
+        "lookalike_scenarios": _shares(Counter(r.lookalike for r in lookalikes)),
+        "containers_of_ordinary_clears": _shares(Counter(r.provenance.get("container") for r in ordinary)),
+    }
+    if out["mix"] == "postal":
+        out["postal_table"] = _against_table(out, clears, lookalikes, ordinary)
+    return out
+
+
+def _against_table(out: dict, clears: list, lookalikes: list, ordinary: list) -> dict:
+    realised = {
+        ("lookalike_share", "clear"): (len(lookalikes), len(clears)),
+        ("dense_metal_share", "clear"): (sum(r.provenance.get("dense_metal_objects", 0) > 0 for r in ordinary),
+                                         len(ordinary)),
+    }
+    for name in POSTAL_TABLE["lookalike_scenario"]:
+        realised[("lookalike_scenario", name)] = (sum(r.lookalike == name for r in lookalikes), len(lookalikes))
+    for kind in POSTAL_TABLE["container"]:
+        realised[("container", kind)] = (sum(r.provenance.get("container") == kind for r in ordinary), len(ordinary))
+    table = {}
+    for (group, key), (count, total) in realised.items():
+        p = POSTAL_TABLE[group][key].value
+        se = float(np.sqrt(p * (1 - p) / total)) if total else None
+        share = count / total if total else None
+        table[f"{group}.{key}"] = {
+            "documented": p, "realised": None if share is None else round(share, 4), "count": count, "of": total,
+            "standard_error": None if se is None else round(se, 4),
+            "z": None if not se else round((share - p) / se, 2),
+        }
+    return table
 
 
 def _leak_check(records: list[ManifestRecord]) -> dict | None:
@@ -101,6 +167,17 @@ def format_stats(stats: dict) -> str:
             f"{_pct(s['small_mass_share']):>6s} {_pct(s['low_fraction_share']):>6s} "
             f"{_pct(s['clutter_overlap_share']):>8s}  {len(s['materials'])}"
         )
+    stream = stats.get("stream")
+    if stream:
+        lines.append(
+            f"stream {stream['mix']}: look-alikes in {_pct(stream['lookalike_share_of_clears'])} of clear parcels, "
+            f"dual-energy twins in {_pct(stream['twin_share_of_clears'])} of clear parcels "
+            f"({_pct(stream['twin_share_of_lookalikes'])} of look-alikes), a dense metal object in "
+            f"{_pct(stream['dense_metal_share_of_ordinary_clears'])} of ordinary clear parcels"
+        )
+        for key, row in stream.get("postal_table", {}).items():
+            lines.append(f"  {key:32s} documented {row['documented']:.3f}  realised {row['realised']} "
+                         f"({row['count']}/{row['of']}, z {row['z']})")
     lines.append("materials: " + ", ".join(f"{k} {v}" for k, v in stats["materials"].items()))
     for label, check in stats["leak_checks"].items():
         if check:

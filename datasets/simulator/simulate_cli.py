@@ -3,7 +3,13 @@
 from __future__ import annotations
 
 import argparse
+import os
 from pathlib import Path
+
+from parcelscan.datasets.physics.profile import load_profile
+from parcelscan.datasets.simulator.generate import config_from_args, run_simulate
+from parcelscan.datasets.simulator.phantom import write_phantom
+from parcelscan.errors import ParcelscanError
 
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
@@ -12,6 +18,8 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--count", type=int, default=100, help="number of scans (default 100)")
     parser.add_argument("--seed", type=int, default=0, help="random seed; scan i depends only on (seed, i)")
     parser.add_argument("--workers", type=int, default=0, help="worker processes (default: all cores)")
+    parser.add_argument("--mix", choices=("stress", "postal"), default="stress",
+                        help="stream: stress (the training law, default) or postal (prevalence-realistic, see README)")
     parser.add_argument("--suspect-fraction", type=float, default=0.5, help="share of scans with a concealment")
     parser.add_argument("--scenarios", nargs="+", metavar="SCENARIO", help="restrict the concealment scenarios")
     parser.add_argument("--profile", help="scanner profile file or shipped name (default postal-dual-140)")
@@ -19,10 +27,6 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
 
 
 def _writable_dir(path: Path) -> Path:
-    import os
-
-    from parcelscan.errors import ParcelscanError
-
     try:
         path.mkdir(parents=True, exist_ok=True)
     except OSError as error:
@@ -33,18 +37,12 @@ def _writable_dir(path: Path) -> Path:
 
 
 def run(args: argparse.Namespace) -> int:
-    from parcelscan.datasets.physics.profile import load_profile
-
     profile = load_profile(args.profile)
     if args.phantom:
-        from parcelscan.datasets.simulator.phantom import write_phantom
-
         out = _writable_dir(Path(args.out))
         description = write_phantom(out, profile, seed=args.seed)
         print(f"phantom written to {out}: {', '.join(description['files'].values())}, phantom_regions.json "
               f"({len(description['regions'])} regions)")
         return 0
-    from parcelscan.datasets.simulator.generate import config_from_args, run_simulate
-
     config_from_args(args, profile)  # refuse bad arguments before anything is created on disk
     return run_simulate(args, profile, _writable_dir(Path(args.out)))
