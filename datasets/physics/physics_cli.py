@@ -5,6 +5,11 @@ from __future__ import annotations
 import argparse
 import json
 
+from parcelscan.datasets.physics.forward import forward_model
+from parcelscan.datasets.physics.materials import LIBRARY, get_material
+from parcelscan.datasets.physics.profile import load_profile
+from parcelscan.errors import ParcelscanError
+
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument(
@@ -22,11 +27,6 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
 
 
 def run(args: argparse.Namespace) -> int:
-    from parcelscan.datasets.physics.forward import forward_model
-    from parcelscan.datasets.physics.materials import LIBRARY, get_material
-    from parcelscan.datasets.physics.profile import load_profile
-    from parcelscan.errors import ParcelscanError
-
     if args.list:
         for material in LIBRARY.values():
             bulk = f"{material.bulk_density_g_cm3:g}" if material.bulk_density_g_cm3 else "-"

@@ -16,6 +16,7 @@ import functools
 
 import numpy as np
 
+from parcelscan.datasets.physics.forward import forward_model
 from parcelscan.datasets.physics.materials import get_material
 from parcelscan.datasets.physics.profile import ScannerProfile
 
@@ -36,8 +37,6 @@ _HUE_RGB = np.array([
 @functools.lru_cache(maxsize=8)
 def _calibration(physics_key: tuple, profile: ScannerProfile) -> np.ndarray:
     """R(Z, A_high) on (len(A_HIGH_GRID), len(CALIBRATION_Z)), monotonic in Z at each A_high."""
-    from parcelscan.datasets.physics.forward import forward_model
-
     model = forward_model(profile)
     table = np.zeros((len(A_HIGH_GRID), len(CALIBRATION_Z)))
     areal = np.geomspace(1e-3, 400.0, 600)

@@ -8,11 +8,16 @@ fall *below* iron. The phantom lies on a 3 mm cardboard tray that spans the scan
 
 from __future__ import annotations
 
+import json
 from dataclasses import asdict, dataclass
+from pathlib import Path
 
 import numpy as np
 
+from parcelscan.datasets.physics.forward import forward_model
 from parcelscan.datasets.physics.materials import Material, get_material
+from parcelscan.datasets.physics.pseudocolor import pseudocolor_from_pair
+from parcelscan.datasets.scans.scanfile import Scan, write_bytes_atomic, write_station_scan, write_tiff
 
 PHANTOM_ROWS = 360
 TRAY = ("cardboard", 0.21)  # 3 mm cardboard at 0.70 g/cm³
@@ -99,13 +104,6 @@ def regions_to_json(regions: list[PhantomRegion]) -> list[dict]:
 
 def write_phantom(out_dir, profile, seed: int = 0) -> dict:
     """Simulate the phantom under ``profile`` and write it in the station format plus ``phantom.json``."""
-    import json
-    from pathlib import Path
-
-    from parcelscan.datasets.physics.forward import forward_model
-    from parcelscan.datasets.physics.pseudocolor import pseudocolor_from_pair
-    from parcelscan.datasets.scans.scanfile import Scan, write_bytes_atomic, write_station_scan, write_tiff
-
     out_dir = Path(out_dir)
     materials, areal, regions = build_phantom(profile.channels)
     low, high = forward_model(profile).scan(materials, areal, np.random.default_rng(seed))
