@@ -326,6 +326,31 @@ def test_lockout_ends_and_success_resets_the_user_counter(db_path):
     assert actions.count("login_failed") == 3 and actions[-1] == "login"
 
 
+def test_a_database_that_became_unavailable_answers_503_not_a_traceback(app, db_path):
+    """The SQLite file vanishes under a running app (moved, unmounted): every request that needs it gets
+    503 with a plain reason and Retry-After (JSON for the API, a page for pages), and nothing is recorded;
+    when it is back, the same request works."""
+    client = TestClient(app, raise_server_exceptions=False)
+    token = login(client, "alice")
+    target = item_id(db_path, "PX-0001")
+    away = db_path.with_name("elsewhere.sqlite")
+    db_path.rename(away)
+    try:
+        for response in (client.get("/api/queue"), client.get(f"/review/{target}"),
+                         client.post(f"/api/items/{target}/decision", json={"decision": "seizure"},
+                                     headers={"X-CSRF-Token": token})):
+            assert response.status_code == 503, response.text[:300]
+            assert response.headers["retry-after"] == "5"
+            assert "review database is unavailable" in response.text and "Traceback" not in response.text
+            assert str(db_path) not in response.text  # the server's paths are not for the browser
+        assert client.get("/api/queue").json()["detail"].startswith("The review database is unavailable")
+        assert "<h1>Review database unavailable</h1>" in client.get("/").text
+    finally:
+        away.rename(db_path)
+    assert client.get("/api/queue").status_code == 200
+    assert store.item_decisions(connect(db_path), target) == []  # the refused decision was not recorded
+
+
 # --- ingest -----------------------------------------------------------------------------------------------
 def test_ingest_ignores_duplicates_and_clear_verdicts(tmp_path, sample):
     conn = connect(tmp_path / "q.sqlite", create=True)

@@ -224,3 +224,32 @@ def test_translate_leaves_quoted_text_and_casts_alone():
         translate("SELECT ? WHERE a = :a")
     with pytest.raises(ValueError, match="INSERT OR IGNORE"):
         translate("INSERT OR REPLACE INTO users (a) VALUES (?)")
+
+
+def test_the_web_app_answers_503_while_postgresql_is_down(review_postgres, sample, monkeypatch):
+    """The server stops under a running app: requests get 503 with a plain reason (no traceback), and the app
+    works again once the server is back, without a restart (the pool reconnects)."""
+    from parcelscan.inference.review import db
+
+    conn = connect(review_postgres.url)
+    auth.add_user(conn, "alice", PASSWORDS["alice"])
+    ingest(conn, sample)
+    conn.close()
+    close_pools()
+    monkeypatch.setattr(db, "POOL_TIMEOUT_S", 1.0)  # how long a request waits for a connection (default 10 s)
+    app = create_app(review_postgres.url)
+    client = TestClient(app, raise_server_exceptions=False)
+    token = re.search(r'name="csrf_token" value="([^"]+)"', client.get("/login").text).group(1)
+    client.post("/login", data={"username": "alice", "password": PASSWORDS["alice"], "csrf_token": token,
+                                "next": "/"})
+    assert client.get("/api/queue").status_code == 200
+    review_postgres.server.stop()
+    try:
+        down = client.get("/api/queue")
+        page = client.get("/")
+    finally:
+        review_postgres.server.start()
+    assert down.status_code == 503 and down.headers["retry-after"] == "5", down.text[:300]
+    assert down.json()["detail"].startswith("The review database is unavailable")
+    assert page.status_code == 503 and "Review database unavailable" in page.text and "Traceback" not in page.text
+    assert client.get("/api/queue").status_code == 200

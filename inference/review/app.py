@@ -15,6 +15,8 @@ plumbing they share is in ``web``.
 
 from __future__ import annotations
 
+import logging
+import sqlite3
 from collections.abc import Iterable
 from pathlib import Path
 from urllib.parse import urlencode, urlsplit
@@ -22,11 +24,12 @@ from urllib.parse import urlencode, urlsplit
 from fastapi import Depends, FastAPI, Request
 from fastapi.responses import JSONResponse, RedirectResponse
 from fastapi.templating import Jinja2Templates
+from psycopg import OperationalError as PgOperationalError
 from starlette.concurrency import run_in_threadpool
 
 from parcelscan.errors import ParcelscanError
 from parcelscan.inference.review import auth, check_decision_keys, routes_api, routes_files, routes_login, routes_pages
-from parcelscan.inference.review.db import connect, resolve_target
+from parcelscan.inference.review.db import DatabaseUnavailable, connect, resolve_target
 from parcelscan.inference.review.images import ImageCache
 from parcelscan.inference.review.web import (
     SAFE_METHODS,
@@ -34,6 +37,7 @@ from parcelscan.inference.review.web import (
     LoginRequired,
     Settings,
     open_db,
+    page,
     parse_proxies,
     wants_json,
 )
@@ -106,6 +110,30 @@ async def forbidden(_request: Request, exc: Forbidden):
     return JSONResponse({"detail": str(exc)}, status_code=403)
 
 
+LOG = logging.getLogger("parcelscan.review")
+RETRY_AFTER_S = 5
+# sqlite3.OperationalError texts that mean "the file cannot be used now", not a bug in a query
+SQLITE_OUTAGES = ("database is locked", "unable to open database file", "disk i/o error", "readonly database",
+                  "database or disk is full", "no such table")
+
+
+async def database_unavailable(request: Request, exc: Exception):
+    """503 with a plain reason, never a traceback; the server's own log gets the cause (a file path or a
+    server address is not for the browser). Nothing was recorded, so the inspector may simply retry."""
+    if isinstance(exc, sqlite3.OperationalError) and not any(t in str(exc).lower() for t in SQLITE_OUTAGES):
+        raise exc  # a query bug stays a server error (500), it is not an outage
+    LOG.warning("review database unavailable (%s %s): %s", request.method, request.url.path,
+                " ".join(str(exc).split()))
+    detail = ("The review database is unavailable right now (the server is down, restarting or out of "
+              "connections). Nothing was recorded; try again in a moment.")
+    headers = {"Retry-After": str(RETRY_AFTER_S)}
+    if wants_json(request):
+        return JSONResponse({"detail": detail}, status_code=503, headers=headers)
+    response = page(request, "message.html", {"title": "Review database unavailable", "text": detail}, 503)
+    response.headers.update(headers)
+    return response
+
+
 async def bad_request(_request: Request, exc: ParcelscanError):
     return JSONResponse({"detail": str(exc)}, status_code=400)
 
@@ -127,6 +155,8 @@ def create_app(db_path: str | Path, *, secure_cookies: bool = False, session_hou
     app.add_exception_handler(LoginRequired, login_required)
     app.add_exception_handler(Forbidden, forbidden)
     app.add_exception_handler(ParcelscanError, bad_request)
+    for outage in (DatabaseUnavailable, PgOperationalError, sqlite3.OperationalError):
+        app.add_exception_handler(outage, database_unavailable)
     for router in ROUTERS:
         # the guard matches PUBLIC_ROUTES on a route's own path (FastAPI 0.165 hands it the router's route):
         # a router prefix would make "/api/login" look like "/login". Routers write full paths.

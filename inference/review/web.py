@@ -25,7 +25,7 @@ from fastapi.responses import HTMLResponse
 
 from parcelscan.errors import ParcelscanError
 from parcelscan.inference.review import DECISIONS, auth, store
-from parcelscan.inference.review.db import connect
+from parcelscan.inference.review.db import DATABASE_ERRORS, DatabaseUnavailable, connect
 
 SAFE_METHODS = frozenset({"GET", "HEAD", "OPTIONS"})
 # An item id in a URL: SQLite's integers are 64-bit signed; a larger number would crash the query (500),
@@ -69,7 +69,16 @@ def settings_of(request: Request) -> Settings:
 
 
 def open_db(request: Request) -> sqlite3.Connection:
-    return connect(settings_of(request).db_path)
+    """The request's connection. The database was there when the app started (``create_app`` opened it), so
+    any failure to open it now is an outage of the server's (a SQLite file moved or unreadable, PostgreSQL
+    down or out of connections), never the client's mistake: ``DatabaseUnavailable``, answered 503."""
+    target = settings_of(request).db_path
+    try:
+        return connect(target)
+    except DatabaseUnavailable:
+        raise
+    except (ParcelscanError, *DATABASE_ERRORS) as error:
+        raise DatabaseUnavailable(f"the review database is unavailable: {' '.join(str(error).split())}") from error
 
 
 def _db(request: Request) -> Iterator[sqlite3.Connection]:
