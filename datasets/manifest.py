@@ -13,7 +13,10 @@ version, seed, profile, inspector, station; imports add ``original_path``, ``sha
 ``kind`` (``dual_energy``: a low/high pair, or ``pseudo_color``: only an 8-bit RGB image, ``files.rgb``),
 ``twin_of`` (the targets whose dual-energy twin the scan's look-alike fill is, from the simulator's ground truth
 and ``physics.signature``: a list of target names, ``[]`` for non-twins and every suspect; ``null`` = unknown, as
-for real and imported scans).
+for real and imported scans), ``declaration_honest`` (the scan's customs declaration says what the parcel holds;
+null without a declaration or when unknown) and ``declaration_names_twin`` (a suspect declared as a benign twin
+of its powder, e.g. barium sulphate; null for clear parcels and without a declaration) — see
+``simulator.declarations``.
 """
 
 from __future__ import annotations
@@ -50,6 +53,8 @@ class ManifestRecord:
     provenance: dict[str, Any] = field(default_factory=dict)
     kind: str = "dual_energy"
     twin_of: list[str] | None = None  # None: unknown (real or imported scans)
+    declaration_honest: bool | None = None  # None: no declaration, or unknown
+    declaration_names_twin: bool | None = None  # suspects declared as a benign twin; None for clear parcels
 
     def to_json(self) -> str:
         return json.dumps(asdict(self), sort_keys=True, separators=(",", ":"))
@@ -126,6 +131,9 @@ def record_from_dict(data: dict[str, Any], where: str = "manifest") -> ManifestR
         raise ParcelscanError(f"{where}: a suspect is nobody's twin (twin_of must be [] or null)")
     if data["label"] == "suspect" and data.get("scenario", "none") == "none" and data.get("source") == "simulated":
         raise ParcelscanError(f"{where}: a simulated suspect needs its scenario")
+    for flag in ("declaration_honest", "declaration_names_twin"):
+        if data.get(flag) is not None and not isinstance(data[flag], bool):
+            raise ParcelscanError(f"{where}: {flag} must be true, false or null")
     record = ManifestRecord(**data)
     if record.scenario is None:
         record.scenario = "none"

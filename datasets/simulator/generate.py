@@ -34,6 +34,7 @@ from parcelscan.datasets.scans.scanfile import (
     write_sidecar,
 )
 from parcelscan.datasets.simulator.concealments import SCENARIOS
+from parcelscan.datasets.simulator.declarations import attach_declaration
 from parcelscan.datasets.simulator.goods import GOODS
 from parcelscan.datasets.simulator.parcel import (
     SPECTRAL_VARIANTS,
@@ -82,7 +83,8 @@ def encode_png(image: np.ndarray, params: list[int]) -> bytes:
 
 
 def write_simulated(
-    scan: SimulatedScan, out_dir: Path, profile: ScannerProfile, png_params: list[int] | None = None
+    scan: SimulatedScan, out_dir: Path, profile: ScannerProfile, png_params: list[int] | None = None,
+    customs: dict | None = None,
 ) -> dict[str, str]:
     """The station files of one scan (the format of ``scanfile.write_station_scan``, faster PNG settings)."""
     check_scan_id(scan.scan_id)
@@ -101,6 +103,7 @@ def write_simulated(
         "source": "simulated",
         "labels": scan.labels,
         "scanner_variant": scan.provenance["scanner_variant"],
+        **(customs or {}),  # item_id and the declaration (simulator.declarations)
     }
     write_sidecar(sidecar_path, Scan(scan.scan_id, scan.low, scan.high, meta))
     files["sidecar"] = sidecar_path.name
@@ -124,6 +127,8 @@ def make_record(scan: SimulatedScan, files: dict[str, str]) -> ManifestRecord:
         source="simulated",
         provenance=scan.provenance,
         twin_of=list(labels["twin_of"]),
+        declaration_honest=labels.get("declaration_honest"),
+        declaration_names_twin=labels.get("declaration_names_twin"),
     )
 
 
@@ -162,8 +167,9 @@ def _work(index: int) -> tuple[ManifestRecord, dict[str, float]]:
     config, out_dir = _WORKER["config"], _WORKER["out"]
     cpu_start = time.process_time()
     scan = simulate_scan(config, index)
+    customs = attach_declaration(scan, config, index)  # its own random stream: the pixels are unchanged
     start = time.process_time()
-    files = write_simulated(scan, out_dir, config.profile)
+    files = write_simulated(scan, out_dir, config.profile, customs=customs)
     scan.seconds["png"] = time.process_time() - start
     scan.seconds["cpu"] = time.process_time() - cpu_start  # this process's own CPU time, waits excluded
     return make_record(scan, files), scan.seconds
