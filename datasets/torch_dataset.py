@@ -15,6 +15,24 @@ augmentation's flips (a parcel placed mirrored, or travelling the other way roun
 without physics augmentation. ``cache_root``: keep unaugmented prepared scans on disk
 (``datasets.prepared_cache``), so only the first epoch decodes.
 
+``twin_policy`` (training only): what a clear scan whose look-alike fill is a dual-energy **twin** of a
+target (manifest ``twin_of`` non-empty, from the simulator's ground truth) teaches. ``negative``: an
+ordinary clear scan (the behaviour before twins were labelled). ``ignore``: the scan is left out of the
+training items altogether — out of the class loss *and* the mask loss, whose all-zero mask would teach the
+heatmap to stay cold on exactly the signature it must see. ``positive``: a positive of the signature task —
+tile label suspect, no mask loss (the simulator writes no mask of the look-alike), so when a long scan has
+several tiles the chosen tile may miss the fill (label noise, stated). ``twin_of`` null/absent (real or
+imported scans, older simulations) means *unknown* and is treated as not a twin under every policy.
+
+``crop`` (training only, 0 = off): train on a ``crop × crop`` window of the chosen tile instead of the whole
+tile — a quarter of the compute at ``crop = tile / 2``, which is what makes a 2 mm/px recipe fit on 2 CPU
+cores. The network is fully convolutional and (``heatmap_topk``) scores the top cells of its heatmap, so
+a model trained on windows scores whole tiles at evaluation, where the threshold is chosen. The window
+centre is drawn among the tile's powder pixels for a tile holding powder (jittered by up to a quarter
+window), else among its non-air pixels with probability rising with the ``a_excess`` channel (excess
+low-energy attenuation over water: high-Z fills, metal, look-alikes) — physics-mined hard negatives
+instead of windows of air or plain clutter. The window's label follows its mask like a tile's.
+
 Randomness is a function of (seed, epoch, index) only — the same item is identical across runs and
 DataLoader worker counts; call ``set_epoch`` each epoch (non-persistent workers) to vary augmentation.
 """
@@ -45,6 +63,12 @@ from parcelscan.datasets.preprocess import (
 from parcelscan.errors import ParcelscanError
 
 MIN_TILE_MASK_PX = 1.0  # a tile is suspect when it holds at least one model pixel (4 mm²) of powder
+TWIN_POLICIES = ("negative", "ignore", "positive")
+
+
+def is_twin(record: ManifestRecord) -> bool:
+    """A clear scan whose look-alike fill is a dual-energy twin of a target; unknown (None) is not a twin."""
+    return record.label == "clear" and bool(record.twin_of)
 
 
 def nominal_quanta(meta: dict[str, Any], provenance: dict[str, Any] | None = None) -> float:
@@ -81,7 +105,8 @@ class ScanDataset(Dataset):
 
     def __init__(self, manifest_or_dir: str | Path, spec: PreprocessSpec, split: str | list[str] | None = None,
                  augment: bool = False, seed: int = 0, augment_config: Any = None,
-                 skip_incompatible: bool = False, tile_flips: bool = False, cache_root: str | Path | None = None):
+                 skip_incompatible: bool = False, tile_flips: bool = False, cache_root: str | Path | None = None,
+                 twin_policy: str = "negative", crop: int = 0):
         path = manifest_path(Path(manifest_or_dir))
         self.root = path.parent
         self.spec = spec
@@ -96,6 +121,15 @@ class ScanDataset(Dataset):
                                       f"(e.g. {rgb_only[0].scan_id}) cannot feed a dual-energy model; "
                                       "pass skip_incompatible=True to drop them")
             records = [r for r in records if r.kind == "dual_energy"]
+        if twin_policy not in TWIN_POLICIES:
+            raise ParcelscanError(f"twin_policy must be one of {', '.join(TWIN_POLICIES)}, got {twin_policy!r}")
+        self.twin_policy = twin_policy
+        if crop and (crop < 32 or crop % 32 or crop > min(spec.tile_rows, spec.tile_cols)):
+            raise ParcelscanError(f"crop must be 0 or a multiple of 32 within 32 and the tile size, got {crop}")
+        self.crop = int(crop)
+        self.twins_left_out = sum(is_twin(r) for r in records) if twin_policy == "ignore" else 0
+        if twin_policy == "ignore":
+            records = [r for r in records if not is_twin(r)]
         if not records:
             raise ParcelscanError(f"{path}: no scans" + (f" in split {split}" if split else ""))
         self.records: list[ManifestRecord] = records
@@ -119,10 +153,17 @@ class ScanDataset(Dataset):
     def set_epoch(self, epoch: int) -> None:
         self.epoch = int(epoch)
 
+    def _positive_twin(self, index: int) -> bool:
+        return self.twin_policy == "positive" and is_twin(self.records[index])
+
+    def scan_label(self, index: int) -> int:
+        """0 clear, 1 suspect; a twin under ``twin_policy: positive`` is a suspect of the signature task."""
+        return 1 if self._positive_twin(index) else CLASSES.index(self.records[index].label)
+
     @property
     def labels(self) -> np.ndarray:
-        """Scan labels (0 clear, 1 suspect) in dataset order."""
-        return np.array([CLASSES.index(r.label) for r in self.records], dtype=np.int64)
+        """Scan labels (0 clear, 1 suspect) in dataset order, as trained (see ``scan_label``)."""
+        return np.array([self.scan_label(i) for i in range(len(self.records))], dtype=np.int64)
 
     def rng(self, index: int) -> np.random.Generator:
         varies = self.augmenter is not None or self.tile_flips
@@ -157,9 +198,13 @@ class ScanDataset(Dataset):
 
     def has_mask(self, index: int) -> bool:
         record = self.records[index]
+        if self._positive_twin(index):
+            return False  # its fill carries a target's signature; no mask says where: no mask loss
         return record.mask is not None or record.label == "clear"
 
     def _tile_label(self, index: int, mask_tiles: np.ndarray | None, tile: int) -> int:
+        if self._positive_twin(index):
+            return 1
         if mask_tiles is not None:
             return int(mask_tiles[tile].sum() >= MIN_TILE_MASK_PX)
         return CLASSES.index(self.records[index].label)
@@ -168,7 +213,8 @@ class ScanDataset(Dataset):
         r = self.records[index]
         return {"index": index, "scan_id": r.scan_id, "scenario": r.scenario, "material": r.material or "",
                 "lookalike": r.lookalike or "", "has_mask": self.has_mask(index), "parcel_id": r.parcel_id,
-                "source": r.source, "split": r.split or "", "scan_label": CLASSES.index(r.label)}
+                "source": r.source, "split": r.split or "", "scan_label": CLASSES.index(r.label),
+                "twin": is_twin(r)}
 
     # --- training items ------------------------------------------------------------------------
     def __getitem__(self, index: int) -> tuple[torch.Tensor, int, torch.Tensor, dict[str, Any]]:
@@ -179,9 +225,19 @@ class ScanDataset(Dataset):
             tile = int(np.argmax(mask_tiles.reshape(n, -1).sum(axis=1)))
         else:
             tile = int(rng.integers(n)) if n > 1 else 0
-        label = self._tile_label(index, mask_tiles, tile)
         image = prepared.tiles[tile]
         tile_mask = mask_tiles[tile] if mask_tiles is not None else None
+        row0 = col0 = 0
+        if self.crop:
+            row0, col0 = self._crop_origin(image, tile_mask, rng)
+            image = image[:, row0:row0 + self.crop, col0:col0 + self.crop]
+            tile_mask = tile_mask[row0:row0 + self.crop, col0:col0 + self.crop] if tile_mask is not None else None
+        if self._positive_twin(index):
+            label = 1
+        elif tile_mask is not None:
+            label = int(tile_mask.sum() >= MIN_TILE_MASK_PX)
+        else:
+            label = self._tile_label(index, None, tile)
         if self.tile_flips:
             for axis in (-2, -1):
                 if rng.random() < 0.5:
@@ -191,11 +247,36 @@ class ScanDataset(Dataset):
         if tile_mask is not None:
             mask = torch.from_numpy(np.ascontiguousarray(tile_mask, dtype=np.float32))[None]
         else:
-            mask = torch.zeros((1, self.spec.tile_rows, self.spec.tile_cols), dtype=torch.float32)
+            mask = torch.zeros((1, *image.shape[-2:]), dtype=torch.float32)
         metadata = self.metadata(index) | {"tile_index": tile, "n_tiles": n,
-                                           "tile_row0": prepared.tile_origins[tile][0],
-                                           "tile_col0": prepared.tile_origins[tile][1]}
+                                           "tile_row0": prepared.tile_origins[tile][0] + row0,
+                                           "tile_col0": prepared.tile_origins[tile][1] + col0}
         return image, label, mask, metadata
+
+    def _crop_origin(self, image: np.ndarray, tile_mask: np.ndarray | None,
+                     rng: np.random.Generator) -> tuple[int, int]:
+        """(row0, col0) of the training window (see the module docstring: powder, else excess-weighted)."""
+        rows, cols = image.shape[-2:]
+        size = self.crop
+        if tile_mask is not None and tile_mask.sum() >= MIN_TILE_MASK_PX:
+            candidates = np.flatnonzero(tile_mask > 0)
+            centre = int(rng.choice(candidates))
+            jitter = rng.integers(-(size // 4), size // 4 + 1, size=2)
+            r, c = centre // cols + int(jitter[0]), centre % cols + int(jitter[1])
+        else:
+            weight = (np.abs(image).sum(axis=0) > 0.05).astype(np.float64)  # non-air (air is 0 in every channel)
+            if "a_excess" in self.spec.channels:
+                excess = image[self.spec.channels.index("a_excess")]
+                weight *= 0.25 + np.clip(excess, 0.0, 4.0)
+            total = weight.sum()
+            if total > 0:
+                centre = int(rng.choice(weight.size, p=(weight / total).ravel()))
+                r, c = centre // cols, centre % cols
+            else:
+                r, c = int(rng.integers(rows)), int(rng.integers(cols))
+        row0 = int(np.clip(r - size // 2, 0, rows - size))
+        col0 = int(np.clip(c - size // 2, 0, cols - size))
+        return row0, col0
 
     # --- evaluation: every tile -----------------------------------------------------------------
     def prepared(self, index: int) -> PreparedItem:

@@ -14,6 +14,18 @@ Why this shape:
   to one logit. The heatmap is at stride :data:`HEATMAP_STRIDE` (8): 40×40 cells for a 320×320 tile,
   16 mm per cell at the 2 mm model pitch — enough to show an inspector where to look, and cheap.
 
+* **Score head** (``NetworkConfig.score_head``) — where the tile's clear/suspect logits come from:
+  ``classifier`` (the head above; every model shipped before the 2 mm recipe) or ``heatmap_topk``: the
+  suspect margin is an affine function of the **mean of the top ``score_topk`` heatmap logits** of the
+  tile (no classifier head is built). Why: the verdict is then a pooled function of the localisation, so
+  heatmap and verdict agree (a flagged scan always has hot cells, a hot cell always raises the score), and
+  a 10 g pouch that covers two or three 16 mm cells moves the score as much as a sack does, where a
+  global-pooled classifier dilutes it. The mask loss trains every cell; the class loss on the pooled score
+  teaches the few hottest cells of a clear tile to stay cold (mined look-alikes). Logits are
+  ``(0, a·topk_mean + b)``, so ``logit_suspect − logit_clear`` is the pooled margin and the exported
+  ``suspect_probability`` (a softmax of the logits) is ``sigmoid(margin / T)``: the station's contract,
+  its output names and shapes are unchanged.
+
 ``forward(x) -> (logits (N, 2), heatmap_logits (N, 1, ceil(H/8), ceil(W/8)))``.
 
 **Shape configuration**: everything that decides the shapes of the weights (arch, input channels,
@@ -40,7 +52,10 @@ DECODER_CHANNELS = 32  # default width of the mask decoder for new models
 HIDDEN_UNITS = 256  # default hidden units of the classification head for new models
 # The shape of every checkpoint written before ``network`` was stored in it: frozen, whatever the defaults
 # above become (a missing key in a stored configuration takes these values).
-LEGACY_SHAPE = {"decoder_channels": 32, "hidden_units": 256, "num_classes": 2}
+LEGACY_SHAPE = {"decoder_channels": 32, "hidden_units": 256, "num_classes": 2, "score_head": "classifier",
+                "score_topk": 4}
+SCORE_HEADS = ("classifier", "heatmap_topk")
+SCORE_TOPK = 4  # default cells in the top-k pool: 2×2 cells of 16 mm at 2 mm/px, about a 10 g pouch
 HEATMAP_PRIOR = 0.01  # initial powder probability per cell: a fresh model does not paint the whole scan
 BN_MOMENTUM = 0.1  # PyTorch's default, for every arch (torchvision's MobileNetV3 uses 0.01; see ParcelNet)
 
@@ -54,6 +69,8 @@ class NetworkConfig:
     num_classes: int = 2
     decoder_channels: int = DECODER_CHANNELS
     hidden_units: int = HIDDEN_UNITS
+    score_head: str = "classifier"  # see the module docstring: classifier | heatmap_topk
+    score_topk: int = SCORE_TOPK  # heatmap cells averaged by heatmap_topk (unused by classifier)
 
     def to_dict(self) -> dict[str, Any]:
         return asdict(self)
@@ -72,7 +89,8 @@ class NetworkConfig:
         values = {**LEGACY_SHAPE, **data}
         return cls(arch=str(values["arch"]), in_channels=int(values["in_channels"]),
                    num_classes=int(values["num_classes"]), decoder_channels=int(values["decoder_channels"]),
-                   hidden_units=int(values["hidden_units"]))
+                   hidden_units=int(values["hidden_units"]), score_head=str(values["score_head"]),
+                   score_topk=int(values["score_topk"]))
 
 
 def _backbone_blocks(arch: str) -> list[nn.Module]:
@@ -165,6 +183,11 @@ class ParcelNet(nn.Module):
             raise ValueError(f"unknown arch {arch!r}; choose one of {', '.join(ARCHS)}")
         if in_channels < 1 or num_classes < 2 or config.decoder_channels < 1 or config.hidden_units < 1:
             raise ValueError("in_channels, decoder_channels and hidden_units must be >= 1, num_classes >= 2")
+        if config.score_head not in SCORE_HEADS:
+            raise ValueError(f"score_head must be one of {', '.join(SCORE_HEADS)}, got {config.score_head!r}")
+        if config.score_head == "heatmap_topk" and (num_classes != 2 or not 1 <= config.score_topk <= 16):
+            # 16 cells: the smallest tile (32×32 px) has 4×4 heatmap cells, so k is always available
+            raise ValueError("heatmap_topk needs num_classes 2 and score_topk within 1-16")
         self.config = config
         self.arch, self.in_channels, self.num_classes = arch, in_channels, num_classes
         blocks = _backbone_blocks(arch)
@@ -180,30 +203,48 @@ class ParcelNet(nn.Module):
         for module in self.modules():
             if isinstance(module, nn.BatchNorm2d):
                 module.momentum = BN_MOMENTUM
-        hidden = config.hidden_units
-        self.classifier = nn.Sequential(nn.Linear(2 * ch32, hidden), nn.Hardswish(), nn.Dropout(0.2),
-                                        nn.Linear(hidden, num_classes))
-        for layer in self.classifier:
-            if isinstance(layer, nn.Linear):
-                nn.init.normal_(layer.weight, 0, 0.01)
-                nn.init.zeros_(layer.bias)
+        self.score_head = config.score_head
+        self.score_topk = config.score_topk
+        if config.score_head == "classifier":
+            hidden = config.hidden_units
+            self.classifier = nn.Sequential(nn.Linear(2 * ch32, hidden), nn.Hardswish(), nn.Dropout(0.2),
+                                            nn.Linear(hidden, num_classes))
+            for layer in self.classifier:
+                if isinstance(layer, nn.Linear):
+                    nn.init.normal_(layer.weight, 0, 0.01)
+                    nn.init.zeros_(layer.bias)
+        else:
+            # margin = scale · topk_mean + bias; at initialisation the margin is the pooled logit itself
+            # (scale 1, bias 0), i.e. the prior's −4.6: a fresh model calls every tile clear, like the heatmap
+            self.score_scale = nn.Parameter(torch.ones(()))
+            self.score_bias = nn.Parameter(torch.zeros(()))
         self.train()
+
+    def pooled_margin(self, heat: torch.Tensor) -> torch.Tensor:
+        """(N, 1, h, w) heatmap logits → (N,) suspect margin: affine map of the mean of the top-k cells."""
+        top = torch.topk(heat.flatten(1), self.score_topk, dim=1).values
+        return self.score_scale * top.mean(dim=1) + self.score_bias
 
     def forward(self, x: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
         f8 = self.to_stride8(x)
         f32 = self.to_stride32(f8)
+        heat = self.decoder(f8, f32)
+        if self.score_head == "heatmap_topk":
+            margin = self.pooled_margin(heat)
+            return torch.stack([torch.zeros_like(margin), margin], dim=1), heat
         pooled = torch.cat([f32.mean(dim=(2, 3)), f32.amax(dim=(2, 3))], dim=1)
-        return self.classifier(pooled), self.decoder(f8, f32)
+        return self.classifier(pooled), heat
 
 
 def build_model(arch: str = DEFAULT_ARCH, in_channels: int = 3, num_classes: int = 2,
-                decoder_channels: int | None = None, hidden_units: int | None = None) -> ParcelNet:
+                decoder_channels: int | None = None, hidden_units: int | None = None,
+                score_head: str = "classifier", score_topk: int = SCORE_TOPK) -> ParcelNet:
     """The contract's constructor: randomly initialised (never downloads weights). Unset widths take the
     module defaults *now* (:data:`DECODER_CHANNELS`, :data:`HIDDEN_UNITS`); a stored model is built with
     :func:`build_from_config` instead."""
     return ParcelNet(NetworkConfig(arch, in_channels, num_classes,
                                    DECODER_CHANNELS if decoder_channels is None else decoder_channels,
-                                   HIDDEN_UNITS if hidden_units is None else hidden_units))
+                                   HIDDEN_UNITS if hidden_units is None else hidden_units, score_head, score_topk))
 
 
 def build_from_config(config: NetworkConfig) -> ParcelNet:

@@ -27,6 +27,10 @@ class TrainConfig:
     input_kind: str = "dual_energy"
     preprocessing: dict[str, Any] = field(default_factory=dict)  # overrides of the PreprocessSpec defaults
     init_from: str = ""  # start from this checkpoint's (EMA) weights and preprocessing: fine-tuning, retraining
+    # network head (model/network.py): classifier = global-pooled classification head (the 4 mm default);
+    # heatmap_topk = the scan score is the mean of the top score_topk heatmap logits (verdict = localisation)
+    score_head: str = "classifier"
+    score_topk: int = 4
     epochs: int = 40
     batch_size: int = 32
     workers: int = 2  # DataLoader worker processes per rank
@@ -47,6 +51,14 @@ class TrainConfig:
     mask_weight: float = 1.0
     dice_weight: float = 1.0
     # data
+    # clear scans whose look-alike fill is a dual-energy twin of a target (manifest twin_of, simulator ground
+    # truth): negative = ordinary clear; ignore = out of the class and mask losses (left out of training);
+    # positive = a suspect of the signature task (no mask loss). Unknown twin_of (null) = not a twin.
+    # Default ignore: a twin is physically indistinguishable from a target, so calling it clear teaches the
+    # model to suppress the signature it needs (the twins then set the 1 % threshold), while calling it
+    # suspect without a mask is tile-label noise on multi-tile scans; ignore removes the contradiction.
+    twin_policy: str = "ignore"
+    train_crop: int = 0  # train on a window of this size (px, multiple of 32) of the chosen tile; 0 = whole tile
     balanced_sampling: bool = True  # draw clear and suspect scans equally often in each epoch
     augment: bool = True  # physical augmentation in transmission space (datasets/augment.py)
     tile_flips: bool = False  # flip model tiles (both axes, p 0.5): the free part of augmentation, for augment: false
@@ -77,6 +89,17 @@ class TrainConfig:
             raise ParcelscanError(f"target_pfa must be in (0, 1), got {self.target_pfa}")
         if self.lr <= 0 or not 0.0 <= self.ema_decay < 1.0 or self.warmup_epochs < 0:
             raise ParcelscanError("lr must be > 0, ema_decay in [0, 1), warmup_epochs >= 0")
+        from parcelscan.datasets.torch_dataset import TWIN_POLICIES  # loads torch, like ARCHS above
+        from parcelscan.model.network import SCORE_HEADS
+
+        if self.score_head not in SCORE_HEADS:
+            raise ParcelscanError(f"score_head must be one of {', '.join(SCORE_HEADS)}, got {self.score_head!r}")
+        if not 1 <= self.score_topk <= 16:
+            raise ParcelscanError(f"score_topk must be within 1-16, got {self.score_topk}")
+        if self.twin_policy not in TWIN_POLICIES:
+            raise ParcelscanError(f"twin_policy must be one of {', '.join(TWIN_POLICIES)}, got {self.twin_policy!r}")
+        if self.train_crop < 0 or self.train_crop % 32:
+            raise ParcelscanError(f"train_crop must be 0 or a multiple of 32, got {self.train_crop}")
         if not isinstance(self.preprocessing, dict):
             raise ParcelscanError("preprocessing must be a mapping of PreprocessSpec fields")
         return self

@@ -360,6 +360,57 @@ def _group_rates(scores: np.ndarray, records: Sequence[Any], mask: np.ndarray, a
     return dict(sorted(rates.items(), key=lambda kv: rank.get(kv[0], len(rank))))
 
 
+def twin_mask(records: Sequence[Any]) -> np.ndarray:
+    """Clear scans whose look-alike fill is a dual-energy twin of a target (manifest ``twin_of`` non-empty).
+
+    ``twin_of`` null or absent (real or imported scans, simulations older than twin labels) is *unknown*
+    and counts as not a twin: such a set's Pfa is the plain Pfa over all clear scans."""
+    return np.array([getattr(r, "label", None) == "clear" and bool(getattr(r, "twin_of", None)) for r in records],
+                    dtype=bool)
+
+
+def _wilson_rate(flagged: np.ndarray) -> dict[str, Any]:
+    n, k = int(flagged.size), int(np.count_nonzero(flagged))
+    low, high = M.wilson_interval(k, n)
+    return {"rate": k / n if n else float("nan"), "n": n, "flagged": k, "ci": [low, high]}
+
+
+def twin_operating_point(y: np.ndarray, scores: np.ndarray, records: Sequence[Any], threshold: float) -> dict[str, Any]:
+    """At one threshold: Pd, Pfa over clear scans that are not twins, the twins' alarm rate (each with a
+    Wilson 95 % interval), Pd per scenario and per share of target material (mixtures < 20 % apart)."""
+    twins = twin_mask(records)
+    flagged = scores >= threshold
+    return {"threshold": float(threshold), "pd": _wilson_rate(flagged[y]),
+            "pfa_non_twin": _wilson_rate(flagged[~y & ~twins]), "pfa_all_clears": _wilson_rate(flagged[~y]),
+            "twin_alarm_rate": _wilson_rate(flagged[twins]),
+            "pd_by_scenario": _group_rates(scores, records, y, "scenario", threshold),
+            "pd_by_fraction": _group_rates(scores, records, y, lambda r: fraction_band(r.mass_fraction), threshold,
+                                           FRACTION_BAND_NAMES),
+            "twin_alarm_by_fill": _group_rates(scores, records, twins, lookalike_fill, threshold)}
+
+
+def twin_summary(labels: np.ndarray, scores: np.ndarray, records: Sequence[Any], threshold: float | None,
+                 pfas: Sequence[float] = REPORT_PFAS) -> dict[str, Any]:
+    """The detection bar's numbers: Pd at a target Pfa where Pfa is counted on clear scans whose ``twin_of``
+    is empty (a twin is physically indistinguishable from a target; see ``twin_mask``), the threshold
+    chosen on those clears; the twins' alarm rate at the same threshold; and the same at the stored
+    threshold. Rates carry Wilson 95 % intervals (fixed threshold). AUC is against non-twin clears."""
+    y = np.asarray(labels).astype(bool)
+    scores = np.asarray(scores, dtype=np.float64)
+    twins = twin_mask(records)
+    keep = y | ~twins
+    unknown = sum(getattr(r, "twin_of", None) is None for r in records if getattr(r, "label", None) == "clear")
+    out: dict[str, Any] = {"n_suspect": int(y.sum()), "n_clear_non_twin": int((~y & ~twins).sum()),
+                           "n_twin": int(twins.sum()), "n_clear_twin_unknown": int(unknown),
+                           "roc_auc_non_twin": M.roc_auc(y[keep], scores[keep]), "at_pfa": {}}
+    for target in pfas:
+        t = M.threshold_at_pfa(scores[~y & ~twins], target)
+        out["at_pfa"][f"{target:g}"] = {"target_pfa": target, **twin_operating_point(y, scores, records, t)}
+    if threshold is not None:
+        out["stored"] = twin_operating_point(y, scores, records, threshold)
+    return out
+
+
 def screening_summary(labels: np.ndarray, margins: np.ndarray, records: Sequence[Any], threshold: float,
                       temperature: float, target_pfa: float = 0.01, n_boot: int = 1000,
                       seed: int = 0) -> dict[str, Any]:
@@ -411,6 +462,7 @@ def screening_summary(labels: np.ndarray, margins: np.ndarray, records: Sequence
                 "pfa_by_lookalike_fill": _group_rates(scores, records, ~y, lookalike_fill, t)}
 
     out["stored_operating_point"] = point(threshold)
+    out["twin_aware"] = twin_summary(y, scores, records, threshold, pfas)
     out["target_operating_point"] = {"target_pfa": target_pfa, **point(M.threshold_at_pfa(scores[~y], target_pfa))}
     finite = np.isfinite(margins)
     raw = scan_probabilities(margins, 1.0)
@@ -526,6 +578,33 @@ def _group_table(title: str, groups: dict[str, dict[str, float]], what: str) -> 
     return [*lines, ""]
 
 
+def _rate(value: dict[str, Any]) -> str:
+    return f"{_fmt_ci(value['rate'], value['ci'])} ({value['flagged']}/{value['n']})"
+
+
+def render_twin_section(tw: dict[str, Any]) -> list[str]:
+    """Markdown for ``twin_summary``: the detection bar's way of counting (Pfa on non-twin clears)."""
+    lines = ["## Pd at Pfa with twins left out of Pfa", "",
+             f"Pfa counted on the {tw['n_clear_non_twin']} clear scans whose `twin_of` is empty "
+             f"({tw['n_clear_twin_unknown']} of them unknown, counted as not twins); the {tw['n_twin']} twin-filled "
+             f"clear scans are reported as the twin alarm rate. AUC against non-twin clears: "
+             f"{tw['roc_auc_non_twin']:.4f}. Intervals: Wilson 95 % at the stated threshold.", "",
+             "| operating point | threshold | Pd | Pfa (non-twin clears) | Pfa (all clears) | twin alarm rate |",
+             "|---|---|---|---|---|---|"]
+    points = [(f"Pfa {100 * float(k):g} % (non-twin)", v) for k, v in tw["at_pfa"].items()]
+    if "stored" in tw:
+        points.append(("stored threshold", tw["stored"]))
+    for name, v in points:
+        lines.append(f"| {name} | {v['threshold']:.9g} | {_rate(v['pd'])} | {_rate(v['pfa_non_twin'])} | "
+                     f"{_rate(v['pfa_all_clears'])} | {_rate(v['twin_alarm_rate'])} |")
+    lines.append("")
+    for name, v in points:
+        lines += _group_table(f"Pd per scenario at {name}", v["pd_by_scenario"], "Pd")
+        lines += _group_table(f"Pd per share of target material at {name}", v["pd_by_fraction"], "Pd")
+        lines += _group_table(f"Twin alarm rate per fill at {name}", v["twin_alarm_by_fill"], "alarm rate")
+    return lines
+
+
 def render_report(summary: dict[str, Any], errors: Sequence[tuple[str, str]], plots: bool) -> str:
     """The Markdown report: the same numbers as metrics.json, for people."""
     s = summary
@@ -575,6 +654,8 @@ def render_report(summary: dict[str, Any], errors: Sequence[tuple[str, str]], pl
         lines += _group_table("Pfa per look-alike kind (clear scans)", p["pfa_by_lookalike"], "Pfa")
         lines += _group_table("Pfa per look-alike fill material (clear scans)", p.get("pfa_by_lookalike_fill", {}),
                               "Pfa")
+    if "twin_aware" in s:
+        lines += render_twin_section(s["twin_aware"])
     cal = s["calibration"]
     lines += ["## Calibration", "", f"- temperature (fitted on validation, stored): {cal['temperature']:.4g}; "
               f"the temperature that would fit this set: {cal['temperature_fitted_on_this_set']:.4g}",
@@ -588,3 +669,72 @@ def render_report(summary: dict[str, Any], errors: Sequence[tuple[str, str]], pl
     if errors:
         lines += ["## Unreadable scans", ""] + [f"- {scan_id}: {error}" for scan_id, error in errors[:50]] + [""]
     return "\n".join(lines)
+
+
+# --- scoring the station's verdicts -------------------------------------------------------------------
+def read_verdict_scores(path: str | Path) -> tuple[dict[str, float], float | None, dict[str, Any]]:
+    """``parcelscan inspect`` output (one JSON verdict per line) → ({scan_id: score}, threshold, model).
+
+    Only each verdict's CNN ``score`` is read (the detection bar's method: shield and other reasons
+    ignored). A scan the station could not analyse has no score: it is counted as flagged (score +inf),
+    as the station sends it to manual inspection. A scan id seen twice is refused (ambiguous)."""
+    scores: dict[str, float] = {}
+    threshold = None
+    model: dict[str, Any] = {}
+    try:
+        lines = Path(path).read_text(encoding="utf-8").splitlines()
+    except OSError as error:
+        raise ParcelscanError(f"cannot read verdicts {path}: {error}") from error
+    for number, line in enumerate(lines, 1):
+        if not line.strip():
+            continue
+        try:
+            verdict = json.loads(line)
+            scan_id = str(verdict["scan_id"])
+        except (json.JSONDecodeError, KeyError, TypeError) as error:
+            raise ParcelscanError(f"{path}:{number}: not a verdict line ({error})") from error
+        if scan_id in scores:
+            raise ParcelscanError(f"{path}:{number}: scan {scan_id} has two verdicts")
+        score = verdict.get("score")
+        scores[scan_id] = float(score) if isinstance(score, (int, float)) and math.isfinite(score) else math.inf
+        if threshold is None and isinstance(verdict.get("threshold"), (int, float)):
+            threshold = float(verdict["threshold"])
+            model = dict(verdict.get("model") or {})
+    return scores, threshold, model
+
+
+def evaluate_verdicts(verdicts: str | Path, data_dir: str | Path, split: str = "all", name: str = "exp",
+                      project: str | Path = "runs/evaluate", n_boot: int = 1000, seed: int = 0) -> tuple[Path, dict]:
+    """Score a labelled set from the station's own verdicts (``parcelscan inspect DIR > verdicts.jsonl``):
+    AUC, Pd at Pfa 1 % / 0.1 % with Pfa on non-twin clears, twin alarm rate, per scenario and mixture band,
+    at those thresholds and at the model's stored one (the verdicts' ``threshold``). Every scan of the split
+    must have a verdict."""
+    data_dir = Path(data_dir)
+    records = select_split(read_manifest(data_dir), split, data_dir)
+    by_id, threshold, model = read_verdict_scores(verdicts)
+    missing = [r.scan_id for r in records if r.scan_id not in by_id]
+    if missing:
+        raise ParcelscanError(f"{verdicts}: no verdict for {len(missing)} scan(s) of {data_dir} (e.g. {missing[0]})")
+    y = np.array([r.label == "suspect" for r in records])
+    scores = np.array([by_id[r.scan_id] for r in records], dtype=np.float64)
+    twins = twin_mask(records)
+    keep = y | ~twins
+    summary: dict[str, Any] = {
+        "verdicts": str(verdicts), "data": str(data_dir), "split": split, "model_info": model,
+        "n_scans": int(y.size), "n_suspect": int(y.sum()), "n_clear": int((~y).sum()),
+        "unanalysed_scans": int(np.isinf(scores).sum()),
+        "roc_auc_non_twin_ci": list(M.bootstrap_ci(M.roc_auc, y[keep], scores[keep], n_boot, seed=seed)),
+        "twin_aware": twin_summary(y, scores, records, threshold)}
+    run_dir = increment_dir(project, name)
+    (run_dir / "metrics.json").write_text(json.dumps(summary, indent=1, sort_keys=True) + "\n", encoding="utf-8")
+    tw = summary["twin_aware"]
+    lines = [f"# Station verdicts {verdicts} scored against {data_dir} ({split})", "",
+             f"- model: {model.get('name')} {model.get('version')} (sha256 {str(model.get('sha256'))[:12]}); "
+             f"stored threshold {threshold}",
+             f"- scans: {summary['n_scans']} ({summary['n_suspect']} suspect, {summary['n_clear']} clear, of which "
+             f"{tw['n_twin']} twin-filled); not analysed (flagged): {summary['unanalysed_scans']}",
+             f"- ROC AUC against non-twin clears: {tw['roc_auc_non_twin']:.4f} "
+             f"[{summary['roc_auc_non_twin_ci'][0]:.4f}, {summary['roc_auc_non_twin_ci'][1]:.4f}] "
+             f"(stratified bootstrap, {n_boot} replicates)", "", *render_twin_section(tw)]
+    (run_dir / "report.md").write_text("\n".join(lines) + "\n", encoding="utf-8")
+    return run_dir, summary

@@ -1,7 +1,8 @@
 """``parcelscan evaluate``: screening metrics of a checkpoint or ONNX model on one split of a dataset.
 
 An ONNX model is evaluated with onnxruntime only (no PyTorch needed), a checkpoint with PyTorch; both
-through the same ``prepare_scan`` and max-over-tiles scoring as the station.
+through the same ``prepare_scan`` and max-over-tiles scoring as the station. ``--verdicts FILE`` scores the
+station's own output instead (``parcelscan inspect DIR > FILE``; only each verdict's ``score`` is read).
 """
 
 from __future__ import annotations
@@ -9,13 +10,18 @@ from __future__ import annotations
 import argparse
 
 from parcelscan.errors import ParcelscanError
-from parcelscan.training.evaluate import evaluate  # no torch at its top: passive_omp_wait still runs first
+from parcelscan.training.evaluate import (  # no torch at its top: passive_omp_wait still runs first
+    evaluate,
+    evaluate_verdicts,
+)
 from parcelscan.training.train_cli import passive_omp_wait
 
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
-    parser.add_argument("--model", required=True, help="checkpoint (.pt, e.g. runs/train/exp/weights/best.pt) or "
-                                                       "exported model (.onnx)")
+    parser.add_argument("--model", help="checkpoint (.pt, e.g. runs/train/exp/weights/best.pt) or "
+                                         "exported model (.onnx); or give --verdicts")
+    parser.add_argument("--verdicts", help="score `parcelscan inspect` output (JSON lines) against --data instead of "
+                                           "running a model: only each verdict's score is read")
     parser.add_argument("--data", required=True, help="dataset directory with a split manifest.jsonl")
     parser.add_argument("--split", default="test", choices=("train", "val", "test", "all"),
                         help="split to evaluate (default test; all = every scan, for a separately simulated test set)")
@@ -38,6 +44,14 @@ def run(args: argparse.Namespace) -> int:
 
     if args.bootstrap < 1 or args.batch_size < 1 or args.workers < 0:
         raise ParcelscanError("--bootstrap and --batch-size must be >= 1, --workers >= 0")
+    if bool(args.model) == bool(args.verdicts):
+        raise ParcelscanError("give either --model or --verdicts")
+    if args.verdicts:
+        run_dir, v = evaluate_verdicts(args.verdicts, args.data, split=args.split, name=args.name,
+                                       project=args.project, n_boot=args.bootstrap, seed=args.seed)
+        print_twin_summary(v["twin_aware"])
+        print(f"report: {run_dir / 'report.md'}")
+        return 0
     run_dir, s = evaluate(args.model, args.data, split=args.split, name=args.name, project=args.project,
                           target_pfa=args.target_pfa, device=args.device, workers=args.workers,
                           batch_tiles=args.batch_size, n_boot=args.bootstrap, seed=args.seed,
@@ -55,7 +69,27 @@ def run(args: argparse.Namespace) -> int:
     op = s["stored_operating_point"]
     print(f"stored threshold {op['threshold']:.6g}: Pd {pct(op['pd'], op['pd_ci'])}, "
           f"Pfa {pct(op['pfa'], op['pfa_ci'])}")
+    print_twin_summary(s["twin_aware"])
     cal = s["calibration"]
     print(f"ECE {cal['ece_uncalibrated']:.4f} → {cal['ece_calibrated']:.4f} (T = {cal['temperature']:.3g})")
     print(f"report: {run_dir / 'report.md'}")
     return 0
+
+
+def print_twin_summary(tw: dict) -> None:
+    """The bar's lines: Pd at Pfa on non-twin clears, twin alarm rate, per scenario (Wilson 95 %)."""
+    def rate(v: dict) -> str:
+        return f"{100 * v['rate']:.2f} % [{100 * v['ci'][0]:.2f}, {100 * v['ci'][1]:.2f}] ({v['flagged']}/{v['n']})"
+
+    print(f"twins left out of Pfa: {tw['n_clear_non_twin']} non-twin clear, {tw['n_twin']} twin-filled clear "
+          f"({tw['n_clear_twin_unknown']} clear with twin_of unknown, counted as non-twin); "
+          f"AUC vs non-twin clears {tw['roc_auc_non_twin']:.4f}")
+    points = [(f"Pfa {100 * float(k):g} % (non-twin)", v) for k, v in tw["at_pfa"].items()]
+    if "stored" in tw:
+        points.append(("stored threshold", tw["stored"]))
+    for name, v in points:
+        print(f"{name}: threshold {v['threshold']:.6g}, Pd {rate(v['pd'])}, Pfa non-twin {rate(v['pfa_non_twin'])}, "
+              f"all clears {rate(v['pfa_all_clears'])}, twin alarms {rate(v['twin_alarm_rate'])}")
+        for group, g in {**v["pd_by_scenario"], **v["pd_by_fraction"]}.items():
+            print(f"    Pd {group}: {100 * g['rate']:.1f} % [{100 * g['ci_low']:.1f}, {100 * g['ci_high']:.1f}] "
+                  f"({g['flagged']}/{g['n']})")

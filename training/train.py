@@ -63,12 +63,14 @@ from parcelscan.training.evaluate import (
     scan_probabilities,
     screening_summary,
     torch_runner,
+    twin_mask,
 )
 from parcelscan.training.runs import increment_dir, resolve_device
 
 RESULTS_COLUMNS = ["epoch", "train/loss", "train/cls_loss", "train/mask_bce", "train/mask_dice", "val/loss",
                    "val/cls_loss", "val/mask_bce", "val/mask_dice", "val/auc", "val/ap", "val/pd_at_target_pfa",
-                   "val/pfa", "val/threshold", "val/temperature", "lr", "epoch_time_s", "train_img_per_s"]
+                   "val/pfa", "val/twin_alarm_rate", "val/threshold", "val/temperature", "lr", "epoch_time_s",
+                   "train_img_per_s"]
 
 
 # --- small utilities ---------------------------------------------------------------------------------------
@@ -250,7 +252,8 @@ def build_train_dataset(root: Path, spec: Any, config: TrainConfig):
     """The train split as ``datasets.torch_dataset.ScanDataset``: one tile per scan (the one with the most
     powder for a suspect), tile label from the mask, physical augmentation, seeded by (seed, epoch, index)."""
     return ScanDataset(root, spec, split="train", augment=config.augment, seed=config.seed,
-                       tile_flips=config.tile_flips, cache_root=cache_root(root, config))
+                       tile_flips=config.tile_flips, cache_root=cache_root(root, config),
+                       twin_policy=config.twin_policy, crop=config.train_crop)
 
 
 def cache_root(root: Path, config: TrainConfig) -> Path | None:
@@ -331,7 +334,8 @@ class Trainer:
             worker_init_fn=_worker_init, generator=generator, collate_fn=collate,
             persistent_workers=False)  # workers must see the dataset's set_epoch (augmentation varies per epoch)
         model = (build_from_config(self.network) if self.network is not None
-                 else build_model(config.arch, self.spec.in_channels))
+                 else build_model(config.arch, self.spec.in_channels, score_head=config.score_head,
+                                  score_topk=config.score_topk))
         if self.init_weights is not None:
             model.load_state_dict(self.init_weights)
         model = model.to(self.device)
@@ -451,15 +455,22 @@ class Trainer:
             margins[part_shard] = part_margins
             bce_sum, bce_n, dice_sum, dice_n = bce_sum + b_sum, bce_n + b_n, dice_sum + d_sum, dice_n + d_n
         labels = np.array([r.label == "suspect" for r in self.val_records])
-        point = operating_point(labels, margins, self.config.target_pfa)
-        pd, pfa, _ = M.pd_at_pfa(labels, margins, self.config.target_pfa)
+        # Pfa (and so the threshold, the temperature and best.pt) is counted on clear scans that are not
+        # dual-energy twins of a target: a twin cannot be told from a target by physics (twin_of unknown =
+        # not a twin). The twins' alarm rate is reported beside it.
+        keep = ~twin_mask(self.val_records)
+        point = operating_point(labels[keep], margins[keep], self.config.target_pfa)
+        pd, pfa, threshold_margin = M.pd_at_pfa(labels[keep], margins[keep], self.config.target_pfa)
+        twins = twin_mask(self.val_records)
+        twin_alarms = float((margins[twins] >= threshold_margin).mean()) if twins.any() else float("nan")
         cls_loss = M.nll_binary(labels, margins, 1.0)
         mask_bce = bce_sum / bce_n if bce_n else 0.0
         mask_dice = dice_sum / dice_n if dice_n else 0.0
         result = {"val/loss": cls_loss + self.config.mask_weight * (mask_bce + self.config.dice_weight * mask_dice),
                   "val/cls_loss": cls_loss, "val/mask_bce": mask_bce, "val/mask_dice": mask_dice,
                   "val/auc": M.roc_auc(labels, margins), "val/ap": M.average_precision(labels, margins),
-                  "val/pd_at_target_pfa": pd, "val/pfa": pfa, "val/threshold": point["threshold"],
+                  "val/pd_at_target_pfa": pd, "val/pfa": pfa, "val/twin_alarm_rate": twin_alarms,
+                  "val/threshold": point["threshold"],
                   "val/temperature": point["temperature"], "val/pd_calibrated": point["val_pd"],
                   "val/pfa_calibrated": point["val_pfa"]}
         return result, labels, margins
