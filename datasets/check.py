@@ -30,7 +30,8 @@ from parcelscan.datasets.datatools import (
     record_path,
 )
 from parcelscan.datasets.manifest import SPLITS, ManifestRecord, manifest_path, read_manifest_lenient
-from parcelscan.errors import ParcelscanError
+from parcelscan.datasets.scans.scanfile import png_header, read_sidecar
+from parcelscan.errors import ParcelscanError, ScanReadError
 
 UNSPLIT = "(none)"
 
@@ -83,9 +84,6 @@ class _ScanResult:
 
 
 def _check_record(record: ManifestRecord, root: Path) -> _ScanResult:
-    from parcelscan.datasets.scans.scanfile import read_sidecar
-    from parcelscan.errors import ScanReadError
-
     result = _ScanResult(record.scan_id)
     missing = [f"{role} ({name})" for role, name in record.files.items() if not record_path(root, name).exists()]
     if missing:
@@ -129,9 +127,6 @@ def _check_record(record: ManifestRecord, root: Path) -> _ScanResult:
 
 
 def _check_operator_image(record: ManifestRecord, root: Path, shape: tuple[int, int]) -> list[str]:
-    from parcelscan.datasets.scans.scanfile import png_header
-    from parcelscan.errors import ScanReadError
-
     path = record_path(root, record.files["rgb"])
     try:
         width, height, bit_depth, colour_type = png_header(path)

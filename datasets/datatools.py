@@ -14,6 +14,17 @@ from typing import Any
 import numpy as np
 
 from parcelscan.datasets.manifest import ManifestRecord
+from parcelscan.datasets.scans.readers import load_scan, read_rgb_image
+from parcelscan.datasets.scans.scanfile import (
+    IncompleteScanError,
+    Scan,
+    check_file,
+    png_header,
+    read_png16,
+    read_sidecar,
+    scan_meta,
+    validate_pair,
+)
 from parcelscan.errors import ScanReadError
 
 
@@ -25,14 +36,9 @@ def record_path(root: Path, name: str) -> Path:
 
 def load_record_scan(record: ManifestRecord, root: Path) -> Any:
     """Decode the scan of a manifest record (a Scan); every failure is a ScanReadError naming the file."""
-    from parcelscan.datasets.scans.readers import load_scan
-    from parcelscan.datasets.scans.scanfile import Scan, check_file
-
     files = record.files
     if record.kind == "pseudo_color":
         # read as an image even when a dual-energy pair of the same id lies beside it
-        from parcelscan.datasets.scans.readers import read_rgb_image
-
         scan = read_rgb_image(check_file(record_path(root, files["rgb"])), record.scan_id)
     elif "tiff" in files:
         scan = load_scan(check_file(record_path(root, files["tiff"])))
@@ -40,15 +46,11 @@ def load_record_scan(record: ManifestRecord, root: Path) -> Any:
         low = check_file(record_path(root, files["low"]))
         high = record_path(root, files["high"])
         if not high.exists():
-            from parcelscan.datasets.scans.scanfile import IncompleteScanError
-
             raise IncompleteScanError(f"{low}: missing pair: the high-energy image {files['high']} does not exist")
         check_file(high)
         if high.name == low.name[: -len("_low.png")] + "_high.png" and low.name.endswith("_low.png"):
             scan = load_scan(low)
         else:  # unconventional names: read the pair explicitly
-            from parcelscan.datasets.scans.scanfile import read_png16, validate_pair
-
             a, b = read_png16(low), read_png16(high)
             validate_pair(a, b, str(low))
             scan = Scan(record.scan_id, a, b, {})
@@ -56,8 +58,6 @@ def load_record_scan(record: ManifestRecord, root: Path) -> Any:
         raise ScanReadError(f"{record.scan_id}: manifest says dual-energy but the files hold a {scan.kind} image")
     sidecar_name = files.get("sidecar")
     if sidecar_name:  # the sidecar the manifest names (pitch, profile) wins
-        from parcelscan.datasets.scans.scanfile import read_sidecar, scan_meta
-
         scan.meta = {**scan.meta, **scan_meta(read_sidecar(record_path(root, sidecar_name)))}
     scan.scan_id = record.scan_id
     return scan
@@ -67,9 +67,6 @@ def load_record_input(record: ManifestRecord, root: Path, input_kind: str) -> An
     """The scan as a model of ``input_kind`` sees it. A pseudo-colour model reading a dual-energy record
     gets the record's operator image (``files.rgb``) when it has one — the image the station shows."""
     if input_kind == "pseudo_color" and record.kind == "dual_energy" and record.files.get("rgb"):
-        from parcelscan.datasets.scans.readers import read_rgb_image
-        from parcelscan.datasets.scans.scanfile import check_file, read_sidecar, scan_meta
-
         scan = read_rgb_image(check_file(record_path(root, record.files["rgb"])), record.scan_id)
         if record.files.get("sidecar"):  # the pair's sidecar (pitch) also describes its operator image
             scan.meta = {**scan.meta, **scan_meta(read_sidecar(record_path(root, record.files["sidecar"])))}
@@ -83,8 +80,6 @@ def load_record_mask(record: ManifestRecord, root: Path, shape: tuple[int, int])
     if not record.mask:
         return None
     import cv2
-
-    from parcelscan.datasets.scans.scanfile import check_file, png_header
 
     path = check_file(record_path(root, record.mask))
     width, height, bit_depth, colour_type = png_header(path)

@@ -30,6 +30,8 @@ from typing import Any
 
 from parcelscan.datasets.datatools import file_sha256
 from parcelscan.datasets.manifest import LABELS, MANIFEST_NAME, ManifestRecord, append_records, read_manifest
+from parcelscan.datasets.scans.readers import discover_scans
+from parcelscan.datasets.scans.scanfile import Scan, write_png, write_sidecar, write_station_scan
 from parcelscan.errors import ParcelscanError, ScanReadError
 
 LAYOUTS = ("imagefolder", "csv", "station")
@@ -86,8 +88,6 @@ def detect_layout(src: Path) -> str:
 
 # --- gathering candidates ----------------------------------------------------------------------------
 def _imagefolder(src: Path) -> list[Candidate]:
-    from parcelscan.datasets.scans.readers import discover_scans
-
     others = sorted(p.name for p in src.iterdir() if p.is_dir() and not p.name.startswith(".") and p.name not in LABELS)
     if others:
         raise ParcelscanError(f"{src}: unknown class folder(s) {', '.join(others)}: an ImageFolder source has only "
@@ -101,8 +101,6 @@ def _imagefolder(src: Path) -> list[Candidate]:
 
 
 def _csv(src: Path) -> list[Candidate]:
-    from parcelscan.datasets.scans.readers import discover_scans
-
     try:
         with open(src, newline="", encoding="utf-8-sig") as handle:
             reader = csv.DictReader(handle)
@@ -131,8 +129,6 @@ def _csv(src: Path) -> list[Candidate]:
 
 
 def _station(src: Path) -> list[Candidate]:
-    from parcelscan.datasets.scans.readers import discover_scans
-
     return [Candidate(ref, None, where=str(src)) for ref in discover_scans([src])]
 
 
@@ -157,8 +153,6 @@ def _unique_id(wanted: str, taken: set[str], out: Path) -> str:
 
 def _write_scan(scan: Any, ref: Any, scan_id: str, out: Path) -> tuple[dict[str, str], str | None]:
     """Write one scan into ``out`` in the station format; returns (files, mask name or None)."""
-    from parcelscan.datasets.scans.scanfile import Scan, write_png, write_sidecar, write_station_scan
-
     meta = {k: v for k, v in scan.meta.items() if k != "labels"}
     if scan.kind == "pseudo_color":
         files = {"rgb": f"{scan_id}_rgb.png", "sidecar": f"{scan_id}.json"}

@@ -20,6 +20,7 @@ import hashlib
 from collections import Counter, defaultdict
 from pathlib import Path
 
+from parcelscan.datasets.check import UNSPLIT
 from parcelscan.datasets.manifest import SPLITS, ManifestRecord, manifest_path, read_manifest, write_manifest
 from parcelscan.errors import ParcelscanError
 
@@ -102,8 +103,6 @@ def split_manifest(directory: Path, val: float, test: float, seed: int = 0, reas
 
 def split_table(records: list[ManifestRecord]) -> tuple[list[str], list[list[object]]]:
     """(header, rows): scans, parcels, clear, suspect per split, then suspects per scenario."""
-    from parcelscan.datasets.check import UNSPLIT
-
     header = ["split", "scans", "share", "parcels", "clear", "suspect"]
     rows: list[list[object]] = []
     total = max(len(records), 1)

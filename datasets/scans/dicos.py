@@ -83,6 +83,8 @@ from typing import Any
 
 import numpy as np
 
+import parcelscan
+from parcelscan.datasets.physics.profile import PROFILES_DIR, load_profile
 from parcelscan.datasets.scans.scanfile import (
     SCAN_FORMAT,
     BitDepthError,
@@ -152,8 +154,6 @@ def _strip_energy(stem: str) -> str:
 # --- writing -------------------------------------------------------------------------------------------
 def _profile_facts(meta: dict[str, Any]) -> dict[str, Any]:
     """Tube kV and whether the detector is known, from meta or the scan's shipped profile."""
-    from parcelscan.datasets.physics.profile import PROFILES_DIR, load_profile
-
     facts: dict[str, Any] = {}
     name = meta.get("profile")
     if isinstance(name, str) and (PROFILES_DIR / f"{name}.toml").exists():
@@ -174,8 +174,6 @@ def _dx_dataset(scan: Scan, energy: str, image: np.ndarray, uids: dict[str, str]
     """One DX "for processing" object (see the module table)."""
     from pydicom.dataset import FileDataset, FileMetaDataset
     from pydicom.uid import PYDICOM_IMPLEMENTATION_UID, ExplicitVRLittleEndian
-
-    import parcelscan
 
     file_meta = FileMetaDataset()
     file_meta.MediaStorageSOPClassUID = DICOS_DX_FOR_PROCESSING

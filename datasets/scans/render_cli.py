@@ -5,6 +5,9 @@ from __future__ import annotations
 import argparse
 from pathlib import Path
 
+from parcelscan.datasets.scans.render import render_scan_file
+from parcelscan.datasets.scans.scanfile import write_png
+
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("scan", help="a scan: <id>_low.png, <id>.tiff, <id>.json or any file of the scan")
@@ -16,9 +19,6 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
 
 def run(args: argparse.Namespace) -> int:
     import numpy as np
-
-    from parcelscan.datasets.scans.render import render_scan_file
-    from parcelscan.datasets.scans.scanfile import write_png
 
     rgb = render_scan_file(Path(args.scan), mask_path=Path(args.mask) if args.mask else None,
                            outline_mask=not args.no_mask, profile_path=args.profile)
