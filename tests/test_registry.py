@@ -10,8 +10,9 @@ from parcelscan.errors import ParcelscanError
 from parcelscan.model.registry import SHIPPED_DEFAULT, Registry, default_model_path
 
 
-def _comparison(base, base_orig, cand_orig, base_new, cand_new):
-    return {"base": base, "original_test": {"base_pd": base_orig, "candidate_pd": cand_orig},
+def _comparison(base, base_orig, cand_orig, base_new, cand_new, base_pfa=0.01, cand_pfa=0.01):
+    return {"base": base, "original_test": {"base_pd": base_orig, "candidate_pd": cand_orig, "base_pfa": base_pfa,
+                                            "candidate_pfa": cand_pfa},
             "new_holdout": {"base_pd": base_new, "candidate_pd": cand_new}}
 
 

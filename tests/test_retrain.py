@@ -186,3 +186,45 @@ def test_retrain_checks_the_checkpoint_beside_an_onnx_base(tmp_path):
     (sha256_sidecar(checkpoint)).write_text(sha256_sidecar(rgb).read_text().split()[0] + f"  {checkpoint.name}\n")
     with pytest.raises(ParcelscanError, match="another model file"):
         resolve_base(str(copy), None)
+
+
+# --- the promotion gate's false-alarm rule (issue 14 item 4) ------------------------------------------------------
+def test_the_gate_refuses_a_candidate_that_buys_pd_with_false_alarms(tmp_path, monkeypatch):
+    """A candidate that gains Pd on the original test by alarming on more clear parcels is refused; the rise
+    is measured at each model's own stored threshold and allowed up to MAX_PFA_RISE_POINTS; a comparison
+    that recorded no Pfa cannot pass."""
+    from parcelscan.errors import ParcelscanError
+    from parcelscan.model.registry import MAX_PFA_RISE_POINTS, PromotionGate
+
+    tolerance = MAX_PFA_RISE_POINTS / 100
+    assert PromotionGate(0.90, 0.90, 0.40, 0.80, 0.010, 0.010 + 0.9 * tolerance).problems() == []
+    problems = PromotionGate(0.90, 0.95, 0.40, 0.80, 0.010, 0.010 + 1.1 * tolerance).problems()
+    assert len(problems) == 1 and "raises Pfa" in problems[0]
+    assert PromotionGate(0.90, 0.90, 0.40, 0.80, 0.030, 0.010).problems() == []  # fewer false alarms: fine
+    unrecorded = PromotionGate(0.90, 0.90, 0.40, 0.80).problems()
+    assert len(unrecorded) == 1 and "no Pfa" in unrecorded[0]
+
+    monkeypatch.setenv("PARCELSCAN_MODEL_DIR", str(tmp_path / "store"))
+    model_file = tmp_path / "m.onnx"
+    model_file.write_bytes(b"the registry only copies and hashes it")
+    registry = Registry()
+    base = registry.register(model_file, "dual")
+    registry.promote(base.model_id, force=True, reason="bootstrap")
+
+    def candidate(base_pfa, candidate_pfa):
+        original = {"base_pd": 0.90, "candidate_pd": 0.97, "base_pfa": base_pfa, "candidate_pfa": candidate_pfa}
+        return registry.register(model_file, "dual", parent=base.model_id, comparison={
+            "base": base.model_id, "original_test": original,
+            "new_holdout": {"base_pd": 0.40, "candidate_pd": 0.80}})
+
+    noisy = candidate(0.010, 0.040)  # the case that used to pass: Pd up 7 points, false alarms ×4
+    with pytest.raises(ParcelscanError, match=r"raises Pfa .* by 3\.00 points"):
+        registry.promote(noisy.model_id)
+    legacy = registry.register(model_file, "dual", parent=base.model_id, comparison={
+        "base": base.model_id, "original_test": {"base_pd": 0.90, "candidate_pd": 0.97},
+        "new_holdout": {"base_pd": 0.40, "candidate_pd": 0.80}})
+    with pytest.raises(ParcelscanError, match="no Pfa"):
+        registry.promote(legacy.model_id)
+    fine = candidate(0.010, 0.012)
+    registry.promote(fine.model_id)
+    assert registry.current().model_id == fine.model_id

@@ -11,7 +11,8 @@ data the project gets, but a model fine-tuned on them alone forgets what it knew
    own stored operating threshold (Pd at the operating point, as stations run them);
 5. exports the candidate to ONNX (parity-checked) and registers it in the model registry with that
    comparison, which ``parcelscan models promote`` then gates on (≤ 0.5 points of Pd lost on the
-   original test, and better on the new data).
+   original test, Pfa at the candidate's own threshold on the original test not more than
+   ``model.registry.MAX_PFA_RISE_POINTS`` above the base's, and better on the new data).
 
 Everything lands in ``runs/retrain/<name>/``: ``data/`` and ``holdout/`` manifests (absolute paths to
 the original files, nothing copied), ``train/`` (the training run), ``eval/``, ``model.onnx``,
@@ -309,9 +310,11 @@ def retrain(config: RetrainConfig, log=print) -> dict[str, Any]:
         base_result = evaluate_on(base.checkpoint, directory, f"base-{key}", eval_dir, config.device)
         candidate_result = evaluate_on(candidate, directory, f"candidate-{key}", eval_dir, config.device)
         comparison[key] = {"base_pd": base_result["pd"], "candidate_pd": candidate_result["pd"],
+                           "base_pfa": base_result["pfa"], "candidate_pfa": candidate_result["pfa"],
                            "base": base_result, "candidate": candidate_result}
-    gate = PromotionGate(comparison["original_test"]["base_pd"], comparison["original_test"]["candidate_pd"],
-                         comparison["new_holdout"]["base_pd"], comparison["new_holdout"]["candidate_pd"])
+    original = comparison["original_test"]
+    gate = PromotionGate(original["base_pd"], original["candidate_pd"], comparison["new_holdout"]["base_pd"],
+                         comparison["new_holdout"]["candidate_pd"], original["base_pfa"], original["candidate_pfa"])
     comparison["gate_problems"] = gate.problems()
 
     onnx_path = run_dir / "model.onnx"
