@@ -12,7 +12,7 @@ DEMO_OUT    ?= runs/demo
 $(STAMP): pyproject.toml
 	$(PYTHON_BOOT) -m venv $(VENV)
 	$(PY) -m pip install --quiet --upgrade pip
-	$(PY) -m pip install --quiet -e '.[train,review,dev]'
+	$(PY) -m pip install --quiet -e '.[sim,train,review,dev]'
 	touch $(STAMP)
 
 install: $(STAMP)

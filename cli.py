@@ -29,6 +29,7 @@ VERBS: dict[str, tuple[str, str]] = {
     "evaluate": ("parcelscan.training.evaluate_cli", "evaluate a model at screening operating points"),
     "export": ("parcelscan.model.export_cli", "export a checkpoint to ONNX"),
     "inspect": ("parcelscan.inference.inspect_cli", "inspect scans with the ONNX model (station CLI)"),
+    "calibrate": ("parcelscan.inference.calibrate_cli", "set a station's threshold from its own cleared traffic"),
     "review": ("parcelscan.inference.review_cli", "inspector review web app: serve, ingest, add-user, export, migrate"),
     "retrain": ("parcelscan.training.retrain_cli", "fine-tune on new seizures"),
     "models": ("parcelscan.model.registry_cli", "model registry: list, show, register, promote, rollback"),
@@ -36,8 +37,12 @@ VERBS: dict[str, tuple[str, str]] = {
 
 # Top-level import name -> the extra that installs it. The station install (`pip install parcelscan`) has
 # none of these; a verb that needs one says which extra to install instead of ending in a traceback.
-# tests/test_station_install.py checks that every dependency of the `train` and `review` extras is here.
+# tests/test_station_install.py checks that every dependency of the `sim`, `train` and `review` extras is here.
+# `sim` (the physics: simulate, physics, phantom, a profile whose physics no shipped table covers) brings
+# scipy and matplotlib too (spekpy needs them) and sqlalchemy (xraydb); our code imports none of those three
+# for the physics, so a missing one is named by the extra whose code imports it.
 EXTRA_OF_MODULE: dict[str, str] = {
+    **dict.fromkeys(("xraydb", "spekpy"), "sim"),
     **dict.fromkeys(("torch", "torchvision", "albumentations", "onnx", "onnxscript", "matplotlib"), "train"),
     **dict.fromkeys(("fastapi", "starlette", "uvicorn", "jinja2", "multipart", "python_multipart", "argon2",
                      "sqlalchemy", "alembic", "psycopg", "psycopg_binary", "psycopg_pool"), "review"),

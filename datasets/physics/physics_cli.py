@@ -1,4 +1,9 @@
-"""``parcelscan physics``: noiseless A_low, A_high and R of a material slab under a scanner profile."""
+"""``parcelscan physics``: noiseless A_low, A_high and R of a material slab under a scanner profile.
+
+``--write-tables`` recomputes the physics tables a station install ships instead of xraydb and spekpy
+(``tables/<profile>.npz``, see ``tablegen``); ``--check-tables`` says whether they still equal the physics.
+Both need the ``[sim]`` extra, like every other use of this verb.
+"""
 
 from __future__ import annotations
 
@@ -8,6 +13,8 @@ import json
 from parcelscan.datasets.physics.forward import forward_model
 from parcelscan.datasets.physics.materials import LIBRARY, get_material
 from parcelscan.datasets.physics.profile import load_profile
+from parcelscan.datasets.physics.tablegen import stale_tables, write_tables
+from parcelscan.datasets.physics.tables import TABLES_DIR, check_physics_installed
 from parcelscan.errors import ParcelscanError
 
 
@@ -24,9 +31,27 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
                         help="scanner profile file (.toml/.yaml) or shipped name (default postal-dual-140)")
     parser.add_argument("--json", action="store_true", help="print JSON lines instead of a table")
     parser.add_argument("--list", action="store_true", help="list the material library and exit")
+    tables = parser.add_mutually_exclusive_group()
+    tables.add_argument("--write-tables", action="store_true",
+                        help="recompute the shipped physics tables (tables/<profile>.npz) of every shipped profile")
+    tables.add_argument("--check-tables", action="store_true",
+                        help="compare the shipped physics tables with the physics now; exit 1 if any is stale")
 
 
 def run(args: argparse.Namespace) -> int:
+    if not args.list:
+        check_physics_installed()  # without the [sim] extra: the install advice, before any work
+    if args.write_tables:
+        for path in write_tables():
+            print(f"wrote {path} ({path.stat().st_size} bytes)")
+        return 0
+    if args.check_tables:
+        problems = stale_tables()
+        for problem in problems:
+            print(f"stale: {problem}")
+        if not problems:
+            print(f"physics tables in {TABLES_DIR} equal the physics now")
+        return 1 if problems else 0
     if args.list:
         for material in LIBRARY.values():
             bulk = f"{material.bulk_density_g_cm3:g}" if material.bulk_density_g_cm3 else "-"

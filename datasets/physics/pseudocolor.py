@@ -8,6 +8,10 @@ beam hardening). Only the monotonic branch of R(Z), carbon to zinc, is used, so 
 honest about K-edges: a rare-earth oxide, whose R falls below iron's because its K-edge sits inside the
 low channel's band, is shown with the apparent Z that its R gives — it is never painted "more metal"
 than iron.
+
+The calibration of every shipped profile travels as data (``tables/<profile>.npz``, see ``tables``), so a
+station draws operator images and heatmaps without xraydb or spekpy; a profile with other physics is
+calibrated from the physics, which needs the ``[sim]`` extra.
 """
 
 from __future__ import annotations
@@ -19,6 +23,7 @@ import numpy as np
 from parcelscan.datasets.physics.forward import forward_model
 from parcelscan.datasets.physics.materials import get_material
 from parcelscan.datasets.physics.profile import ScannerProfile
+from parcelscan.datasets.physics.tables import require_physics, shipped_tables
 
 CALIBRATION_ELEMENTS = ("C", "N", "O", "Na", "Mg", "Al", "Si", "S", "Ca", "Ti", "Fe", "Cu", "Zn")
 CALIBRATION_Z = np.array([6, 7, 8, 11, 12, 13, 14, 16, 20, 22, 26, 29, 30], dtype=float)
@@ -34,9 +39,9 @@ _HUE_RGB = np.array([
 ], dtype=float)
 
 
-@functools.lru_cache(maxsize=8)
-def _calibration(physics_key: tuple, profile: ScannerProfile) -> np.ndarray:
-    """R(Z, A_high) on (len(A_HIGH_GRID), len(CALIBRATION_Z)), monotonic in Z at each A_high."""
+def calibration_from_physics(profile: ScannerProfile) -> np.ndarray:
+    """R(Z, A_high) on (len(A_HIGH_GRID), len(CALIBRATION_Z)), monotonic in Z at each A_high, computed from
+    the forward model (xraydb, spekpy)."""
     model = forward_model(profile)
     table = np.zeros((len(A_HIGH_GRID), len(CALIBRATION_Z)))
     areal = np.geomspace(1e-3, 400.0, 600)
@@ -47,6 +52,26 @@ def _calibration(physics_key: tuple, profile: ScannerProfile) -> np.ndarray:
         table[:, j] = np.interp(A_HIGH_GRID, a_high[ok], ratio)
     # enforce monotonicity (it holds physically on this branch; guard against interpolation noise)
     return np.maximum.accumulate(table, axis=1)
+
+
+def calibration_tables(profile: ScannerProfile) -> dict[str, np.ndarray]:
+    """The calibration as shipped tables (``tablegen``): R(Z, A_high) with its two axes, so that a table made
+    on other axes is never read against these."""
+    return {"pseudocolor_ratio": calibration_from_physics(profile),
+            "pseudocolor_a_high_grid": A_HIGH_GRID.copy(),
+            "pseudocolor_elements": np.array(CALIBRATION_ELEMENTS)}
+
+
+@functools.lru_cache(maxsize=8)
+def _calibration(physics_key: tuple, profile: ScannerProfile) -> np.ndarray:
+    """R(Z, A_high): the shipped table of this profile's physics, else computed from the physics."""
+    shipped = shipped_tables(profile)
+    if (shipped is not None and "pseudocolor_ratio" in shipped
+            and np.array_equal(shipped.get("pseudocolor_a_high_grid"), A_HIGH_GRID)
+            and shipped.get("pseudocolor_elements", np.array([])).tolist() == list(CALIBRATION_ELEMENTS)):
+        return np.array(shipped["pseudocolor_ratio"], dtype=float)
+    require_physics(f"the pseudo-colour calibration of scanner profile {profile.name!r}")
+    return calibration_from_physics(profile)
 
 
 def apparent_z(a_low: np.ndarray, a_high: np.ndarray, profile: ScannerProfile) -> np.ndarray:

@@ -7,6 +7,7 @@ import os
 from pathlib import Path
 
 from parcelscan.datasets.physics.profile import load_profile
+from parcelscan.datasets.physics.tables import check_physics_installed
 from parcelscan.datasets.simulator.generate import config_from_args, run_simulate
 from parcelscan.datasets.simulator.phantom import write_phantom
 from parcelscan.errors import ParcelscanError
@@ -37,6 +38,7 @@ def _writable_dir(path: Path) -> Path:
 
 
 def run(args: argparse.Namespace) -> int:
+    check_physics_installed()  # without the [sim] extra: the install advice, before anything is on disk
     profile = load_profile(args.profile)
     if args.phantom:
         out = _writable_dir(Path(args.out))
