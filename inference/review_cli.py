@@ -40,6 +40,11 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
                                         "lines already ingested are ignored")
     ingest.add_argument("results", nargs="+", help="results JSONL file(s) written by `parcelscan inspect`")
     ingest.add_argument("--db", default=DEFAULT_DB, help=DB_HELP + "; a SQLite file is created if missing")
+    ingest.add_argument("--tip-library", metavar="DIR",
+                        help="threat image projection: add test images at each queue's TIP rate, from this "
+                             "library (datasets.simulator.projection.make_library)")
+    ingest.add_argument("--tip-scans", metavar="DIR", help="where the test images' scan files go "
+                                                          "(default: tip-scans beside the results file)")
 
     add_user = sub.add_parser("add-user", help="create an inspector account",
                               description="create an inspector account (password hashed with argon2id)")
@@ -48,6 +53,8 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     add_user.add_argument("--password-stdin", action="store_true",
                           help="read the password from the first line of stdin")
     add_user.add_argument("--update", action="store_true", help="set a new password for an existing user")
+    add_user.add_argument("--supervisor", action="store_true",
+                          help="also a supervisor (sets TIP rates, sees inspectors' scores)")
 
     export = sub.add_parser("export", help="export decided items as a dataset (manifest.jsonl + scan files)",
                             description="export decided items: seizure → suspect, false alarm → clear; unsure, "
@@ -120,15 +127,25 @@ def _run(args: argparse.Namespace) -> int:
         check_user_name(args.name)
         password = check_password(_read_password(args))
         with opened(args.db, create=True) as conn:
-            add_user(conn, args.name, password, update=args.update, actor=_actor())
+            user_id = add_user(conn, args.name, password, update=args.update, actor=_actor())
+            if args.supervisor:
+                from parcelscan.inference.review.tip import grant_supervisor
+
+                grant_supervisor(conn, user_id)
         print(f"{'updated' if args.update else 'added'} user {args.name} in {args.db}")
         return 0
     if command == "ingest":
         from parcelscan.inference.review.ingest import ingest
 
+        tip = None
+        if args.tip_library:
+            from parcelscan.inference.review.tip import station_context
+
+            out = Path(args.tip_scans or Path(args.results[0]).resolve().parent / "tip-scans")
+            tip = station_context(Path(args.tip_library), out)
         with opened(args.db, create=True) as conn:
             for results in args.results:
-                report = ingest(conn, Path(results), actor=_actor())
+                report = ingest(conn, Path(results), actor=_actor(), tip=tip)
                 for message in report.messages:  # lines not queued, each named
                     print(f"parcelscan review: {message}", file=sys.stderr)
                 print(f"{results}: {report.summary()}")

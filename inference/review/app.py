@@ -28,7 +28,15 @@ from psycopg import OperationalError as PgOperationalError
 from starlette.concurrency import run_in_threadpool
 
 from parcelscan.errors import ParcelscanError
-from parcelscan.inference.review import auth, check_decision_keys, routes_api, routes_files, routes_login, routes_pages
+from parcelscan.inference.review import (
+    auth,
+    check_decision_keys,
+    routes_api,
+    routes_files,
+    routes_login,
+    routes_pages,
+    routes_tip,
+)
 from parcelscan.inference.review.db import DatabaseUnavailable, connect, resolve_target
 from parcelscan.inference.review.images import ImageCache
 from parcelscan.inference.review.web import (
@@ -45,7 +53,7 @@ from parcelscan.inference.review.web import (
 HERE = Path(__file__).parent
 # (method, route path) reachable without a session. The HTTP tests keep their own copy of this list.
 PUBLIC_ROUTES = frozenset({("GET", "/login"), ("POST", "/login"), ("GET", "/static/{name}")})
-ROUTERS = (routes_login.router, routes_pages.router, routes_api.router, routes_files.router)
+ROUTERS = (routes_login.router, routes_pages.router, routes_api.router, routes_files.router, routes_tip.router)
 SECURITY_HEADERS = {
     "Content-Security-Policy": ("default-src 'self'; img-src 'self' data:; script-src 'self'; style-src 'self'; "
                                 "object-src 'none'; base-uri 'none'; frame-ancestors 'none'; form-action 'self'"),

@@ -61,7 +61,7 @@ POOL_TIMEOUT_S = 10.0  # how long a request waits for a connection before it fai
 WRITE_LOCK_KEY = 0x70617263656C
 MIGRATE_LOCK_KEY = WRITE_LOCK_KEY + 1
 # Tables whose INSERTs report ``lastrowid`` (integer identity key named id).
-ID_TABLES = frozenset({"users", "login_failures", "items", "decisions", "audit"})
+ID_TABLES = frozenset({"users", "login_failures", "items", "decisions", "audit", "tip_rates", "tip_projections"})
 APP_PRIVILEGES = {  # what the application role may do, table by table; nothing else (no TRUNCATE anywhere)
     "users": "SELECT, INSERT, UPDATE",
     "sessions": "SELECT, INSERT, DELETE",
@@ -70,6 +70,10 @@ APP_PRIVILEGES = {  # what the application role may do, table by table; nothing 
     "decisions": "SELECT, INSERT",
     "current_decisions": "SELECT, INSERT, UPDATE, DELETE",
     "audit": "SELECT, INSERT",
+    "roles": "SELECT, INSERT, DELETE",
+    "tip_rates": "SELECT, INSERT",
+    "tip_projections": "SELECT, INSERT",
+    "marks": "SELECT, INSERT",
     "alembic_version": "SELECT",
 }
 # sqlite3's and psycopg's errors: what a command line turns into a one-line message

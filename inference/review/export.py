@@ -1,6 +1,7 @@
 """``parcelscan review export``: inspectors' decisions → a dataset (station files + manifest.jsonl).
 
-Label from the decision: seizure confirmed → ``suspect``, false alarm → ``clear``. Left out, and
+Label from the decision: seizure confirmed → ``suspect``, false alarm → ``clear``. Threat image projections
+(``review.tip``) are never exported: they are test images, not parcels. Left out, and
 counted in the report: unsure, conflicting (two inspectors, or two items of one scan, disagree),
 undecided, and scans whose files are unreadable or changed since ingest. The scan files are copied
 byte for byte (a TIFF or other format is written as a station PNG pair), then read back and compared
@@ -124,7 +125,9 @@ def _verify_copy(out_dir: Path, files: dict[str, str], scan) -> None:
 def _groups(conn: sqlite3.Connection, report: ExportReport) -> dict[str, list[tuple[sqlite3.Row, list[dict]]]]:
     """Decided items grouped by physical scan (same input files); each item with its current decisions."""
     groups: dict[str, list[tuple[sqlite3.Row, list[dict]]]] = {}
-    for item in conn.execute("SELECT * FROM items ORDER BY id"):
+    # test images (review.tip) are no parcels: never a label, never training data, never counted
+    for item in conn.execute("SELECT * FROM items WHERE id NOT IN (SELECT item_id FROM tip_projections "
+                             "WHERE item_id IS NOT NULL) ORDER BY id"):
         decisions = store.item_decisions(conn, int(item["id"]))
         state = store.state_of(decisions)
         if state in ("undecided", "unsure", "conflict"):

@@ -58,6 +58,8 @@ class IngestReport:
     scan_errors: int = 0
     heatmap_errors: int = 0
     not_scans: int = 0
+    tip_queued: int = 0  # threat image projections (review.tip) queued among the batch
+    tip_model_misses: int = 0  # projections the model cleared: recorded, never shown
     incomplete_last_line: bool = False
     messages: list[str] = field(default_factory=list)
 
@@ -68,6 +70,8 @@ class IngestReport:
             text += f", {self.heatmap_errors} with an unreadable heatmap"
         if self.not_scans:
             text += f", {self.not_scans} not a scan (not queued)"
+        if self.tip_queued or self.tip_model_misses:
+            text += f"; TIP: {self.tip_queued} test image(s) queued, {self.tip_model_misses} missed by the model"
         if self.incomplete_last_line:
             text += "; the last line is incomplete (still being written?) and was left for a later ingest"
         return text
@@ -268,7 +272,8 @@ def _prepare(data: dict[str, Any], inputs: list[Path], bases: list[Path], report
     return row
 
 
-def ingest(conn: sqlite3.Connection, results_path: Path, actor: str = "cli") -> IngestReport:
+def ingest(conn: sqlite3.Connection, results_path: Path, actor: str = "cli", tip=None) -> IngestReport:
+    """Queue a verdict file. ``tip``: a ``review.tip.TipContext`` to add threat image projections."""
     results_path = Path(results_path)
     report = IngestReport()
     lines, report.incomplete_last_line = read_verdict_lines(results_path)
@@ -285,19 +290,35 @@ def ingest(conn: sqlite3.Connection, results_path: Path, actor: str = "cli") -> 
             report.messages.append(f"{results_path}:{number}: not queued: " + "; ".join(reasons.values()))
             continue
         prepared.append(_prepare(data, [p for p in inputs if reasons[p] is None], bases, report, inputs))
+    # test images (review.tip.TipContext: it calls back into _prepare, so ingest never imports it)
+    made = tip.projections(conn, prepared, lambda line, inputs: _prepare(line, inputs, bases, IngestReport(),
+                                                                          inputs)) if tip is not None else []
+    rows: list[tuple[dict[str, Any], Any]] = [(row, None) for row in prepared]
+    for projection, row in made:  # a test image goes anywhere among the batch: its item id tells nothing
+        if row is not None:
+            rows.insert(int(tip.rng.integers(len(rows) + 1)), (row, projection))
     now = utc_now()
     with transaction(conn):
-        for row in prepared:
+        for row, projection in rows:
             row = {**row, "ingested_at": now, "ingested_from": str(results_path.resolve())}
             columns = ", ".join(row)
             cursor = conn.execute(f"INSERT OR IGNORE INTO items ({columns}) VALUES ({', '.join('?' * len(row))})",
                                   list(row.values()))
+            if projection is not None:
+                if cursor.rowcount == 1:
+                    tip.record(conn, projection, int(cursor.lastrowid))
+                    report.tip_queued += 1
+                continue
             if cursor.rowcount == 1:
                 report.added += 1
             else:
                 report.duplicates += 1
                 report.scan_errors -= row["scan_error"] is not None
                 report.heatmap_errors -= row["heatmap_error"] is not None
+        for projection, row in made:
+            if row is None:
+                tip.record(conn, projection, None)
+                report.tip_model_misses += 1
         audit(conn, None, actor, "ingest", detail={"file": str(results_path.resolve()), "added": report.added,
                                                    "duplicates": report.duplicates})
     return report

@@ -13,7 +13,7 @@ from fastapi.responses import JSONResponse
 from pydantic import BaseModel, ValidationError
 from starlette.concurrency import run_in_threadpool
 
-from parcelscan.inference.review import auth, store
+from parcelscan.inference.review import auth, store, tip
 from parcelscan.inference.review.images import IMAGE_KINDS
 from parcelscan.inference.review.web import Conn, ItemId, client_ip, filters_of, finite_json, open_db, session_of
 
@@ -25,6 +25,7 @@ class DecisionIn(BaseModel):
     material: str | None = None
     scenario: str | None = None
     notes: str | None = None
+    mark: list[int] | None = None  # [row, col] in scan pixels: where the inspector marked the concealment
 
 
 def item_json(conn: sqlite3.Connection, item: sqlite3.Row, session: auth.Session,
@@ -32,6 +33,7 @@ def item_json(conn: sqlite3.Connection, item: sqlite3.Row, session: auth.Session
     item_id = int(item["id"])
     decisions = store.item_decisions(conn, item_id)
     mine = next((d for d in decisions if d["user_id"] == session.user.id), None)
+    my_mark = tip.mark_of(conn, int(mine["id"])) if mine else None
     images = {kind: f"/images/{item_id}/{kind}.png" for kind in IMAGE_KINDS}
     if not item["heatmap_path"]:
         images["heatmap"] = None
@@ -59,6 +61,9 @@ def item_json(conn: sqlite3.Connection, item: sqlite3.Row, session: auth.Session
         "history": store.item_history(conn, item_id),
         "position": store.neighbours(conn, filters, session.user.id, item_id),
         "counts": store.counts(conn, session.user.id), "user": session.user.name,
+        "my_mark": list(my_mark) if my_mark else None,
+        # after this inspector's decision a test image reveals itself; before it (and for a parcel) None
+        "tip": tip.reveal(conn, item, mine),
     }
     out = finite_json(out, "", problems)
     out["problems"] = problems
@@ -97,11 +102,14 @@ async def api_decide(request: Request, item_id: ItemId):
         try:
             try:
                 result = store.decide(conn, item_id, session.user.id, session.user.name, body.decision,
-                                      material=body.material, scenario=body.scenario, notes=body.notes, ip=ip)
+                                      material=body.material, scenario=body.scenario, notes=body.notes, ip=ip,
+                                      mark=body.mark)
             except LookupError:
                 return None
             # committed: from here on the decision is durable, whatever happens to this process
             result["position"] = store.neighbours(conn, filters, session.user.id, item_id)
+            mine = next(d for d in result["decisions"] if d["user_id"] == session.user.id)
+            result["tip"] = tip.reveal(conn, store.get_item(conn, item_id), mine)
             return result
         finally:
             conn.close()

@@ -15,7 +15,7 @@ from parcelscan.inference.review.web import Conn, ItemId
 
 STATIC_DIR = Path(__file__).parent / "static"
 STATIC_FILES = {"app.css": "text/css; charset=utf-8", "review.js": "text/javascript; charset=utf-8",
-                "queue.js": "text/javascript; charset=utf-8"}
+                "queue.js": "text/javascript; charset=utf-8", "supervisor.js": "text/javascript; charset=utf-8"}
 
 router = APIRouter()
 

@@ -138,7 +138,11 @@ def neighbours(conn: Connection, filters: QueueFilter, me: int, item_id: int) ->
 
 
 def counts(conn: Connection, me: int) -> dict[str, int]:
-    rows = conn.execute(_STATE_SQL, {"me": me}).fetchall()
+    """The queue's counts. A test image (``review.tip``) once decided is no parcel: it leaves the statistics
+    (seizures, false alarms, …); undecided, it counts as any item, or the count would give it away."""
+    decided_tests = {int(r[0]) for r in conn.execute(
+        "SELECT t.item_id FROM tip_projections t WHERE t.item_id IN (SELECT item_id FROM current_decisions)")}
+    rows = [row for row in conn.execute(_STATE_SQL, {"me": me}).fetchall() if int(row["id"]) not in decided_tests]
     out = {state: 0 for state in ("undecided", "seizure", "false_alarm", "unsure", "conflict")}
     for row in rows:
         out[row["state"]] += 1
@@ -205,8 +209,14 @@ def _clean_text(name: str, value: Any) -> str | None:
 
 def decide(conn: Connection, item_id: int, user_id: int, user_name: str, decision: str, *,
            material: str | None = None, scenario: str | None = None, notes: str | None = None,
-           ip: str | None = None) -> dict[str, Any]:
-    """Record one inspector's decision on one item; committed (durably) when this returns."""
+           ip: str | None = None, mark: tuple[int, int] | list[int] | None = None) -> dict[str, Any]:
+    """Record one inspector's decision on one item; committed (durably) when this returns. ``mark``: where
+    the inspector marked the concealment (scan pixel row, col), kept with the decision."""
+    if mark is not None:
+        if (not isinstance(mark, (list, tuple)) or len(mark) != 2
+                or not all(isinstance(v, int) and not isinstance(v, bool) for v in mark)):
+            raise ParcelscanError("mark must be [row, col] in scan pixels")
+        mark = (int(mark[0]), int(mark[1]))
     if decision not in DECISIONS:
         raise ParcelscanError(f"decision must be one of {', '.join(DECISIONS)}, got {decision!r}")
     material = _clean_text("material", material)
@@ -215,12 +225,19 @@ def decide(conn: Connection, item_id: int, user_id: int, user_name: str, decisio
     if decision != "seizure":  # material and scenario describe a seizure; keep them off other decisions
         material = scenario = None
     with transaction(conn):
-        if get_item(conn, item_id) is None:
+        item = get_item(conn, item_id)
+        if item is None:
             raise LookupError(item_id)
+        inside = mark is None or (0 <= mark[0] < (item["scan_rows"] or 0) and 0 <= mark[1] < (item["scan_cols"] or 0))
+        if not inside:
+            raise ParcelscanError(f"mark {list(mark)} lies outside the scan")
         now = utc_now()
         decision_id = int(conn.execute(
             "INSERT INTO decisions (item_id, user_id, decision, material, scenario, notes, created_at) "
             "VALUES (?,?,?,?,?,?,?)", (item_id, user_id, decision, material, scenario, notes, now)).lastrowid)
+        if mark is not None:
+            conn.execute("INSERT INTO marks (decision_id, item_id, user_id, row, col) VALUES (?,?,?,?,?)",
+                         (decision_id, item_id, user_id, mark[0], mark[1]))
         previous = conn.execute("SELECT decision_id FROM current_decisions WHERE item_id = ? AND user_id = ?",
                                 (item_id, user_id)).fetchone()
         replaced = previous["decision_id"] if previous else None
@@ -229,7 +246,8 @@ def decide(conn: Connection, item_id: int, user_id: int, user_name: str, decisio
                      (item_id, user_id, decision_id))
         audit_id = audit(conn, user_id, user_name, "decide", item_id=item_id, decision_id=decision_id,
                          replaced_decision_id=replaced, ip=ip,
-                         detail={"decision": decision, "material": material, "scenario": scenario, "notes": notes})
+                         detail={"decision": decision, "material": material, "scenario": scenario, "notes": notes,
+                                 "mark": list(mark) if mark else None})
         current = item_decisions(conn, item_id)
     return {"decision_id": decision_id, "audit_id": audit_id, "replaced_decision_id": replaced,
             "created_at": now, "state": state_of(current), "decisions": current}

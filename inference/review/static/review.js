@@ -18,7 +18,53 @@
   const VIEWS = ["pseudo", "low", "high", "material"];
   const $ = (id) => document.getElementById(id);
 
-  const state = { item: null, cache: new Map(), heat: true, view: "pseudo", busy: false };
+  const state = { item: null, cache: new Map(), heat: true, view: "pseudo", busy: false, mark: null };
+
+  // Click-to-mark: where the inspector saw the concealment, in scan pixels (row, col); sent with the decision.
+  // The image is drawn with object-fit: contain, so the scan occupies a centred rectangle of the frame.
+  function content() {
+    const img = $("img-pseudo");
+    const item = state.item;
+    const w = img.clientWidth, h = img.clientHeight;
+    const scale = Math.min(w / item.scan.cols, h / item.scan.rows);
+    return { left: (w - item.scan.cols * scale) / 2, top: (h - item.scan.rows * scale) / 2, scale };
+  }
+  function place(element, row, col, rows, cols) {
+    const c = content();
+    element.style.top = (c.top + row * c.scale) + "px"; element.style.left = (c.left + col * c.scale) + "px";
+    if (rows != null) { element.style.height = (rows * c.scale) + "px"; element.style.width = (cols * c.scale) + "px"; }
+  }
+  function showMark() {
+    const item = state.item;
+    const mark = $("mark");
+    mark.hidden = !(item && state.mark && item.scan.rows && item.scan.cols);
+    if (!mark.hidden) place(mark, state.mark[0] + 0.5, state.mark[1] + 0.5);
+    $("mark-hint").textContent = state.mark ? "Marked at row " + state.mark[0] + ", column " + state.mark[1] +
+      " (click again to move it)." : "Click the image where the concealment is: a seizure is marked there.";
+  }
+  $("frame-pseudo").addEventListener("click", (event) => {
+    const item = state.item;
+    if (!item || !item.scan.rows || !item.scan.cols) return;
+    const box = $("img-pseudo").getBoundingClientRect();
+    const c = content();
+    const col = Math.floor((event.clientX - box.left - c.left) / c.scale);
+    const row = Math.floor((event.clientY - box.top - c.top) / c.scale);
+    if (row < 0 || row >= item.scan.rows || col < 0 || col >= item.scan.cols) return;
+    state.mark = [row, col];
+    showMark();
+  });
+  window.addEventListener("resize", () => { if (state.item) { showMark(); showTip(state.item); } });
+  function showTip(item) {
+    const reveal = $("tip-reveal");
+    const box = $("tip-box");
+    reveal.hidden = !item.tip;
+    box.hidden = !item.tip;
+    reveal.className = "tip-reveal" + (item.tip ? (item.tip.hit ? " hit" : " missed") : "");
+    if (!item.tip) return;
+    reveal.textContent = item.tip.text + ", here (outlined). " + item.tip.outcome + ".";
+    const b = item.tip.box;
+    place(box, b[0], b[1], b[2], b[3]);
+  }
 
   function setStatus(text, kind) {
     const el = $("status");
@@ -168,6 +214,10 @@
       button.classList.toggle("chosen", !!mine && mine.decision === button.dataset.decision);
     }
 
+    if (!state.item || state.mark === null || state.markItem !== item.id) state.mark = item.my_mark;
+    state.markItem = item.id;
+    showMark();
+    showTip(item);
     setImage("img-pseudo", item.images.pseudo);
     setImage("img-heatmap", item.images.heatmap);
     setImage("img-low", item.images.low);
@@ -224,11 +274,17 @@
     setStatus("Saving " + LABEL[decision] + " for " + item.scan_id + "…", "pending");
     try {
       const body = { decision, notes: $("notes").value };
+      if (state.mark) body.mark = state.mark;
       if (decision === "seizure") { body.material = $("material").value; body.scenario = $("scenario").value; }
       const result = await api("POST", "/api/items/" + item.id + "/decision" + query, body);
       state.cache.delete(item.id);
       setStatus("Saved: " + LABEL[decision] + " · " + item.scan_id +
         (result.state === "conflict" ? " — CONFLICT with another inspector" : ""), result.state === "conflict" ? "warn" : "ok");
+      if (result.tip) {  // a test image: it reveals itself now; the inspector moves on with J
+        setStatus("Saved: " + LABEL[decision] + " · " + result.tip.text + " — " + result.tip.outcome + ". Next: J", "warn");
+        await show(item.id, false, true);
+        return;
+      }
       const next = result.position.next_id;
       if (next) await show(next, true); else finished();
     } catch (error) {
