@@ -5,6 +5,12 @@ Inputs: files and directories (station pairs, TIFFs, pseudo-colour PNG/JPEG, DIC
 folder until SIGINT/SIGTERM. Without ``--model`` the promoted registry model or the shipped default
 ``model/default/parcelscan-dual.onnx`` is used.
 
+The station policy (``--policy FILE``, default the shipped ``inference/policies/default.toml``; see
+``inference.policy``) sets the shield alarm's threat model, which reason classes alarm, the threshold (or the
+station's own calibration), the memory cap and the drift monitor; it is printed on stderr at start and its
+sha256 is in every verdict. With a calibrated policy, a drift alert (stderr, and the summary's ``drift``
+field) says when the flag rate leaves its control limits (``inference.calibrate.DriftMonitor``).
+
 Exit codes (like clamscan): 0 every scan clear; 1 at least one suspect; 2 at least one scan could not
 be analysed (``manual_inspection``) or the command itself failed (bad model, sha256 mismatch, bad
 option). 2 wins over 1: a run in which something was not analysed is not complete, and the pipeline
@@ -24,7 +30,10 @@ from parcelscan.datasets.scans.readers import discover, scan_key
 from parcelscan.errors import ParcelscanError
 from parcelscan.inference import gates
 from parcelscan.inference import watch as hot
+from parcelscan.inference.calibrate import DriftMonitor
+from parcelscan.inference.declaration import attach_declaration_check
 from parcelscan.inference.inspector import Inspector, MissingInput
+from parcelscan.inference.policy import load_policy
 from parcelscan.inference.verdict import combine_exit_codes
 
 
@@ -36,10 +45,16 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--rgb", action="store_true",
                         help="without --model: use the pseudo-colour (RGB) default, for stations that export only "
                              "the operator image")
+    parser.add_argument("--policy", metavar="FILE",
+                        help="station policy (TOML; default: the shipped inference/policies/default.toml)")
     parser.add_argument("--threshold", type=float, metavar="T",
-                        help="suspect if score >= T (default: the model's operating threshold)")
+                        help="suspect if score >= T (default: the policy's calibration, else the model's operating "
+                             "threshold)")
     parser.add_argument("--heatmaps", metavar="DIR", help="write the heatmap overlay of every suspect scan here")
     parser.add_argument("--tdr", metavar="DIR", help="write a DICOS Threat Detection Report per scan here")
+    parser.add_argument("--declarations", metavar="FILE",
+                        help="customs advance data (JSON lines or CSV keyed by S10 item_id) to check each scan "
+                             "against; without it the sidecar's declaration is checked (inference.declaration)")
     parser.add_argument("--device", choices=("auto", "cpu", "cuda"), default="auto",
                         help="onnxruntime provider: cuda when asked or (auto) available, else cpu")
     parser.add_argument("--threads", type=int, metavar="N", help="onnxruntime intra-op threads (default: all cores)")
@@ -61,9 +76,10 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
                                                       "emit the verdict with their new paths")
     parser.add_argument("--quarantine", metavar="DIR",
                         help="--watch: move the files of scans that could not be analysed here (default: --done)")
-    parser.add_argument("--max-scan-mb", type=float, default=gates.MAX_SCAN_BYTES / 2**20, metavar="MB",
+    parser.add_argument("--max-scan-mb", type=float, default=None, metavar="MB",
                         help="memory cap per scan, checked from the file headers before decoding; a scan over it is "
-                             "manual_inspection (default %(default).0f)")
+                             f"manual_inspection (default: the policy's, {gates.MAX_SCAN_BYTES / 2**20:.0f} in the "
+                             "shipped one)")
     parser.add_argument("--quiet", action="store_true", help="no per-scan lines on stderr, only the summary")
 
 
@@ -104,11 +120,12 @@ def _iter_items(paths: list[str], stdin=None, warn=None):
 
 
 class _Tally:
-    def __init__(self, quiet: bool):
+    def __init__(self, quiet: bool, drift: DriftMonitor | None = None):
         self.counts = {"clear": 0, "suspect": 0, "manual_inspection": 0}
         self.codes: list[int] = []
         self.quiet = quiet
         self.latencies: list[float] = []
+        self.drift = drift
 
     def emit(self, verdict) -> None:
         print(verdict.to_json(), flush=True)
@@ -118,6 +135,15 @@ class _Tally:
         if not self.quiet and verdict.verdict != "clear":
             detail = verdict.error or "; ".join(verdict.reasons)
             print(f"  {verdict.verdict.upper():<17} {verdict.scan_id}: {detail}", file=sys.stderr)
+        if self.drift is not None:
+            alert = self.drift.add(verdict.flagged)
+            if alert:
+                print(f"parcelscan inspect: {alert}", file=sys.stderr, flush=True)
+
+    def drift_summary(self) -> str:
+        if self.drift is None:
+            return "drift: not monitored (the policy has no calibrated flag rate)"
+        return self.drift.summary()
 
 
 def run(args: argparse.Namespace) -> int:
@@ -135,18 +161,31 @@ def run(args: argparse.Namespace) -> int:
         raise ParcelscanError("--journal and --no-journal contradict each other")
     if args.watch:  # before the model loads and before "watching …": a watch that cannot work says so first
         hot.check_folders(args.watch, args.done, args.quarantine, args.journal, not args.no_journal)
+    policy = load_policy(args.policy)
     inspector = Inspector(args.model, threshold=args.threshold, device=args.device, threads=args.threads,
                           heatmap_dir=args.heatmaps, station=args.station,
                           input_kind="pseudo_color" if args.rgb else "dual_energy",
-                          max_scan_bytes=int(args.max_scan_mb * 2**20))
+                          max_scan_bytes=None if args.max_scan_mb is None else int(args.max_scan_mb * 2**20),
+                          policy=policy)
     if args.tdr:
         from parcelscan.inference.tdr import attach_tdr_writer
 
         attach_tdr_writer(inspector, args.tdr)
+    attach_declaration_check(inspector, args.declarations)  # adds declaration_check; never changes a verdict
     m = inspector.metadata
     print(f"parcelscan inspect: model {m.name} {m.version} ({inspector.model_info['sha256'][:12]}), "
-          f"{m.input_kind}, threshold {inspector.threshold:.4g}, provider {inspector.provider}", file=sys.stderr)
-    tally = _Tally(args.quiet)
+          f"{m.input_kind}, threshold {inspector.threshold:.4g} ({inspector.threshold_source}), provider "
+          f"{inspector.provider}", file=sys.stderr)
+    for line in policy.describe():
+        print(f"parcelscan inspect: {line}", file=sys.stderr)
+    if args.max_scan_mb is not None:
+        print(f"parcelscan inspect:   memory cap {args.max_scan_mb:g} MiB per scan (--max-scan-mb, over the policy's)",
+              file=sys.stderr)
+    drift = None
+    calibration = policy.calibration
+    if calibration is not None and calibration.flag_rate is not None and args.threshold is None:
+        drift = DriftMonitor(calibration.flag_rate, policy.drift)
+    tally = _Tally(args.quiet, drift)
     started = time.perf_counter()
     try:
         if args.paths:
@@ -188,5 +227,6 @@ def run(args: argparse.Namespace) -> int:
         rate = (f", {total / elapsed:.2f} scans/s arrival rate over {elapsed:.0f} s watched" if args.watch
                 else f", {total / elapsed:.1f} scans/s")
     print(f"parcelscan inspect: {total} scan(s): {tally.counts['clear']} clear, {tally.counts['suspect']} suspect, "
-          f"{tally.counts['manual_inspection']} manual_inspection{rate} [{inspector.provider}]", file=sys.stderr)
+          f"{tally.counts['manual_inspection']} manual_inspection{rate} [{inspector.provider}]; "
+          f"{tally.drift_summary()}", file=sys.stderr)
     return combine_exit_codes(tally.codes)

@@ -40,10 +40,14 @@ from parcelscan.errors import ParcelscanError
 from parcelscan.inference import gates
 from parcelscan.inference.heatmap import write_heatmap
 from parcelscan.inference.opaque import check_opaque
+from parcelscan.inference.policy import StationPolicy, load_policy
 from parcelscan.inference.verdict import CLEAR, MANUAL, SUSPECT, Verdict, inputs_digest
 from parcelscan.model.registry import default_model_path
 from parcelscan.model.session import open_session, run_in_batches
 
+# the station gates whose refusal means "no scanner could have taken this picture" (reason class implausible);
+# any other failure (the memory gate, a reader, the model) is "unreadable"
+IMPLAUSIBLE_GATES = ("geometry", "size", "physics", "pseudo-colour")
 MAX_TILES_PER_RUN = 64  # bounds the memory of one onnxruntime call (64 × 3 × 320 × 320 float32 = 79 MB)
 _SAFE_NAME = re.compile(r"[^A-Za-z0-9._-]+")
 _array_counter = itertools.count(1)
@@ -145,13 +149,18 @@ class Inspector:
     """A loaded, verified model ready to judge scans. Thread-compatible, not thread-safe.
 
     Without ``model_path`` the registry's promoted model or the shipped default of ``input_kind`` is used
-    (``pseudo_color``: the RGB variant, for stations that export only the operator image)."""
+    (``pseudo_color``: the RGB variant, for stations that export only the operator image). ``policy``: the
+    station policy (default: the shipped ``policies/default.toml``); ``threshold`` and ``max_scan_bytes``
+    given here override the policy's."""
 
     on_outputs: Callable[[Verdict, ScanOutputs], None] | None = None  # called per scan before its verdict is yielded
 
     def __init__(self, model_path: str | Path | None = None, threshold: float | None = None, device: str = "auto",
                  threads: int | None = None, heatmap_dir: str | Path | None = None, station: str | None = None,
-                 verify: bool = True, input_kind: str = "dual_energy", max_scan_bytes: int = gates.MAX_SCAN_BYTES):
+                 verify: bool = True, input_kind: str = "dual_energy", max_scan_bytes: int | None = None,
+                 policy: StationPolicy | None = None):
+        self.policy = policy if policy is not None else load_policy()
+        self.shield_rule = self.policy.shield_rule
         if model_path is None:
             model_path = default_model_path(input_kind)
             if not Path(model_path).is_file():
@@ -166,8 +175,10 @@ class Inspector:
         if self.spec.input_kind != self.metadata.input_kind:
             raise ParcelscanError(f"{model_path}: metadata input_kind {self.metadata.input_kind} disagrees with "
                                   f"its preprocessing spec ({self.spec.input_kind})")
+        self.threshold_source = "--threshold"
         if threshold is None:
-            threshold = self.metadata.threshold
+            threshold, self.threshold_source = self.policy.station_threshold(self.metadata.threshold,
+                                                                             self.session.model_info.get("sha256"))
         if not (isinstance(threshold, (int, float)) and math.isfinite(threshold) and 0.0 <= threshold <= 1.0):
             raise ParcelscanError(f"threshold must be a probability in [0, 1], got {threshold!r}")
         self.threshold = float(threshold)
@@ -180,6 +191,8 @@ class Inspector:
                                       f"{error.strerror or error}") from error
             if not os.access(self.heatmap_dir, os.W_OK):
                 raise ParcelscanError(f"--heatmaps {self.heatmap_dir}: not writable")
+        if max_scan_bytes is None:
+            max_scan_bytes = self.policy.max_scan_bytes
         if max_scan_bytes <= 0:
             raise ParcelscanError(f"the per-scan memory cap must be positive, got {max_scan_bytes}")
         self.max_scan_bytes = int(max_scan_bytes)
@@ -275,7 +288,7 @@ class Inspector:
             if not np.isfinite(tiles).all():
                 raise ParcelscanError(f"{scan_id}: the scan yields NaN or infinite model input")
             staged.prepared = prepared
-            staged.opaque = check_opaque(scan, self.spec)
+            staged.opaque = check_opaque(scan, self.spec, self.shield_rule)
         except BaseException as error:
             if isinstance(error, (KeyboardInterrupt, SystemExit)):
                 raise
@@ -316,27 +329,32 @@ class Inspector:
     def _verdict(self, staged: _Staged, result: tuple[np.ndarray, np.ndarray] | None) -> Verdict:
         common = {"scan_id": staged.scan_id, "inputs": staged.inputs, "threshold": self.threshold,
                   "model": self.model_info, "station": self.station, "provider": self.provider,
-                  "inputs_sha256": staged.inputs_sha256}
+                  "inputs_sha256": staged.inputs_sha256, "policy_sha256": self.policy.sha256 or None}
         if staged.error is not None or result is None:
             error = staged.error or "no model output for this scan"
             reason = (f"not analysed: refused by the station's {staged.gate} gate, a person must look" if staged.gate
                       else "not analysed: the model gave no score, a person must look")
+            reason_class = "implausible" if staged.gate in IMPLAUSIBLE_GATES else "unreadable"
             return Verdict(verdict=MANUAL, score=None, error=error, latency_ms=self._ms(staged),
-                           reasons=[reason], **common)
+                           reasons=[reason], reason_classes=[reason_class], **common)
         probability, heatmap = result
         score = float(np.max(probability))
         if not math.isfinite(score) or not np.isfinite(probability).all():
             return Verdict(verdict=MANUAL, score=None, error="the model produced a non-finite score",
-                           latency_ms=self._ms(staged), reasons=["not analysed: non-finite model output"], **common)
+                           latency_ms=self._ms(staged), reasons=["not analysed: non-finite model output"],
+                           reason_classes=["unreadable"], **common)
         reasons = []
+        classes = []
         verdict = CLEAR
         if score >= self.threshold:
             verdict = SUSPECT
             reasons.append(f"score {score:.4f} ≥ threshold {self.threshold:.4f}")
+            classes.append("powder")
         opaque = staged.opaque
         if opaque is not None and opaque.alarm:
             verdict = SUSPECT
             reasons.append(opaque.reason())
+            classes.append("opaque")
         heatmap_path = None
         if verdict == SUSPECT and self.heatmap_dir is not None:
             try:
@@ -348,7 +366,7 @@ class Inspector:
         if verdict == CLEAR:
             reasons.append(f"score {score:.4f} < threshold {self.threshold:.4f}")
         return Verdict(verdict=verdict, score=score, heatmap=heatmap_path, latency_ms=self._ms(staged),
-                       reasons=reasons, **common)
+                       reasons=reasons, reason_classes=classes, **common)
 
     def _write_heatmap(self, staged: _Staged, tile_heatmaps: np.ndarray) -> Path:
         heat = heatmap_to_scan(tile_heatmaps, staged.prepared)

@@ -1,26 +1,41 @@
 """The shield alarm: where the beam did not get through, nothing behind can be seen, so never "clear".
 
 Real screening systems raise a dense-object alarm on such regions; a CNN that scores "clear" has simply
-seen nothing, which is not the same as seeing that nothing is there. A pixel is *opaque* when its
-high-energy transmission is at most ``OPAQUE_GREY_LEVELS`` of 65535 after a 3×3 mean (noise must not
-break a region up; the one-pixel rim the mean erodes is grown back): that is A_high ≥ 8.0, the level
-at which the operator image is painted black (``pseudocolor.OPAQUE_A_HIGH``) and at which, under
-the default profile, about 7 of 20,000 air quanta per pixel reach the detector — fewer than its
-electronic noise (4 quanta rms) can resolve. (40 mm of steel reaches it at 140 kV; 30 mm does not.)
+seen nothing, which is not the same as seeing that nothing is there.
 
-An alarm needs one connected opaque region of at least ``MIN_OPAQUE_AREA_CM2`` (4 cm², a palm-sized
-sachet of powder seen flat) that is also at least ``MIN_OPAQUE_WIDTH_MM`` wide everywhere it counts
-(a morphological opening removes thin structures — a dead detector channel, the rim of a metal
-object — that could not hide a concealment). Areas are in cm² from the scan's own pitch, by the one rule
-``preprocess.scan_pitch_mm`` (rows along the belt: ``row_pitch_mm``; columns: ``pixel_pitch_mm``), so
-the shield check and the model measure the same parcel; a pitch that rule refuses is refused here too.
+**Opaque pixels, by input kind.** Dual-energy: a pixel is opaque when its high-energy transmission is at
+most ``ShieldRule.opaque_grey_levels`` of 65535 after a 3×3 mean (noise must not break a region up; the
+one-pixel rim the mean erodes is grown back): 22 = 65535·e^−8, A_high ≥ 8.0, the level at which the
+operator image is painted black (``pseudocolor.OPAQUE_A_HIGH``) and at which, under the default profile,
+about 7 of 20,000 air quanta per pixel reach the detector — fewer than its electronic noise (4 quanta
+rms) can resolve (40 mm of steel reaches it at 140 kV; 30 mm does not). Pseudo-colour (``--rgb``): no
+transmission is read, only the operator image, which ``pseudocolor`` paints exactly black (0, 0, 0)
+where A_high ≥ 8 and, just below 8, no darker than a brightest channel of 4.9 (the darkest hue times
+the brightness law e^−0.42·A_high; ``tests/test_station_policy.py`` recomputes it). So a pixel is
+opaque when its brightest channel is at most ``opaque_rgb_level`` = 2 after the 3×3 mean — half of that
+darkest colour. (It was 16, which also took pixels of A_high ≈ 4.7, transmission ≈ 600/65535: the same
+parcels raised twice the shield alarms as RGB as they did as dual-energy pairs.)
 
-Pseudo-colour (RGB) scans: the operator image paints opaque pixels black, so there a pixel is opaque
-when its brightest channel is at most ``OPAQUE_RGB_LEVEL`` after the same 3×3 mean.
+**Regions that could hide a concealment** — from the station policy's threat model (``inference.policy``):
+the smallest concealment of interest is ``min_concealed_mass_g`` of the densest target powder in the
+thickest pouch the simulator's concealments make, lying flat; its footprint is an ellipse of area
+``min_pouch_area_cm2`` = mass / (bulk density × thickness) and aspect ``pouch_aspect`` (long/short side),
+so its short side is 2·√(area / (π·aspect)). An opaque region alarms when it *could contain* that pouch,
+tested by a necessary condition that never misses one: opening is monotone, so a region that contains the
+pouch contains, after a morphological opening with a disc as wide as the pouch's short side, the opened
+pouch (the disc is one pixel narrower on each side than the short side, for the rasterised outline); the
+alarm therefore needs one connected component of the opened opaque mask with at least as many pixels as the
+opened pouch has at the scan's pitch (the least over 12 orientations and 4 sub-pixel
+offsets of its outline). Thin structures — a dead detector channel, the rim or ring of a metal object
+narrower than the pouch — are removed by the opening; areas are in cm² from the scan's own pitch, by the
+one rule ``preprocess.scan_pitch_mm`` (rows along the belt: ``row_pitch_mm``; columns:
+``pixel_pitch_mm``), so the shield check and the model measure the same parcel; a pitch that rule
+refuses is refused here too.
 """
 
 from __future__ import annotations
 
+import functools
 import math
 from dataclasses import dataclass
 
@@ -31,29 +46,65 @@ from parcelscan.datasets.physics.pseudocolor import OPAQUE_A_HIGH
 from parcelscan.datasets.preprocess import PreprocessSpec, scan_pitch_mm
 
 OPAQUE_GREY_LEVELS = round(65535 * math.exp(-OPAQUE_A_HIGH))  # 22 of 65535
-OPAQUE_RGB_LEVEL = 16
-MIN_OPAQUE_AREA_CM2 = 4.0
-MIN_OPAQUE_WIDTH_MM = 5.0
+OPAQUE_RGB_LEVEL = 2
+# The default threat model (``inference/policies/default.toml`` states the same numbers; a test checks it):
+# 10 g (the simulator's smallest concealment, ``concealments.MIN_TARGET_G``) of W powder, the densest target
+# powder (bulk 9.0 g/cm³, ``physics.materials``), in a 10 mm pouch (the thickest of ``mail_pouch`` and of the
+# ``tile_stack`` pouch), outline aspect up to 1.7 (``mail_pouch``): 10 / (9.0 × 1.0) = 1.11 cm².
+DEFAULT_MIN_POUCH_AREA_CM2 = 10.0 / (9.0 * 1.0)
+DEFAULT_POUCH_ASPECT = 1.7
+
+
+@dataclass(frozen=True)
+class ShieldRule:
+    """What the shield alarm looks for (module docstring); built from a station policy."""
+
+    min_pouch_area_cm2: float = DEFAULT_MIN_POUCH_AREA_CM2
+    pouch_aspect: float = DEFAULT_POUCH_ASPECT
+    opaque_grey_levels: int = OPAQUE_GREY_LEVELS
+    opaque_rgb_level: int = OPAQUE_RGB_LEVEL
+
+    def __post_init__(self) -> None:
+        if not (math.isfinite(self.min_pouch_area_cm2) and self.min_pouch_area_cm2 > 0):
+            raise ValueError(f"min_pouch_area_cm2 must be positive, got {self.min_pouch_area_cm2}")
+        if not (math.isfinite(self.pouch_aspect) and self.pouch_aspect >= 1.0):
+            raise ValueError(f"pouch_aspect must be >= 1, got {self.pouch_aspect}")
+        if not 0 <= int(self.opaque_grey_levels) < 65535 or not 0 <= int(self.opaque_rgb_level) < 255:
+            raise ValueError("opaque levels out of range")
+
+    @property
+    def pouch_axes_mm(self) -> tuple[float, float]:
+        """(short, long) side of the smallest pouch's elliptical footprint, mm."""
+        short = 2.0 * math.sqrt(self.min_pouch_area_cm2 * 100.0 / (math.pi * self.pouch_aspect))
+        return short, short * self.pouch_aspect
 
 
 @dataclass
 class OpaqueResult:
-    """The largest qualifying opaque region (cm²), all of them together, and their mask (scan pixels)."""
+    """The largest qualifying opaque region (cm², after the opening), all of them together, their mask."""
 
     largest_cm2: float
     total_cm2: float
     regions: int
     mask: np.ndarray  # bool (H, W): pixels of qualifying regions
     pitch_mm: tuple[float, float]  # (row, column) pitch the areas were measured with
+    kind: str = "dual_energy"  # what was read: "dual_energy" (a transmission) or "pseudo_color" (an operator image)
+    rule: ShieldRule = ShieldRule()
 
     @property
     def alarm(self) -> bool:
         return self.regions > 0
 
     def reason(self) -> str:
-        return (f"shield alarm: opaque region {self.largest_cm2:.1f} cm² (≥ {MIN_OPAQUE_AREA_CM2:g} cm²; "
-                f"high-energy transmission ≤ {OPAQUE_GREY_LEVELS}/65535 — the beam did not get through, "
-                f"what lies behind cannot be seen)")
+        short, long = self.rule.pouch_axes_mm
+        if self.kind == "pseudo_color":
+            level = (f"black in the operator image (brightest channel ≤ {self.rule.opaque_rgb_level}/255, "
+                     f"painted where A_high ≥ {OPAQUE_A_HIGH:g})")
+        else:
+            level = f"high-energy transmission ≤ {self.rule.opaque_grey_levels}/65535"
+        return (f"shield alarm: opaque region {self.largest_cm2:.1f} cm² that could hide a "
+                f"{self.rule.min_pouch_area_cm2:.2f} cm² pouch ({short:.0f} × {long:.0f} mm; {level} — the beam "
+                f"did not get through, what lies behind cannot be seen)")
 
 
 def _smoothed_at_most(image: np.ndarray, level: int) -> np.ndarray:
@@ -62,65 +113,102 @@ def _smoothed_at_most(image: np.ndarray, level: int) -> np.ndarray:
     return cv2.dilate(core.astype(np.uint8), np.ones((3, 3), np.uint8)).astype(bool)
 
 
-def opaque_mask_dual(high_u16: np.ndarray) -> np.ndarray:
-    """Opaque pixels of a high-energy image. A 3×3 mean ≤ L needs the pixel itself ≤ 9·L, so only the
-    bounding box of such dark pixels (plus the filters' reach) is filtered — most parcels have none."""
-    high_u16 = np.asarray(high_u16)
-    mask = np.zeros(high_u16.shape, dtype=bool)
-    dark = high_u16 <= 9 * OPAQUE_GREY_LEVELS
+def _dark_box_mask(image: np.ndarray, level: int) -> np.ndarray:
+    """``_smoothed_at_most`` on the bounding box of pixels ≤ 9·level only: a 3×3 mean ≤ L needs the pixel
+    itself ≤ 9·L, and most parcels have none, so most scans cost one comparison."""
+    mask = np.zeros(image.shape, dtype=bool)
+    dark = image <= 9 * level
     rows = np.flatnonzero(dark.any(axis=1))
     if rows.size == 0:
         return mask
     cols = np.flatnonzero(dark.any(axis=0))
-    r0, r1 = max(0, rows[0] - 2), min(high_u16.shape[0], rows[-1] + 3)
-    c0, c1 = max(0, cols[0] - 2), min(high_u16.shape[1], cols[-1] + 3)
-    mask[r0:r1, c0:c1] = _smoothed_at_most(high_u16[r0:r1, c0:c1], OPAQUE_GREY_LEVELS)
+    r0, r1 = max(0, rows[0] - 2), min(image.shape[0], rows[-1] + 3)
+    c0, c1 = max(0, cols[0] - 2), min(image.shape[1], cols[-1] + 3)
+    mask[r0:r1, c0:c1] = _smoothed_at_most(image[r0:r1, c0:c1], level)
     return mask
 
 
-def opaque_mask_rgb(rgb_u8: np.ndarray) -> np.ndarray:
-    return _smoothed_at_most(np.asarray(rgb_u8).max(axis=-1), OPAQUE_RGB_LEVEL)
+def opaque_mask_dual(high_u16: np.ndarray, level: int = OPAQUE_GREY_LEVELS) -> np.ndarray:
+    """Opaque pixels of a high-energy transmission image."""
+    return _dark_box_mask(np.asarray(high_u16), level)
 
 
-def find_opaque_regions(opaque: np.ndarray, pitch_mm: float | tuple[float, float],
-                        min_area_cm2: float = MIN_OPAQUE_AREA_CM2,
-                        min_width_mm: float = MIN_OPAQUE_WIDTH_MM) -> OpaqueResult:
-    """Connected opaque regions wide and large enough to hide a concealment (work on their bounding box).
-    ``pitch_mm``: (row, column) pitch in mm, or one number for square pixels."""
+def opaque_mask_rgb(rgb_u8: np.ndarray, level: int = OPAQUE_RGB_LEVEL) -> np.ndarray:
+    """Opaque pixels of a pseudo-colour operator image (brightest channel after the 3×3 mean)."""
+    return _dark_box_mask(np.asarray(rgb_u8).max(axis=-1), level)
+
+
+def _kernel(short_mm: float, row_mm: float, col_mm: float) -> np.ndarray | None:
+    """A disc (an ellipse in pixels where the pitch is not square) as wide as the pouch's short side less
+    one pixel on each side (a footprint rasterised at an angle, or blurred by the detector, loses up to that)."""
+    width_cols, width_rows = int(short_mm / col_mm) - 2, int(short_mm / row_mm) - 2
+    if width_cols <= 1 and width_rows <= 1:
+        return None
+    return cv2.getStructuringElement(cv2.MORPH_ELLIPSE, (max(1, width_cols), max(1, width_rows)))
+
+
+@functools.lru_cache(maxsize=64)
+def pouch_pixels(rule: ShieldRule, row_mm: float, col_mm: float) -> int:
+    """Pixels of the smallest pouch's footprint after the opening, at this pitch: the least over 12
+    orientations and 4 sub-pixel offsets (a region holding the pouch holds at least this many)."""
+    short, long = rule.pouch_axes_mm
+    kernel = _kernel(short, row_mm, col_mm)
+    size = math.ceil(long / min(row_mm, col_mm)) + 8
+    least = None
+    for angle in range(0, 180, 15):
+        for dr, dc in ((0.0, 0.0), (0.5, 0.0), (0.0, 0.5), (0.5, 0.5)):
+            rr, cc = np.mgrid[0:size, 0:size].astype(np.float64)
+            y = (rr + 0.5 - size / 2 - dr) * row_mm
+            x = (cc + 0.5 - size / 2 - dc) * col_mm
+            t = math.radians(angle)
+            u, v = x * math.cos(t) + y * math.sin(t), -x * math.sin(t) + y * math.cos(t)
+            pouch = (((u / (long / 2)) ** 2 + (v / (short / 2)) ** 2) <= 1.0).astype(np.uint8)
+            if kernel is not None:
+                pouch = cv2.morphologyEx(pouch, cv2.MORPH_OPEN, kernel)
+            count = int(pouch.sum())
+            least = count if least is None else min(least, count)
+    return max(1, least or 1)
+
+
+def find_opaque_regions(opaque: np.ndarray, pitch_mm: float | tuple[float, float], rule: ShieldRule = ShieldRule(),
+                        kind: str = "dual_energy") -> OpaqueResult:
+    """Connected opaque regions that could contain the rule's smallest pouch (module docstring); work on
+    their bounding box. ``pitch_mm``: (row, column) pitch in mm, or one number for square pixels."""
     row_mm, col_mm = (float(pitch_mm), float(pitch_mm)) if np.isscalar(pitch_mm) else map(float, pitch_mm)
     pixel_cm2 = row_mm * col_mm / 100.0
     mask = np.zeros(opaque.shape, dtype=bool)
-    empty = OpaqueResult(0.0, 0.0, 0, mask, (row_mm, col_mm))
-    if np.count_nonzero(opaque) * pixel_cm2 < min_area_cm2:  # the common case: nothing to do
+    empty = OpaqueResult(0.0, 0.0, 0, mask, (row_mm, col_mm), kind, rule)
+    need = pouch_pixels(rule, row_mm, col_mm)
+    if np.count_nonzero(opaque) < need:  # the common case: nothing to do
         return empty
-    width_rows, width_cols = max(1, round(min_width_mm / row_mm)), max(1, round(min_width_mm / col_mm))
+    kernel = _kernel(rule.pouch_axes_mm[0], row_mm, col_mm)
     # the bounding box of the opaque pixels, grown by the kernel's reach, so that the opening sees the same
     # neighbourhood (real zeros inside the image, OpenCV's default border outside) as on the whole image
     rows, cols = np.flatnonzero(opaque.any(axis=1)), np.flatnonzero(opaque.any(axis=0))
-    margin = max(width_rows, width_cols) + 1
+    margin = (max(kernel.shape) if kernel is not None else 1) + 1
     box = (slice(max(0, rows[0] - margin), rows[-1] + 1 + margin),
            slice(max(0, cols[0] - margin), cols[-1] + 1 + margin))
     opaque_u8 = np.ascontiguousarray(opaque[box], dtype=np.uint8)
-    if width_rows > 1 or width_cols > 1:
-        kernel = cv2.getStructuringElement(cv2.MORPH_RECT, (width_cols, width_rows))
+    if kernel is not None:
         opaque_u8 = cv2.morphologyEx(opaque_u8, cv2.MORPH_OPEN, kernel)
     _, labels, stats, _ = cv2.connectedComponentsWithStats(opaque_u8, connectivity=8)
-    areas_cm2 = stats[:, cv2.CC_STAT_AREA] * pixel_cm2
-    areas_cm2[0] = 0.0  # background
-    keep = areas_cm2 >= min_area_cm2
+    pixels = stats[:, cv2.CC_STAT_AREA].copy()
+    pixels[0] = 0  # background
+    keep = pixels >= need
     if not keep.any():
         return empty
     mask[box] = keep[labels]
+    areas_cm2 = pixels * pixel_cm2
     return OpaqueResult(float(areas_cm2[keep].max()), float(areas_cm2[keep].sum()), int(keep.sum()), mask,
-                        (row_mm, col_mm))
+                        (row_mm, col_mm), kind, rule)
 
 
-def check_opaque(scan, spec: PreprocessSpec | None = None) -> OpaqueResult:
+def check_opaque(scan, spec: PreprocessSpec | None = None, rule: ShieldRule = ShieldRule()) -> OpaqueResult:
     """Shield-alarm check of a decoded scan (dual-energy pair or pseudo-colour image), at the pitch
     ``preprocess.scan_pitch_mm`` gives it (``spec``: the model's, for its assumed scan pitch)."""
     pitch = scan_pitch_mm(scan, spec)
     rgb = getattr(scan, "rgb", None)
     if getattr(scan, "kind", "dual_energy") == "pseudo_color" or (getattr(scan, "high", None) is None
                                                                    and rgb is not None):
-        return find_opaque_regions(opaque_mask_rgb(rgb), pitch)
-    return find_opaque_regions(opaque_mask_dual(scan.high), pitch)
+        return find_opaque_regions(opaque_mask_rgb(rgb, rule.opaque_rgb_level), pitch, rule, "pseudo_color")
+    return find_opaque_regions(opaque_mask_dual(scan.high, rule.opaque_grey_levels), pitch, rule)

@@ -160,7 +160,7 @@ def build_report(verdict: Verdict, outputs: ScanOutputs | None, images: list[Ima
     model = verdict.model or {}
     algorithm = Algorithm(name=str(model.get("name", "unknown")), version=str(model.get("version", "")),
                           sha256=str(model.get("sha256", "")), threshold=verdict.threshold,
-                          policy_sha256=model.get("policy_sha256") or None)
+                          policy_sha256=verdict.policy_sha256 or model.get("policy_sha256") or None)
     private = verdict.to_dict()
     objects: list[ThreatObject] = []
     abort_reason = None

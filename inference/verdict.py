@@ -6,7 +6,10 @@ Fields (see the README): ``scan_id``, ``inputs``, ``verdict`` (clear | suspect |
 ``station``, ``scanned_at`` (ISO 8601 UTC), ``reasons`` (why this verdict, in words), ``provider``
 (the onnxruntime execution provider that computed the score) and ``inputs_sha256`` (``inputs_digest``:
 what the scan *was*, whatever its files are called or moved to — with ``scan_id`` the key consumers
-deduplicate by, since a hot folder delivers at least once; null when an input is not a regular file).
+deduplicate by, since a hot folder delivers at least once; null when an input is not a regular file),
+``reason_classes`` (the verdict's reasons as classes from ``REASON_CLASSES``, the one list a station routes
+by: opaque parcels to a density lane, twins to XRF; empty for clear) and ``policy_sha256`` (the sha256 of
+the station policy file in force, ``inference.policy``).
 
 The dataclass enforces the fail-closed invariants, so no code path can produce a "clear" that was not
 earned: clear needs a finite score below the threshold, no error and no reason to doubt it.
@@ -29,7 +32,18 @@ from parcelscan.datasets.datatools import file_sha256
 CLEAR, SUSPECT, MANUAL = "clear", "suspect", "manual_inspection"
 VERDICTS = (CLEAR, SUSPECT, MANUAL)
 FIELDS = ("scan_id", "inputs", "verdict", "score", "threshold", "model", "heatmap", "error", "latency_ms",
-          "station", "scanned_at", "reasons", "provider", "inputs_sha256")
+          "station", "scanned_at", "reasons", "reason_classes", "provider", "inputs_sha256", "policy_sha256")
+# The reason classes, one documented list (README "Reason classes"); which verdict each may appear on.
+REASON_CLASSES: dict[str, str] = {
+    "powder": "the model's score reached the threshold: concealed powder",
+    "twin": "a powder alarm whose region is also consistent with a benign look-alike: confirm by XRF or opening",
+    "opaque": "shield alarm: an opaque region that could hide the smallest concealment of interest",
+    "implausible": "refused by a station gate: not a picture a scanner could take (geometry, size, physics, grey)",
+    "unreadable": "not read or not analysed: missing, corrupt, not a regular file, over the memory cap, an error",
+    "declaration": "the declared contents disagree with the scan (the declaration check)",
+}
+SUSPECT_CLASSES = ("powder", "twin", "opaque", "declaration")
+MANUAL_CLASSES = ("implausible", "unreadable")
 
 
 def inputs_digest(paths: Iterable[str | Path]) -> str | None:
@@ -68,10 +82,20 @@ class Verdict:
     reasons: list[str] = field(default_factory=list)
     provider: str | None = None
     inputs_sha256: str | None = None
+    reason_classes: list[str] = field(default_factory=list)
+    policy_sha256: str | None = None
 
     def __post_init__(self) -> None:
         if self.verdict not in VERDICTS:
             raise ValueError(f"verdict must be one of {VERDICTS}, got {self.verdict!r}")
+        self.reason_classes = list(self.reason_classes or [])
+        unknown = [c for c in self.reason_classes if c not in REASON_CLASSES]
+        if unknown:
+            raise ValueError(f"unknown reason class(es) {unknown}; the classes: {', '.join(REASON_CLASSES)}")
+        if self.verdict == CLEAR and self.reason_classes:
+            raise ValueError("a clear verdict has no reason class (a reason class is a reason not to clear)")
+        if self.verdict == MANUAL and any(c not in MANUAL_CLASSES for c in self.reason_classes):
+            raise ValueError(f"manual_inspection's classes are {MANUAL_CLASSES}")
         if self.score is not None:
             self.score = float(self.score)
         if self.verdict == CLEAR:
@@ -84,6 +108,11 @@ class Verdict:
                 raise ValueError("a clear verdict needs a score below the threshold")
         if self.verdict == MANUAL and not (self.error or self.reasons):
             raise ValueError("manual_inspection needs an error or a reason")
+
+    @property
+    def flagged(self) -> bool:
+        """A flag is any non-clear verdict, whatever its reason classes (README "Reason classes")."""
+        return self.verdict != CLEAR
 
     @property
     def exit_code(self) -> int:

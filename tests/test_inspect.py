@@ -265,11 +265,13 @@ def test_opaque_region_area_and_shape_rules():
         high[block] = level
         return Scan("s", high.copy(), high, {"pixel_pitch_mm": pitch_mm})
 
-    assert check_opaque(scan_with((slice(50, 70), slice(50, 70)))).alarm  # 20 x 20 mm = 4.0 cm²
-    assert not check_opaque(scan_with((slice(50, 68), slice(50, 68)))).alarm  # 18 x 18 mm = 3.2 cm²
-    result = check_opaque(scan_with((slice(40, 80), slice(40, 80)), pitch_mm=0.5))  # 20 x 20 mm again
-    assert result.alarm and result.largest_cm2 == pytest.approx(4.0, rel=0.15)
-    assert not check_opaque(scan_with((slice(40, 80), slice(40, 80)), pitch_mm=0.4)).alarm  # 16 x 16 mm
+    # the default threat model's smallest pouch: 1.11 cm², an ellipse 9 x 16 mm (inference/opaque.py)
+    assert check_opaque(scan_with((slice(50, 62), slice(50, 68)))).alarm  # 12 x 18 mm: the pouch fits
+    assert not check_opaque(scan_with((slice(50, 58), slice(50, 58)))).alarm  # 8 x 8 mm: it does not
+    assert not check_opaque(scan_with((slice(20, 180), slice(50, 56)))).alarm  # 6 mm wide, 160 mm long: too narrow
+    result = check_opaque(scan_with((slice(40, 64), slice(40, 76)), pitch_mm=0.5))  # 12 x 18 mm again
+    assert result.alarm and result.largest_cm2 == pytest.approx(2.16, rel=0.15)
+    assert not check_opaque(scan_with((slice(40, 56), slice(40, 56)), pitch_mm=0.5)).alarm  # 8 x 8 mm again
     assert not check_opaque(scan_with((slice(0, 200), slice(100, 102)))).alarm  # a dead 2-channel strip
     assert not check_opaque(scan_with((slice(50, 80), slice(50, 80)), level=OPAQUE_GREY_LEVELS + 40)).alarm
     rgb = np.full((200, 200, 3), 230, np.uint8)
