@@ -198,3 +198,62 @@ def test_operating_point_on_validation():
     probabilities = scan_probabilities(margins, point["temperature"])
     assert point["val_pfa"] <= 0.01 and point["val_pfa"] == float((probabilities[~labels] >= point["threshold"]).mean())
     assert point["val_pd"] == M.pd_at_pfa(labels, margins, 0.01)[0]  # temperature never changes Pd at Pfa
+
+
+def test_twin_summary_counts_pfa_on_non_twin_clears():
+    """Scores chosen by hand: the twin (0.95) would set the 1 % threshold if it counted as a clear scan; left
+    out of Pfa it is reported as the twin alarm rate instead, and unknown twin_of counts as not a twin."""
+    from parcelscan.training.evaluate import twin_summary
+
+    def clear(score, twin_of):
+        return score, SimpleNamespace(label="clear", twin_of=twin_of, scenario="none", lookalike="tile_stack",
+                                      mass_fraction=None, provenance={"fill": "BaSO4" if twin_of else "grout"})
+
+    def suspect(score, scenario, fraction):
+        return score, SimpleNamespace(label="suspect", twin_of=[], scenario=scenario, lookalike=None,
+                                      mass_fraction=fraction, provenance={})
+
+    rows = [clear(0.10, []), clear(0.20, None), clear(0.30, []), clear(0.95, ["La2O3"]),
+            suspect(0.90, "mail_pouch", 1.0), suspect(0.80, "water_bottle", 0.1), suspect(0.25, "water_bottle", 0.5)]
+    scores = np.array([s for s, _ in rows])
+    records = [r for _, r in rows]
+    labels = np.array([r.label == "suspect" for r in records])
+    tw = twin_summary(labels, scores, records, threshold=0.5, pfas=(0.01,))
+    assert (tw["n_clear_non_twin"], tw["n_twin"], tw["n_clear_twin_unknown"]) == (3, 1, 1)
+    at = tw["at_pfa"]["0.01"]
+    assert 0.30 < at["threshold"] <= 0.80  # above the highest non-twin clear, not above the twin
+    assert (at["pd"]["flagged"], at["pd"]["n"]) == (2, 3) and at["pfa_non_twin"]["flagged"] == 0
+    assert at["twin_alarm_rate"]["rate"] == 1.0 and at["pfa_all_clears"]["flagged"] == 1
+    assert at["pd"]["ci"] == list(M.wilson_interval(2, 3))
+    assert at["pd_by_fraction"]["mixed, < 20 %"]["flagged"] == 1
+    assert tw["roc_auc_non_twin"] == pytest.approx(8 / 9)  # the 0.25 suspect is below the 0.30 clear
+    stored = tw["stored"]
+    assert stored["pd"]["flagged"] == 2 and stored["pd_by_scenario"]["water_bottle"]["flagged"] == 1
+
+
+def test_verdicts_are_scored_from_their_score_only(tmp_path):
+    """`evaluate --verdicts`: station output lines → the same twin-aware numbers; a scan without a score
+    (manual inspection) counts as flagged; a scan of the set without a verdict is refused."""
+    from parcelscan.datasets.manifest import ManifestRecord, write_manifest
+    from parcelscan.errors import ParcelscanError
+    from parcelscan.training.evaluate import evaluate_verdicts
+
+    data = tmp_path / "set"
+    data.mkdir()
+    records = [ManifestRecord(f"c{i}", {"low": "x.png", "high": "y.png"}, "clear", "none", None,
+                              twin_of=["GeO2"] if i == 3 else []) for i in range(4)]
+    records += [ManifestRecord(f"s{i}", {"low": "x.png", "high": "y.png"}, "suspect", "mail_pouch", "Nd2O3",
+                               twin_of=[]) for i in range(3)]
+    write_manifest(data / "manifest.jsonl", records)
+    scores = {"c0": 0.1, "c1": 0.2, "c2": 0.3, "c3": 0.99, "s0": 0.9, "s1": None, "s2": 0.05}
+    lines = [json.dumps({"scan_id": k, "score": v, "threshold": 0.5, "verdict": "x", "reasons": ["shield alarm"],
+                         "model": {"name": "m", "version": "1", "sha256": "ab"}}) for k, v in scores.items()]
+    (tmp_path / "v.jsonl").write_text("\n".join(lines) + "\n")
+    run_dir, summary = evaluate_verdicts(tmp_path / "v.jsonl", data, project=tmp_path / "runs", n_boot=20)
+    tw = summary["twin_aware"]
+    assert summary["unanalysed_scans"] == 1 and tw["n_twin"] == 1
+    assert tw["at_pfa"]["0.01"]["pd"]["flagged"] == 2  # s0 and the unanalysed s1; the twin c3 is not a clear here
+    assert tw["stored"]["twin_alarm_rate"]["flagged"] == 1 and (run_dir / "report.md").is_file()
+    (tmp_path / "short.jsonl").write_text("\n".join(lines[:-1]) + "\n")
+    with pytest.raises(ParcelscanError, match="no verdict for 1"):
+        evaluate_verdicts(tmp_path / "short.jsonl", data, project=tmp_path / "runs", n_boot=20)

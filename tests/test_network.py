@@ -162,3 +162,36 @@ def test_checkpoint_stores_the_network_shape_and_old_checkpoints_keep_theirs(tmp
     # a stored configuration missing a key takes the old constant's value, not today's default
     partial = {**_checkpoint(old_model), "network": {"arch": "mobilenet_v3_small", "in_channels": 3}}
     assert network_config(partial).decoder_channels == 32 and network_config(partial).hidden_units == 256
+
+
+def test_heatmap_topk_head_scores_the_hottest_cells_and_is_stored(tmp_path):
+    """score_head heatmap_topk: the suspect margin is scale · mean(top-k heatmap logits) + bias, so the verdict
+    rises with the hottest cells and nothing else; the head is stored with the weights, an old checkpoint
+    (no score_head in its network entry) stays a classifier."""
+    from parcelscan.model.checkpoint import network_entry
+
+    torch.manual_seed(0)
+    model = build_model("mobilenet_v3_small", 3, score_head="heatmap_topk", score_topk=4).eval()
+    assert not hasattr(model, "classifier")
+    with torch.no_grad():
+        model.score_scale.fill_(1.7)
+        model.score_bias.fill_(0.3)
+        logits, heat = model(torch.randn(2, 3, 64, 96))
+        expected = 1.7 * heat.flatten(1).topk(4).values.mean(1) + 0.3
+        assert torch.allclose(logits[:, 1] - logits[:, 0], expected, atol=1e-6)
+        hotter = heat.clone()
+        hotter[0, 0, 1, 2] = heat.max() + 10.0  # one cell far above the rest: the pooled margin rises
+        assert model.pooled_margin(hotter)[0] > model.pooled_margin(heat)[0] + 1.7 * 10.0 / 4 - 1e-4
+        assert torch.equal(model.pooled_margin(hotter)[1], model.pooled_margin(heat)[1])
+    path = save_checkpoint(tmp_path / "topk.pt", _checkpoint(model, network=network_entry(model)))
+    loaded, info = load_checkpoint(path)
+    assert info["network"]["score_head"] == "heatmap_topk" and loaded.score_topk == 4
+    x = torch.randn(1, 3, 64, 64)
+    with torch.no_grad():
+        assert torch.equal(loaded(x)[0], model(x)[0])
+    old = build_model("mobilenet_v3_small", 3).eval()
+    entry = {k: v for k, v in network_entry(old).items() if k not in ("score_head", "score_topk")}
+    legacy, _ = load_checkpoint(save_checkpoint(tmp_path / "old.pt", _checkpoint(old, network=entry)))
+    assert legacy.score_head == "classifier" and hasattr(legacy, "classifier")
+    with pytest.raises(ValueError, match="score_head"):
+        build_model(score_head="attention")

@@ -285,3 +285,58 @@ def test_tile_flips_move_image_and_mask_together_and_vary_by_epoch(data, spec, t
         assert len(match) == 1
         seen.add(match[0])
     assert len(seen) >= 3  # flips actually happen, on both axes
+
+
+# --- twins and training windows (issue 14) ------------------------------------------------------------------
+def _with_twins(data: Path, name: str) -> Path:
+    """The fixture's manifest with clear scans s1 and s3 marked as twin fills and s5's twin_of unknown."""
+    from dataclasses import replace
+
+    from parcelscan.datasets.manifest import read_manifest, write_manifest
+
+    twin_of = {"s1": ["La2O3"], "s3": ["GeO2", "Ga"], "s5": None}
+    records = [replace(r, twin_of=twin_of.get(r.scan_id, [] if r.label == "clear" else r.twin_of))
+               for r in read_manifest(data)]
+    path = data / name
+    write_manifest(path, records)
+    return path
+
+
+def test_twin_policies(data, spec):
+    from parcelscan.datasets.torch_dataset import is_twin
+
+    path = _with_twins(data, "twins.jsonl")
+    negative = ScanDataset(path, spec, twin_policy="negative")
+    assert [r.scan_id for r in negative.records if is_twin(r)] == ["s1", "s3"]  # s5: unknown is not a twin
+    ignore = ScanDataset(path, spec, twin_policy="ignore")
+    assert ignore.twins_left_out == 2 and {r.scan_id for r in ignore.records} == \
+        {r.scan_id for r in negative.records} - {"s1", "s3"}
+    positive = ScanDataset(path, spec, twin_policy="positive")
+    by_id = {r.scan_id: i for i, r in enumerate(positive.records)}
+    for scan_id, label in (("s1", 1), ("s3", 1), ("s5", 0), ("s0", 1)):
+        index = by_id[scan_id]
+        _, tile_label, _, meta = positive[index]
+        assert tile_label == label and positive.labels[index] == label, scan_id
+        # a twin's fill has no mask: no mask loss (has_mask False), never an all-zero "nothing here" mask
+        assert meta["has_mask"] == (scan_id != "s1" and scan_id != "s3") and meta["twin"] == (label and scan_id != "s0")
+    assert negative[by_id["s1"]][1] == 0 and negative[by_id["s1"]][3]["has_mask"]
+    with pytest.raises(ParcelscanError, match="twin_policy"):
+        ScanDataset(path, spec, twin_policy="maybe")
+
+
+def test_training_windows_hold_the_powder_and_keep_image_and_mask_aligned(data, spec):
+    dataset = ScanDataset(data, spec, crop=64, tile_flips=True)
+    suspects = [i for i, r in enumerate(dataset.records) if r.mask is not None]
+    for epoch in range(3):
+        dataset.set_epoch(epoch)
+        for index in range(len(dataset)):
+            image, label, mask, meta = dataset[index]
+            assert image.shape == (spec.in_channels, 64, 64) and mask.shape == (1, 64, 64)
+            assert label == int(mask.sum() >= 1) or not meta["has_mask"]
+            if index in suspects:  # the window is centred on powder (jitter ≤ a quarter window): it holds some
+                assert label == 1 and mask.sum() > 0
+                # the powder's excess attenuation lies under the mask, not beside it
+                excess = image[spec.channels.index("a_excess")]
+                assert excess[mask[0] > 0.5].mean() > excess[mask[0] == 0].mean() + 0.2
+    with pytest.raises(ParcelscanError, match="crop"):
+        ScanDataset(data, spec, crop=48)

@@ -672,15 +672,18 @@ def render_report(summary: dict[str, Any], errors: Sequence[tuple[str, str]], pl
 
 
 # --- scoring the station's verdicts -------------------------------------------------------------------
+UNANALYSED_SCORE = 1.0  # a verdict without a CNN score (manual inspection): flagged at every threshold ≤ 1
 def read_verdict_scores(path: str | Path) -> tuple[dict[str, float], float | None, dict[str, Any]]:
     """``parcelscan inspect`` output (one JSON verdict per line) → ({scan_id: score}, threshold, model).
 
     Only each verdict's CNN ``score`` is read (the detection bar's method: shield and other reasons
-    ignored). A scan the station could not analyse has no score: it is counted as flagged (score +inf),
-    as the station sends it to manual inspection. A scan id seen twice is refused (ambiguous)."""
+    ignored). A scan the station could not analyse has no score: it is counted as flagged (score 1.0, the
+    highest probability, as ``evaluate`` scores an unreadable scan), as the station sends it to manual
+    inspection. A scan id seen twice is refused (ambiguous)."""
     scores: dict[str, float] = {}
     threshold = None
-    model: dict[str, Any] = {}
+    model: dict[str, Any] = {"unanalysed": 0}
+    unanalysed = 0
     try:
         lines = Path(path).read_text(encoding="utf-8").splitlines()
     except OSError as error:
@@ -696,10 +699,13 @@ def read_verdict_scores(path: str | Path) -> tuple[dict[str, float], float | Non
         if scan_id in scores:
             raise ParcelscanError(f"{path}:{number}: scan {scan_id} has two verdicts")
         score = verdict.get("score")
-        scores[scan_id] = float(score) if isinstance(score, (int, float)) and math.isfinite(score) else math.inf
+        analysed = isinstance(score, (int, float)) and not isinstance(score, bool) and math.isfinite(score)
+        scores[scan_id] = float(score) if analysed else UNANALYSED_SCORE
+        unanalysed += not analysed
         if threshold is None and isinstance(verdict.get("threshold"), (int, float)):
             threshold = float(verdict["threshold"])
-            model = dict(verdict.get("model") or {})
+            model = {**dict(verdict.get("model") or {}), "unanalysed": 0}
+    model["unanalysed"] = unanalysed
     return scores, threshold, model
 
 
@@ -722,7 +728,7 @@ def evaluate_verdicts(verdicts: str | Path, data_dir: str | Path, split: str = "
     summary: dict[str, Any] = {
         "verdicts": str(verdicts), "data": str(data_dir), "split": split, "model_info": model,
         "n_scans": int(y.size), "n_suspect": int(y.sum()), "n_clear": int((~y).sum()),
-        "unanalysed_scans": int(np.isinf(scores).sum()),
+        "unanalysed_scans": int(model.pop("unanalysed")),
         "roc_auc_non_twin_ci": list(M.bootstrap_ci(M.roc_auc, y[keep], scores[keep], n_boot, seed=seed)),
         "twin_aware": twin_summary(y, scores, records, threshold)}
     run_dir = increment_dir(project, name)
