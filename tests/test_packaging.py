@@ -85,7 +85,8 @@ def _source_files() -> set[str]:
         if relative.parts[0] in {"build", "dist", "runs", "data", "out"} or relative.parts[0].endswith(".egg-info"):
             continue
         files.add(f"parcelscan/{relative.as_posix()}")
-    for pattern in ("datasets/physics/profiles/*.toml", "training/recipes/*.yaml", "model/default/*",
+    for pattern in ("datasets/physics/profiles/*", "datasets/physics/tables/*.npz", "training/recipes/*.yaml",
+                    "model/default/*",
                     "inference/review/templates/*", "inference/review/static/*"):
         found = [p for p in ROOT.glob(pattern) if p.is_file()]
         assert found, f"no {pattern} in the source tree"
