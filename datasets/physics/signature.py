@@ -31,7 +31,7 @@ from dataclasses import dataclass
 
 import numpy as np
 
-from parcelscan.datasets.physics.forward import forward_model
+from parcelscan.datasets.physics.attenuation import log_attenuation_direct
 from parcelscan.datasets.physics.materials import LIBRARY, TARGET_MATERIALS, Material, get_material
 from parcelscan.datasets.physics.profile import ScannerProfile
 
@@ -131,7 +131,8 @@ def _curve(material: Material, profile: ScannerProfile) -> tuple[np.ndarray, np.
     curve = _CURVES.get(key)
     if curve is None:
         with np.errstate(divide="ignore", over="ignore"):  # the thickest slabs stop the beam: filtered below
-            a_low, a_high = forward_model(profile).log_attenuation_direct([material], _AREAL_GRID_G_CM2[None, :])
+            # the shipped table when it covers the profile and material (the station: no xraydb), else the physics
+            a_low, a_high = log_attenuation_direct(profile, [material], _AREAL_GRID_G_CM2[None, :])
         ok = np.isfinite(a_low) & np.isfinite(a_high) & (a_high > 1e-12)
         curve = (np.log(_AREAL_GRID_G_CM2[ok]), np.log(a_high[ok]), a_low[ok] / a_high[ok])
         if len(_CURVES) < 20000:
