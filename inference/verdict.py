@@ -32,7 +32,8 @@ from parcelscan.datasets.datatools import file_sha256
 CLEAR, SUSPECT, MANUAL = "clear", "suspect", "manual_inspection"
 VERDICTS = (CLEAR, SUSPECT, MANUAL)
 FIELDS = ("scan_id", "inputs", "verdict", "score", "threshold", "model", "heatmap", "error", "latency_ms",
-          "station", "scanned_at", "reasons", "reason_classes", "provider", "inputs_sha256", "policy_sha256")
+          "station", "scanned_at", "reasons", "reason_classes", "provider", "inputs_sha256", "policy_sha256",
+          "powder_mass_g", "declaration_check")
 # The reason classes, one documented list (README "Reason classes"); which verdict each may appear on.
 REASON_CLASSES: dict[str, str] = {
     "powder": "the model's score reached the threshold: concealed powder",
@@ -84,6 +85,8 @@ class Verdict:
     inputs_sha256: str | None = None
     reason_classes: list[str] = field(default_factory=list)
     policy_sha256: str | None = None
+    powder_mass_g: list[float] | None = None  # per body the model localised on a suspect scan (inference.declaration)
+    declaration_check: dict[str, Any] | None = None  # status, priority, reasons, observed (inference.declaration)
 
     def __post_init__(self) -> None:
         if self.verdict not in VERDICTS:

@@ -1,0 +1,366 @@
+"""The declaration check: what the parcel's customs declaration says against what the X-ray shows.
+
+``inspect`` reads a scan's declaration from its sidecar (``declaration``, keyed by the sidecar's ``item_id``) or
+from ``--declarations FILE`` (electronic advance data, JSON lines or CSV keyed by the S10 ``item_id``; the
+format is ``datasets.scans.customs``) and writes ``declaration_check`` into the verdict:
+
+* ``status``: ``absent`` (no declaration for this item), ``consistent`` or ``mismatch``;
+* ``reasons``: in words, e.g. "declared 'machinery parts' (HS 8487.90), 2.0 kg; seen: 2 bodies ≈ 1400 g,
+  signature of Nd2O3 or Pr6O11 — not what HS 8487 holds";
+* ``observed``: the bodies seen (mass in grams, signature, twins) and the parcel's X-ray mass (kg).
+
+What is *seen*: the bodies the model localises (connected regions of its heatmap ≥ ``BODY_HEAT``, at least
+``MIN_BODY_CM2``), each measured by ``physics.mass.body_mass`` (background removed, signature looked up, grams),
+whether or not the scan's score reached the threshold — the check is a second, independent look at the same
+regions — and the parcel's X-ray mass (``physics.mass.parcel_mass_g``).
+
+When it is a **mismatch**: the declaration cannot be read (``customs.parse_declaration``'s problems: wrong
+types, absurd weights, huge strings, unknown HS codes, another item's id); or a body of at least ``MIN_BODY_G``
+whose signature (its nearest reference and every twin, d′ < 4.2) is none of the materials its declared HS
+headings plausibly hold (``HS_TABLE``, one documented table; organic bodies — sugar or water nearest — are not
+checked: packaging and food); or the X-ray mass exceeds ``WEIGHT_FACTOR`` × the declared gross weight +
+``WEIGHT_SLACK_KG`` (undeclared mass).
+
+**Policy** (issue 16): a mismatch raises the scan's priority — reason class ``declaration`` on a flagged scan,
+``declaration_check.priority = "raised"`` on any — but never flags a scan alone; **a declaration never lowers
+an alarm** (declaring barium sulphate is exactly the route of an informed smuggler): the check only adds.
+Nothing here can make a flagged scan clear; any error inside the check is a mismatch with the reason.
+"""
+
+from __future__ import annotations
+
+import csv
+import io
+import json
+import sys
+from collections.abc import Callable
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import cv2
+import numpy as np
+
+from parcelscan.datasets.physics.mass import body_mass, parcel_mass_g
+from parcelscan.datasets.physics.materials import RARE_EARTH_TARGETS
+from parcelscan.datasets.physics.profile import default_profile
+from parcelscan.datasets.physics.pseudocolor import transmission_to_log_attenuation
+from parcelscan.datasets.preprocess import heatmap_to_scan, scan_pitch_mm
+from parcelscan.datasets.scans.customs import Declaration, hs_display, parse_declaration, s10_valid
+from parcelscan.errors import ParcelscanError
+
+BODY_HEAT = 0.5  # a body: heatmap ≥ this (the model's powder-mask head, a probability)
+MIN_BODY_CM2 = 2.0
+MIN_BODY_G = 10.0  # the smallest concealment of interest (the simulator's smallest, the policy's default)
+MAX_BODIES = 8
+WEIGHT_FACTOR = 2.5
+WEIGHT_SLACK_KG = 1.0
+MAX_FILE_BYTES = 64 << 20
+ORGANIC = ("sugar", "water")
+_METALS = ("steel", "aluminium", "brass", "copper")
+
+
+@dataclass(frozen=True)
+class Heading:
+    """An HS heading (4 digits) as the check sees it: its words and the reference materials (targets and
+    ``signature.BENIGN_FAMILIES``) its goods plausibly show as, and their packed density (g/cm³, for the reader:
+    a projection measures areal density, not density)."""
+
+    words: str
+    plausible: tuple[str, ...]
+    density_g_cm3: tuple[float, float]
+
+
+# fmt: off
+HS_TABLE: dict[str, Heading] = {
+    # printed matter, textiles, organics: paper carries CaCO3 filler; zips and buttons are metal
+    "4901": Heading("books", (*ORGANIC, "CaCO3"), (0.7, 1.2)),
+    "4911": Heading("printed matter, documents", (*ORGANIC, "CaCO3"), (0.7, 1.2)),
+    "6109": Heading("garments", (*ORGANIC, "steel", "brass", "aluminium"), (0.1, 0.5)),
+    "6403": Heading("footwear", (*ORGANIC, "steel", "brass"), (0.3, 1.1)),
+    "4008": Heading("rubber sheet", ORGANIC, (0.9, 1.5)),
+    "4808": Heading("paper and paperboard", (*ORGANIC, "CaCO3"), (0.5, 1.0)),
+    "4412": Heading("plywood, wood panels", ORGANIC, (0.4, 0.9)),
+    "3406": Heading("candles", ORGANIC, (0.8, 1.0)),
+    # food and drink (cans are steel or aluminium; salt in food)
+    "0901": Heading("coffee", ORGANIC, (0.3, 0.6)), "0902": Heading("tea", ORGANIC, (0.3, 0.6)),
+    "1701": Heading("sugar", ORGANIC, (0.8, 1.6)), "1806": Heading("chocolate", ORGANIC, (1.0, 1.4)),
+    "1905": Heading("bakery products, snacks", ORGANIC, (0.2, 0.8)),
+    "2005": Heading("preserved vegetables", (*ORGANIC, "steel", "aluminium", "salt"), (0.9, 1.2)),
+    "2106": Heading("food preparations, supplements", (*ORGANIC, "salt", "CaCO3"), (0.4, 0.8)),
+    "2202": Heading("beverages", (*ORGANIC, "aluminium", "sand"), (1.0, 1.1)),
+    # cosmetics, medicine: mineral pigments and fillers
+    "3304": Heading("cosmetics", (*ORGANIC, "titanium white", "zinc oxide", "CaCO3", "iron oxide pigment", "salt",
+                                  "sand"), (0.5, 1.5)),
+    "3004": Heading("medicaments", (*ORGANIC, "CaCO3", "titanium white", "salt"), (0.5, 1.5)),
+    # electrical goods: copper, steel, aluminium, solder (lead), glass-fibre boards (sand), cells
+    "8471": Heading("computers", (*ORGANIC, *_METALS, "sand", "lead"), (0.5, 2.0)),
+    "8506": Heading("primary batteries", (*ORGANIC, *_METALS, "zinc oxide"), (2.0, 3.5)),
+    "8507": Heading("accumulators", (*ORGANIC, *_METALS, "zinc oxide"), (2.0, 3.0)),
+    "8517": Heading("telephones", (*ORGANIC, *_METALS, "sand", "lead"), (1.0, 2.5)),
+    "8518": Heading("loudspeakers", (*ORGANIC, *_METALS, "iron oxide pigment"), (1.0, 3.0)),
+    "8543": Heading("electrical machines n.e.s.", (*ORGANIC, *_METALS, "sand", "lead"), (0.5, 2.5)),
+    "8544": Heading("insulated wire, cable", (*ORGANIC, "copper", "aluminium"), (1.5, 3.0)),
+    "8501": Heading("electric motors", (*ORGANIC, *_METALS, "iron oxide pigment"), (3.0, 6.0)),
+    "8505": Heading("magnets", ("steel", "iron oxide pigment", "NdFeB powder"), (4.5, 7.5)),
+    # tools, machinery, metal goods: castings carry cores (foundry sand, zircon) and inserts
+    "8205": Heading("hand tools", (*ORGANIC, *_METALS, "tungsten carbide"), (2.0, 7.9)),
+    "8207": Heading("interchangeable tools", ("steel", "tungsten carbide", "brass"), (7.0, 15.0)),
+    "8487": Heading("machinery parts", (*ORGANIC, *_METALS, "tungsten carbide", "lead", "bismuth", "sand",
+                                        "zircon", "CaCO3"), (2.0, 8.5)),
+    "7616": Heading("aluminium articles", ("aluminium", "steel"), (2.0, 2.8)),
+    "7323": Heading("kitchenware", ("steel", "aluminium", "copper", *ORGANIC), (2.0, 7.9)),
+    "7412": Heading("copper fittings", ("brass", "copper"), (8.0, 9.0)),
+    "7409": Heading("copper plates", ("brass", "copper"), (8.0, 9.0)),
+    "7404": Heading("copper waste and scrap", ("brass", "copper"), (2.0, 5.0)),
+    "7804": Heading("lead plates", ("lead",), (11.0, 11.4)),
+    "7806": Heading("lead articles, shot", ("lead",), (6.0, 7.5)),
+    "7205": Heading("steel shot", ("steel",), (4.0, 5.0)),
+    "7210": Heading("flat-rolled steel", ("steel",), (7.8, 7.9)),
+    "8301": Heading("locks, keys", ("brass", "steel"), (7.5, 8.5)),
+    "8311": Heading("solder wire", ("lead", "copper", "steel"), (7.0, 9.0)),
+    "9613": Heading("lighters, fire steels", ("steel", "iron oxide pigment", *ORGANIC), (2.0, 7.0)),
+    "9507": Heading("fishing tackle", ("lead", "steel", "brass", *ORGANIC), (3.0, 11.0)),
+    "7117": Heading("imitation jewellery", ("brass", "copper", "steel"), (5.0, 9.0)),
+    "7118": Heading("coins", ("brass", "copper", "steel"), (8.0, 9.0)),
+    "9503": Heading("toys", (*ORGANIC, "steel", "aluminium", "brass", "zinc oxide", "CaCO3", "titanium white"),
+                    (0.2, 1.5)),
+    # glass, ceramics, building materials
+    "7013": Heading("glassware", ("sand", "CaCO3", *ORGANIC), (2.4, 2.6)),
+    "7018": Heading("glass beads", ("sand", "CaCO3"), (1.4, 1.6)),
+    "6907": Heading("ceramic tiles", ("sand", "CaCO3", "zircon", "aluminium"), (2.0, 2.4)),
+    "3214": Heading("mastics, tile adhesive, grout", ("sand", "CaCO3", "iron oxide pigment"), (1.3, 1.6)),
+    "2508": Heading("clays", ("sand", "CaCO3", "iron oxide pigment"), (1.2, 1.6)),
+    "2505": Heading("natural sands", ("sand", "CaCO3", "iron oxide pigment"), (1.4, 1.7)),
+    "2526": Heading("talc", ("sand", "CaCO3"), (0.6, 1.0)),
+    "2501": Heading("salt", ("salt",), (1.1, 1.3)),
+    # inorganic chemicals and minerals, as declared
+    "3824": Heading("chemical products n.e.s. (samples)", (*ORGANIC, "CaCO3", "sand", "salt", "titanium white",
+                                                            "zinc oxide", "iron oxide pigment"), (0.5, 2.0)),
+    "2836": Heading("carbonates", ("CaCO3", "salt"), (0.8, 1.4)),
+    "2511": Heading("natural barium sulphate (barite)", ("barite",), (1.8, 2.5)),
+    "2833": Heading("sulphates (barium sulphate)", ("barite", "salt"), (1.0, 2.5)),
+    "2821": Heading("iron oxides", ("iron oxide pigment",), (0.8, 1.6)),
+    "3206": Heading("pigments", ("titanium white", "zinc oxide", "iron oxide pigment"), (0.6, 1.2)),
+    "2615": Heading("zirconium ores", ("zircon",), (2.5, 3.0)),
+    "2817": Heading("zinc oxide", ("zinc oxide",), (0.5, 1.0)),
+    # the targets' own headings (an honest declaration of a critical mineral)
+    "2846": Heading("rare-earth compounds", RARE_EARTH_TARGETS, (1.2, 2.0)),
+    "2825": Heading("inorganic bases, metal oxides (GeO2, Sb2O3)", ("GeO2", "Sb2O3"), (1.2, 2.0)),
+    "8112": Heading("gallium, germanium and other metals", ("Ga",), (3.0, 6.0)),
+    "8101": Heading("tungsten", ("W powder",), (8.0, 12.0)),
+}
+# fmt: on
+
+
+@dataclass
+class DeclarationCheck:
+    status: str  # consistent | mismatch | absent
+    reasons: list[str]
+    observed: dict[str, Any]
+    source: str | None = None  # "sidecar" | the --declarations file
+
+    def to_dict(self) -> dict[str, Any]:
+        return {"status": self.status, "priority": "raised" if self.status == "mismatch" else "normal",
+                "reasons": self.reasons, "observed": self.observed, "source": self.source}
+
+
+# --- advance data ---------------------------------------------------------------------------------------------
+CSV_COLUMNS = ("item_id", "category", "origin", "currency", "gross_weight_kg", "description", "hs_code",
+               "quantity", "net_weight_kg", "value")
+
+
+def _csv_number(text: str) -> Any:
+    text = (text or "").strip()
+    if not text:
+        return None
+    try:
+        return float(text)
+    except ValueError:
+        return text  # the parser reports it as not a number
+
+
+def load_declarations(path: str | Path, warn: Callable[[str], None] | None = None) -> dict[str, Any]:
+    """``--declarations FILE``: {S10 id: raw declaration}. JSON lines (one declaration object per line) or CSV
+    (one row per declared item, ``CSV_COLUMNS``, rows of one id grouped). A line that cannot be read is
+    reported through ``warn`` and skipped; an id declared twice keeps the conflict as a problem for that id."""
+    warn = warn or (lambda message: print(f"parcelscan inspect: {message}", file=sys.stderr))
+    path = Path(path)
+    try:
+        if path.stat().st_size > MAX_FILE_BYTES:
+            raise ParcelscanError(f"--declarations {path}: larger than {MAX_FILE_BYTES >> 20} MB")
+        text = path.read_text(encoding="utf-8", errors="replace")
+    except OSError as error:
+        raise ParcelscanError(f"--declarations {path}: cannot read it: {error.strerror or error}") from error
+    found: dict[str, Any] = {}
+    if path.suffix.lower() == ".csv":
+        rows = csv.DictReader(io.StringIO(text))
+        for number, row in enumerate(rows, start=2):
+            item_id = (row.get("item_id") or "").strip()
+            if not item_id:
+                warn(f"--declarations {path.name}:{number}: no item_id; line ignored")
+                continue
+            entry = found.setdefault(item_id, {"item_id": item_id, "items": []})
+            for key in ("category", "origin", "currency"):
+                if row.get(key):
+                    entry[key] = row[key].strip()
+            if row.get("gross_weight_kg"):
+                entry["gross_weight_kg"] = _csv_number(row["gross_weight_kg"])
+            entry["items"].append({"description": row.get("description") or "", "hs_code": row.get("hs_code") or None,
+                                   "quantity": _csv_number(row.get("quantity", "")),
+                                   "net_weight_kg": _csv_number(row.get("net_weight_kg", "")),
+                                   "value": _csv_number(row.get("value", ""))})
+        return found
+    for number, line in enumerate(text.splitlines(), start=1):
+        if not line.strip():
+            continue
+        try:
+            data = json.loads(line)
+        except (json.JSONDecodeError, RecursionError):
+            warn(f"--declarations {path.name}:{number}: not a JSON object; line ignored")
+            continue
+        item_id = data.get("item_id") if isinstance(data, dict) else None
+        if not isinstance(item_id, str) or not item_id:
+            warn(f"--declarations {path.name}:{number}: no item_id; line ignored")
+            continue
+        if item_id in found:
+            found[item_id] = {"item_id": item_id, "_conflict": True}
+            continue
+        found[item_id] = data
+    return found
+
+
+# --- what the scan shows ------------------------------------------------------------------------------------------
+def observe(scan: Any, tile_heatmaps: np.ndarray | None, prepared: Any, spec: Any = None) -> dict[str, Any]:
+    """The bodies the model localises (mass, signature) and the parcel's X-ray mass; dual-energy scans only."""
+    if getattr(scan, "low", None) is None or getattr(scan, "high", None) is None:
+        return {"bodies": [], "xray_mass_kg": None, "note": "no dual-energy images: no masses"}
+    pitch = scan_pitch_mm(scan, spec)
+    profile = default_profile()
+    a_low = transmission_to_log_attenuation(scan.low)
+    a_high = transmission_to_log_attenuation(scan.high)
+    bodies = []
+    if tile_heatmaps is not None and prepared is not None:
+        heat = heatmap_to_scan(tile_heatmaps, prepared)
+        count, labels, stats, _ = cv2.connectedComponentsWithStats((heat >= BODY_HEAT).astype(np.uint8), 8)
+        pixel_cm2 = pitch[0] * pitch[1] / 100.0
+        order = sorted(range(1, count), key=lambda k: -stats[k, cv2.CC_STAT_AREA])
+        for k in order[:MAX_BODIES]:
+            if stats[k, cv2.CC_STAT_AREA] * pixel_cm2 < MIN_BODY_CM2:
+                continue
+            measured = body_mass(a_low, a_high, labels == k, pitch, profile)
+            if measured is not None:
+                bodies.append(measured.to_dict())
+    return {"bodies": bodies, "xray_mass_kg": round(parcel_mass_g(a_low, a_high, pitch, profile) / 1000.0, 2)}
+
+
+# --- the check ---------------------------------------------------------------------------------------------------
+def _is_checked(body: dict) -> bool:
+    return body["mass_g"] >= MIN_BODY_G and body.get("nearest") is not None and body["nearest"] not in ORGANIC
+
+
+def _signature_words(body: dict) -> str:
+    names = [body["nearest"], *(n for n in body["twins"] if n != body["nearest"])][:4]
+    return " or ".join(names)
+
+
+def check_declaration(raw: Any, scan_item_id: Any, observed: dict[str, Any], source: str | None) -> DeclarationCheck:
+    """``declaration_check`` of one scan from its raw declaration (None: absent) and what was observed."""
+    if raw is None:
+        return DeclarationCheck("absent", ["no declaration for this item"], observed, None)
+    declaration: Declaration = parse_declaration(raw)
+    problems = list(declaration.problems)
+    if isinstance(raw, dict) and raw.get("_conflict"):
+        problems.append("the advance data declare this item more than once (conflicting declarations)")
+    if scan_item_id is not None and not s10_valid(scan_item_id):
+        problems.append(f"the scan's item_id {str(scan_item_id)[:20]!r} is not a valid S10 identifier")
+    if declaration.item_id is not None and scan_item_id is not None and declaration.item_id != scan_item_id:
+        problems.append(f"the declaration is for item {declaration.item_id[:20]!r}, the scan is item "
+                        f"{str(scan_item_id)[:20]!r}")
+    headings: list[tuple[str, Heading]] = []
+    for item in declaration.items:
+        if item.hs_code is None:
+            problems.append(f"'{item.description[:40]}' has no HS code")
+            continue
+        heading = HS_TABLE.get(item.hs_code[:4])
+        if heading is None:
+            problems.append(f"HS {hs_display(item.hs_code)} is not in the station's table of headings")
+            continue
+        headings.append((item.hs_code, heading))
+    reasons = [f"declaration not usable: {p}" for p in problems]
+    plausible = {name for _, heading in headings for name in heading.plausible}
+    checked = [b for b in observed.get("bodies", []) if _is_checked(b)]
+    unexplained = [b for b in checked if not ({b["nearest"], *b["twins"]} & plausible)]
+    if unexplained:
+        grams = sum(b["mass_g"] for b in unexplained)
+        signatures = "; ".join(dict.fromkeys(_signature_words(b) for b in unexplained))
+        codes = ", ".join(dict.fromkeys(f"HS {c[:4]}" for c, _ in headings)) or "no usable heading"
+        reasons.append(f"{declaration.summary()}; seen: {len(unexplained)} "
+                       f"bod{'y' if len(unexplained) == 1 else 'ies'} of dense material ≈ {grams:.0f} g, signature "
+                       f"of {signatures} — not what {codes} holds")
+    xray_kg = observed.get("xray_mass_kg")
+    gross = declaration.gross_weight_kg
+    if xray_kg is not None and gross is not None and xray_kg > WEIGHT_FACTOR * gross + WEIGHT_SLACK_KG:
+        reasons.append(f"{declaration.summary()}; the X-ray shows ≈ {xray_kg:.1f} kg (> {WEIGHT_FACTOR:g} × the "
+                       f"declared gross weight + {WEIGHT_SLACK_KG:g} kg): undeclared mass")
+    if reasons:
+        return DeclarationCheck("mismatch", reasons, observed, source)
+    seen = (f"seen: {len(checked)} bod{'y' if len(checked) == 1 else 'ies'} ≈ "
+            f"{sum(b['mass_g'] for b in checked):.0f} g consistent with the declared headings" if checked
+            else "seen: no dense body the declaration would have to explain")
+    return DeclarationCheck("consistent", [f"{declaration.summary()}; {seen}"], observed, source)
+
+
+# --- the station hook -----------------------------------------------------------------------------------------------
+class DeclarationChecker:
+    """Adds ``declaration_check`` and ``powder_mass_g`` to every verdict of an Inspector (its ``on_outputs``
+    hook, chained with any other). Never changes ``verdict``: a mismatch adds reason class ``declaration`` to
+    a flagged scan and raises priority; an error here is a mismatch with its reason."""
+
+    def __init__(self, advance_data: dict[str, Any] | None = None, source: str | None = None):
+        self.advance_data = advance_data or {}
+        self.source = source
+
+    def __call__(self, verdict: Any, outputs: Any) -> None:
+        scan = outputs.scan
+        meta = getattr(scan, "meta", None) or {}
+        item_id = meta.get("item_id")
+        raw, source = None, None
+        if isinstance(item_id, str) and item_id in self.advance_data:
+            raw, source = self.advance_data[item_id], self.source
+        elif "declaration" in meta:
+            raw, source = meta["declaration"], "sidecar"
+        try:
+            if scan is None or outputs.prepared is None:
+                observed = {"bodies": [], "xray_mass_kg": None, "note": "the scan was not analysed"}
+            elif raw is None and verdict.verdict != "suspect":
+                observed = {"bodies": [], "xray_mass_kg": None, "note": "nothing to weigh: no declaration, not flagged"}
+            else:
+                observed = observe(scan, outputs.tile_heatmaps, outputs.prepared)
+            check = check_declaration(raw, item_id, observed, source)
+        except Exception as error:  # the check must never cost a verdict; it only ever adds
+            check = DeclarationCheck("mismatch" if raw is not None else "absent",
+                                     [f"declaration check failed: {type(error).__name__}: {error}"],
+                                     {"bodies": [], "xray_mass_kg": None}, source)
+        verdict.declaration_check = check.to_dict()
+        if verdict.verdict == "suspect":
+            verdict.powder_mass_g = [b["mass_g"] for b in check.observed.get("bodies", [])]
+            if check.status == "mismatch" and "declaration" not in verdict.reason_classes:
+                verdict.reason_classes.append("declaration")
+                verdict.reasons.append("declaration mismatch: " + check.reasons[0])
+
+
+def attach_declaration_check(inspector: Any, declarations_file: str | Path | None = None) -> DeclarationChecker:
+    """Hook the check into ``inspector`` (before any other ``on_outputs``, e.g. the DICOS TDR writer, so that
+    what they report includes it)."""
+    data = load_declarations(declarations_file) if declarations_file else {}
+    checker = DeclarationChecker(data, str(declarations_file) if declarations_file else None)
+    previous = inspector.on_outputs
+
+    def hook(verdict: Any, outputs: Any) -> None:
+        checker(verdict, outputs)
+        if previous is not None:
+            previous(verdict, outputs)
+
+    inspector.on_outputs = hook
+    return checker
