@@ -44,6 +44,7 @@ from parcelscan.datasets.simulator.parcel import (
     scanner_variant,
     simulate_scan,
 )
+from parcelscan.datasets.simulator.shielded import OPTIONAL_SCENARIOS
 from parcelscan.datasets.simulator.simstats import format_stats, scenario_stats
 from parcelscan.datasets.simulator.streams import MIXES
 from parcelscan.errors import ParcelscanError
@@ -240,9 +241,13 @@ def config_from_args(args: argparse.Namespace, profile: ScannerProfile) -> SimCo
     if mix not in MIXES:
         raise ParcelscanError(f"unknown --mix {mix!r}; choose from {', '.join(MIXES)}")
     scenarios = tuple(args.scenarios) if args.scenarios else SCENARIOS
-    unknown = [s for s in scenarios if s not in SCENARIOS]
+    unknown = [s for s in scenarios if s not in SCENARIOS + OPTIONAL_SCENARIOS]
     if unknown:
-        raise ParcelscanError(f"unknown scenario(s) {', '.join(unknown)}; choose from {', '.join(SCENARIOS)}")
+        raise ParcelscanError(f"unknown scenario(s) {', '.join(unknown)}; choose from "
+                              f"{', '.join(SCENARIOS + OPTIONAL_SCENARIOS)}")
+    if mix == "postal" and not set(scenarios) & set(SCENARIOS):
+        raise ParcelscanError(f"--mix postal draws its look-alikes from {', '.join(SCENARIOS)}: add one of them to "
+                              f"--scenarios {' '.join(scenarios)}")
     return SimConfig(
         profile=profile,
         seed=args.seed,

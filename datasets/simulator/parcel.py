@@ -22,6 +22,7 @@ from parcelscan.datasets.physics.forward import forward_model
 from parcelscan.datasets.physics.materials import TARGET_MATERIALS
 from parcelscan.datasets.physics.profile import Layer, ScannerProfile
 from parcelscan.datasets.physics.pseudocolor import pseudocolor_from_pair
+from parcelscan.datasets.simulator import shielded
 from parcelscan.datasets.simulator.concealments import SCENARIOS, Concealment, build_concealment, scenario_container
 from parcelscan.datasets.simulator.containers import (
     Container,
@@ -202,7 +203,12 @@ def generic_parcel(rng: np.random.Generator, packaging: str, container_kind: str
                    dense_metal: bool = False) -> Parcel:
     """A parcel of ordinary goods, in the packaging of the scenario ``packaging`` (stress), or of
     ``container_kind`` with or without one dense metal object (postal)."""
-    container = scenario_container(rng, packaging) if container_kind is None else container_of_kind(rng, container_kind)
+    if container_kind is not None:
+        container = container_of_kind(rng, container_kind)
+    elif packaging in shielded.OPTIONAL_SCENARIOS:  # an optional scenario (simulator.shielded) packs its own way
+        container = shielded.shielded_container(rng)
+    else:
+        container = scenario_container(rng, packaging)
     parts = list(container.parts)
     count = _object_count(rng, container)
     next_id = 0
@@ -221,7 +227,10 @@ def generic_parcel(rng: np.random.Generator, packaging: str, container_kind: str
 
 def themed_parcel(rng: np.random.Generator, scenario: str, target: str | None, overlap_probability: float) -> Parcel:
     """A scenario's vessel with a target (positive) or benign fill (look-alike), its companions and clutter."""
-    concealment = build_concealment(rng, scenario, target)
+    if scenario in shielded.OPTIONAL_SCENARIOS:  # registered optional scenarios (simulator.shielded)
+        concealment = shielded.build(rng, scenario, target)
+    else:
+        concealment = build_concealment(rng, scenario, target)
     container = concealment.container
     parts = list(container.parts) + concealment.parts
     extra = max(_object_count(rng, container) - concealment.objects, 0)
