@@ -6,12 +6,20 @@ from __future__ import annotations
 
 import argparse
 import json
+import shutil
+import subprocess
+import sys
 from pathlib import Path
+from types import SimpleNamespace
 
 import numpy as np
 import pytest
+from hypothesis import HealthCheck, given, settings
+from hypothesis import strategies as st
 
 from parcelscan.datasets.manifest import MANIFEST_NAME, read_manifest, record_from_dict
+from parcelscan.datasets.physics.attenuation import station_references
+from parcelscan.datasets.physics.materials import TARGET_MATERIALS
 from parcelscan.datasets.physics.profile import default_profile
 from parcelscan.datasets.scans.customs import make_s10, parse_declaration, s10_check_digit, s10_valid
 from parcelscan.datasets.scans.scanfile import read_png16
@@ -21,6 +29,7 @@ from parcelscan.datasets.simulator.declarations import (
     FILL_ALTERNATIVES,
     FILL_WORDS,
     GOODS_WORDS,
+    TARGET_WORDS,
     VAGUE_WORDS,
     VESSEL_WORDS,
     declare,
@@ -28,6 +37,12 @@ from parcelscan.datasets.simulator.declarations import (
 from parcelscan.datasets.simulator.generate import run_simulate
 from parcelscan.datasets.simulator.parcel import SimConfig, simulate_scan
 from parcelscan.errors import ParcelscanError
+from parcelscan.inference.declaration import HS_TABLE, DeclarationChecker, check_declaration, load_declarations
+from parcelscan.inference.verdict import Verdict
+
+EXAMPLES = Path(__file__).resolve().parents[1] / "examples" / "scans"
+ITEM = "RR123456785CN"
+TARGETS = set(TARGET_MATERIALS)
 
 
 @pytest.fixture(scope="module")
@@ -153,3 +168,156 @@ def test_the_manifest_refuses_a_non_boolean_declaration_flag():
     assert record_from_dict({**line, "declaration_honest": True}).declaration_honest is True
     with pytest.raises(ParcelscanError, match="declaration_honest"):
         record_from_dict({**line, "declaration_honest": "yes"})
+
+
+# --- the station's check ---------------------------------------------------------------------------------------
+def _declared(description: str, hs: str, net_kg: float = 1.0, gross_kg: float = 1.2, item_id=ITEM) -> dict:
+    return {"item_id": item_id, "category": "sale_of_goods", "origin": "CN", "currency": "USD",
+            "gross_weight_kg": gross_kg,
+            "items": [{"description": description, "hs_code": hs, "quantity": 1, "net_weight_kg": net_kg,
+                       "value": 10}]}
+
+
+def _body(nearest: str, twins: list[str], mass_g: float = 800.0) -> dict:
+    return {"mass_g": mass_g, "nearest": nearest, "twins": twins, "targets": [t for t in twins if t in TARGETS]}
+
+
+def test_the_hs_table_covers_every_code_the_simulator_writes():
+    codes = {code for _, code in (*GOODS_WORDS.values(), *FILL_WORDS.values(), *VESSEL_WORDS.values())}
+    codes |= {code for _, code in TARGET_WORDS.values()} | {code for _, code, _, _ in COVER_WORDS.values()}
+    codes |= {code for _, code, _ in FILL_ALTERNATIVES.values()}
+    assert sorted(c for c in codes if c[:4] not in HS_TABLE) == []
+    references = {name for name, _, _ in station_references()}
+    assert {name for heading in HS_TABLE.values() for name in heading.plausible} <= references
+
+
+def test_rare_earth_oxide_declared_as_machinery_parts_is_a_mismatch_in_words():
+    observed = {"bodies": [_body("Nd2O3", ["Nd2O3", "Pr6O11"], 1400.0)], "xray_mass_kg": 2.4}
+    check = check_declaration(_declared("machinery parts", "8487.90", 2.0, 2.5), ITEM, observed, "sidecar")
+    assert check.status == "mismatch" and check.to_dict()["priority"] == "raised"
+    assert "declared 'machinery parts' (HS 8487.90), 2 kg" in check.reasons[0]
+    assert "signature of Nd2O3 or Pr6O11" in check.reasons[0] and "1400 g" in check.reasons[0]
+    honest = check_declaration(_declared("neodymium oxide", "2846.90", 1.4, 2.5), ITEM, observed, "sidecar")
+    assert honest.status == "consistent"
+
+
+def test_a_twin_declaration_is_consistent_and_never_lowers_the_alarm():
+    observed = {"bodies": [_body("La2O3", ["La2O3", "barite", "CeO2"])], "xray_mass_kg": 1.0}
+    check = check_declaration(_declared("barium sulphate, natural", "2511.10"), ITEM, observed, "sidecar")
+    assert check.status == "consistent"
+    verdict = _verdict("suspect")
+    DeclarationChecker({ITEM: _declared("barium sulphate, natural", "2511.10")})(verdict, _outputs(ITEM))
+    assert verdict.verdict == "suspect" and verdict.declaration_check["status"] == "consistent"
+    assert "declaration" not in verdict.reason_classes
+
+
+def test_absent_and_undeclared_mass():
+    assert check_declaration(None, ITEM, {"bodies": []}, None).status == "absent"
+    heavy = check_declaration(_declared("t-shirt", "6109.10", 0.3, 0.4), ITEM, {"bodies": [], "xray_mass_kg": 9.0},
+                              "sidecar")
+    assert heavy.status == "mismatch" and "undeclared mass" in heavy.reasons[0]
+    organic = check_declaration(_declared("machinery parts", "8487.90"), ITEM,
+                                {"bodies": [_body("sugar", ["sugar"])], "xray_mass_kg": 1.0}, "sidecar")
+    assert organic.status == "consistent"  # organic bodies (food, packaging) are not what the check is about
+
+
+def test_advance_data_files_json_lines_and_csv(tmp_path):
+    jsonl = tmp_path / "advance.jsonl"
+    jsonl.write_text(json.dumps(_declared("tiles", "6907.21")) + "\nnot json\n" + json.dumps({"no": "id"}) + "\n")
+    warnings: list[str] = []
+    data = load_declarations(jsonl, warnings.append)
+    assert list(data) == [ITEM] and len(warnings) == 2
+    table = tmp_path / "advance.csv"
+    table.write_text("item_id,category,origin,currency,gross_weight_kg,description,hs_code,quantity,net_weight_kg,"
+                     f"value\n{ITEM},gift,CN,USD,2.5,machinery parts,8487.90,1,1.0,20\n"
+                     f"{ITEM},gift,CN,USD,2.5,tools,8205.59,1,1.2,15\n")
+    declaration = parse_declaration(load_declarations(table)[ITEM])
+    assert declaration.problems == [] and [i.hs_code for i in declaration.items] == ["848790", "820559"]
+
+
+_JSON = st.recursive(st.none() | st.booleans() | st.integers() | st.floats() | st.text(max_size=40),
+                     lambda children: st.lists(children, max_size=4) | st.dictionaries(st.text(max_size=8), children,
+                                                                                       max_size=4), max_leaves=12)
+_FIELD = st.sampled_from(["item_id", "category", "items", "gross_weight_kg", "origin", "currency"])
+_ITEM_FIELD = st.sampled_from(["description", "hs_code", "quantity", "net_weight_kg", "value"])
+_HOSTILE = st.one_of(
+    st.just("x" * 200_000), st.just(1e308), st.just(-5.0), st.just(float("nan")), st.just(float("inf")),
+    st.just("9999.99"), st.just("RR123456784CN"), st.just(10**400), st.just([]), st.just({}), _JSON)
+
+
+@settings(max_examples=150, deadline=None, suppress_health_check=[HealthCheck.too_slow])
+@given(fields=st.dictionaries(_FIELD, _HOSTILE, max_size=6),
+       item_fields=st.lists(st.dictionaries(_ITEM_FIELD, _HOSTILE, max_size=5), max_size=3),
+       raw_instead=st.one_of(st.none(), _JSON), scan_id=st.one_of(st.just(ITEM), st.just("EE000000005DE"), _JSON),
+       flagged=st.booleans())
+def test_hostile_declarations_are_reported_and_never_clear_a_flagged_scan(fields, item_fields, raw_instead, scan_id,
+                                                                         flagged):
+    raw = raw_instead if raw_instead is not None else {**_declared("gift", "9503.00"), **fields,
+                                                       "items": item_fields or fields.get("items")}
+    verdict = _verdict("suspect" if flagged else "clear")
+    meta = {"item_id": scan_id, "declaration": raw}
+    DeclarationChecker()(verdict, SimpleNamespace(scan=SimpleNamespace(meta=meta, low=None, high=None),
+                                                  prepared=None, tile_heatmaps=None))
+    check = verdict.declaration_check
+    assert verdict.verdict == ("suspect" if flagged else "clear")  # never cleared, never flagged by the check alone
+    assert check["status"] in ("consistent", "mismatch")
+    assert all(isinstance(r, str) and len(r) < 5000 for r in check["reasons"])
+    if parse_declaration(raw).problems:
+        assert check["status"] == "mismatch" and check["reasons"][0].startswith("declaration not usable")
+    if flagged and check["status"] == "mismatch":
+        assert "declaration" in verdict.reason_classes
+    json.dumps(verdict.to_dict(), allow_nan=False)
+
+
+def test_inspect_with_hostile_advance_data_keeps_every_alarm(tmp_path):
+    """The sample scans through `parcelscan inspect`, once plain and once with each scan named in a hostile
+    --declarations file: the same verdicts, every one with a declaration_check; hostile lines are reported."""
+    scans = tmp_path / "scans"
+    shutil.copytree(EXAMPLES, scans)
+    ids = {}
+    for n, sidecar in enumerate(sorted(scans.glob("sim*.json"))):
+        data = json.loads(sidecar.read_text())
+        ids[data["scan_id"]] = data["item_id"] = make_s10("RR", 10_000_000 + n, "CN")
+        sidecar.write_text(json.dumps(data))
+    hostile = [
+        {"item_id": ids["sim31-000074"], "items": "machinery parts", "gross_weight_kg": "two"},
+        {"item_id": ids["sim31-000077"], "items": [{"description": "x" * 100_000, "hs_code": "9999.99",
+                                                    "net_weight_kg": 1e9}], "gross_weight_kg": -1},
+        {"item_id": ids["sim31-000286"], "category": "gift", "items": [{"description": "tiles", "hs_code": [6907]}]},
+        {**_declared("ceramic tiles", "6907.21", item_id="RR999999990CN"), "item_id": ids["sim31-000415"]},
+        _declared("barium sulphate, natural", "2511.10", item_id=ids["sim31-000592"]),
+    ]
+    advance = tmp_path / "advance.jsonl"
+    advance.write_text("".join(json.dumps(h) + "\n" for h in hostile) + "[1, 2]\n")
+    plain = _inspect([str(scans)])
+    checked = _inspect([str(scans), "--declarations", str(advance)])
+    assert plain.returncode == checked.returncode and "Traceback" not in checked.stderr
+    before = {v["scan_id"]: v for v in map(json.loads, plain.stdout.splitlines())}
+    after = {v["scan_id"]: v for v in map(json.loads, checked.stdout.splitlines())}
+    assert {k: v["verdict"] for k, v in before.items()} == {k: v["verdict"] for k, v in after.items()}
+    assert all(v["declaration_check"]["status"] in ("consistent", "mismatch", "absent") for v in after.values())
+    for scan_id in ("sim31-000074", "sim31-000077", "sim31-000286"):
+        assert after[scan_id]["declaration_check"]["status"] == "mismatch"
+        assert after[scan_id]["declaration_check"]["reasons"][0].startswith("declaration not usable")
+    assert after["sim31-000141"]["declaration_check"]["status"] == "absent"
+    assert "advance.jsonl:6: no item_id; line ignored" in checked.stderr  # the line [1, 2]
+    for verdict in after.values():
+        if verdict["verdict"] == "suspect":
+            assert isinstance(verdict["powder_mass_g"], list)
+
+
+def _inspect(args: list[str]) -> subprocess.CompletedProcess:
+    return subprocess.run([sys.executable, "-m", "parcelscan", "inspect", *args, "--quiet"], capture_output=True,
+                          text=True, timeout=600)
+
+
+def _verdict(kind: str) -> Verdict:
+    if kind == "clear":
+        return Verdict(scan_id="a", inputs=[], verdict="clear", score=0.1, threshold=0.5, model=None)
+    return Verdict(scan_id="a", inputs=[], verdict="suspect", score=0.9, threshold=0.5, model=None,
+                   reasons=["score 0.9 ≥ threshold 0.5"], reason_classes=["powder"])
+
+
+def _outputs(item_id: str) -> SimpleNamespace:
+    return SimpleNamespace(scan=SimpleNamespace(meta={"item_id": item_id}, low=None, high=None), prepared=None,
+                           tile_heatmaps=None)

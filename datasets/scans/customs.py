@@ -129,7 +129,10 @@ def _number(value: Any, what: str, problems: list[str], low: float, high: float,
     if isinstance(value, bool) or not isinstance(value, (int, float)):
         problems.append(f"{what} is not a number ({type(value).__name__})")
         return None
-    value = float(value)
+    try:
+        value = float(value)
+    except OverflowError:  # an integer beyond any float
+        value = math.inf
     if not math.isfinite(value) or not low < value <= high:
         problems.append(f"{what} {value:g}{unit} is outside the plausible range ({low:g}, {high:g}]{unit}")
         return None
