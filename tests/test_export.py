@@ -227,3 +227,35 @@ def test_shipped_checkpoints_reproduce_the_shipped_models(kind):
     assert len(tiles) >= 5
     diffs = parity(model, metadata, onnx_path, tiles)
     assert max(diffs.values()) <= 1e-5, diffs
+
+
+def test_weights_only_checkpoint_beside_an_export(built, tmp_path):
+    """training.ship: the trained weights an exported model came from, without optimizer state, carrying the
+    ONNX file's threshold and sha256, accepted by retraining's checkpoint_beside, computing what the file
+    computes; a checkpoint of another model is refused."""
+    import shutil
+
+    from parcelscan.datasets.preprocess import PreprocessSpec
+    from parcelscan.model.checkpoint import load_checkpoint, read_checkpoint
+    from parcelscan.training.from_onnx import _tiles, parity
+    from parcelscan.training.retrain import checkpoint_beside
+    from parcelscan.training.ship import weights_only
+
+    onnx_path = tmp_path / "m.onnx"
+    shutil.copy(built["model"], onnx_path)
+    out = weights_only(built["checkpoint"], onnx_path)
+    assert out == tmp_path / "m.pt" and checkpoint_beside(onnx_path) == out
+    raw = read_checkpoint(out)
+    assert raw.get("optimizer") is None and raw["ema"] is None and raw["source"]["onnx"] == "m.onnx"
+    metadata = read_metadata(onnx_path)
+    model, info = load_checkpoint(out)
+    assert info["threshold"] == metadata.threshold and info["preprocessing"] == metadata.preprocessing
+    diffs = parity(model, metadata, onnx_path, _tiles(built["scans"], PreprocessSpec.from_dict(metadata.preprocessing)))
+    assert max(diffs.values()) <= 1e-4, diffs
+    other = read_checkpoint(built["checkpoint"])
+    other["temperature"] = float(other.get("temperature") or 1.0) + 0.5
+    from parcelscan.model.checkpoint import save_checkpoint
+
+    save_checkpoint(tmp_path / "other.pt", other)
+    with pytest.raises(ParcelscanError, match="temperature"):
+        weights_only(tmp_path / "other.pt", onnx_path, tmp_path / "x.pt")

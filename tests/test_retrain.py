@@ -57,9 +57,20 @@ def test_retrain_learns_the_new_scenario_and_the_registry_gates_it(base, tmp_pat
         assert (run_dir / name).exists(), name
     saved = json.loads((run_dir / "comparison.json").read_text())
     new_holdout = saved["new_holdout"]
-    assert new_holdout["base"]["n_suspect"] >= 3
-    # the candidate finds more of the new scenario than the base model did
-    assert new_holdout["candidate_pd"] > new_holdout["base_pd"]
+    assert new_holdout["base"]["n_suspect"] >= 3 and new_holdout["base"]["n_clear"] >= 3
+    # The candidate ranks the new scenario's suspects above its clear parcels better than the base did. Ranked,
+    # not counted at each model's stored threshold: the tiny base's threshold (Pfa 20 % on 12 validation scans)
+    # can sit low enough to flag every scan, and then its Pd on the new data is 1.0 however blind it is
+    # (the simulator's scenes changed and this happened; an AUC cannot be bought with false alarms).
+    assert new_holdout["candidate"]["roc_auc"] > new_holdout["base"]["roc_auc"]
+    # the gate's verdict is the rule applied to the recorded numbers, Pfa on the original test included
+    from parcelscan.model.registry import PromotionGate
+
+    original = saved["original_test"]
+    assert original["base_pfa"] == original["base"]["pfa"] and original["candidate_pfa"] == original["candidate"]["pfa"]
+    assert saved["gate_problems"] == PromotionGate(
+        original["base_pd"], original["candidate_pd"], new_holdout["base_pd"], new_holdout["candidate_pd"],
+        original["base_pfa"], original["candidate_pfa"]).problems()
 
     registry = Registry()
     entry = registry.get(comparison["registered_as"])
