@@ -231,7 +231,11 @@ def body_mass(a_low: np.ndarray, a_high: np.ndarray, region: np.ndarray, pitch_m
                                                                                            high_c)), 1e-9)
     slab_a_high = float(_attenuate(profile, [material], np.array([[max(p_mean, 1e-4)]]))[1][0])
     corrected = core_ratio * float(np.interp(p_mean, _P_GRID_G_CM2, slab_ratio)) / max(on_background, 1e-9)
-    matches = lookup(Region(slab_a_high, corrected, int(core_mask.sum()), over_low, over_high), profile, refs)
+    # finite and within what a detector reads (a body behind a stopped beam has no usable numbers beyond it)
+    slab_a_high = float(np.clip(np.nan_to_num(slab_a_high, nan=OPAQUE_A, posinf=OPAQUE_A), 1e-4, 3 * OPAQUE_A))
+    matches = lookup(Region(slab_a_high, float(np.clip(np.nan_to_num(corrected, nan=1.0), 0.5, 5.0)),
+                            int(core_mask.sum()), min(over_low, 3 * OPAQUE_A), min(over_high, OPAQUE_A)),
+                     profile, refs)
     result.nearest, result.family = matches[0].name, matches[0].family
     result.d_prime = matches[0].d_prime
     result.twins = [m.name for m in matches if m.d_prime < D_PRIME_TWIN]
