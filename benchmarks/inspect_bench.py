@@ -11,6 +11,13 @@ per model call, reader threads, onnxruntime threads), the ``parcelscan inspect``
 fresh process (startup included), and a per-stage breakdown on one core.
 
     python benchmarks/inspect_bench.py [--count 1000] [--unique 100] [--scans DIR] [--model MODEL.onnx]
+
+``--ratio N`` measures issue 15's throughput bar instead, side by side in one run on the same files: decoding
+the 2·N PNG files of N scans once with Pillow in one process, against ``parcelscan inspect --workers 2`` over
+those N scans (a fresh process, startup and model load included, and the in-process API without them), and
+prints the ratios (bar: inspect ≤ 0.8 × the Pillow decode).
+
+    python benchmarks/inspect_bench.py --ratio 400 --scans DIR [--model MODEL.onnx]
 """
 
 from __future__ import annotations
@@ -67,6 +74,62 @@ def stage_breakdown(model: Path, refs: list, n: int) -> dict[str, float]:
     return out
 
 
+def decode_ratio(scans: Path, n: int, model: str | None, workdir: Path, policy_path: str | None = None) -> None:
+    """The bar of issue 15 part 4, measured side by side (module docstring)."""
+    import numpy as np
+    from PIL import Image
+
+    from parcelscan.datasets.scans.readers import discover_scans
+    from parcelscan.inference.inspector import Inspector
+    from parcelscan.inference.policy import load_policy
+
+    refs = [ref for ref in discover_scans([scans]) if ref.ok and ref.format == "pair"][:n]
+    if len(refs) < n:
+        raise SystemExit(f"{scans}: only {len(refs)} station pairs, {n} asked")
+    subset = workdir / "ratio"
+    subset.mkdir()
+    for ref in refs:  # the same files, alone in a folder (hard links: no copy, same page cache)
+        for path in ref.paths:
+            try:
+                os.link(path, subset / path.name)
+            except OSError:
+                shutil.copy(path, subset / path.name)
+    images = sorted(p for p in subset.iterdir() if p.name.endswith(("_low.png", "_high.png")))
+    blobs = [p.read_bytes() for p in images]  # warm the page cache for both sides
+    model_args = (["--model", model] if model else []) + (["--policy", policy_path] if policy_path else [])
+    policy = load_policy(policy_path)
+    print(f"policy: {policy.path} (alarm classes: {', '.join(policy.alarm_reasons)})")
+    print(f"ratio: {len(refs)} scans, {len(images)} PNG files, {sum(map(len, blobs)) / 1e6:.1f} MB; "
+          f"load average {os.getloadavg()[0]:.2f} before")
+    rows = []
+    for attempt in range(2):  # twice, interleaved: a shared machine's load moves both sides alike
+        start = time.perf_counter()
+        for path in images:
+            with Image.open(path) as image:
+                np.asarray(image)
+        pillow = time.perf_counter() - start
+        start = time.perf_counter()
+        result = subprocess.run([sys.executable, "-m", "parcelscan", "inspect", str(subset), "--workers", "2",
+                                 "--device", "cpu", "--quiet", *model_args], capture_output=True, text=True)
+        command = time.perf_counter() - start
+        if result.returncode not in (0, 1) or len(result.stdout.splitlines()) != len(refs):
+            raise SystemExit(f"inspect failed ({result.returncode}): {result.stderr[-2000:]}")
+        inspector = Inspector(model, device="cpu", policy=policy)  # the API: no declaration check hooked
+        list(inspector.inspect_many(discover_scans([subset])[:8], batch=8, workers=2))  # warm-up
+        start = time.perf_counter()
+        verdicts = list(inspector.inspect_many(discover_scans([subset]), batch=8, workers=2))
+        api = time.perf_counter() - start
+        assert len(verdicts) == len(refs) and all(v.error is None for v in verdicts)
+        rows.append((pillow, command, api))
+        print(f"  run {attempt + 1}: Pillow decode of {len(images)} files {pillow:.2f} s "
+              f"({1000 * pillow / len(images):.1f} ms/file) | inspect --workers 2: {command:.2f} s "
+              f"({len(refs) / command:.1f} scans/s, ratio {command / pillow:.2f}) | API workers=2 without startup "
+              f"{api:.2f} s ({len(refs) / api:.1f} scans/s, ratio {api / pillow:.2f})")
+    best = min(r[1] / r[0] for r in rows)
+    print(f"bar inspect ≤ 0.8 × Pillow decode: best ratio {best:.2f} — {'met' if best <= 0.8 else 'NOT met'}; "
+          f"load average {os.getloadavg()[0]:.2f} after")
+
+
 def main() -> None:
     from bench_model import benchmark_model, replicate, simulate
     from machine import describe_machine
@@ -77,7 +140,20 @@ def main() -> None:
     parser.add_argument("--scans", help="reuse this directory of station-format scans")
     parser.add_argument("--model", help="ONNX model (default: shipped default, else untrained default arch)")
     parser.add_argument("--keep", action="store_true", help="keep the temporary directory")
+    parser.add_argument("--policy", metavar="FILE", help="--ratio: the station policy inspect runs under")
+    parser.add_argument("--ratio", type=int, metavar="N",
+                        help="only the issue-15 bar: Pillow decode of N scans' files vs inspect --workers 2")
     args = parser.parse_args()
+    if args.ratio:
+        if not args.scans:
+            raise SystemExit("--ratio needs --scans DIR")
+        print(f"machine: {describe_machine()}")
+        workdir = Path(tempfile.mkdtemp(prefix="parcelscan-ratio-"))
+        try:
+            decode_ratio(Path(args.scans), args.ratio, args.model, workdir, args.policy)
+        finally:
+            shutil.rmtree(workdir, ignore_errors=True)
+        return
 
     from parcelscan.datasets.scans.readers import discover_scans
     from parcelscan.inference.inspector import Inspector
@@ -114,7 +190,7 @@ def main() -> None:
                 labels[label] = (count + 1, alarms + alarm)
         rates = [f"{label} {alarms}/{count} ({100 * alarms / count:.0f} %)"
                  for label, (count, alarms) in sorted(labels.items())]
-        print("shield alarm (opaque ≥ 4 cm²) in the simulated scans: " + ", ".join(rates))
+        print("shield alarm (default policy) in the simulated scans: " + ", ".join(rates))
 
         breakdown = stage_breakdown(model, refs, min(100, len(refs)))
         total = sum(v for k, v in breakdown.items() if k != "tiles per scan")

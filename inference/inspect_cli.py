@@ -171,7 +171,11 @@ def run(args: argparse.Namespace) -> int:
         from parcelscan.inference.tdr import attach_tdr_writer
 
         attach_tdr_writer(inspector, args.tdr)
-    attach_declaration_check(inspector, args.declarations)  # adds declaration_check; never changes a verdict
+    if policy.alarms_on("declaration"):  # a policy that leaves the class out runs no declaration check
+        attach_declaration_check(inspector, args.declarations)  # adds declaration_check; never changes a verdict
+    elif args.declarations:
+        raise ParcelscanError(f"--declarations: the policy {policy.path} leaves the declaration class out of "
+                              "alarm.reasons, so no declaration is checked")
     m = inspector.metadata
     print(f"parcelscan inspect: model {m.name} {m.version} ({inspector.model_info['sha256'][:12]}), "
           f"{m.input_kind}, threshold {inspector.threshold:.4g} ({inspector.threshold_source}), provider "

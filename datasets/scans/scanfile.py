@@ -244,18 +244,20 @@ def png_data_bytes(width: int, height: int, bit_depth: int, colour_type: int, in
                           (height - y0 + dy - 1) // dy if height > y0 else 0) for x0, y0, dx, dy in _ADAM7)
 
 
-def verify_png(data: bytes, source: Any) -> None:
+def verify_png(data: bytes, source: Any, keep: bool = False) -> bytes | None:
     """Every chunk's CRC, an IEND, and a zlib stream that ends exactly where the header says the image does.
 
     Pillow skips the CRC of image data and zero-fills a stream that ends early, so a flipped bit near
     the end of a file changed hundreds of pixels and a short stream gave a partly black image — both
-    accepted. A corrupt file is an unreadable file. Inflated bytes are counted, never kept (memory)."""
+    accepted. A corrupt file is an unreadable file. Inflated bytes are counted, and kept only with ``keep``
+    (then returned: ``decode_png`` builds the image from them, so a file is inflated once)."""
     if len(data) < 33 or data[:8] != b"\x89PNG\r\n\x1a\n":
         raise ScanReadError(f"{source}: not a PNG file (or truncated before its header)")
     width, height, bit_depth, colour_type, _compression, _filter, interlace = struct.unpack(">IIBBBBB", data[16:29])
     expected = png_data_bytes(width, height, bit_depth, colour_type, interlace)
     inflater = zlib.decompressobj()
     inflated, position, ended = 0, 8, False
+    kept = [] if keep else None
     while position < len(data):
         if position + 12 > len(data):
             raise ScanReadError(f"{source}: truncated PNG (a chunk is cut off at byte {position})")
@@ -271,7 +273,12 @@ def verify_png(data: bytes, source: Any) -> None:
         if kind == b"IDAT":
             try:
                 while body:
-                    inflated += len(inflater.decompress(body, 1 << 20))
+                    # kept: one call per chunk, capped one byte past the size the header announces (a bomb stops
+                    # there); counted only: 1 MiB at a time
+                    piece = inflater.decompress(body, (expected - inflated + 1) if kept is not None else 1 << 20)
+                    inflated += len(piece)
+                    if kept is not None:
+                        kept.append(piece)
                     body = inflater.unconsumed_tail
                     if inflated > expected:
                         raise ScanReadError(f"{source}: corrupt PNG: image data inflate past the {expected} bytes its "
@@ -287,6 +294,37 @@ def verify_png(data: bytes, source: Any) -> None:
     if not inflater.eof or inflated != expected:
         raise ScanReadError(f"{source}: truncated or corrupt PNG: image data inflate to {inflated} bytes, the header "
                             f"announces {expected} (rows missing)")
+    return b"".join(kept) if kept is not None else None
+
+
+def _unfilter(raw: bytes, data: bytes) -> np.ndarray | None:
+    """The pixels of a verified, non-interlaced 8- or 16-bit greyscale or RGB PNG from its inflated rows, when
+    every row uses filter None, Sub or Up (what OpenCV and most scanners write) — vectorised in numpy, so the
+    file is inflated once; None for anything else (interlaced, Average/Paeth rows, palettes): Pillow decodes it."""
+    width, height, bit_depth, colour_type, _c, _f, interlace = struct.unpack(">IIBBBBB", data[16:29])
+    channels = {0: 1, 2: 3}.get(colour_type)
+    if interlace != 0 or channels is None or bit_depth not in (8, 16) or width == 0 or height == 0:
+        return None
+    bpp = channels * bit_depth // 8
+    stride = 1 + width * bpp
+    rows = np.frombuffer(raw, np.uint8).reshape(height, stride)
+    filters = rows[:, 0]
+    if filters.max() > 2:
+        return None
+    out = rows[:, 1:].reshape(height, width, bpp).copy()
+    sub = filters == 1
+    if sub.all():
+        np.cumsum(out, axis=1, dtype=np.uint8, out=out)  # Sub: each byte adds the byte bpp to its left, mod 256
+    elif sub.any():
+        out[sub] = np.cumsum(out[sub], axis=1, dtype=np.uint8)
+    for row in np.flatnonzero(filters == 2):  # Up: each byte adds the byte above (already reconstructed)
+        if row > 0:
+            out[row] += out[row - 1]
+    if bit_depth == 16:
+        pixels = out.reshape(height, width * channels * 2).view(">u2").astype(np.uint16)
+    else:
+        pixels = out.reshape(height, width * channels)
+    return pixels.reshape(height, width, channels) if channels > 1 else pixels.reshape(height, width)
 
 
 def decode_png(path: Path, width: int, height: int) -> np.ndarray:
@@ -296,10 +334,12 @@ def decode_png(path: Path, width: int, height: int) -> np.ndarray:
         data = Path(path).read_bytes()
     except OSError as error:
         raise ScanReadError(f"{path}: cannot read: {error.strerror or error}") from error
-    verify_png(data, path)
-    with decoding(path, "PNG"), Image.open(io.BytesIO(data)) as image:
-        image.load()
-        pixels = np.array(image)
+    raw = verify_png(data, path, keep=True)
+    pixels = _unfilter(raw, data) if raw is not None else None
+    if pixels is None:
+        with decoding(path, "PNG"), Image.open(io.BytesIO(data)) as image:
+            image.load()
+            pixels = np.array(image)
     if pixels.shape[:2] != (height, width):
         raise ScanReadError(f"{path}: truncated or corrupt PNG data")
     return pixels
