@@ -14,6 +14,7 @@ from pydantic import BaseModel, ValidationError
 from starlette.concurrency import run_in_threadpool
 
 from parcelscan.inference.review import auth, store, tip
+from parcelscan.inference.review.declaration_view import declaration_view
 from parcelscan.inference.review.images import IMAGE_KINDS
 from parcelscan.inference.review.web import Conn, ItemId, client_ip, filters_of, finite_json, open_db, session_of
 
@@ -64,6 +65,7 @@ def item_json(conn: sqlite3.Connection, item: sqlite3.Row, session: auth.Session
         "my_mark": list(my_mark) if my_mark else None,
         # after this inspector's decision a test image reveals itself; before it (and for a parcel) None
         "tip": tip.reveal(conn, item, mine),
+        "declaration": declaration_view(item["verdict_line"], meta),  # the declaration beside the image
     }
     out = finite_json(out, "", problems)
     out["problems"] = problems

@@ -19,6 +19,7 @@ from typing import Any
 from parcelscan.errors import ParcelscanError
 from parcelscan.inference.review import DECISIONS
 from parcelscan.inference.review.db import Connection, Row, transaction, utc_now
+from parcelscan.inference.review.declaration_view import RAISED_PATTERN, SORTS
 
 STATES = ("undecided", "mine_pending", "decided", "seizure", "false_alarm", "unsure", "conflict", "all")
 VERDICT_FILTERS = ("suspect", "manual_inspection")
@@ -34,6 +35,7 @@ class QueueFilter:
     date_to: str | None = None
     verdict: str | None = None
     state: str = "undecided"
+    sort: str = "score"  # or "declaration": items whose declaration check raised priority first (declaration_view)
 
     def __post_init__(self) -> None:
         self.station = self.station or None
@@ -41,6 +43,9 @@ class QueueFilter:
         self.date_from = self.date_from or None
         self.date_to = self.date_to or None
         self.state = self.state or "undecided"
+        self.sort = self.sort or "score"
+        if self.sort not in SORTS:
+            raise ParcelscanError(f"unknown sort {self.sort!r}; one of {', '.join(SORTS)}")
         if self.state not in STATES:
             raise ParcelscanError(f"unknown decision state {self.state!r}; one of {', '.join(STATES)}")
         if self.verdict not in (None, *VERDICT_FILTERS):
@@ -51,7 +56,7 @@ class QueueFilter:
 
     def query_params(self) -> dict[str, str]:
         params = {"station": self.station, "date_from": self.date_from, "date_to": self.date_to,
-                  "verdict": self.verdict, "state": self.state}
+                  "verdict": self.verdict, "state": self.state, "sort": None if self.sort == "score" else self.sort}
         return {k: v for k, v in params.items() if v}
 
 
@@ -122,7 +127,11 @@ def queue(conn: Connection, filters: QueueFilter, me: int, limit: int = 500,
           include_id: int | None = None) -> list[dict[str, Any]]:
     where, params = _where(filters, include_id)
     params["me"] = me
-    sql = _STATE_SQL + where + _ORDER_SQL + (" LIMIT :limit" if limit else "")
+    order = _ORDER_SQL
+    if filters.sort == "declaration":
+        order = " ORDER BY CASE WHEN i.verdict_line LIKE :raised THEN 0 ELSE 1 END," + _ORDER_SQL[len(" ORDER BY"):]
+        params["raised"] = RAISED_PATTERN
+    sql = _STATE_SQL + where + order + (" LIMIT :limit" if limit else "")
     params["limit"] = limit
     return [dict(row) for row in conn.execute(sql, params)]
 

@@ -155,7 +155,8 @@ def session_of(request: Request) -> auth.Session:
 def filters_of(request: Request) -> store.QueueFilter:
     q = request.query_params
     return store.QueueFilter(station=q.get("station"), date_from=q.get("date_from"), date_to=q.get("date_to"),
-                             verdict=q.get("verdict"), state=q.get("state") or "undecided")
+                             verdict=q.get("verdict"), state=q.get("state") or "undecided",
+                             sort=q.get("sort") or "score")
 
 
 def finite_json(value: Any, where: str, problems: list[str]) -> Any:

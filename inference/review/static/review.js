@@ -138,6 +138,41 @@
     if (url) { img.src = url; img.hidden = false; } else { img.removeAttribute("src"); img.hidden = true; }
   }
 
+  // The customs declaration beside the image (inference/review/declaration_view.py); text only, never HTML.
+  function renderDeclaration(d) {
+    const box = $("declaration");
+    if (!box) return;
+    box.hidden = !d;
+    if (!d) return;
+    const badge = $("declaration-status");
+    badge.textContent = d.status || "unknown";
+    badge.className = "badge declaration-" + (d.status || "unknown");
+    const declared = d.declared || {};
+    text("declaration-head", [declared.item_id, declared.category, declared.origin,
+      declared.gross_weight_kg != null ? "gross " + declared.gross_weight_kg + " kg" : null].filter(Boolean).join(" · "));
+    const items = $("declaration-items");
+    items.replaceChildren();
+    for (const it of declared.items || []) {
+      const tr = document.createElement("tr");
+      for (const v of [it.description, it.hs_code, it.quantity, it.net_weight_kg, it.value]) {
+        const td = document.createElement("td");
+        td.textContent = v == null ? "—" : String(v);
+        tr.appendChild(td);
+      }
+      items.appendChild(tr);
+    }
+    const reasons = $("declaration-reasons");
+    reasons.replaceChildren();
+    for (const r of d.reasons || []) li(reasons, r);
+    const bodies = (d.bodies || []).map((b) => "≈ " + (b.mass_g == null ? "?" : Math.round(b.mass_g)) + " g " +
+      (b.nearest || "?") + (b.twins && b.twins.length > 1 ? " (or " + b.twins.slice(1, 4).join(", ") + ")" : ""));
+    const xray = d.xray_mass_kg == null ? "" : "parcel ≈ " + d.xray_mass_kg + " kg by X-ray";
+    text("declaration-seen", [bodies.join("; ") || "no dense body", xray].filter(Boolean).join(" · "));
+    const problems = $("declaration-problems");
+    problems.replaceChildren();
+    for (const p of d.problems || []) li(problems, p);
+  }
+
   function render(item) {
     state.item = item;
     $("done").hidden = true;
@@ -160,6 +195,7 @@
     const reasons = $("reasons");
     reasons.replaceChildren();
     for (const reason of item.reasons) li(reasons, reason);
+    renderDeclaration(item.declaration);
 
     const errors = [item.verdict_error && "inspect: " + item.verdict_error,
       item.scan_error && "scan: " + item.scan_error, item.heatmap_error && "heatmap: " + item.heatmap_error,

@@ -1,0 +1,82 @@
+"""The customs declaration beside the image: what the sender declared and what the station saw, for one item.
+
+Read from what was ingested — the station's verdict line (``declaration_check``, ``powder_mass_g``: see
+``inference.declaration``) and the scan's sidecar (``item_id``, ``declaration``) — and shaped for the review
+page (``_declaration.html``, ``review.js``). Both come from other systems, so everything is re-read defensively:
+the declaration through ``customs.parse_declaration`` (problems named), the check's fields by type, strings cut;
+anything unusable is shown as such, never an error page.
+
+``DECLARATION_SORT`` is the queue's ``sort=declaration`` option: items whose declaration check raised priority
+first (then by score, as the default order).
+"""
+
+from __future__ import annotations
+
+import json
+import math
+from typing import Any
+
+from parcelscan.datasets.scans.customs import hs_display, parse_declaration
+
+SORTS = ("score", "declaration")
+RAISED_PATTERN = '%"priority": "raised"%'  # in the verdict line as ingested (json.dumps, sort_keys)
+MAX_SHOWN = 20
+_TEXT = 240
+
+
+def _text(value: Any) -> str | None:
+    return value[:_TEXT] if isinstance(value, str) else None
+
+
+def _number(value: Any) -> float | None:
+    if isinstance(value, bool) or not isinstance(value, (int, float)):
+        return None
+    value = float(value)
+    return value if math.isfinite(value) else None
+
+
+def declaration_view(verdict_line: Any, scan_meta: Any) -> dict[str, Any] | None:
+    """What the review page shows of the declaration, or None when the station checked none and the sidecar
+    holds none."""
+    try:
+        verdict = json.loads(verdict_line) if isinstance(verdict_line, str) else {}
+    except (json.JSONDecodeError, RecursionError):
+        verdict = {}
+    verdict = verdict if isinstance(verdict, dict) else {}
+    meta = scan_meta if isinstance(scan_meta, dict) else {}
+    check = verdict.get("declaration_check")
+    check = check if isinstance(check, dict) else None
+    raw = meta.get("declaration")
+    if check is None and raw is None:
+        return None
+    view: dict[str, Any] = {"status": None, "priority": None, "reasons": [], "bodies": [], "xray_mass_kg": None,
+                            "powder_mass_g": None, "declared": None, "problems": []}
+    if check is not None:
+        status = check.get("status")
+        view["status"] = status if status in ("consistent", "mismatch", "absent") else None
+        view["priority"] = "raised" if check.get("priority") == "raised" else "normal"
+        reasons = check.get("reasons")
+        view["reasons"] = [r[:_TEXT * 2] for r in reasons[:MAX_SHOWN] if isinstance(r, str)] if isinstance(
+            reasons, list) else []
+        observed = check.get("observed") if isinstance(check.get("observed"), dict) else {}
+        bodies = observed.get("bodies") if isinstance(observed.get("bodies"), list) else []
+        for body in bodies[:MAX_SHOWN]:
+            if isinstance(body, dict):
+                twins = body.get("twins") if isinstance(body.get("twins"), list) else []
+                view["bodies"].append({"mass_g": _number(body.get("mass_g")), "nearest": _text(body.get("nearest")),
+                                       "twins": [t[:40] for t in twins[:6] if isinstance(t, str)],
+                                       "opaque_share": _number(body.get("opaque_share"))})
+        view["xray_mass_kg"] = _number(observed.get("xray_mass_kg"))
+    masses = verdict.get("powder_mass_g")
+    if isinstance(masses, list):
+        view["powder_mass_g"] = [m for m in (_number(x) for x in masses[:MAX_SHOWN]) if m is not None]
+    if raw is not None:
+        declaration = parse_declaration(raw)
+        view["declared"] = {
+            "item_id": declaration.item_id, "category": declaration.category, "origin": declaration.origin,
+            "gross_weight_kg": declaration.gross_weight_kg,
+            "items": [{"description": i.description, "hs_code": hs_display(i.hs_code) if i.hs_code else None,
+                       "quantity": i.quantity, "net_weight_kg": i.net_weight_kg, "value": i.value}
+                      for i in declaration.items[:MAX_SHOWN]]}
+        view["problems"] = declaration.problems[:MAX_SHOWN]
+    return view

@@ -1,0 +1,100 @@
+"""The review app shows the customs declaration beside the image (``inference/review/declaration_view.py``) and
+sorts declaration mismatches first (``/api/queue?sort=declaration``); hostile declarations never break a page."""
+
+from __future__ import annotations
+
+import json
+import re
+import warnings
+from pathlib import Path
+
+import pytest
+
+warnings.filterwarnings("ignore", message=".*install `httpx2`.*")
+
+from fastapi.testclient import TestClient  # noqa: E402
+
+from parcelscan.inference.review import auth  # noqa: E402
+from parcelscan.inference.review.app import create_app  # noqa: E402
+from parcelscan.inference.review.db import connect  # noqa: E402
+from parcelscan.inference.review.declaration_view import declaration_view  # noqa: E402
+from parcelscan.inference.review.ingest import ingest  # noqa: E402
+from parcelscan.inference.review.sample import write_sample_results  # noqa: E402
+
+ITEM = "RR123456785CN"
+DECLARATION = {"item_id": ITEM, "category": "sale_of_goods", "origin": "CN", "gross_weight_kg": 2.5,
+               "items": [{"description": "machinery parts", "hs_code": "8487.90", "quantity": 1,
+                          "net_weight_kg": 2.0, "value": 30}]}
+MISMATCH = {"status": "mismatch", "priority": "raised", "source": "sidecar",
+            "reasons": ["declared 'machinery parts' (HS 8487.90), 2 kg; seen: 1 body of dense material ≈ 1400 g, "
+                        "signature of Nd2O3 or Pr6O11 — not what HS 8487 holds"],
+            "observed": {"bodies": [{"mass_g": 1400.0, "nearest": "Nd2O3", "twins": ["Nd2O3", "Pr6O11"]}],
+                         "xray_mass_kg": 2.4}}
+
+
+@pytest.fixture(scope="module")
+def review(tmp_path_factory):
+    """The sample results with a declaration mismatch on the *lowest*-scored suspect and a hostile check on
+    another, ingested; a logged-in client."""
+    root = tmp_path_factory.mktemp("review_declaration")
+    results = write_sample_results(root, rows=120, cols=160)
+    lines = [json.loads(line) for line in results.read_text().splitlines()]
+    flagged = sorted((v for v in lines if v["verdict"] != "clear"), key=lambda v: v["score"] or 0.0)
+    target, hostile = flagged[0], flagged[-1]
+    target.update(declaration_check=MISMATCH, powder_mass_g=[1400.0])
+    hostile.update(declaration_check={"status": ["x"], "reasons": "not a list", "observed": {"bodies": [7, {
+        "mass_g": "heavy", "twins": "Nd2O3"}]}}, powder_mass_g=["a", float("inf")])
+    results.write_text("".join(json.dumps(v, sort_keys=True) + "\n" for v in lines))
+    sidecar = Path(target["inputs"][0]).with_name(f"{target['scan_id']}.json")
+    meta = json.loads(sidecar.read_text()) if sidecar.exists() else {}
+    sidecar.write_text(json.dumps({**meta, "item_id": ITEM, "declaration": DECLARATION}))
+    db = root / "review.sqlite"
+    conn = connect(db, create=True)
+    auth.add_user(conn, "alice", "alice-password-1")
+    ingest(conn, results)
+    conn.close()
+    client = TestClient(create_app(db))
+    page = client.get("/login")
+    token = re.search(r'name="csrf_token" value="([^"]+)"', page.text).group(1)
+    client.post("/login", data={"username": "alice", "password": "alice-password-1", "csrf_token": token,
+                                "next": "/"}, follow_redirects=False)
+    return client, target["scan_id"], hostile["scan_id"]
+
+
+def test_mismatches_sort_first_and_the_declaration_shows_beside_the_image(review):
+    client, target, hostile = review
+    by_score = client.get("/api/queue?state=all").json()["items"]
+    assert by_score[0]["scan_id"] != target  # the lowest-scored suspect is not first by score
+    first = client.get("/api/queue?state=all&sort=declaration").json()["items"][0]
+    assert first["scan_id"] == target
+    item = client.get(f"/api/items/{first['id']}?sort=declaration&state=all").json()
+    view = item["declaration"]
+    assert view["status"] == "mismatch" and view["priority"] == "raised"
+    assert view["declared"]["items"][0] == {"description": "machinery parts", "hs_code": "8487.90", "quantity": 1,
+                                            "net_weight_kg": 2.0, "value": 30.0}
+    assert view["bodies"][0]["nearest"] == "Nd2O3" and view["powder_mass_g"] == [1400.0]
+    assert item["position"]["index"] == 1
+    page = client.get(f"/review/{first['id']}?sort=declaration")
+    assert page.status_code == 200 and 'id="declaration"' in page.text
+    queue = client.get("/?sort=declaration&state=all")
+    assert queue.status_code == 200 and 'value="declaration" selected' in queue.text
+    assert client.get("/api/queue?sort=bogus").status_code == 400
+
+
+def test_a_hostile_declaration_check_is_shown_as_unusable_never_an_error(review):
+    client, _, hostile = review
+    items = client.get("/api/queue?state=all").json()["items"]
+    hostile_id = next(i["id"] for i in items if i["scan_id"] == hostile)
+    response = client.get(f"/api/items/{hostile_id}")
+    assert response.status_code == 200
+    view = response.json()["declaration"]
+    assert view["status"] is None and view["reasons"] == [] and view["powder_mass_g"] == []
+    assert view["bodies"] == [{"mass_g": None, "nearest": None, "twins": [], "opaque_share": None}]
+
+
+def test_the_view_reads_anything():
+    assert declaration_view("{", {}) is None
+    assert declaration_view(json.dumps({"verdict": "suspect"}), {"declaration": "gift"})["problems"] == [
+        "the declaration is not an object (str)"]
+    long = declaration_view(json.dumps({"declaration_check": {"status": "mismatch", "reasons": ["x" * 10**5]}}), None)
+    assert long["status"] == "mismatch" and len(long["reasons"][0]) <= 480
