@@ -62,7 +62,7 @@ def review(tmp_path_factory):
 
 
 def test_mismatches_sort_first_and_the_declaration_shows_beside_the_image(review):
-    client, target, hostile = review
+    client, target, _ = review
     by_score = client.get("/api/queue?state=all").json()["items"]
     assert by_score[0]["scan_id"] != target  # the lowest-scored suspect is not first by score
     first = client.get("/api/queue?state=all&sort=declaration").json()["items"][0]
