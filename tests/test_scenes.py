@@ -158,3 +158,8 @@ def test_target_masses_stay_within_10_g_to_5_kg(scenario):
         parts = [p.moved(np.eye(3), shift) for p in concealment.parts if p.role == "target"]
         mass = rasterise(parts, grid).target_mass_g
         assert 9.0 <= mass <= 5000.0, (scenario, target, mass)
+
+
+def test_benign_goods_and_concealment_scenarios_have_different_names():
+    """A name means one thing: 'tile_stack' is the concealment scenario, the benign good is 'ceramic_tiles'."""
+    assert not set(SCENARIOS) & set(BENIGN_KINDS)

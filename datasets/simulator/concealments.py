@@ -319,7 +319,7 @@ def tile_ingredients(
         p.items,
         (float(centre[0]), float(centre[1])),
         fill,
-        ("hand_tools", "construction_sack", "tile_stack", "documents", "food_bag", "kitchenware"),
+        ("hand_tools", "construction_sack", "ceramic_tiles", "documents", "food_bag", "kitchenware"),
         notes,
     )
 

@@ -843,13 +843,13 @@ def sack_shape(rng, volume_mm3: float, fit) -> Blob:
     )
 
 
-def tile_stack(rng, fit) -> Item:
+def ceramic_tiles(rng, fit) -> Item:
     p = Parts()
     tiles = tile_stack_layout(rng, fit)
     for centre, size, yaw in tiles:
         p.add(box(centre, size, rotation(yaw)), "ceramic tile", uniform(rng, 1.9, 2.3))
     top = tiles[-1][0][2] + tiles[-1][1][2] / 2
-    return Item("tile_stack", p.items, top)
+    return Item("ceramic_tiles", p.items, top)
 
 
 def tile_stack_layout(rng, fit, gap_after: int | None = None, gap_mm: float = 0.0) -> list:
@@ -1021,7 +1021,7 @@ BENIGN_KINDS: dict[str, Kind] = {
     "bottle": Kind(bottle, 2.5, ("box",)),
     "food_bag": Kind(food_bag, 2.5, ("box",)),
     "construction_sack": Kind(construction_sack, 1, ("box",)),
-    "tile_stack": Kind(tile_stack, 1, ("box",)),
+    "ceramic_tiles": Kind(ceramic_tiles, 1, ("box",)),
     "kitchenware": Kind(kitchenware, 1.5, ("box",)),
     "medicine": Kind(medicine, 1.5, _ALL),
     "candles_soap": Kind(candles_soap, 1, _ALL),

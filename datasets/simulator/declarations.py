@@ -124,7 +124,7 @@ GOODS_WORDS: dict[str, tuple[tuple[str, ...], str]] = {
     "bottle": (("drinks", "bottle"), "220299"),
     "food_bag": (("food", "snacks"), "190590"),
     "construction_sack": (("tile adhesive", "cement", "building materials"), "321490"),
-    "tile_stack": (("ceramic tiles", "tiles"), "690721"),
+    "ceramic_tiles": (("ceramic tiles", "tiles"), "690721"),
     "kitchenware": (("kitchenware", "pan"), "732393"),
     "medicine": (("medicine", "vitamins"), "300490"),
     "candles_soap": (("candles", "soap"), "340600"),
