@@ -134,6 +134,8 @@ def threat_objects(verdict: Verdict, outputs: ScanOutputs) -> list[ThreatObject]
             regions = [_top_tile_region(np.asarray(outputs.tile_probabilities).reshape(-1), outputs.prepared)]
             description = TILE_DESCRIPTION
         mass_g = getattr(verdict, "powder_mass_g", None)
+        if isinstance(mass_g, (list, tuple)):  # per body (inference.declaration): a mass only for one body
+            mass_g = mass_g[0] if len(mass_g) == 1 else None
         for region in regions:
             objects.append(ThreatObject(
                 region.row0, region.col0, region.mask, category="CONTRABAND", description=description,

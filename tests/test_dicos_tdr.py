@@ -151,7 +151,7 @@ def test_every_scan_has_a_report_that_states_its_verdict(station):
         model = verdict["model"]
         assert list(ds.ThreatDetectionAlgorithmAndVersion) == [
             "parcelscan", f"{model['name']} {model['version']}", "model_sha256", model["sha256"],
-            "threshold", f"{verdict['threshold']:.6g}"]
+            "threshold", f"{verdict['threshold']:.6g}", "policy_sha256", verdict["policy_sha256"]]
         assert ds.TotalProcessingTime == pytest.approx(verdict["latency_ms"], rel=1e-3, abs=0.01)
         ptos = list(ds.get("ThreatSequence", []))
         assert ds.NumberOfTotalObjects == len(ptos) and ds.NumberOfAlarmObjects == len(ptos)
@@ -329,7 +329,7 @@ def test_mass_and_policy_are_written_when_the_verdict_has_them(tmp_path):
     inspector.on_outputs = lambda verdict, outputs: captured.append((verdict, outputs))
     verdict = inspector.inspect(EXAMPLES / "sim31-000074_low.png")
     _, outputs = captured[0]
-    verdict.model = {**verdict.model, "policy_sha256": "ab" * 32}
+    verdict.policy_sha256 = "ab" * 32  # the station policy's (inference.policy)
     verdict.powder_mass_g = 179.5  # the declaration issue's field, not yet on Verdict
     images = [pydicom.dcmread(p, stop_before_pixels=True) for p in write_dicos(outputs.scan, tmp_path)]
     report = build_report(verdict, outputs, [dx_reference(tmp_path / f"sim31-000074_{e}.dcs") for e in ("low", "high")])

@@ -87,7 +87,7 @@ def _source_files() -> set[str]:
         files.add(f"parcelscan/{relative.as_posix()}")
     for pattern in ("datasets/physics/profiles/*", "datasets/physics/tables/*.npz", "training/recipes/*.yaml",
                     "model/default/*",
-                    "inference/review/templates/*", "inference/review/static/*"):
+                    "inference/policies/*.toml", "inference/review/templates/*", "inference/review/static/*"):
         found = [p for p in ROOT.glob(pattern) if p.is_file()]
         assert found, f"no {pattern} in the source tree"
         files.update(f"parcelscan/{p.relative_to(ROOT).as_posix()}" for p in found)
