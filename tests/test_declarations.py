@@ -23,6 +23,8 @@ from parcelscan.datasets.physics.materials import TARGET_MATERIALS
 from parcelscan.datasets.physics.profile import default_profile
 from parcelscan.datasets.scans.customs import make_s10, parse_declaration, s10_check_digit, s10_valid
 from parcelscan.datasets.scans.scanfile import read_png16
+from parcelscan.datasets.simulator.concealments import LOOKALIKE_FILLS
+from parcelscan.datasets.simulator.contents import BENIGN_KINDS
 from parcelscan.datasets.simulator.declarations import (
     COVER_WORDS,
     DECLARATION_TABLE,
@@ -180,6 +182,16 @@ def _declared(description: str, hs: str, net_kg: float = 1.0, gross_kg: float = 
 
 def _body(nearest: str, twins: list[str], mass_g: float = 800.0) -> dict:
     return {"mass_g": mass_g, "nearest": nearest, "twins": twins, "targets": [t for t in twins if t in TARGETS]}
+
+
+def test_every_kind_of_goods_and_every_look_alike_fill_has_its_words():
+    """A renamed or new kind of goods without words would be declared 'goods' under an unknown code."""
+    assert sorted(set(BENIGN_KINDS) - set(GOODS_WORDS)) == []
+    fills = {name for variants in LOOKALIKE_FILLS.values() for options in variants.values() for name, _ in options}
+    vessel_declared = {name for name, _ in LOOKALIKE_FILLS["machine_part"]["cavity"]}
+    vessel_declared |= {name for name, _ in LOOKALIKE_FILLS["tile_stack"]["sheet"]}
+    vessel_declared |= {name for name, _ in LOOKALIKE_FILLS["tile_stack"]["pouch"]}
+    assert sorted(fills - vessel_declared - set(FILL_WORDS)) == []
 
 
 def test_the_hs_table_covers_every_code_the_simulator_writes():
