@@ -151,6 +151,35 @@ def test_nothing_tells_a_projection_before_the_decision(world):
     assert client.get("/supervisor").status_code == 403 and client.get("/api/tip/stats").status_code == 403
 
 
+def test_a_projection_is_numbered_in_sequence_with_its_batch(world):
+    """The scanner's counter: a test image's id follows the batch it arrives in, not the station's last stored
+    scan (an id far below its neighbours would give it away)."""
+    conn = connect(world["db"])
+    number = re.compile(r"^(.*?)(\d+)$")
+    for projection in _projections(world["db"]):
+        if projection["item_id"] is None:
+            continue
+        test_id = conn.execute("SELECT scan_id FROM items WHERE id = ?", (projection["item_id"],)).fetchone()[0]
+        batch = [row[0] for row in conn.execute(
+            "SELECT scan_id FROM items WHERE station = ? AND ingested_at = (SELECT ingested_at FROM items WHERE id = ?)"
+            " AND id NOT IN (SELECT item_id FROM tip_projections WHERE item_id IS NOT NULL)",
+            (projection["station"], projection["item_id"]))]
+        prefix, digits = number.match(test_id).groups()
+        batch_numbers = [int(m.group(2)) for s in batch if (m := number.match(s)) and m.group(1) == prefix]
+        assert batch_numbers and int(digits) > max(batch_numbers)
+    conn.close()
+
+
+def test_a_test_image_takes_the_number_after_its_batch_not_after_the_stored_scans(tmp_path):
+    conn = connect(tmp_path / "review.sqlite", create=True)
+    conn.execute("INSERT INTO items (scan_id, station, ingested_at, model_sha256, inputs_sha256, inputs, "
+                 "verdict, verdict_line) VALUES ('sim31-000075', 'LHR-2', 'x', 'm', 'i', '[]', 'suspect', '{}')")
+    batch = {"sim31-000286", "sim31-000592", "sim31-000401"}
+    assert tip.new_scan_id(conn, "LHR-2", "sim31-000286", batch) == "sim31-000593"
+    assert tip.new_scan_id(conn, "LHR-2", "sim31-000286") == "sim31-000076"  # without the batch: out of sequence
+    conn.close()
+
+
 def test_after_the_decision_it_reveals_itself_and_a_hit_needs_the_mark(world):
     projection = _projections(world["db"])[0]
     test_id = projection["item_id"]

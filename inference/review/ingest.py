@@ -291,8 +291,8 @@ def ingest(conn: sqlite3.Connection, results_path: Path, actor: str = "cli", tip
             continue
         prepared.append(_prepare(data, [p for p in inputs if reasons[p] is None], bases, report, inputs))
     # test images (review.tip.TipContext: it calls back into _prepare, so ingest never imports it)
-    made = tip.projections(conn, prepared, lambda line, inputs: _prepare(line, inputs, bases, IngestReport(),
-                                                                          inputs)) if tip is not None else []
+    made = tip.projections(conn, prepared, lambda line, inputs: _prepare(line, inputs, bases, IngestReport(), inputs),
+                           {str(data.get("scan_id")) for _, data in lines}) if tip is not None else []
     rows: list[tuple[dict[str, Any], Any]] = [(row, None) for row in prepared]
     for projection, row in made:  # a test image goes anywhere among the batch: its item id tells nothing
         if row is not None:

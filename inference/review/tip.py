@@ -133,12 +133,16 @@ class TipContext:
             raise ParcelscanError(f"TIP library {self.library_dir} is empty")
 
     def projections(self, conn: Connection, prepared: list[dict[str, Any]],
-                    prepare: Callable[[dict[str, Any], list[Path]], dict[str, Any]]) -> list[tuple[Projection, Any]]:
+                    prepare: Callable[[dict[str, Any], list[Path]], dict[str, Any]],
+                    batch_ids: set[str] = frozenset()) -> list[tuple[Projection, Any]]:
         """Test images for an ingest batch: per new real item, one with its queue's TIP rate; each with its
-        item row (made by ingest's own ``prepare``) when the model flagged it, else None (a model miss)."""
+        item row (made by ingest's own ``prepare``) when the model flagged it, else None (a model miss).
+        ``batch_ids``: every scan id of the verdict file, cleared ones included (they took numbers too)."""
         made: list[tuple[Projection, Any]] = []
         used: set[int] = set()
-        taken: set[str] = set()
+        # the batch's own ids count as taken: a test image numbered after the station's last *stored* scan
+        # would sit out of sequence with the batch it arrives in (sim31-000075 among 000286…000592)
+        taken: set[str] = {str(row["scan_id"]) for row in prepared} | set(batch_ids)
         for row in prepared:
             known = conn.execute("SELECT 1 FROM items WHERE scan_id = ? AND model_sha256 = ? AND inputs_sha256 = ?",
                                  (row["scan_id"], row["model_sha256"], row["inputs_sha256"])).fetchone()
