@@ -25,8 +25,10 @@ from pathlib import Path
 
 import numpy as np
 
+from parcelscan.datasets.physics.forward import forward_model
 from parcelscan.datasets.physics.materials import LIBRARY, Material
 from parcelscan.datasets.physics.profile import ScannerProfile, default_profile
+from parcelscan.datasets.physics.spectrum import channel_responses
 
 PROFILES_DIR = Path(__file__).resolve().parent / "profiles"
 KV_STEP = 10.0  # = signature.KV_STEP (signature imports this module, so the number is repeated here and tested)
@@ -53,9 +55,6 @@ def variants(profile: ScannerProfile) -> list[ScannerProfile]:
 
 def build_table(profile: ScannerProfile, refs: Sequence[tuple[str, str, Material]]) -> dict[str, np.ndarray]:
     """The arrays of ``profile``'s table for the references ``(name, family, material)`` (needs xraydb, spekpy)."""
-    from parcelscan.datasets.physics.spectrum import channel_responses  # the physics: only when building
-
-
     arrays: dict[str, np.ndarray] = {}
     index = {"profile": profile.name, "variants": [], "references": []}
     for name, family, material in refs:
@@ -115,8 +114,7 @@ def log_attenuation_direct(profile: ScannerProfile, materials: Sequence[Material
     full-spectrum sum, from the shipped table when it covers them (no xraydb, no spekpy)."""
     table = _table_for(profile)
     if table is None or not all(f"mu/{composition_hash(m.composition)}" in table for m in materials):
-        from parcelscan.datasets.physics.forward import forward_model  # the simulator's path: xraydb, spekpy
-
+        # the simulator's path: xraydb and spekpy, loaded by the forward model only when it computes
         return forward_model(profile).log_attenuation_direct(materials, areal_g_cm2)
     areal = np.asarray(areal_g_cm2, dtype=np.float64)
     shape = areal.shape[1:]
