@@ -229,6 +229,10 @@ def test_twin_summary_counts_pfa_on_non_twin_clears():
     assert tw["roc_auc_non_twin"] == pytest.approx(8 / 9)  # the 0.25 suspect is below the 0.30 clear
     stored = tw["stored"]
     assert stored["pd"]["flagged"] == 2 and stored["pd_by_scenario"]["water_bottle"]["flagged"] == 1
+    # a set whose every clear scan is a twin (a retraining's small original test did this) has no Pfa to count
+    only_twins = [i for i, r in enumerate(records) if r.label == "suspect" or r.twin_of]
+    tw = twin_summary(labels[only_twins], scores[only_twins], [records[i] for i in only_twins], threshold=0.5)
+    assert tw["at_pfa"] == {} and tw["n_clear_non_twin"] == 0 and tw["stored"]["twin_alarm_rate"]["flagged"] == 1
 
 
 def test_verdicts_are_scored_from_their_score_only(tmp_path):

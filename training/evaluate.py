@@ -400,11 +400,13 @@ def twin_summary(labels: np.ndarray, scores: np.ndarray, records: Sequence[Any],
     twins = twin_mask(records)
     keep = y | ~twins
     unknown = sum(getattr(r, "twin_of", None) is None for r in records if getattr(r, "label", None) == "clear")
-    out: dict[str, Any] = {"n_suspect": int(y.sum()), "n_clear_non_twin": int((~y & ~twins).sum()),
+    ordinary = ~y & ~twins
+    out: dict[str, Any] = {"n_suspect": int(y.sum()), "n_clear_non_twin": int(ordinary.sum()),
                            "n_twin": int(twins.sum()), "n_clear_twin_unknown": int(unknown),
-                           "roc_auc_non_twin": M.roc_auc(y[keep], scores[keep]), "at_pfa": {}}
-    for target in pfas:
-        t = M.threshold_at_pfa(scores[~y & ~twins], target)
+                           "roc_auc_non_twin": M.roc_auc(y[keep], scores[keep]) if ordinary.any() and y.any()
+                           else float("nan"), "at_pfa": {}}
+    for target in pfas if ordinary.any() else ():  # every clear scan a twin: no Pfa to count, nothing to pick
+        t = M.threshold_at_pfa(scores[ordinary], target)
         out["at_pfa"][f"{target:g}"] = {"target_pfa": target, **twin_operating_point(y, scores, records, t)}
     if threshold is not None:
         out["stored"] = twin_operating_point(y, scores, records, threshold)

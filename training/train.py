@@ -459,6 +459,8 @@ class Trainer:
         # dual-energy twins of a target: a twin cannot be told from a target by physics (twin_of unknown =
         # not a twin). The twins' alarm rate is reported beside it.
         keep = ~twin_mask(self.val_records)
+        if not (~labels[keep]).any():  # every val clear scan a twin: count them rather than have no threshold
+            keep = np.ones_like(labels)
         point = operating_point(labels[keep], margins[keep], self.config.target_pfa)
         pd, pfa, threshold_margin = M.pd_at_pfa(labels[keep], margins[keep], self.config.target_pfa)
         twins = twin_mask(self.val_records)
