@@ -254,3 +254,44 @@ def test_shipped_recipes_are_valid_configs(recipe):
     spec = make_spec(config)
     assert spec.input_kind == config.input_kind and spec.tile_shape == (160, 160)
     assert config.cache and not config.augment  # the cache serves only unaugmented items
+
+
+def test_the_2mm_recipe_is_a_valid_config():
+    """training/recipes/dual-2mm.yaml (issue 14): 2 mm pitch, the heatmap-scored head, twins out of the losses,
+    windows that fit in a tile."""
+    from parcelscan.training.config import load_config
+    from parcelscan.training.train import make_spec
+
+    config = load_config(Path(__file__).parents[1] / "training" / "recipes" / "dual-2mm.yaml").validate()
+    spec = make_spec(config)
+    assert spec.pixel_pitch_mm == 2.0 and spec.tile_shape == (320, 320) and 0 < config.train_crop <= 320
+    assert (config.score_head, config.twin_policy) == ("heatmap_topk", "ignore")
+    assert config.cache and not config.augment
+
+
+def test_heatmap_scored_run_with_windows_and_twins_left_out(dataset, tmp_path):
+    """A heatmap_topk run on windows with twin_policy ignore trains, validates with Pfa on non-twin clears
+    (results.csv carries the twins' alarm rate) and stores the head in its checkpoint."""
+    from dataclasses import replace
+
+    from parcelscan.datasets.manifest import read_manifest, write_manifest
+    from parcelscan.model.checkpoint import load_checkpoint
+
+    data = tmp_path / "data"
+    shutil.copytree(dataset, data)
+    records = read_manifest(data)
+    clears = [r.scan_id for r in records if r.label == "clear" and r.split in ("train", "val")]
+    twins = {clears[0], clears[-1]}  # one or two clear scans marked as twin fills, whatever the simulator said
+    write_manifest(data / "manifest.jsonl", [replace(r, twin_of=["La2O3"] if r.scan_id in twins else
+                                                     ([] if r.label == "clear" else r.twin_of)) for r in records])
+    config = tmp_path / "topk.yaml"
+    config.write_text(yaml.safe_dump(tiny_config(data, tmp_path / "runs", epochs=2, save_period=0, plots=False,
+                                                 score_head="heatmap_topk", train_crop=32, twin_policy="ignore")),
+                      encoding="utf-8")
+    assert cli(["train", "--config", str(config), "--name", "topk"]) == 0
+    rows = results(tmp_path / "runs" / "topk")
+    assert len(rows) == 2 and all(0.0 <= float(row["val/twin_alarm_rate"]) <= 1.0 or
+                                  row["val/twin_alarm_rate"] == "nan" for row in rows)
+    model, info = load_checkpoint(tmp_path / "runs" / "topk" / "weights" / "best.pt")
+    assert info["network"]["score_head"] == "heatmap_topk" and not hasattr(model, "classifier")
+    assert info["config"]["twin_policy"] == "ignore" and info["config"]["train_crop"] == 32
