@@ -57,6 +57,8 @@ class TrainConfig:
     # Default ignore: a twin is physically indistinguishable from a target, so calling it clear teaches the
     # model to suppress the signature it needs (the twins then set the 1 % threshold), while calling it
     # suspect without a mask is tile-label noise on multi-tile scans; ignore removes the contradiction.
+    # Measured (README model card, arms A/B, 800 held-out scans): ignore AUC 0.928, Pd 40.1 % at Pfa 1 %;
+    # negative AUC 0.910, Pd 32.5 % (one seed each).
     twin_policy: str = "ignore"
     train_crop: int = 0  # train on a window of this size (px, multiple of 32) of the chosen tile; 0 = whole tile
     balanced_sampling: bool = True  # draw clear and suspect scans equally often in each epoch
