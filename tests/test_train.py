@@ -90,7 +90,8 @@ def test_run_writes_every_artefact(run):
     assert 0 < last["threshold"] <= 1 and last["temperature"] > 0 and last["target_pfa"] == 0.01
     assert last["ema"] is not None and last["optimizer"]["state"]
     assert last["network"] == {"arch": "mobilenet_v3_small", "in_channels": 3, "num_classes": 2,
-                               "decoder_channels": 32, "hidden_units": 256}  # the shape is stored, not assumed
+                               "decoder_channels": 32, "hidden_units": 256, "score_head": "classifier",
+                               "score_topk": 4}  # the shape is stored, not assumed
     metrics = json.loads((run / "metrics.json").read_text())
     best = read_checkpoint(run / "weights" / "best.pt")
     assert metrics["best_epoch"] == best["epoch"] and metrics["threshold"] == best["threshold"]
@@ -222,7 +223,8 @@ def test_ddp_two_cpu_processes(dataset, tmp_path):
 
 def test_cached_run_trains_exactly_like_an_uncached_one(dataset, tmp_path):
     """``cache: true`` only skips decoding: the same recipe gives the same weights and validation numbers,
-    and the cache then holds every train and val scan."""
+    and the cache then holds every val scan and every train scan the run reads (twin-filled clear scans are
+    left out of training by the default twin_policy ignore)."""
     data = tmp_path / "data"
     shutil.copytree(dataset, data)
     rows = {}
@@ -235,10 +237,13 @@ def test_cached_run_trains_exactly_like_an_uncached_one(dataset, tmp_path):
     for plain, cached in zip(rows["plain"], rows["cached"], strict=True):
         for key in ("train/loss", "val/loss", "val/auc", "val/threshold"):
             assert float(plain[key]) == pytest.approx(float(cached[key]), rel=1e-6, abs=1e-9), key
-    entries = list((data / ".cache").glob("prepared-*/*.npz"))
-    splits = [line for line in (data / "manifest.jsonl").read_text().splitlines()
-              if '"split":"train"' in line or '"split":"val"' in line]
-    assert len(entries) == len(splits)
+    from parcelscan.datasets.manifest import read_manifest
+    from parcelscan.datasets.torch_dataset import is_twin
+
+    entries = {path.stem for path in (data / ".cache").glob("prepared-*/*.npz")}
+    used = {r.scan_id for r in read_manifest(data)
+            if r.split == "val" or (r.split == "train" and not is_twin(r))}
+    assert entries == used
     flipped = tmp_path / "flip.yaml"
     flipped.write_text(yaml.safe_dump(tiny_config(data, tmp_path / "runs", epochs=1, save_period=0, plots=False,
                                                   cache=True, tile_flips=True)), encoding="utf-8")
