@@ -48,9 +48,11 @@ import numpy as np
 import torch
 from torch.utils.data import Dataset, WeightedRandomSampler
 
+from parcelscan.datasets.augment import DEFAULT_NOMINAL_QUANTA, XrayAugment
 from parcelscan.datasets.datatools import load_record_input, load_record_mask
 from parcelscan.datasets.manifest import LABELS as CLASSES
 from parcelscan.datasets.manifest import ManifestRecord, manifest_path, read_manifest
+from parcelscan.datasets.prepared_cache import PreparedCache
 from parcelscan.datasets.preprocess import (
     PreparedScan,
     PreprocessSpec,
@@ -74,8 +76,6 @@ def is_twin(record: ManifestRecord) -> bool:
 def nominal_quanta(meta: dict[str, Any], provenance: dict[str, Any] | None = None) -> float:
     """Air quanta per pixel of the scan (sidecar, or the simulator's provenance in the manifest), else the
     default profile's: the dose the quantum-noise augmentation lowers from."""
-    from parcelscan.datasets.augment import DEFAULT_NOMINAL_QUANTA
-
     provenance = provenance or {}
     for value in (meta.get("air_quanta_per_pixel"), provenance.get("air_quanta_per_pixel")):
         if isinstance(value, (int, float)) and not isinstance(value, bool) and value > 0:
@@ -139,12 +139,8 @@ class ScanDataset(Dataset):
         self.tile_flips = tile_flips
         self.cache = None
         if cache_root is not None:
-            from parcelscan.datasets.prepared_cache import PreparedCache
-
             self.cache = PreparedCache(cache_root, spec)
         if augment:
-            from parcelscan.datasets.augment import XrayAugment
-
             self.augmenter = XrayAugment(spec.input_kind, augment_config)
 
     def __len__(self) -> int:
