@@ -261,3 +261,31 @@ def test_verdicts_are_scored_from_their_score_only(tmp_path):
     (tmp_path / "short.jsonl").write_text("\n".join(lines[:-1]) + "\n")
     with pytest.raises(ParcelscanError, match="no verdict for 1"):
         evaluate_verdicts(tmp_path / "short.jsonl", data, project=tmp_path / "runs", n_boot=20)
+
+
+def test_verdicts_report_station_flags_of_every_reason(tmp_path):
+    """`evaluate --verdicts` also counts what a belt sees: any non-clear verdict is a flag, whatever its reason
+    (a shield alarm on a clear parcel counts although its CNN score is low), split by twins and reason class."""
+    from parcelscan.datasets.manifest import ManifestRecord, write_manifest
+    from parcelscan.training.evaluate import evaluate_verdicts
+
+    data = tmp_path / "set"
+    data.mkdir()
+    records = [ManifestRecord(f"c{i}", {"low": "x.png", "high": "y.png"}, "clear", "none", None,
+                              twin_of=["GeO2"] if i == 3 else []) for i in range(4)]
+    records += [ManifestRecord(f"s{i}", {"low": "x.png", "high": "y.png"}, "suspect", "mail_pouch", "Nd2O3",
+                               twin_of=[]) for i in range(2)]
+    write_manifest(data / "manifest.jsonl", records)
+    verdicts = {"c0": ("clear", []), "c1": ("suspect", ["opaque"]), "c2": ("clear", []),
+                "c3": ("suspect", ["powder", "twin"]), "s0": ("suspect", ["powder"]), "s1": ("clear", [])}
+    lines = [json.dumps({"scan_id": k, "score": 0.1, "threshold": 0.5, "verdict": v, "reason_classes": c,
+                         "model": {"name": "m", "version": "1", "sha256": "ab"}}) for k, (v, c) in verdicts.items()]
+    (tmp_path / "v.jsonl").write_text("\n".join(lines) + "\n")
+    run_dir, summary = evaluate_verdicts(tmp_path / "v.jsonl", data, project=tmp_path / "runs", n_boot=20)
+    station = summary["station"]
+    assert (station["clear_all"]["flagged"], station["clear_all"]["n"]) == (2, 4)
+    assert (station["clear_non_twin"]["flagged"], station["clear_non_twin"]["n"]) == (1, 3)
+    assert station["twins"]["flagged"] == 1 and station["suspects"]["flagged"] == 1
+    assert station["clear_by_reason_class"]["opaque"]["flagged"] == 1
+    assert station["suspects_by_scenario"]["mail_pouch"]["n"] == 2
+    assert "Station flags" in (run_dir / "report.md").read_text()

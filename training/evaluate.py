@@ -711,6 +711,51 @@ def read_verdict_scores(path: str | Path) -> tuple[dict[str, float], float | Non
     return scores, threshold, model
 
 
+def read_station_flags(path: str | Path) -> dict[str, tuple[bool, tuple[str, ...]]]:
+    """``parcelscan inspect`` output → {scan_id: (flagged, reason classes)}: a flag is any verdict other than
+    ``clear`` (the station issue's definition, in any lane); a line without a verdict counts as flagged."""
+    flags: dict[str, tuple[bool, tuple[str, ...]]] = {}
+    for line in Path(path).read_text(encoding="utf-8").splitlines():
+        if line.strip():
+            verdict = json.loads(line)
+            classes = tuple(str(c) for c in verdict.get("reason_classes") or ())
+            flags[str(verdict["scan_id"])] = (verdict.get("verdict") != "clear", classes)
+    return flags
+
+
+def station_summary(records: Sequence[Any], flags: dict[str, tuple[bool, tuple[str, ...]]]) -> dict[str, Any]:
+    """Station flag rates (Wilson 95 %) over all clears, non-twin clears, twins and suspects, the share of clears
+    flagged per reason class, and suspects flagged per scenario: what a sorting belt sees, every reason counted."""
+    twins = twin_mask(records)
+    suspect = np.array([r.label == "suspect" for r in records])
+    flagged = np.array([flags[r.scan_id][0] for r in records])
+    out: dict[str, Any] = {"clear_all": _wilson_rate(flagged[~suspect]),
+                           "clear_non_twin": _wilson_rate(flagged[~suspect & ~twins]),
+                           "twins": _wilson_rate(flagged[twins]), "suspects": _wilson_rate(flagged[suspect])}
+    classes = sorted({c for r in records for c in flags[r.scan_id][1]})
+    out["clear_by_reason_class"] = {
+        c: _wilson_rate(np.array([c in flags[r.scan_id][1] for r in records])[~suspect]) for c in classes}
+    scenarios = sorted({str(r.scenario) for r in records if r.label == "suspect"})
+    out["suspects_by_scenario"] = {
+        s: _wilson_rate(flagged[suspect & np.array([str(r.scenario) == s for r in records])]) for s in scenarios}
+    return out
+
+
+def render_station_section(st: dict[str, Any]) -> list[str]:
+    """Markdown for ``station_summary``."""
+    lines = ["## Station flags (any non-clear verdict, every reason class)", "",
+             "| parcels | flagged |", "|---|---|",
+             f"| clear, all (twins included) | {_rate(st['clear_all'])} |",
+             f"| clear without a twin fill | {_rate(st['clear_non_twin'])} |",
+             f"| clear with a twin fill | {_rate(st['twins'])} |",
+             f"| suspect | {_rate(st['suspects'])} |", "",
+             "| reason class | share of clear parcels carrying it |", "|---|---|"]
+    lines += [f"| {c} | {_rate(v)} |" for c, v in st["clear_by_reason_class"].items()]
+    lines += ["", "| suspect scenario | flagged |", "|---|---|"]
+    lines += [f"| {s} | {_rate(v)} |" for s, v in st["suspects_by_scenario"].items()]
+    return [*lines, ""]
+
+
 def evaluate_verdicts(verdicts: str | Path, data_dir: str | Path, split: str = "all", name: str = "exp",
                       project: str | Path = "runs/evaluate", n_boot: int = 1000, seed: int = 0) -> tuple[Path, dict]:
     """Score a labelled set from the station's own verdicts (``parcelscan inspect DIR > verdicts.jsonl``):
@@ -732,7 +777,8 @@ def evaluate_verdicts(verdicts: str | Path, data_dir: str | Path, split: str = "
         "n_scans": int(y.size), "n_suspect": int(y.sum()), "n_clear": int((~y).sum()),
         "unanalysed_scans": int(model.pop("unanalysed")),
         "roc_auc_non_twin_ci": list(M.bootstrap_ci(M.roc_auc, y[keep], scores[keep], n_boot, seed=seed)),
-        "twin_aware": twin_summary(y, scores, records, threshold)}
+        "twin_aware": twin_summary(y, scores, records, threshold),
+        "station": station_summary(records, read_station_flags(verdicts))}
     run_dir = increment_dir(project, name)
     (run_dir / "metrics.json").write_text(json.dumps(summary, indent=1, sort_keys=True) + "\n", encoding="utf-8")
     tw = summary["twin_aware"]
@@ -743,6 +789,7 @@ def evaluate_verdicts(verdicts: str | Path, data_dir: str | Path, split: str = "
              f"{tw['n_twin']} twin-filled); not analysed (flagged): {summary['unanalysed_scans']}",
              f"- ROC AUC against non-twin clears: {tw['roc_auc_non_twin']:.4f} "
              f"[{summary['roc_auc_non_twin_ci'][0]:.4f}, {summary['roc_auc_non_twin_ci'][1]:.4f}] "
-             f"(stratified bootstrap, {n_boot} replicates)", "", *render_twin_section(tw)]
+             f"(stratified bootstrap, {n_boot} replicates)", "", *render_twin_section(tw),
+             *render_station_section(summary["station"])]
     (run_dir / "report.md").write_text("\n".join(lines) + "\n", encoding="utf-8")
     return run_dir, summary
