@@ -32,7 +32,7 @@ VERBS: dict[str, tuple[str, str]] = {
     "calibrate": ("parcelscan.inference.calibrate_cli", "set a station's threshold from its own cleared traffic"),
     "review": ("parcelscan.inference.review_cli", "inspector review web app: serve, ingest, add-user, export, migrate"),
     "retrain": ("parcelscan.training.retrain_cli", "fine-tune on new seizures"),
-    "models": ("parcelscan.model.registry_cli", "model registry: list, show, register, promote, rollback"),
+    "models": ("parcelscan.model.registry_cli", "model registry: list, show, register, promote, rollback, keygen"),
 }
 
 # Top-level import name -> the extra that installs it. The station install (`pip install parcelscan`) has

@@ -17,8 +17,15 @@ reserved for the declaration check). A *flag* is any non-clear verdict, whatever
 route by class (opaque parcels to a density lane, twins to XRF), never clear by it.
 
 **Fail closed**: ``powder``, ``opaque``, ``implausible`` and ``unreadable`` always alarm; a policy whose
-``alarm.reasons`` leaves one out is refused. A policy naming trusted model keys is refused too, because this
-version does not check model signatures (a policy must never be silently not honoured).
+``alarm.reasons`` leaves one out is refused. A policy naming trusted model keys (``[models]
+trusted_public_keys``, Ed25519 public keys in hex) makes the station refuse, at start and before any verdict, a
+model that is unsigned, signed by another key or changed since it was signed (``model.signing``); an entry that is
+not such a key is refused with the policy.
+
+**Memory** (``[memory]``): ``max_scan_mb`` caps one scan (the memory gate, ``inference.gates``, from the headers
+before decoding); ``max_batch_mb`` caps what ``inspect`` holds decoded at once — the scans read ahead by its
+workers and the batch going through the model — by the same header estimate, so a batch of individually
+admissible scans cannot add up past it (``inference.inspector``). It must be at least ``max_scan_mb``.
 """
 
 from __future__ import annotations
@@ -33,6 +40,7 @@ from typing import Any
 from parcelscan.errors import ParcelscanError
 from parcelscan.inference.opaque import ShieldRule
 from parcelscan.inference.verdict import REASON_CLASSES
+from parcelscan.model.signing import parse_public_key
 
 ALWAYS_ALARM = ("powder", "opaque", "implausible", "unreadable")
 DEFAULT_POLICY_PATH = Path(__file__).parent / "policies" / "default.toml"
@@ -42,7 +50,7 @@ _SECTIONS: dict[str, set[str]] = {
     "threat": {"min_concealed_mass_g", "densest_powder", "densest_powder_bulk_density_g_cm3", "thickest_pouch_mm",
                "pouch_max_aspect"},
     "alarm": {"reasons", "threshold", "opaque_grey_levels", "opaque_rgb_level"},
-    "memory": {"max_scan_mb"},
+    "memory": {"max_scan_mb", "max_batch_mb"},
     "models": {"trusted_public_keys"},
     "drift": {"window", "sigma"},
     "calibration": {"threshold", "target_pfa", "n_clear", "false_alarms", "pfa", "pfa_low", "pfa_high",
@@ -104,6 +112,7 @@ class StationPolicy:
     opaque_grey_levels: int = 22
     opaque_rgb_level: int = 2
     max_scan_mb: float = 1024.0
+    max_batch_mb: float = 4096.0
     trusted_public_keys: tuple[str, ...] = ()
     drift: DriftConfig = DriftConfig()
     calibration: Calibration | None = None
@@ -117,6 +126,10 @@ class StationPolicy:
     @property
     def max_scan_bytes(self) -> int:
         return int(self.max_scan_mb * 2**20)
+
+    @property
+    def max_batch_bytes(self) -> int:
+        return int(self.max_batch_mb * 2**20)
 
     def alarms_on(self, reason_class: str) -> bool:
         return reason_class in self.alarm_reasons
@@ -145,8 +158,11 @@ class StationPolicy:
             f"g/cm³) in a {t.thickest_pouch_mm:g} mm pouch → shield alarm on opaque regions that could hide "
             f"{t.min_pouch_area_cm2:.2f} cm² ({short:.0f} × {long:.0f} mm); opaque: high ≤ "
             f"{self.opaque_grey_levels}/65535, operator image ≤ {self.opaque_rgb_level}/255",
-            f"  alarms: {', '.join(self.alarm_reasons)}; memory cap {self.max_scan_mb:g} MiB per scan; "
-            f"trusted model keys: {len(self.trusted_public_keys) or 'none (sha256 integrity only)'}",
+            f"  alarms: {', '.join(self.alarm_reasons)}; memory cap {self.max_scan_mb:g} MiB per scan, "
+            f"{self.max_batch_mb:g} MiB per batch; trusted model keys: "
+            + (f"{len(self.trusted_public_keys)} ({', '.join(k[:16] + '…' for k in self.trusted_public_keys)}): "
+               "unsigned or otherwise signed models are refused" if self.trusted_public_keys
+               else "none (sha256 integrity only)"),
         ]
         if self.calibration is not None:
             c = self.calibration
@@ -225,14 +241,17 @@ def parse_policy(data: dict[str, Any], path: str, sha256: str) -> StationPolicy:
         raise ParcelscanError(f"{where}: alarm.opaque_grey_levels is 0–65534, alarm.opaque_rgb_level 0–254")
     mem = _table(data, "memory", where)
     max_scan_mb = _number(mem, "max_scan_mb", "memory", 1024.0)
+    max_batch_mb = _number(mem, "max_batch_mb", "memory", max(4096.0, max_scan_mb))
+    if max_batch_mb < max_scan_mb:
+        raise ParcelscanError(f"{where}: memory.max_batch_mb ({max_batch_mb:g}) is below memory.max_scan_mb "
+                              f"({max_scan_mb:g}): a scan the per-scan cap admits could never be analysed")
     models = _table(data, "models", where)
     keys = models.get("trusted_public_keys", [])
     if not isinstance(keys, list) or not all(isinstance(k, str) for k in keys):
         raise ParcelscanError(f"{where}: models.trusted_public_keys must be a list of hex strings")
-    if keys:
-        raise ParcelscanError(f"{where}: models.trusted_public_keys names {len(keys)} key(s), but this version of "
-                              "parcelscan does not check model signatures: refusing to run under a policy it cannot "
-                              "honour (remove the keys to rely on the model's .sha256 integrity check only)")
+    for number, key in enumerate(keys, start=1):
+        parse_public_key(key, f"{where}: models.trusted_public_keys[{number}]")
+    keys = list(dict.fromkeys(k.strip().lower() for k in keys))
     dr = _table(data, "drift", where)
     drift = DriftConfig(int(_number(dr, "window", "drift", 500, integer=True)), _number(dr, "sigma", "drift", 3.0))
     calibration = None
@@ -262,8 +281,8 @@ def parse_policy(data: dict[str, Any], path: str, sha256: str) -> StationPolicy:
             raise ParcelscanError(f"{where}: [calibration] flag_rate must be in [0, 1]")
     return StationPolicy(name=name, path=path, sha256=sha256, threat=threat, alarm_reasons=tuple(reasons),
                          threshold=threshold, opaque_grey_levels=int(grey), opaque_rgb_level=int(rgb),
-                         max_scan_mb=max_scan_mb, trusted_public_keys=tuple(keys), drift=drift,
-                         calibration=calibration, raw=data)
+                         max_scan_mb=max_scan_mb, max_batch_mb=max_batch_mb, trusted_public_keys=tuple(keys),
+                         drift=drift, calibration=calibration, raw=data)
 
 
 def load_policy(path: str | Path | None = None) -> StationPolicy:

@@ -4,7 +4,11 @@ Examples::
 
     parcelscan export --checkpoint runs/train/exp/weights/best.pt --out model.onnx --data data/val
     parcelscan export --checkpoint best.pt --out model-int8.onnx --int8 --calibration data/val
+    parcelscan export --checkpoint best.pt --out model.onnx --sign-key ~/.parcelscan-keys/release.key
     parcelscan export --show model/default/parcelscan-dual.onnx
+
+``--sign-key KEY`` writes ``MODEL.onnx.sig`` beside the model (``model.signing``): the key is read before the
+export starts, so a wrong key costs no export; a station whose policy trusts its public key accepts the model.
 """
 
 from __future__ import annotations
@@ -18,6 +22,7 @@ from parcelscan.errors import ParcelscanError
 from parcelscan.model.export import DEFAULT_TOLERANCE, export_checkpoint
 from parcelscan.model.metadata import ModelMetadata
 from parcelscan.model.session import inference_session, read_props, sha256_sidecar, verify_sha256
+from parcelscan.model.signing import load_private_key, sign_model, signature_path, signature_status
 
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
@@ -32,6 +37,9 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--threshold", type=float, help="override the checkpoint's operating threshold")
     parser.add_argument("--tolerance", type=float, default=None,
                         help="parity tolerance on max |Δ| (default 1e-4)")
+    parser.add_argument("--sign-key", metavar="KEY",
+                        help="Ed25519 private key file (raw or PEM; `parcelscan models keygen`): sign the model, "
+                             "writing MODEL.onnx.sig; keep the key out of the repository")
     parser.add_argument("--show", metavar="MODEL.onnx", help="print a model file's metadata and exit")
     parser.add_argument("--json", action="store_true", help="with --show: every metadata_props entry as JSON")
 
@@ -61,6 +69,7 @@ def show(path: str, as_json: bool = False) -> int:
     if verified is None:
         return 1
     print(f"sha256:           {verified}")
+    print(f"signature:        {signature_status(path)}")
     return 0
 
 
@@ -71,6 +80,7 @@ def run(args: argparse.Namespace) -> int:
         raise ParcelscanError("give --checkpoint PT and --out MODEL.onnx (or --show MODEL.onnx)")
     if args.int8 and not args.calibration:
         raise ParcelscanError("--int8 needs --calibration DIR")
+    key = load_private_key(args.sign_key) if args.sign_key else None  # before the export: a bad key costs nothing
     result = export_checkpoint(args.checkpoint, args.out, data=args.data, int8=args.int8,
                                calibration=args.calibration, threshold=args.threshold,
                                tolerance=args.tolerance if args.tolerance is not None else DEFAULT_TOLERANCE,
@@ -81,4 +91,7 @@ def run(args: argparse.Namespace) -> int:
     print(f"model {m.name} {m.version}, {m.arch}, {m.input_kind}, threshold {m.threshold:.4g}"
           + (f" (target Pfa {m.target_pfa:g})" if m.target_pfa else ""))
     print(f"sha256 {result.sha256}  → {result.path.name}.sha256")
+    if key is not None:
+        sig = sign_model(result.path, key, m.name, m.version)
+        print(f"signed by Ed25519 key {sig.key_id}  → {signature_path(result.path).name}")
     return 0

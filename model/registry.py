@@ -10,6 +10,11 @@ false-alarm rate at its own threshold on that test set by more than :data:`MAX_P
 reason. Every promote and rollback is appended to
 ``history``. Writes are atomic (temp file + rename) under an exclusive lock file.
 
+Signatures (``model.signing``): ``register`` copies a model's ``.sig`` with it (the signature covers the bytes, the
+name and the version, not the path); ``promote`` with a signing key signs the stored model after the promotion
+gate has passed and before it becomes current, and records the key id in the history — a station whose policy
+trusts that key then accepts it.
+
 This module must not import torch: stations read the registry to find their model.
 """
 
@@ -27,6 +32,8 @@ from typing import Any
 
 from parcelscan.datasets.datatools import file_sha256 as sha256_file
 from parcelscan.errors import ParcelscanError
+from parcelscan.model.session import read_metadata
+from parcelscan.model.signing import Ed25519PrivateKey, sign_model, signature_path
 
 REGISTRY_NAME = "registry.json"
 MAX_PD_LOSS_POINTS = 0.5
@@ -170,13 +177,17 @@ class Registry:
                 checkpoint_rel = str((target_dir / Path(checkpoint).name).relative_to(self.directory))
             digest = sha256_file(target)
             (target.parent / f"{target.name}.sha256").write_text(f"{digest}  {target.name}\n")
+            if signature_path(onnx_path).is_file():  # a signed release stays signed in the store
+                shutil.copy2(signature_path(onnx_path), signature_path(target))
             entry = ModelEntry(model_id, name, version, str(target.relative_to(self.directory)), digest, input_kind,
                                checkpoint_rel, parent, created or _now(), _now(), data_fingerprint, metrics or {},
                                comparison or {})
             data["models"][model_id] = asdict(entry)
         return entry
 
-    def promote(self, model_id: str, force: bool = False, reason: str = "", user: str = "") -> ModelEntry:
+    def promote(self, model_id: str, force: bool = False, reason: str = "", user: str = "",
+                sign_key: Ed25519PrivateKey | None = None) -> ModelEntry:
+        """Make ``model_id`` current (gated, see the module docstring); with ``sign_key``, sign it first."""
         with self._locked() as data:
             if model_id not in data["models"]:
                 raise ParcelscanError(f"no model {model_id!r} in {self.path}")
@@ -187,9 +198,17 @@ class Registry:
                                       + " (use --force --reason '...' to override)")
             if force and problems and not reason.strip():
                 raise ParcelscanError("a forced promotion needs --reason")
+            signed_by = None
+            if sign_key is not None:
+                path = self.resolve_path(entry)
+                if sha256_file(path) != entry.sha256:
+                    raise ParcelscanError(f"refusing to sign {model_id}: {path} is not the model that was registered "
+                                          f"(sha256 {entry.sha256[:16]}…)")
+                meta = read_metadata(path)
+                signed_by = sign_model(path, sign_key, meta.name, meta.version).key_id
             data["history"].append({"action": "promote", "model": model_id, "previous": data.get("current"),
                                     "at": _now(), "by": user or os.environ.get("USER", ""), "forced": bool(force),
-                                    "reason": reason, "gate_problems": problems})
+                                    "reason": reason, "gate_problems": problems, "signed_by": signed_by})
             data["current"] = model_id
         return entry
 

@@ -1,4 +1,5 @@
-"""``parcelscan models``: the model registry — list, show, register, promote, rollback."""
+"""``parcelscan models``: the model registry — list, show, register, promote, rollback — and ``keygen``, the
+Ed25519 key pair that signs model releases (``model.signing``; ``promote --sign-key KEY`` signs as it promotes)."""
 
 from __future__ import annotations
 
@@ -9,6 +10,7 @@ from pathlib import Path
 
 from parcelscan.model.registry import Registry, default_model_path
 from parcelscan.model.session import read_metadata
+from parcelscan.model.signing import keygen, load_private_key
 
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
@@ -26,11 +28,25 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     promote.add_argument("model_id")
     promote.add_argument("--force", action="store_true", help="override the promotion gate (needs --reason)")
     promote.add_argument("--reason", default="", help="why (recorded in the history)")
+    promote.add_argument("--sign-key", metavar="KEY",
+                         help="Ed25519 private key file (raw or PEM): sign the model (MODEL.onnx.sig) as it is "
+                              "promoted, for stations whose policy trusts the key")
     rollback = sub.add_parser("rollback", help="return to the model current before the last promotion")
     rollback.add_argument("--reason", default="")
+    generate = sub.add_parser("keygen", help="make an Ed25519 key pair to sign model releases with")
+    generate.add_argument("--out", required=True, metavar="DIR",
+                          help="where to write NAME.key (private, mode 0600) and NAME.pub (hex); never inside a "
+                               "git working tree")
+    generate.add_argument("--name", default="parcelscan-release", help="file name stem (default parcelscan-release)")
 
 
 def run(args: argparse.Namespace) -> int:
+    if args.action == "keygen":
+        private, public, key_id = keygen(args.out, args.name)
+        print(f"private key {private} (mode 600): keep it with the release manager, never in a repository")
+        print(f"public key  {public}: {key_id}")
+        print(f"a station trusts it with, in its policy:  [models] trusted_public_keys = [\"{key_id}\"]")
+        return 0
     registry = Registry(Path(args.registry) if args.registry else None)
     if args.action == "list":
         data = registry.load()
@@ -61,8 +77,11 @@ def run(args: argparse.Namespace) -> int:
         print(f"registered {entry.model_id} ({entry.sha256[:12]}) in {registry.directory}")
         return 0
     if args.action == "promote":
-        entry = registry.promote(args.model_id, force=args.force, reason=args.reason)
+        key = load_private_key(args.sign_key) if args.sign_key else None
+        entry = registry.promote(args.model_id, force=args.force, reason=args.reason, sign_key=key)
         print(f"promoted {entry.model_id}: `parcelscan inspect` now uses {registry.resolve_path(entry)}")
+        if key is not None:
+            print(f"signed by Ed25519 key {registry.load()['history'][-1]['signed_by']}")
         return 0
     if args.action == "rollback":
         current = registry.rollback(reason=args.reason)

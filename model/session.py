@@ -3,8 +3,11 @@
 A model is only loaded if its ``<model>.onnx.sha256`` (written by ``parcelscan export``, in
 ``sha256sum`` format) matches the file: a tampered model or one torn by an interrupted copy is refused
 with a message that says so, because a station that silently runs the wrong weights clears parcels it
-should not. Provider: CUDA when asked (and refused if onnxruntime here has none) or, with ``auto``,
-when available; else CPU. The provider actually used is reported, never assumed.
+should not. The ``.sha256`` is integrity only (whoever changes the model can recompute it): with
+``trusted_keys`` (a station policy's ``[models] trusted_public_keys``) the model must also carry a valid
+Ed25519 ``.sig`` by one of them (``model.signing``), and its metadata name and version must be the signed
+ones — else it is refused before it scores anything. Provider: CUDA when asked (and refused if onnxruntime
+here has none) or, with ``auto``, when available; else CPU. The provider actually used is reported, never assumed.
 
 Also the one place that creates an onnxruntime session (:func:`inference_session`: the station's options
 for the station, export's parity and INT8 checks, and reading a file's metadata), and the one function
@@ -25,6 +28,7 @@ import numpy as np
 from parcelscan.datasets.datatools import file_sha256 as sha256_file
 from parcelscan.errors import ParcelscanError
 from parcelscan.model.metadata import INPUT_NAME, OUTPUT_NAMES, ModelMetadata
+from parcelscan.model.signing import ModelSignature, verify_model_signature
 
 DEVICES = ("auto", "cpu", "cuda")
 _HEX64 = re.compile(r"^[0-9a-fA-F]{64}$")
@@ -147,6 +151,7 @@ class ModelSession:
     metadata: ModelMetadata
     session: Any  # onnxruntime.InferenceSession
     provider: str
+    signature: ModelSignature | None = None  # the trusted signature it was loaded under, if the station asked
 
     @property
     def model_info(self) -> dict[str, str]:
@@ -165,12 +170,16 @@ class ModelSession:
 
 
 def open_session(model_path: str | Path, device: str = "auto", threads: int | None = None,
-                 verify: bool = True) -> ModelSession:
-    """Verify, load and describe a model. Raises ParcelscanError with a clear message on any problem."""
+                 verify: bool = True, trusted_keys: Sequence[str] = ()) -> ModelSession:
+    """Verify, load and describe a model. Raises ParcelscanError with a clear message on any problem.
+
+    ``trusted_keys`` (hex Ed25519 public keys): when any is given, the model is refused unless one of them signed
+    these bytes (checked before onnxruntime parses the file) under the name and version its metadata states."""
     import onnxruntime as ort
 
     model_path = Path(model_path)
     digest = verify_sha256(model_path) if verify else sha256_file(model_path)
+    signature = verify_model_signature(model_path, trusted_keys, digest) if trusted_keys else None
     if threads is not None and threads < 1:
         raise ParcelscanError(f"--threads must be >= 1, got {threads}")
     providers = choose_providers(device, ort.get_available_providers())
@@ -180,9 +189,12 @@ def open_session(model_path: str | Path, device: str = "auto", threads: int | No
         raise ParcelscanError(f"--device cuda: onnxruntime fell back to {used} (CUDA libraries missing?); "
                               f"use --device cpu or fix the CUDA install")
     metadata = ModelMetadata.from_props(dict(session.get_modelmeta().custom_metadata_map), source=str(model_path))
+    if signature is not None and (metadata.name, metadata.version) != (signature.name, signature.version):
+        raise ParcelscanError(f"{model_path}: refusing the model: it says it is {metadata.name} {metadata.version} "
+                              f"but was signed as {signature.name} {signature.version}")
     inputs = [i.name for i in session.get_inputs()]
     outputs = [o.name for o in session.get_outputs()]
     if inputs != [INPUT_NAME] or sorted(outputs) != sorted(OUTPUT_NAMES):
         raise ParcelscanError(f"{model_path}: not a parcelscan model: inputs {inputs}, outputs {outputs} "
                               f"(expected {INPUT_NAME!r} → {', '.join(OUTPUT_NAMES)})")
-    return ModelSession(model_path, digest, metadata, session, used)
+    return ModelSession(model_path, digest, metadata, session, used, signature)
