@@ -8,7 +8,9 @@ Gates, in the order they run (``GateError.gate`` names the one that refused):
   images and their resampling to the model pitch take (``estimate_scan_bytes``) must stay within
   ``max_scan_bytes`` (default ``MAX_SCAN_BYTES``, 1 GiB; ``inspect --max-scan-mb``). Checked again on
   an already decoded scan. A station never dies of one hostile scan (a 16384×8192 pair, a pitch-20
-  sidecar on a 4096² pair).
+  sidecar on a 4096² pair). The same estimate (``scan_memory``) bounds a whole batch: ``inspect`` admits a scan
+  to be read only while the estimates of the scans it holds stay within the policy's ``max_batch_mb``
+  (``inference.inspector``).
 * ``geometry`` — the pitch a sidecar claims (``pixel_pitch_mm``, ``row_pitch_mm``; read by the one
   rule ``preprocess.scan_pitch_mm``) must agree with the model's input spec (``assumed_scan_pitch_mm``,
   the pitch of the scanner profile it was trained for) within ``GEOMETRY_TOLERANCE`` (±25 %): a sidecar
@@ -40,7 +42,7 @@ from __future__ import annotations
 import json
 import math
 from types import SimpleNamespace
-from typing import Any
+from typing import Any, NamedTuple
 
 import numpy as np
 
@@ -126,33 +128,53 @@ def _header_shape(ref: ScanRef) -> tuple[tuple[int, int], dict[str, Any]] | None
     return (height, width), meta
 
 
-def check_memory(item: Any, spec: PreprocessSpec, max_scan_bytes: int = MAX_SCAN_BYTES) -> None:
-    """Refuse, before decoding, a scan whose decoding and resampling would take over ``max_scan_bytes``.
-    ``item``: a ScanRef (headers are read) or a decoded Scan. Unknown shapes pass (the readers' own size
-    limits still apply); a header that cannot be read is left to the reader to report."""
+class MemoryNeed(NamedTuple):
+    """What a scan will take, estimated before decoding (``scan_memory``)."""
+
+    need_bytes: int
+    shape: tuple[int, int]
+    pitch_mm: tuple[float, float]
+    scan_id: str
+
+
+def scan_memory(item: Any, spec: PreprocessSpec) -> MemoryNeed | None:
+    """The memory a scan's decoding and resampling will take (``estimate_scan_bytes``), from the file headers
+    and the sidecar pitch of a ScanRef (nothing is decoded) or from a decoded Scan; None when it cannot be known
+    (no readable header, a reference the reader will refuse anyway, an object of another kind)."""
     if isinstance(item, ScanRef):
         if not item.ok:
-            return
+            return None
         try:
             found = _header_shape(item)
         except (ScanReadError, OSError, ValueError):
-            return
+            return None
         if found is None:
-            return
+            return None
         shape, meta = found
         kind = item.kind if item.kind in ("dual_energy", "pseudo_color") else "dual_energy"
         scan_id = item.scan_id
     elif getattr(item, "meta", None) is not None and hasattr(item, "shape"):
         shape, meta, kind, scan_id = tuple(item.shape), item.meta, item.kind, item.scan_id
     else:
-        return
+        return None
     try:
         pitch = scan_pitch_mm(SimpleNamespace(meta=meta, scan_id=scan_id), spec)
     except ScanReadError:
         pitch = (spec.assumed_scan_pitch_mm, spec.assumed_scan_pitch_mm)  # the geometry gate reports it
     pitch = (max(pitch[0], spec.assumed_scan_pitch_mm * (1 - GEOMETRY_TOLERANCE)),
              max(pitch[1], spec.assumed_scan_pitch_mm * (1 - GEOMETRY_TOLERANCE)))
-    need = estimate_scan_bytes(shape, pitch, spec, kind)
+    return MemoryNeed(estimate_scan_bytes(shape, pitch, spec, kind), (int(shape[0]), int(shape[1])), pitch,
+                      str(scan_id))
+
+
+def check_memory(item: Any, spec: PreprocessSpec, max_scan_bytes: int = MAX_SCAN_BYTES) -> None:
+    """Refuse, before decoding, a scan whose decoding and resampling would take over ``max_scan_bytes``.
+    ``item``: a ScanRef (headers are read) or a decoded Scan. Unknown shapes pass (the readers' own size
+    limits still apply); a header that cannot be read is left to the reader to report."""
+    found = scan_memory(item, spec)
+    if found is None:
+        return
+    need, shape, pitch, scan_id = found
     if need > max_scan_bytes:
         raise GateError("memory", f"{scan_id}: a {shape[1]}x{shape[0]} scan at {pitch[0]:g} x {pitch[1]:g} mm needs "
                                   f"about {need / 2**20:.0f} MiB to decode and resample, over the station's cap of "

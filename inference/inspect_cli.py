@@ -7,9 +7,11 @@ folder until SIGINT/SIGTERM. Without ``--model`` the promoted registry model or 
 
 The station policy (``--policy FILE``, default the shipped ``inference/policies/default.toml``; see
 ``inference.policy``) sets the shield alarm's threat model, which reason classes alarm, the threshold (or the
-station's own calibration), the memory cap and the drift monitor; it is printed on stderr at start and its
-sha256 is in every verdict. With a calibrated policy, a drift alert (stderr, and the summary's ``drift``
-field) says when the flag rate leaves its control limits (``inference.calibrate.DriftMonitor``).
+station's own calibration), the memory caps (per scan, and per batch: what the readers hold ahead of the
+model), the trusted model keys (a model not signed by one is refused before any verdict, exit 2) and the drift
+monitor; it is printed on stderr at start and its sha256 is in every verdict. With a calibrated policy, a drift
+alert (stderr, and the summary's ``drift`` field) says when the flag rate leaves its control limits
+(``inference.calibrate.DriftMonitor``).
 
 Exit codes (like clamscan): 0 every scan clear; 1 at least one suspect; 2 at least one scan could not
 be analysed (``manual_inspection``) or the command itself failed (bad model, sha256 mismatch, bad
@@ -20,6 +22,7 @@ must notice; each scan's own verdict is on its line, so no suspect is hidden by 
 from __future__ import annotations
 
 import argparse
+import math
 import signal
 import sys
 import threading
@@ -80,6 +83,10 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
                         help="memory cap per scan, checked from the file headers before decoding; a scan over it is "
                              f"manual_inspection (default: the policy's, {gates.MAX_SCAN_BYTES / 2**20:.0f} in the "
                              "shipped one)")
+    parser.add_argument("--max-batch-mb", type=float, default=None, metavar="MB",
+                        help="memory cap of the scans held at once (read ahead by --workers and in the model's "
+                             "batch), by the same header estimate; at least --max-scan-mb (default: the policy's, "
+                             "4096 in the shipped one)")
     parser.add_argument("--quiet", action="store_true", help="no per-scan lines on stderr, only the summary")
 
 
@@ -157,6 +164,9 @@ def run(args: argparse.Namespace) -> int:
     moving = args.done or args.quarantine or args.journal or args.no_journal
     if moving and not args.watch:
         raise ParcelscanError("--done, --quarantine, --journal and --no-journal work with --watch DIR")
+    for flag, value in (("--max-scan-mb", args.max_scan_mb), ("--max-batch-mb", args.max_batch_mb)):
+        if value is not None and not (math.isfinite(value) and value > 0):
+            raise ParcelscanError(f"{flag} must be a positive number of MiB, got {value:g}")
     if args.journal and args.no_journal:
         raise ParcelscanError("--journal and --no-journal contradict each other")
     if args.watch:  # before the model loads and before "watching …": a watch that cannot work says so first
@@ -166,6 +176,7 @@ def run(args: argparse.Namespace) -> int:
                           heatmap_dir=args.heatmaps, station=args.station,
                           input_kind="pseudo_color" if args.rgb else "dual_energy",
                           max_scan_bytes=None if args.max_scan_mb is None else int(args.max_scan_mb * 2**20),
+                          max_batch_bytes=None if args.max_batch_mb is None else int(args.max_batch_mb * 2**20),
                           policy=policy)
     if args.tdr:
         from parcelscan.inference.tdr import attach_tdr_writer
@@ -182,9 +193,15 @@ def run(args: argparse.Namespace) -> int:
           f"{inspector.provider}", file=sys.stderr)
     for line in policy.describe():
         print(f"parcelscan inspect: {line}", file=sys.stderr)
-    if args.max_scan_mb is not None:
-        print(f"parcelscan inspect:   memory cap {args.max_scan_mb:g} MiB per scan (--max-scan-mb, over the policy's)",
-              file=sys.stderr)
+    signature = inspector.session.signature
+    if signature is not None:
+        print(f"parcelscan inspect:   model signed by trusted key {signature.key_id[:16]}… ({signature.name} "
+              f"{signature.version}, signed {signature.signed_at})", file=sys.stderr)
+    for flag, value, per in (("--max-scan-mb", args.max_scan_mb, "scan"), ("--max-batch-mb", args.max_batch_mb,
+                                                                          "batch")):
+        if value is not None:
+            print(f"parcelscan inspect:   memory cap {value:g} MiB per {per} ({flag}, over the policy's)",
+                  file=sys.stderr)
     drift = None
     calibration = policy.calibration
     if calibration is not None and calibration.flag_rate is not None and args.threshold is None:

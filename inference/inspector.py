@@ -8,7 +8,21 @@ model score below the threshold (``Verdict`` itself refuses it).
 
 ``inspect_many`` is the station path: reading and preprocessing run in a small thread pool ahead of the
 model (OpenCV and onnxruntime release the GIL), and the tiles of ``batch`` scans go through the model
-in one call. ``latency_ms`` of a verdict is the wall time from starting to read that scan until its
+in one call. **Memory per batch**: every scan read ahead or waiting in the batch holds its decoded images,
+planes and tiles until its verdict is out; before a scan is read its need is estimated from its headers
+(``gates.scan_memory``, the memory gate's own estimate) and it is admitted only while the scans held stay
+within the policy's ``max_batch_mb`` (one scan is always admitted when none is held: the per-scan cap, never
+above the batch cap, has already bounded it). A scan whose estimate is unknown counts at the per-scan cap; one
+over the per-scan cap counts as nothing (the memory gate refuses it before decoding: manual inspection, and the
+batch goes on).
+
+**The material a powder alarm looks like**: for a scan the model flags (reason class ``powder``) whose policy
+alarms on ``twin``, the bodies the model localises are weighed and looked up (``declaration.observe`` →
+``physics.mass.body_mass`` → ``physics.signature.lookup``, from the shipped attenuation tables: no xraydb or
+spekpy), and the reason names the largest body's signature — "powder signature consistent with La2O3 — or its
+benign twin barite: confirm by XRF or opening" (``verdict.signature_reason``); reason class ``twin`` when a
+benign family is within d′ < 4.2. Only flagged scans pay for it; the observation rides on ``ScanOutputs.observed``
+for the hooks. ``latency_ms`` of a verdict is the wall time from starting to read that scan until its
 verdict was ready, so with batching it includes waiting for the rest of its batch.
 
 This module must not import PyTorch: it is the light station install.
@@ -38,10 +52,11 @@ from parcelscan.datasets.scans.readers import ScanRef, discover_scans, load_scan
 from parcelscan.datasets.scans.scanfile import Scan
 from parcelscan.errors import ParcelscanError
 from parcelscan.inference import gates
+from parcelscan.inference.declaration import observe
 from parcelscan.inference.heatmap import write_heatmap
 from parcelscan.inference.opaque import check_opaque
 from parcelscan.inference.policy import StationPolicy, load_policy
-from parcelscan.inference.verdict import CLEAR, MANUAL, SUSPECT, Verdict, inputs_digest
+from parcelscan.inference.verdict import CLEAR, MANUAL, SUSPECT, Verdict, inputs_digest, signature_reason
 from parcelscan.model.registry import default_model_path
 from parcelscan.model.session import open_session, run_in_batches
 
@@ -51,6 +66,17 @@ IMPLAUSIBLE_GATES = ("geometry", "size", "physics", "pseudo-colour")
 MAX_TILES_PER_RUN = 64  # bounds the memory of one onnxruntime call (64 × 3 × 320 × 320 float32 = 79 MB)
 _SAFE_NAME = re.compile(r"[^A-Za-z0-9._-]+")
 _array_counter = itertools.count(1)
+_END = object()
+
+
+@dataclass
+class _Shaped:
+    """An in-memory image's shape, for the memory estimate (``gates.scan_memory`` reads ``shape`` and ``meta``)."""
+
+    shape: tuple[int, int]
+    kind: str
+    meta: dict = field(default_factory=dict)
+    scan_id: str = "array"
 
 
 @dataclass
@@ -75,6 +101,7 @@ class _Staged:
     gate: str | None = None  # the station gate that refused the scan (``gates``), if one did
     notes: list[str] = field(default_factory=list)
     inputs_sha256: str | None = None
+    observed: dict[str, Any] | None = None  # the powder alarm's bodies (``declaration.observe``), when looked up
 
 
 @dataclass
@@ -88,6 +115,7 @@ class ScanOutputs:
     prepared: Any
     tile_probabilities: np.ndarray | None
     tile_heatmaps: np.ndarray | None
+    observed: dict[str, Any] | None = None  # ``declaration.observe`` of a powder alarm (bodies, signatures), if made
 
 
 def _describe(item: Any) -> tuple[str, list[str]]:
@@ -150,15 +178,16 @@ class Inspector:
 
     Without ``model_path`` the registry's promoted model or the shipped default of ``input_kind`` is used
     (``pseudo_color``: the RGB variant, for stations that export only the operator image). ``policy``: the
-    station policy (default: the shipped ``policies/default.toml``); ``threshold`` and ``max_scan_bytes``
-    given here override the policy's."""
+    station policy (default: the shipped ``policies/default.toml``); ``threshold``, ``max_scan_bytes`` and
+    ``max_batch_bytes`` given here override the policy's. A policy that trusts model keys makes an unsigned or
+    otherwise signed model a ParcelscanError here, before any scan (``model.signing``)."""
 
     on_outputs: Callable[[Verdict, ScanOutputs], None] | None = None  # called per scan before its verdict is yielded
 
     def __init__(self, model_path: str | Path | None = None, threshold: float | None = None, device: str = "auto",
                  threads: int | None = None, heatmap_dir: str | Path | None = None, station: str | None = None,
                  verify: bool = True, input_kind: str = "dual_energy", max_scan_bytes: int | None = None,
-                 policy: StationPolicy | None = None):
+                 policy: StationPolicy | None = None, max_batch_bytes: int | None = None):
         self.policy = policy if policy is not None else load_policy()
         self.shield_rule = self.policy.shield_rule
         if model_path is None:
@@ -166,7 +195,8 @@ class Inspector:
             if not Path(model_path).is_file():
                 raise ParcelscanError(f"no model given and the shipped default {model_path} is missing "
                                       f"(pass --model MODEL.onnx)")
-        self.session = open_session(model_path, device=device, threads=threads, verify=verify)
+        self.session = open_session(model_path, device=device, threads=threads, verify=verify,
+                                    trusted_keys=self.policy.trusted_public_keys)
         self.metadata = self.session.metadata
         try:
             self.spec = PreprocessSpec.from_dict(self.metadata.preprocessing)
@@ -196,6 +226,15 @@ class Inspector:
         if max_scan_bytes <= 0:
             raise ParcelscanError(f"the per-scan memory cap must be positive, got {max_scan_bytes}")
         self.max_scan_bytes = int(max_scan_bytes)
+        if max_batch_bytes is None:
+            max_batch_bytes = self.policy.max_batch_bytes
+        if max_batch_bytes < self.max_scan_bytes:
+            raise ParcelscanError(f"the per-batch memory cap ({max_batch_bytes / 2**20:g} MiB) is below the per-scan "
+                                  f"cap ({self.max_scan_bytes / 2**20:g} MiB): raise the batch cap (--max-batch-mb, "
+                                  "[memory] max_batch_mb) with the scan cap")
+        self.max_batch_bytes = int(max_batch_bytes)
+        self.peak_held_bytes = 0  # the most estimated bytes of scans held at once (read ahead or in a batch)
+        self.peak_held_scans = 0
         self.station = station if station is not None else (os.environ.get("PARCELSCAN_STATION") or None)
         self._check_model_input()
         if self.heatmap_dir is not None:
@@ -233,29 +272,89 @@ class Inspector:
         return next(self.inspect_many([item], batch=1, workers=0))
 
     def inspect_many(self, items: Iterable[Any], batch: int = 8, workers: int = 1) -> Iterator[Verdict]:
-        """Verdicts in input order. ``workers`` threads read and preprocess ahead (0: all inline)."""
+        """Verdicts in input order. ``workers`` threads read and preprocess ahead (0: all inline); what is held
+        at once stays within ``max_batch_bytes`` (module docstring)."""
         if batch < 1:
             raise ParcelscanError(f"--batch must be >= 1, got {batch}")
         iterator = iter(items)
+        waiting: list[tuple[Any, int]] = []  # an item taken from ``items`` and not yet admitted, with its cost
+        held = [0, 0]  # estimated bytes and scans admitted and not yet released
+
+        def admit() -> tuple[Any, int] | None:
+            """The next item if the batch's memory allows it now (always when nothing is held), else None."""
+            if not waiting:
+                item = next(iterator, _END)
+                if item is _END:
+                    return None
+                waiting.append((item, self._memory_cost(item)))
+            cost = waiting[0][1]
+            if held[1] and held[0] + cost > self.max_batch_bytes:
+                return None
+            held[0] += cost
+            held[1] += 1
+            self.peak_held_bytes = max(self.peak_held_bytes, held[0])
+            self.peak_held_scans = max(self.peak_held_scans, held[1])
+            return waiting.pop()
+
+        def release(costs: list[int]) -> None:
+            held[0] -= sum(costs)
+            held[1] -= len(costs)
+
         if workers <= 0:
             while True:
-                chunk = [self._stage(item) for item in itertools.islice(iterator, batch)]
-                if not chunk:
+                admitted = []
+                while len(admitted) < batch and (entry := admit()) is not None:
+                    admitted.append(entry)
+                if not admitted:
                     return
+                chunk = [self._stage(item) for item, _ in admitted]
                 yield from self._judge(chunk)
+                del chunk  # the decoded scans go before the next ones are read
+                release([cost for _, cost in admitted])
         with ThreadPoolExecutor(max_workers=workers, thread_name_prefix="parcelscan-read") as pool:
-            pending: deque[Future] = deque()
+            pending: deque[tuple[Future, int]] = deque()
             lookahead = batch * 2 + workers
 
             def refill() -> None:
-                for item in itertools.islice(iterator, max(0, lookahead - len(pending))):
-                    pending.append(pool.submit(self._stage, item))
+                while len(pending) < lookahead and (entry := admit()) is not None:
+                    pending.append((pool.submit(self._stage, entry[0]), entry[1]))
 
             refill()
             while pending:
-                chunk = [pending.popleft().result() for _ in range(min(batch, len(pending)))]
-                refill()
+                taken = [pending.popleft() for _ in range(min(batch, len(pending)))]
+                chunk = [future.result() for future, _ in taken]
+                refill()  # read ahead while the model runs, within what the batch cap leaves
                 yield from self._judge(chunk)
+                del chunk
+                release([cost for _, cost in taken])
+                refill()
+
+    def _memory_cost(self, item: Any) -> int:
+        """The bytes ``item`` will hold once read and preprocessed, estimated before decoding (module docstring)."""
+        if isinstance(item, MissingInput):
+            return 0
+        if isinstance(item, (str, os.PathLike)):
+            try:
+                refs = discover_scans([item])
+            except OSError:
+                return 0  # the reader reports it
+            item = refs[0] if len(refs) == 1 else item
+        if isinstance(item, ScanRef) and not item.ok:
+            return 0  # refused by the reader before decoding
+        if isinstance(item, (tuple, list)) and len(item) == 2:
+            shape = np.shape(item[0])
+            if len(shape) != 2:
+                return 0  # refused by _load before anything is allocated
+            item = _Shaped((int(shape[0]), int(shape[1])), "dual_energy")
+        elif isinstance(item, np.ndarray) and item.ndim == 3:
+            item = _Shaped(item.shape[:2], "pseudo_color")
+        try:
+            found = gates.scan_memory(item, self.spec)
+        except Exception:  # an estimate is never worth a verdict: count the worst the scan cap admits
+            found = None
+        if found is None:
+            return self.max_scan_bytes
+        return 0 if found.need_bytes > self.max_scan_bytes else found.need_bytes
 
     # --- stages -------------------------------------------------------------------------------------
     def _check_memory(self, item: Any) -> None:
@@ -323,7 +422,7 @@ class Inspector:
         if self.on_outputs is not None:
             for staged, verdict in zip(chunk, verdicts, strict=True):
                 self.on_outputs(verdict, ScanOutputs(staged.scan, staged.opaque, staged.prepared,
-                                                     *(results.get(id(staged)) or (None, None))))
+                                                     *(results.get(id(staged)) or (None, None)), staged.observed))
         return verdicts
 
     def _verdict(self, staged: _Staged, result: tuple[np.ndarray, np.ndarray] | None) -> Verdict:
@@ -350,6 +449,12 @@ class Inspector:
             verdict = SUSPECT
             reasons.append(f"score {score:.4f} ≥ threshold {self.threshold:.4f}")
             classes.append("powder")
+            if self.policy.alarms_on("twin"):
+                words, twin = self._signature(staged, heatmap)
+                if words:
+                    reasons.append(words)
+                if twin:
+                    classes.append("twin")
         opaque = staged.opaque
         if opaque is not None and opaque.alarm:
             verdict = SUSPECT
@@ -367,6 +472,17 @@ class Inspector:
             reasons.append(f"score {score:.4f} < threshold {self.threshold:.4f}")
         return Verdict(verdict=verdict, score=score, heatmap=heatmap_path, latency_ms=self._ms(staged),
                        reasons=reasons, reason_classes=classes, **common)
+
+    def _signature(self, staged: _Staged, tile_heatmaps: np.ndarray) -> tuple[str | None, bool]:
+        """(reason, twin?) naming the material a powder alarm's region looks like (module docstring). Never
+        costs the verdict: a failure here is said in the reason and the alarm stands."""
+        if getattr(staged.scan, "low", None) is None or getattr(staged.scan, "high", None) is None:
+            return None, False  # an operator image carries no dual-energy signature
+        try:
+            staged.observed = observe(staged.scan, tile_heatmaps, staged.prepared, self.spec)
+            return signature_reason(staged.observed.get("bodies", []))
+        except Exception as error:  # the alarm stands whatever happens here
+            return f"powder signature not named: {type(error).__name__}: {error}", False
 
     def _write_heatmap(self, staged: _Staged, tile_heatmaps: np.ndarray) -> Path:
         heat = heatmap_to_scan(tile_heatmaps, staged.prepared)

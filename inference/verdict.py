@@ -45,6 +45,42 @@ REASON_CLASSES: dict[str, str] = {
 }
 SUSPECT_CLASSES = ("powder", "twin", "opaque", "declaration")
 MANUAL_CLASSES = ("implausible", "unreadable")
+MAX_NAMED = 3  # materials named per side of a signature reason
+
+
+def signature_reason(bodies: list[dict[str, Any]]) -> tuple[str | None, bool]:
+    """(the reason naming what a powder alarm's region looks like, whether that is class ``twin``).
+
+    ``bodies``: the regions the model localised, largest first, as ``physics.mass.BodyMass.to_dict`` (``nearest``,
+    ``d_prime``, ``twins`` — every reference within d′ < 4.2, nearest first — and ``targets``, the targets among
+    them). The largest body with a signature is named. ``twin`` when a benign family is among its twins: the
+    scanner cannot tell it from that look-alike, so the station routes it to XRF or opening (it stays suspect)."""
+    measured = [b for b in bodies if b.get("nearest")]
+    if not bodies:
+        return "powder signature not named: the model localised no region to weigh", False
+    if not measured:
+        return "powder signature not named: the localised region shows no material over its surroundings", False
+    body = measured[0]
+    twins = list(body.get("twins") or [])
+    targets = [t for t in twins if t in set(body.get("targets") or [])]
+    benign = [t for t in twins if t not in targets]
+    where = f"region {body.get('area_cm2', 0):g} cm², ≈ {body.get('mass_g', 0):g} g"
+    if len(measured) > 1:
+        where += f", the largest of {len(measured)}"
+    if targets and benign:
+        twin_words = "its benign twin" if len(benign) == 1 else "its benign twins"
+        return (f"powder signature consistent with {' or '.join(targets[:MAX_NAMED])} — or {twin_words} "
+                f"{' or '.join(benign[:MAX_NAMED])}: confirm by XRF or opening ({where})", True)
+    if benign:
+        return (f"powder signature consistent with benign {' or '.join(benign[:MAX_NAMED])}, no target within "
+                f"d′ 4.2 — a look-alike or a target the scanner cannot read: confirm by XRF or opening ({where})", True)
+    if targets:
+        return (f"powder signature consistent with {' or '.join(targets[:MAX_NAMED])}, no benign look-alike within "
+                f"d′ 4.2 ({where})", False)
+    d_prime = body.get("d_prime")
+    return (f"powder signature nearest {body['nearest']}"
+            + (f" (d′ {d_prime:.1f})" if isinstance(d_prime, (int, float)) else "")
+            + f", nothing within d′ 4.2 ({where})", False)
 
 
 def inputs_digest(paths: Iterable[str | Path]) -> str | None:
