@@ -16,8 +16,17 @@ from parcelscan.datasets.manifest import MANIFEST_NAME, ManifestRecord, read_man
 from parcelscan.datasets.physics.materials import TARGET_MATERIALS
 from parcelscan.datasets.physics.profile import default_profile
 from parcelscan.datasets.simulator.generate import run_simulate
-from parcelscan.datasets.simulator.parcel import SimConfig, build_scene, plan_for, simulate_scan
-from parcelscan.datasets.simulator.streams import POSTAL_TABLE
+from parcelscan.datasets.simulator.parcel import (
+    SimConfig,
+    _streams,
+    build_parcel,
+    build_scene,
+    plan_for,
+    postal_concealment,
+    simulate_scan,
+)
+from parcelscan.datasets.simulator.simstats import container_leak
+from parcelscan.datasets.simulator.streams import CONTAINER_KINDS, POSTAL_TABLE, carriers, container_weights
 from parcelscan.errors import ParcelscanError
 
 
@@ -130,8 +139,14 @@ def test_postal_plans_draw_the_documented_frequencies(coarse_profile):
     within(len(plans) - len(clears), len(plans), 0.2)  # --suspect-fraction still sets the suspect share
     within(len(lookalikes), len(clears), POSTAL_TABLE["lookalike_share"]["clear"].value)
     within(sum(p.dense_metal for p in ordinary), len(ordinary), POSTAL_TABLE["dense_metal_share"]["clear"].value)
+    # parcels whose contents fit every kind (ordinary goods, pouches; suspect or clear) draw the table itself
+    unrestricted = [p for p in plans if _contents_carriers(p) == CONTAINER_KINDS]
     for kind, frequency in POSTAL_TABLE["container"].items():
-        within(sum(p.container_kind == kind for p in ordinary), len(ordinary), frequency.value)
+        within(sum(p.container_kind == kind for p in unrestricted), len(unrestricted), frequency.value)
+    # an ordinary parcel with a dense metal object draws the table without letters
+    dense = [p for p in ordinary if p.dense_metal]
+    for kind, weight in zip(*container_weights(carriers(None, True)), strict=True):
+        within(sum(p.container_kind == kind for p in dense), len(dense), weight)
     for scenario, frequency in POSTAL_TABLE["lookalike_scenario"].items():
         within(sum(p.lookalike == scenario for p in lookalikes), len(lookalikes), frequency.value)
     assert all(f.reason for group in POSTAL_TABLE.values() for f in group.values())
@@ -150,3 +165,61 @@ def test_postal_run_writes_its_frequencies_beside_the_table(tmp_path, coarse_pro
     # the same seed under the other mix is another stream, never resumed into this directory
     with pytest.raises(ParcelscanError, match="mix"):
         _run(tmp_path, coarse_profile, 12, seed=8, mix="stress", suspect_fraction=0.25)
+
+
+def _contents_carriers(plan) -> tuple[str, ...]:
+    scenario = plan.scenario if plan.label == "suspect" else plan.lookalike
+    return carriers(scenario, plan.dense_metal)
+
+
+def test_postal_container_kind_tells_the_label_nothing_beyond_the_contents(coarse_profile):
+    """4,000 postal plans at suspect share 0.5. Every parcel's container kind is one that can carry its contents,
+    and among parcels whose contents fit the same kinds the suspect share of each kind is the group's within
+    3.5 standard errors (the old law, suspects in their scenario's packaging and ordinary clears from the
+    table, put 30 % suspects in padded envelopes against 18 % overall: z 7 on seed 6400). A kind the contents
+    force (a tile stack only in a box) is the only thing the container may tell."""
+    config = SimConfig(coarse_profile, seed=6410, suspect_fraction=0.5, mix="postal")
+    plans = [plan_for(config, i) for i in range(4000)]
+    groups: dict[tuple[str, ...], list] = {}
+    for plan in plans:
+        allowed = _contents_carriers(plan)
+        assert plan.container_kind in allowed, (plan, allowed)
+        groups.setdefault(allowed, []).append(plan)
+    pouches = [p for p in plans if "mail_pouch" in (p.scenario, p.lookalike)]
+    assert {p.label for p in groups[CONTAINER_KINDS]} == {"clear", "suspect"} and pouches
+    assert {p.container_kind for p in groups[("box",)]} == {"box"}
+    tested = 0
+    for allowed, group in groups.items():
+        share = sum(p.label == "suspect" for p in group) / len(group)
+        if len(allowed) < 2 or share in (0.0, 1.0):
+            continue
+        for kind in allowed:
+            in_kind = [p for p in group if p.container_kind == kind]
+            se = math.sqrt(share * (1 - share) / len(in_kind))
+            z = (sum(p.label == "suspect" for p in in_kind) / len(in_kind) - share) / se
+            assert abs(z) < 3.5, (allowed, kind, len(in_kind), share, z)
+            tested += 1
+    assert tested == len(CONTAINER_KINDS)
+    # the same check as stats.json reports it, on manifest-like records of these plans
+    records = [ManifestRecord(f"p{i}", {}, p.label, scenario=p.scenario, lookalike=p.lookalike,
+                              provenance={"container": p.container_kind, "dense_metal_objects": int(p.dense_metal)})
+               for i, p in enumerate(plans)]
+    leak = container_leak(records)
+    assert all(abs(v["z"]) < 3.5 for g in leak["groups"].values() for v in g["kinds"].values() if v["z"] is not None)
+    assert leak["conditional_mutual_information_bits"] < 0.005  # the old law: 0.0175 bits
+
+
+def test_postal_parcels_travel_in_the_planned_kind(coarse_profile):
+    """The plan's container kind is the parcel's (parcel stage only: no raster), a pouch in any kind included."""
+    config = SimConfig(coarse_profile, seed=6411, suspect_fraction=0.5, mix="postal")
+    seen = set()
+    for index in range(60):
+        _, parcel_rng, *_ = _streams(config, index)
+        plan = plan_for(config, index)
+        parcel = build_parcel(parcel_rng, plan, config)
+        assert parcel.container.kind == plan.container_kind, (index, plan)
+        if plan.label == "suspect" or plan.lookalike:
+            seen.add((plan.scenario if plan.label == "suspect" else plan.lookalike, parcel.container.kind))
+    assert {kind for scenario, kind in seen if scenario == "mail_pouch"} - {"box"}, seen
+    with pytest.raises(ValueError, match="cannot travel"):
+        postal_concealment(np.random.default_rng(0), "tile_stack", None, "letter")

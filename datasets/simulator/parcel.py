@@ -5,7 +5,10 @@ Scan ``i`` of a run depends only on ``(seed, i)`` and the run's settings: its ge
 the parcel, and the scanner (spectral variant, quanta, blur, noise). Nothing about the label reaches
 the scan size, the container, the object count, the margins or the noise: clear parcels carry the
 scenario's look-alike (same vessel, benign fill) at ``lookalike_share``, and clutter is laid over the
-fill by the same rule in positives and look-alikes.
+fill by the same rule in positives and look-alikes. The container follows the contents, never the label:
+in ``stress`` every parcel travels in a scenario's packaging (ordinary clears in a random scenario's); in
+``postal`` every parcel draws its kind from the one container table restricted to what can carry its
+contents (``streams.carriers``), so a pouch, suspect or not, draws its kind as an ordinary parcel does.
 """
 
 from __future__ import annotations
@@ -23,7 +26,13 @@ from parcelscan.datasets.physics.materials import TARGET_MATERIALS
 from parcelscan.datasets.physics.profile import Layer, ScannerProfile
 from parcelscan.datasets.physics.pseudocolor import pseudocolor_from_pair
 from parcelscan.datasets.simulator import shielded
-from parcelscan.datasets.simulator.concealments import SCENARIOS, Concealment, build_concealment, scenario_container
+from parcelscan.datasets.simulator.concealments import (
+    BUILDERS,
+    SCENARIOS,
+    Concealment,
+    build_concealment,
+    scenario_container,
+)
 from parcelscan.datasets.simulator.containers import (
     Container,
     cardboard_box,
@@ -36,7 +45,16 @@ from parcelscan.datasets.simulator.containers import (
 from parcelscan.datasets.simulator.contents import BENIGN_KINDS, LETTER_SAFE, make_item, place, random_kind
 from parcelscan.datasets.simulator.scene import Grid, Part, Raster, rasterise, rotation
 from parcelscan.datasets.simulator.shapes import choice, log_uniform, uniform
-from parcelscan.datasets.simulator.streams import DENSE_METAL_KINDS, MIXES, table_value, table_weights
+from parcelscan.datasets.simulator.streams import (
+    DENSE_METAL_KINDS,
+    MIXES,
+    POSTAL_LAW,
+    SCENARIO_CARRIERS,
+    carriers,
+    container_weights,
+    table_value,
+    table_weights,
+)
 from parcelscan.datasets.simulator.twins import fill_signature
 
 # scene-2: the labels gained twin_of and the provenance mix, fill_signature, dense_metal_objects; a stress scan's
@@ -73,7 +91,7 @@ class SimConfig:
             "scenarios": list(self.scenarios),
             "generator_version": GENERATOR_VERSION,
             "mix": self.mix,
-        }
+        } | ({"postal_law": POSTAL_LAW} if self.mix == "postal" else {})
 
 
 @dataclass
@@ -83,7 +101,7 @@ class Plan:
     material: str | None
     lookalike: str | None  # the scenario whose look-alike a clear parcel carries
     packaging: str  # the scenario whose packaging the parcel uses (every parcel draws one)
-    container_kind: str | None = None  # postal: the packaging of a clear parcel without a look-alike
+    container_kind: str | None = None  # postal: every parcel's packaging, drawn by its contents (stress: None)
     dense_metal: bool = False  # postal: an ordinary parcel carrying one dense metal object
 
 
@@ -117,7 +135,9 @@ def plan_scan(rng: np.random.Generator, config: SimConfig) -> Plan:
 
 
 def plan_postal(rng: np.random.Generator, config: SimConfig) -> Plan:
-    """The postal stream's law: the frequencies of ``streams.POSTAL_TABLE``; suspects as in stress."""
+    """The postal stream's law: the frequencies of ``streams.POSTAL_TABLE``; suspects as in stress. The contents
+    are drawn first, then the container kind from the table restricted to the kinds that can carry them (the
+    same draw for a suspect, a look-alike and an ordinary parcel whose contents fit the same kinds)."""
     suspect = rng.random() < config.suspect_fraction
     scenario = choice(rng, config.scenarios)
     material = choice(rng, config.materials)
@@ -125,13 +145,19 @@ def plan_postal(rng: np.random.Generator, config: SimConfig) -> Plan:
     names, weights = table_weights("lookalike_scenario")
     allowed = [(n, w) for n, w in zip(names, weights, strict=True) if n in config.scenarios]
     lookalike_scenario = choice(rng, [n for n, _ in allowed], [w for _, w in allowed])
-    kinds, kind_weights = table_weights("container")
-    container_kind = choice(rng, kinds, kind_weights)
     dense_metal = rng.random() < table_value("dense_metal_share", "clear")
     if suspect:
-        return Plan("suspect", scenario, material, None, scenario)
+        contents: tuple[str, ...] = carriers(scenario)
+    elif lookalike:
+        contents = carriers(lookalike_scenario)
+    else:
+        contents = carriers(None, dense_metal)
+    kinds, kind_weights = container_weights(contents)
+    container_kind = choice(rng, kinds, kind_weights)
+    if suspect:
+        return Plan("suspect", scenario, material, None, scenario, container_kind)
     if lookalike:
-        return Plan("clear", "none", None, lookalike_scenario, lookalike_scenario)
+        return Plan("clear", "none", None, lookalike_scenario, lookalike_scenario, container_kind)
     return Plan("clear", "none", None, None, scenario, container_kind, dense_metal)
 
 
@@ -225,9 +251,31 @@ def generic_parcel(rng: np.random.Generator, packaging: str, container_kind: str
     return Parcel(container, parts, None, next_id, drawn)
 
 
-def themed_parcel(rng: np.random.Generator, scenario: str, target: str | None, overlap_probability: float) -> Parcel:
-    """A scenario's vessel with a target (positive) or benign fill (look-alike), its companions and clutter."""
-    if scenario in shielded.OPTIONAL_SCENARIOS:  # registered optional scenarios (simulator.shielded)
+def postal_concealment(rng: np.random.Generator, scenario: str, target: str | None, container_kind: str) -> Concealment:
+    """``concealments.build_concealment`` with the postal container law: a vessel that needs a box travels in
+    its scenario's box (sized for the sack, bottles, tiles or casting), a pouch in a container of
+    ``container_kind`` drawn exactly as an ordinary parcel's. Same stream split: geometry before the fill."""
+    if container_kind not in SCENARIO_CARRIERS[scenario]:
+        raise ValueError(f"a {scenario} vessel cannot travel in a {container_kind}")
+    if scenario in shielded.OPTIONAL_SCENARIOS:  # packs its own box
+        return shielded.build(rng, scenario, target)
+    if target is not None and target not in TARGET_MATERIALS:
+        raise ValueError(f"unknown target material {target!r}")
+    geo, pay = rng.spawn(2)
+    if SCENARIO_CARRIERS[scenario] == ("box",):
+        container = scenario_container(geo, scenario)
+    else:
+        container = container_of_kind(geo, container_kind)
+    return BUILDERS[scenario](geo, pay, target, container)
+
+
+def themed_parcel(rng: np.random.Generator, scenario: str, target: str | None, overlap_probability: float,
+                  container_kind: str | None = None) -> Parcel:
+    """A scenario's vessel with a target (positive) or benign fill (look-alike), its companions and clutter;
+    in the scenario's packaging (stress) or in a container of ``container_kind`` (postal)."""
+    if container_kind is not None:
+        concealment = postal_concealment(rng, scenario, target, container_kind)
+    elif scenario in shielded.OPTIONAL_SCENARIOS:  # registered optional scenarios (simulator.shielded)
         concealment = shielded.build(rng, scenario, target)
     else:
         concealment = build_concealment(rng, scenario, target)
@@ -255,9 +303,9 @@ def themed_parcel(rng: np.random.Generator, scenario: str, target: str | None, o
 
 def build_parcel(rng: np.random.Generator, plan: Plan, config: SimConfig) -> Parcel:
     if plan.label == "suspect":
-        return themed_parcel(rng, plan.scenario, plan.material, config.overlap_probability)
+        return themed_parcel(rng, plan.scenario, plan.material, config.overlap_probability, plan.container_kind)
     if plan.lookalike:
-        return themed_parcel(rng, plan.lookalike, None, config.overlap_probability)
+        return themed_parcel(rng, plan.lookalike, None, config.overlap_probability, plan.container_kind)
     return generic_parcel(rng, plan.packaging, plan.container_kind, plan.dense_metal)
 
 

@@ -4,7 +4,9 @@ Counts, target materials, mass and concentration ranges per scenario; the look-a
 parcels; how often clutter overlaps the concealed powder; and, side by side for clear and suspect scans,
 the things that must *not* tell the label (scan length, object count, container types, noise level); and per
 stream (``--mix``) the realised frequencies: look-alikes, dual-energy twins, dense metal objects, scenarios,
-containers, beside the postal table's documented values with their sampling error.
+containers, beside the postal table's documented values with their sampling error; and the container kind
+per label, with (postal) the suspect share per kind among parcels whose contents fit the same kinds, which
+must be the group's own within sampling error (the container follows the contents, never the label).
 """
 
 from __future__ import annotations
@@ -14,7 +16,7 @@ from collections import Counter
 import numpy as np
 
 from parcelscan.datasets.manifest import ManifestRecord
-from parcelscan.datasets.simulator.streams import POSTAL_TABLE
+from parcelscan.datasets.simulator.streams import CONTAINER_KINDS, POSTAL_TABLE, carriers
 
 SMALL_MASS_G = 100.0
 LOW_FRACTION = 0.2
@@ -104,13 +106,65 @@ def stream_stats(records: list[ManifestRecord]) -> dict:
             sum(r.provenance.get("dense_metal_objects", 0) > 0 for r in ordinary), len(ordinary)),
         "lookalike_scenarios": _shares(Counter(r.lookalike for r in lookalikes)),
         "containers_of_ordinary_clears": _shares(Counter(r.provenance.get("container") for r in ordinary)),
+        "containers_by_label": {label: _shares(Counter(r.provenance.get("container") for r in records
+                                                       if r.label == label)) for label in ("clear", "suspect")},
     }
     if out["mix"] == "postal":
-        out["postal_table"] = _against_table(out, clears, lookalikes, ordinary)
+        out["postal_table"] = _against_table(out, records)
+        out["container_leak"] = container_leak(records)
     return out
 
 
-def _against_table(out: dict, clears: list, lookalikes: list, ordinary: list) -> dict:
+def _carriers_of(record: ManifestRecord) -> tuple[str, ...] | None:
+    """The container kinds the postal law let this parcel draw from (None: a scenario without a law)."""
+    scenario = record.scenario if record.label == "suspect" else record.lookalike
+    try:
+        return carriers(scenario or None, record.provenance.get("dense_metal_objects", 0) > 0)
+    except ValueError:
+        return None
+
+
+def container_leak(records: list[ManifestRecord]) -> dict:
+    """What the container kind tells about the label beyond the contents. Parcels are grouped by the kinds
+    that can carry their contents (``streams.carriers``); in each group the suspect share per kind against
+    the group's (binomial z), and I(kind; label | group) in bits (0 when suspect and clear draw alike; under
+    independence its expected value from sampling alone is about (kinds-1)/(2 N ln 2))."""
+    groups: dict[str, list[ManifestRecord]] = {}
+    for record in records:
+        allowed = _carriers_of(record)
+        if allowed is not None:
+            groups.setdefault("+".join(allowed), []).append(record)
+    total = sum(len(g) for g in groups.values())
+    out: dict = {"groups": {}}
+    information = 0.0
+    for name, group in sorted(groups.items()):
+        n = len(group)
+        share = sum(r.label == "suspect" for r in group) / n
+        kinds = {}
+        for kind in CONTAINER_KINDS:
+            in_kind = [r for r in group if r.provenance.get("container") == kind]
+            if not in_kind:
+                continue
+            k = sum(r.label == "suspect" for r in in_kind)
+            se = float(np.sqrt(share * (1 - share) / len(in_kind)))
+            kinds[kind] = {"parcels": len(in_kind), "suspect_share": _share(k, len(in_kind)),
+                           "z": round((k / len(in_kind) - share) / se, 2) if se else None}
+            for count, label_share in ((k, share), (len(in_kind) - k, 1 - share)):
+                if count:
+                    information += count / total * float(np.log2(count / (len(in_kind) * label_share)))
+        out["groups"][name] = {"parcels": n, "suspect_share": round(share, 4), "kinds": kinds}
+    out["conditional_mutual_information_bits"] = round(information, 5) if total else None
+    return out
+
+
+def _against_table(out: dict, records: list[ManifestRecord]) -> dict:
+    """Each documented frequency beside its realised value. The container table is checked on the parcels whose
+    contents fit every kind (ordinary goods without a dense metal object, powder pouches), suspect or clear:
+    those draw from it unrestricted."""
+    clears = [r for r in records if r.label == "clear"]
+    lookalikes = [r for r in clears if r.lookalike]
+    ordinary = [r for r in clears if not r.lookalike]
+    unrestricted = [r for r in records if _carriers_of(r) == CONTAINER_KINDS]
     realised = {
         ("lookalike_share", "clear"): (len(lookalikes), len(clears)),
         ("dense_metal_share", "clear"): (sum(r.provenance.get("dense_metal_objects", 0) > 0 for r in ordinary),
@@ -119,7 +173,8 @@ def _against_table(out: dict, clears: list, lookalikes: list, ordinary: list) ->
     for name in POSTAL_TABLE["lookalike_scenario"]:
         realised[("lookalike_scenario", name)] = (sum(r.lookalike == name for r in lookalikes), len(lookalikes))
     for kind in POSTAL_TABLE["container"]:
-        realised[("container", kind)] = (sum(r.provenance.get("container") == kind for r in ordinary), len(ordinary))
+        realised[("container", kind)] = (sum(r.provenance.get("container") == kind for r in unrestricted),
+                                         len(unrestricted))
     table = {}
     for (group, key), (count, total) in realised.items():
         p = POSTAL_TABLE[group][key].value
@@ -178,6 +233,12 @@ def format_stats(stats: dict) -> str:
         for key, row in stream.get("postal_table", {}).items():
             lines.append(f"  {key:32s} documented {row['documented']:.3f}  realised {row['realised']} "
                          f"({row['count']}/{row['of']}, z {row['z']})")
+        leak = stream.get("container_leak")
+        if leak:
+            for name, group in leak["groups"].items():
+                kinds = ", ".join(f"{k} {v['suspect_share']} (z {v['z']})" for k, v in group["kinds"].items())
+                lines.append(f"  contents fit {name}: suspect share {group['suspect_share']:.3f}; per kind {kinds}")
+            lines.append(f"  I(container kind; label | contents) = {leak['conditional_mutual_information_bits']} bits")
     lines.append("materials: " + ", ".join(f"{k} {v}" for k, v in stats["materials"].items()))
     for label, check in stats["leak_checks"].items():
         if check:
