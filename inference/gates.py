@@ -172,8 +172,12 @@ def check_memory(item: Any, spec: PreprocessSpec, max_scan_bytes: int = MAX_SCAN
     ``item``: a ScanRef (headers are read) or a decoded Scan. Unknown shapes pass (the readers' own size
     limits still apply); a header that cannot be read is left to the reader to report."""
     found = scan_memory(item, spec)
-    if found is None:
-        return
+    if found is not None:
+        check_need(found, max_scan_bytes)
+
+
+def check_need(found: MemoryNeed, max_scan_bytes: int = MAX_SCAN_BYTES) -> None:
+    """``check_memory`` of an estimate already made (``inspect`` makes it once, to admit the scan to its batch)."""
     need, shape, pitch, scan_id = found
     if need > max_scan_bytes:
         raise GateError("memory", f"{scan_id}: a {shape[1]}x{shape[0]} scan at {pitch[0]:g} x {pitch[1]:g} mm needs "

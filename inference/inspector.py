@@ -277,16 +277,17 @@ class Inspector:
         if batch < 1:
             raise ParcelscanError(f"--batch must be >= 1, got {batch}")
         iterator = iter(items)
-        waiting: list[tuple[Any, int]] = []  # an item taken from ``items`` and not yet admitted, with its cost
+        # an item taken from ``items`` and not yet admitted, with its cost and the estimate it came from
+        waiting: list[tuple[Any, int, gates.MemoryNeed | None]] = []
         held = [0, 0]  # estimated bytes and scans admitted and not yet released
 
-        def admit() -> tuple[Any, int] | None:
+        def admit() -> tuple[Any, int, gates.MemoryNeed | None] | None:
             """The next item if the batch's memory allows it now (always when nothing is held), else None."""
             if not waiting:
                 item = next(iterator, _END)
                 if item is _END:
                     return None
-                waiting.append((item, self._memory_cost(item)))
+                waiting.append((item, *self._memory_cost(item)))
             cost = waiting[0][1]
             if held[1] and held[0] + cost > self.max_batch_bytes:
                 return None
@@ -307,17 +308,17 @@ class Inspector:
                     admitted.append(entry)
                 if not admitted:
                     return
-                chunk = [self._stage(item) for item, _ in admitted]
+                chunk = [self._stage(item, need) for item, _, need in admitted]
                 yield from self._judge(chunk)
                 del chunk  # the decoded scans go before the next ones are read
-                release([cost for _, cost in admitted])
+                release([cost for _, cost, _ in admitted])
         with ThreadPoolExecutor(max_workers=workers, thread_name_prefix="parcelscan-read") as pool:
             pending: deque[tuple[Future, int]] = deque()
             lookahead = batch * 2 + workers
 
             def refill() -> None:
                 while len(pending) < lookahead and (entry := admit()) is not None:
-                    pending.append((pool.submit(self._stage, entry[0]), entry[1]))
+                    pending.append((pool.submit(self._stage, entry[0], entry[2]), entry[1]))
 
             refill()
             while pending:
@@ -329,49 +330,57 @@ class Inspector:
                 release([cost for _, cost in taken])
                 refill()
 
-    def _memory_cost(self, item: Any) -> int:
-        """The bytes ``item`` will hold once read and preprocessed, estimated before decoding (module docstring)."""
+    def _memory_cost(self, item: Any) -> tuple[int, gates.MemoryNeed | None]:
+        """(the bytes ``item`` will hold once read and preprocessed, the header estimate it comes from), before
+        decoding (module docstring). The estimate of a ScanRef goes to the memory gate, which need not read the
+        headers again."""
         if isinstance(item, MissingInput):
-            return 0
+            return 0, None
+        if isinstance(item, ScanRef) and not item.ok:
+            return 0, None  # refused by the reader before decoding
+        target = item
         if isinstance(item, (str, os.PathLike)):
             try:
                 refs = discover_scans([item])
             except OSError:
-                return 0  # the reader reports it
-            item = refs[0] if len(refs) == 1 else item
-        if isinstance(item, ScanRef) and not item.ok:
-            return 0  # refused by the reader before decoding
-        if isinstance(item, (tuple, list)) and len(item) == 2:
+                return 0, None  # the reader reports it
+            target = refs[0] if len(refs) == 1 else item
+        elif isinstance(item, (tuple, list)) and len(item) == 2:
             shape = np.shape(item[0])
             if len(shape) != 2:
-                return 0  # refused by _load before anything is allocated
-            item = _Shaped((int(shape[0]), int(shape[1])), "dual_energy")
+                return 0, None  # refused by _load before anything is allocated
+            target = _Shaped((int(shape[0]), int(shape[1])), "dual_energy")
         elif isinstance(item, np.ndarray) and item.ndim == 3:
-            item = _Shaped(item.shape[:2], "pseudo_color")
+            target = _Shaped(item.shape[:2], "pseudo_color")
         try:
-            found = gates.scan_memory(item, self.spec)
+            found = gates.scan_memory(target, self.spec)
         except Exception:  # an estimate is never worth a verdict: count the worst the scan cap admits
             found = None
         if found is None:
-            return self.max_scan_bytes
-        return 0 if found.need_bytes > self.max_scan_bytes else found.need_bytes
+            return self.max_scan_bytes, None
+        cost = 0 if found.need_bytes > self.max_scan_bytes else found.need_bytes
+        return cost, found if isinstance(item, ScanRef) else None
 
     # --- stages -------------------------------------------------------------------------------------
-    def _check_memory(self, item: Any) -> None:
-        """The memory gate before decoding, for items that are still files (a path or a ScanRef)."""
+    def _check_memory(self, item: Any, need: gates.MemoryNeed | None = None) -> None:
+        """The memory gate before decoding, for items that are still files (a path or a ScanRef); ``need``: the
+        estimate already made from the headers of this ScanRef."""
+        if need is not None:
+            gates.check_need(need, self.max_scan_bytes)
+            return
         if isinstance(item, (str, os.PathLike)):
             refs = discover_scans([item])
             item = refs[0] if len(refs) == 1 else None
         if isinstance(item, ScanRef):
             gates.check_memory(item, self.spec, self.max_scan_bytes)
 
-    def _stage(self, item: Any) -> _Staged:
+    def _stage(self, item: Any, need: gates.MemoryNeed | None = None) -> _Staged:
         """Read, gate, preprocess and check one scan; any failure is recorded, never raised."""
         started = time.perf_counter()
         scan_id, inputs = _describe(item)
         staged = _Staged(scan_id, inputs, started)
         try:
-            self._check_memory(item)
+            self._check_memory(item, need)
             scan = _load(item, scan_id)
             staged.scan = scan
             staged.scan_id = str(scan.scan_id or scan_id)
