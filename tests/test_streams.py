@@ -44,15 +44,17 @@ def _run(out: Path, profile, count: int, seed: int, mix: str, suspect_fraction: 
 
 
 # Scans 0-7 of seed 7 under the coarse profile, made by the generator *before* --mix and twin labels existed
-# (commit 3ad6590): label, scenario, material, look-alike, fill, spectral variant, container, rows, and the
-# sums of the low and high images. The sums tolerate a float rounding difference of a grey level here and
-# there on another CPU, not another noise draw (which moves them by ~1e5).
+# (commit 3ad6590; scan 4 re-pinned at scene-3, whose only change is the geometry of a few goods): label,
+# scenario, material, look-alike, fill, spectral variant, container, rows, and the sums of the low and high
+# images. The sums tolerate a float rounding difference of a grey level here and there on another CPU, not
+# another noise draw (which moves them by ~1e5).
 STRESS_BEFORE = [
     (0, "clear", "none", None, None, None, "cu-20%", "box", 244, 3574561059, 3641135753),
     (1, "clear", "none", None, None, None, "kv+10", "box", 255, 3896626758, 3958898302),
     (2, "clear", "none", None, "tile_stack", "Pb", "kv-10", "box", 192, 2663614017, 2673790680),
     (3, "suspect", "machine_part", "Dy2O3", None, "Dy2O3", "base", "box", 195, 2581910599, 2602383827),
-    (4, "suspect", "water_bottle", "Y2O3", None, "Y2O3", "base", "box", 191, 2802324122, 2854595806),
+    # scene-3: scan 4's brass-fitting companion has the real (thinner) walls of contents.brass_fittings
+    (4, "suspect", "water_bottle", "Y2O3", None, "Y2O3", "base", "box", 191, 2802303399, 2854514213),
     (5, "clear", "none", None, "mail_pouch", "zinc oxide", "base", "poly_mailer", 317, 5019760892, 5066774868),
     (6, "clear", "none", None, "tile_stack", "cardboard", "kv-10", "box", 208, 2613998672, 2690142279),
     (7, "clear", "none", None, None, None, "base", "box", 183, 2986381763, 3001152940),

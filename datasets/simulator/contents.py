@@ -258,8 +258,37 @@ def _components(rng, p: Parts, size, z: float) -> None:
         p.add(box((size[0] * 0.45, 0, z + 4), (6, 8, 3)), "brass")
     if rng.random() < 0.3:  # small transformer: laminations and copper winding
         c = (uniform(rng, -0.3, 0.3) * size[0], uniform(rng, -0.3, 0.3) * size[1], z + 12)
-        p.add(box(c, (30, 25, 24)), "transformer core")
-        p.ring(c, 14, 8, 20, "Cu", LYING_X)
+        ei_transformer(p, c)
+
+
+# An EI30 mains transformer (30 x 25 x 24 mm, ~100 g), lying on its board: E and I laminations in the x-z plane,
+# stacked 25 mm along y. Yokes 5 mm top and bottom, a 10 mm centre leg and 5 mm outer legs leave two 5 x 14 mm
+# windows, which the winding fills at a copper fill factor of ~0.45 (enamelled round wire), and the end turns
+# bulge 4 mm out of the stack on both sides, beyond the bobbin's 0.5 mm flanges. Stacking factor 0.95. The beam
+# crosses at most the 24 mm height of iron (A_high ~6 under postal-dual-140: not opaque alone; 31 mm of steel
+# is). The winding used to be a solid
+# copper tube overlapping a solid iron block (copper and iron in the same volume): up to 24 mm of iron plus
+# 23 mm of copper along one ray, opaque over ~5 cm², an ordinary board raised the shield alarm.
+EI_CORE_MM = (30.0, 25.0, 24.0)
+EI_WINDOW_MM = (5.0, 14.0)  # (x, z) of each winding window, centred at x = +-7.5 mm
+LAMINATION_STACKING = 0.95
+WINDING_CU_FILL = 0.45
+
+
+def ei_transformer(p: Parts, c) -> None:
+    """An EI30 transformer centred at ``c`` (comment above)."""
+    cx, cy, cz = c
+    length, depth, height = EI_CORE_MM
+    win_x, win_z = EI_WINDOW_MM
+    windows = [box((cx + side * 7.5, cy, cz), (win_x, depth, win_z)) for side in (-1, 1)]
+    steel = material("transformer core")
+    p.add(box(c, (length, depth, height)), "transformer core", steel.density_g_cm3 * LAMINATION_STACKING,
+          cavities=tuple(windows))
+    copper = material("Cu").density_g_cm3 * WINDING_CU_FILL
+    for window in windows:
+        p.add(window, "Cu", copper)
+    for side in (-1, 1):  # end turns around the centre leg, outside the stack beyond the 0.5 mm bobbin flange
+        p.add(box((cx, cy + side * (depth / 2 + 2.5), cz), (2 * win_x + 10, 4, win_z)), "Cu", copper)
 
 
 def electronics(rng, fit) -> Item:
@@ -492,6 +521,13 @@ def machinery_parts(rng, fit) -> Item:
     return Item("machinery_parts", p.items, size[2])
 
 
+# Wall thickness of a housing by casting process: zinc (zamak) is pressure die-cast in thin walls (1.5-4 mm);
+# aluminium die- and sand-castings 3-10 mm; grey-iron sand castings 4-12 mm (they cannot be poured much
+# thinner). It was 4-12 mm for every metal: a zamak housing with 12 mm walls (~5 kg of zinc) stood on its
+# walls over 40 mm of zinc, opaque (30 mm is).
+CASTING_WALL_MM = {"Al": (3.0, 10.0), "cast iron": (4.0, 12.0), "zamak": (1.5, 4.0)}
+
+
 def al_casting(rng, fit) -> Item:
     """A cast aluminium or cast-iron housing: thick walls, internal cavities, bosses."""
     p = Parts()
@@ -501,10 +537,12 @@ def al_casting(rng, fit) -> Item:
         _fit(uniform(rng, 50, 180), fit[1]),
         _fit(uniform(rng, 30, 120), fit[2]),
     )
-    wall = uniform(rng, 4, 12)
+    wall = uniform(rng, *CASTING_WALL_MM[metal])
     inner = box((0, 0, size[2] / 2), np.maximum(np.array(size) - 2 * wall, 1))
     bore = cylinder((0, 0, size[2] / 2), min(size[1], size[2]) * 0.25, size[0] * 1.2, LYING_X)
-    p.add(box((0, 0, size[2] / 2), size), metal, cavities=(inner,) if rng.random() < 0.7 else (bore,))
+    hollow = rng.random() < 0.7
+    # a solid block with a bore only in aluminium or iron: zinc is die-cast in thin walls, never in blocks of kilos
+    p.add(box((0, 0, size[2] / 2), size), metal, cavities=(inner,) if hollow or metal == "zamak" else (bore,))
     for _ in range(int(rng.integers(0, 4))):  # bosses
         p.add(
             cylinder(
@@ -517,13 +555,20 @@ def al_casting(rng, fit) -> Item:
     return Item("al_casting", p.items, size[2])
 
 
+# Wall of a cast brass pipe fitting: ~3 mm at 1/2" (body 27 mm across), ~4 mm at 1", ~5 mm at 2" (EN 1254-2 /
+# ASME B16.15 bodies), i.e. 1.5-3 mm plus a tenth of the body radius. It was 20-40 % of the radius, 5-10 mm at
+# 50 mm across: lying on its side such a tube crossed 30-45 mm of brass along its flanks (24 mm is opaque).
+FITTING_WALL_MM = (1.5, 3.0)
+FITTING_WALL_PER_MM = 0.1
+
+
 def brass_fittings(rng, fit) -> Item:
     p = Parts()
     for _ in range(int(rng.integers(1, 7))):
         r, length = uniform(rng, 6, 25), uniform(rng, 20, 80)
         c = (uniform(rng, -60, 60), uniform(rng, -40, 40), r)
         rot = rotation(uniform(rng, 0, 2 * math.pi), math.pi / 2)
-        p.ring(c, r, r * uniform(rng, 0.6, 0.8), length, "brass", rot)
+        p.ring(c, r, r - (uniform(rng, *FITTING_WALL_MM) + FITTING_WALL_PER_MM * r), length, "brass", rot)
         if rng.random() < 0.5:  # hex nut
             p.ring(np.array(c) + rot @ np.array([0, 0, length / 2]), r * 1.3, r * 0.8, r, "brass", rot)
         if rng.random() < 0.2:  # valve stem
@@ -595,6 +640,30 @@ def coins(rng, fit) -> Item:
     return Item("coins", p.items, 30 if stacked else 10)
 
 
+BANGLE_MM = (1.5, 4.0)  # radial thickness of a solid bangle (20-60 g of gold; chunky silver cuffs ~4 mm)
+# A wristwatch case lying flat: a middle ring 2.5 mm thick (the lugs' rim) around a 1 mm case back, a 2 mm glass
+# (mineral or sapphire) crystal on top, and the movement: brass plates and bridges 4 mm thick, about half metal.
+# It was a closed 1.5 mm shell of the case metal, top and bottom: 3 mm of 18k gold along every ray, opaque
+# (1.9 mm is, under postal-dual-140) over the whole 9-18 cm² dial, where a real watch has glass.
+WATCH_BACK_MM = 1.0
+WATCH_RIM_MM = 2.5
+WATCH_CRYSTAL_MM = 2.0
+WATCH_MOVEMENT_MM = 4.0
+WATCH_MOVEMENT_METAL_SHARE = 0.5
+
+
+def watch(p: Parts, c: np.ndarray, radius_mm: float, case_metal: str) -> None:
+    """A wristwatch lying on its back, centred at ``c`` (comment above)."""
+    height = 11.0
+    p.ring(c, radius_mm, radius_mm - WATCH_RIM_MM, height, case_metal)
+    p.add(cylinder(c + np.array([0, 0, -(height - WATCH_BACK_MM) / 2]), radius_mm - WATCH_RIM_MM, WATCH_BACK_MM),
+          case_metal)
+    p.add(cylinder(c + np.array([0, 0, (height - WATCH_CRYSTAL_MM) / 2]), radius_mm - WATCH_RIM_MM,
+                   WATCH_CRYSTAL_MM), "glass")
+    p.add(cylinder(c + np.array([0, 0, 1.0]), radius_mm - WATCH_RIM_MM - 0.5, WATCH_MOVEMENT_MM), "brass",
+          material("brass").density_g_cm3 * WATCH_MOVEMENT_METAL_SHARE)
+
+
 def jewellery(rng, fit) -> Item:
     p = Parts()
     metal = choice(rng, ["silver", "gold", "stainless steel", "brass", "silver"])
@@ -610,10 +679,10 @@ def jewellery(rng, fit) -> Item:
         elif variant == "ring":
             ring_metal = choice(rng, [metal, "WC", "stainless steel"])
             p.ring(c, uniform(rng, 9.5, 12), 8.5, uniform(rng, 2, 8), ring_metal, rotation(0, uniform(rng, 0, 1.5)))
-        elif variant == "bracelet":
-            p.ring(c, uniform(rng, 30, 38), 28, uniform(rng, 3, 12), metal)
+        elif variant == "bracelet":  # a bangle: 56 mm inside, a band 1.5-4 mm thick (it was 2-10 mm: 0.5 kg of gold)
+            p.ring(c, uniform(rng, 28 + BANGLE_MM[0], 28 + BANGLE_MM[1]), 28, uniform(rng, 3, 12), metal)
         elif variant == "watch":
-            p.hollow_cylinder(c, uniform(rng, 17, 24), 11, 1.5, choice(rng, ["stainless steel", "Al", "gold"]))
+            watch(p, c, uniform(rng, 17, 24), choice(rng, ["stainless steel", "Al", "gold"]))
             p.add(cylinder(c, 10, 3), "alkaline cell")
             p.add(
                 strand([c + np.array([0, -24, 0]), c + np.array([0, -80, 0])], 4),
@@ -648,19 +717,40 @@ def speaker(rng, fit) -> Item:
     return Item("speaker", p.items, height)
 
 
+# The armature of a small motor (radius 0.6 of the can's): laminations (stacking factor 0.95) whose slots take
+# ~45 % of the winding zone (0.2-0.6 of the can's radius) and hold copper at a fill factor of ~0.45; inside
+# 0.2 r the yoke is solid iron. Overlapping parts at partial densities are the mixture (scene.Part), so the
+# winding zone holds 0.55 x 7.27 g/cm³ of iron and 0.45 x 0.45 x 8.96 g/cm³ of copper: ~6 g/cm³ in all, as a
+# wound armature weighs. (It used to be a solid copper tube at 8.96 g/cm³ *plus* iron at 3.0 g/cm³ in the same
+# volume, 12 g/cm³, denser than copper: a 40 mm motor stopped the beam.) Through the centre of the can the beam
+# now crosses ~24 mm of steel-equivalent at 36 mm diameter (a 550 motor: seen through) and ~40 mm at 60 mm
+# (a NEMA 23 stepper: opaque, as on a real scanner).
+MOTOR_SLOT_SHARE = 0.45
+MOTOR_CU_FILL = 0.45
+
+
 def motor(rng, fit) -> Item:
     """A small DC or brushless motor: steel can, copper windings, arc magnets, shaft."""
     p = Parts()
     r, length = uniform(rng, 10, 40), uniform(rng, 25, 90)
+    can_mm = uniform(rng, 0.8, 2)
+    motor_parts(p, r, length, can_mm, choice(rng, ["NdFeB magnet", "ferrite"]))
+    return Item("motor", p.items, 2 * r)
+
+
+def motor_parts(p: Parts, r: float, length: float, can_mm: float, magnet: str) -> None:
+    """A motor of can radius ``r`` lying on its side (axis along x, bottom at z = 0)."""
     rot = LYING_X
     c = (0, 0, r)
-    p.hollow_cylinder(c, r, length, uniform(rng, 0.8, 2), "steel", rot)
-    magnet = choice(rng, ["NdFeB magnet", "ferrite"])
+    p.hollow_cylinder(c, r, length, can_mm, "steel", rot)
     p.ring(c, r * 0.92, r * (0.8 if magnet == "NdFeB magnet" else 0.65), length * 0.7, magnet, rot)
-    p.ring(c, r * 0.6, r * 0.2, length * 0.6, "Cu", rot)
-    p.add(cylinder(c, r * 0.6, length * 0.6, rot), "transformer core", 3.0)  # laminated rotor (with slots)
+    iron = material("transformer core").density_g_cm3 * LAMINATION_STACKING
+    armature = cylinder(c, r * 0.6, length * 0.6, rot)
+    p.add(armature, "transformer core", iron * (1 - MOTOR_SLOT_SHARE))  # teeth, over the whole armature
+    p.add(cylinder(c, r * 0.2, length * 0.6, rot), "transformer core", iron * MOTOR_SLOT_SHARE)  # solid yoke
+    p.add(armature, "Cu", material("Cu").density_g_cm3 * MOTOR_SLOT_SHARE * MOTOR_CU_FILL,
+          cavities=(cylinder(c, r * 0.2, length * 0.9, rot),))  # windings in the slots
     p.add(cylinder((length / 2 + 10, 0, r), max(r * 0.1, 1.5), length * 0.5 + 20, rot), "stainless steel")
-    return Item("motor", p.items, 2 * r)
 
 
 def ferrite_magnets(rng, fit) -> Item:
@@ -698,11 +788,21 @@ def fire_steel(rng, fit) -> Item:
     return Item("fire_steel", p.items, 24)
 
 
+# Solder wire wound on a spool packs at ~0.8 of the alloy's density (round wire, layer on layer). The plastic
+# spool is two 2 mm flanges and a 2 mm hub tube (it used to be a solid polypropylene ring occupying the same
+# volume as the solder). 200-840 g of wire, 24 mm high: far more than the 4 mm of solid solder that stops a
+# 140 kV beam, so a spool stays opaque over its annulus, as a real one is.
+SOLDER_WIRE_PACKING = 0.8
+
+
 def solder_spool(rng, fit) -> Item:
     p = Parts()
     r = uniform(rng, 20, 40)
-    p.ring((0, 0, 15), r * 1.3, r * 0.5, 30, "polypropylene")
-    p.ring((0, 0, 15), r * 1.15, r * 0.55, 24, "solder", UP)
+    for z in (2.0, 28.0):  # flanges
+        p.ring((0, 0, z), r * 1.3, r * 0.5, 2.0, "polypropylene")
+    p.ring((0, 0, 15), r * 0.55, r * 0.55 - 2.0, 24, "polypropylene")  # hub
+    p.add(cylinder((0, 0, 15), r * 1.15, 24), "solder", material("solder").density_g_cm3 * SOLDER_WIRE_PACKING,
+          cavities=(cylinder((0, 0, 15), r * 0.55, 36),))
     return Item("solder_spool", p.items, 30)
 
 

@@ -59,7 +59,10 @@ from parcelscan.datasets.simulator.twins import fill_signature
 
 # scene-2: the labels gained twin_of and the provenance mix, fill_signature, dense_metal_objects; a stress scan's
 # pixels are those of scene-1 for the same seed and index
-GENERATOR_VERSION = "scene-2"
+# scene-3: goods that stopped the beam by a geometry error (contents.py: a transformer's winding inside its iron,
+# a motor's armature denser than copper, a watch closed in gold, 10 mm bangles, solid solder spools, thick
+# zamak and brass walls) have their real dimensions; scans carrying them change, the others keep their pixels
+GENERATOR_VERSION = "scene-3"
 
 
 @dataclass(frozen=True)
