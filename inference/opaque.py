@@ -4,11 +4,27 @@ Real screening systems raise a dense-object alarm on such regions; a CNN that sc
 seen nothing, which is not the same as seeing that nothing is there.
 
 **Opaque pixels, by input kind.** Dual-energy: a pixel is opaque when its high-energy transmission is at
-most ``ShieldRule.opaque_grey_levels`` of 65535 after a 3×3 mean (noise must not break a region up; the
-one-pixel rim the mean erodes is grown back): 22 = 65535·e^−8, A_high ≥ 8.0, the level at which the
-operator image is painted black (``pseudocolor.OPAQUE_A_HIGH``) and at which, under the default profile,
-about 7 of 20,000 air quanta per pixel reach the detector — fewer than its electronic noise (4 quanta
-rms) can resolve (40 mm of steel reaches it at 140 kV; 30 mm does not). Pseudo-colour (``--rgb``): no
+most ``ShieldRule.opaque_grey_levels`` of 65535 after a 3×3 mean: 22 = 65535·e^−8, A_high ≥ 8.0, the level
+at which the operator image is painted black (``pseudocolor.OPAQUE_A_HIGH``) and at which, under the default
+profile, about 7 of 20,000 air quanta per pixel reach the detector — fewer than its electronic noise (4 quanta
+rms) can resolve. Under postal-dual-140 that is 31 mm of steel, 35 mm of cast iron, 23 mm of copper, 24 mm
+of brass, 2.5 mm of lead, 1.8 mm of tungsten carbide (30-34 mm of steel over the ±10 kV variants; scanner
+makers quote 31-37 mm of steel penetration at 140-160 kV). The mean is the noise guard: an isolated pixel
+at or under the level in a region that is not opaque (noise reaches it where A_high is ~7.5) never makes a
+core pixel, and a hole of noise inside an opaque region never breaks it up.
+
+**The rim the detector blurs away is grown back** (``rim_px``). The detector's blur (Gaussian, σ =
+``ShieldRule.detector_blur_px``, postal-dual-140's 0.7 px) spills the light beside an opaque body onto its
+edge: a pixel whose centre lies d px inside the edge of a body that stops the beam, next to air, reads
+65535·Φ(−d/σ) grey levels, over the level up to d = σ·Φ⁻¹(1 − level/65535) (2.4 px at σ 0.7), and the 3×3
+mean takes one pixel more. A shield the exact size of the smallest pouch therefore showed at most a 3-6 mm
+wide core and never alarmed, nor did one 1 mm larger on every side (measured on the forward model: 0 of
+12 at σ 0.7; ``tests/test_opaque.py``). The geometric shadow, which is what hides a pouch, is the core
+grown back by up to those pixels (3 at σ 0.7), ring by ring, into pixels on the dark side of the edge (at
+most half the brightest pixel within reach: a blurred step is at half height exactly at the step), so an
+opaque region is read as the body that casts it, not smaller; a sharp edge stays where it is, and a body
+whose opacity fades out gradually is read up to 3 px larger (the cost).
+Pseudo-colour (``--rgb``): no
 transmission is read, only the operator image, which ``pseudocolor`` paints exactly black (0, 0, 0)
 where A_high ≥ 8 and, just below 8, no darker than a brightest channel of 4.9 (the darkest hue times
 the brightness law e^−0.42·A_high; ``tests/test_station_policy.py`` recomputes it). So a pixel is
@@ -38,6 +54,7 @@ from __future__ import annotations
 import functools
 import math
 from dataclasses import dataclass
+from statistics import NormalDist
 
 import cv2
 import numpy as np
@@ -53,6 +70,18 @@ OPAQUE_RGB_LEVEL = 2
 # ``tile_stack`` pouch), outline aspect up to 1.7 (``mail_pouch``): 10 / (9.0 × 1.0) = 1.11 cm².
 DEFAULT_MIN_POUCH_AREA_CM2 = 10.0 / (9.0 * 1.0)
 DEFAULT_POUCH_ASPECT = 1.7
+# The detector blur of the default profile (postal-dual-140 ``blur_sigma_px``; a test checks they agree).
+DEFAULT_DETECTOR_BLUR_PX = 0.7
+
+
+def rim_px(detector_blur_px: float, level: int) -> int:
+    """Pixels of an opaque body's edge that read over ``level`` (module docstring): those whose centre lies less
+    than σ·Φ⁻¹(1 − level/65535) inside the edge, next to air (the brightest neighbour there can be), plus the
+    one the 3×3 mean takes."""
+    if detector_blur_px <= 0:
+        return 1
+    reach = detector_blur_px * NormalDist().inv_cdf(1.0 - max(int(level), 1) / 65535.0)
+    return max(0, math.ceil(reach - 0.5)) + 1
 
 
 @dataclass(frozen=True)
@@ -63,8 +92,11 @@ class ShieldRule:
     pouch_aspect: float = DEFAULT_POUCH_ASPECT
     opaque_grey_levels: int = OPAQUE_GREY_LEVELS
     opaque_rgb_level: int = OPAQUE_RGB_LEVEL
+    detector_blur_px: float = DEFAULT_DETECTOR_BLUR_PX
 
     def __post_init__(self) -> None:
+        if not (math.isfinite(self.detector_blur_px) and 0 <= self.detector_blur_px <= 5):
+            raise ValueError(f"detector_blur_px must be within 0-5, got {self.detector_blur_px}")
         if not (math.isfinite(self.min_pouch_area_cm2) and self.min_pouch_area_cm2 > 0):
             raise ValueError(f"min_pouch_area_cm2 must be positive, got {self.min_pouch_area_cm2}")
         if not (math.isfinite(self.pouch_aspect) and self.pouch_aspect >= 1.0):
@@ -107,35 +139,54 @@ class OpaqueResult:
                 f"did not get through, what lies behind cannot be seen)")
 
 
-def _smoothed_at_most(image: np.ndarray, level: int) -> np.ndarray:
-    """Pixels whose 3×3 mean is ≤ ``level``, grown back by the one-pixel rim the mean erodes."""
-    core = cv2.blur(np.ascontiguousarray(image), (3, 3), borderType=cv2.BORDER_REPLICATE) <= level
-    return cv2.dilate(core.astype(np.uint8), np.ones((3, 3), np.uint8)).astype(bool)
+def _smoothed_at_most(image: np.ndarray, level: int, rim: int) -> np.ndarray:
+    """Pixels whose 3×3 mean is ≤ ``level`` (the core), grown back by up to ``rim`` pixels, one ring at a time,
+    into pixels on the dark side of an edge: at most half the brightest pixel within reach beyond them. The
+    detector blurs a step to half its height exactly at the step, so this finds the body's own outline: the
+    blurred rim of a shield comes back whole, the pixels beside it (over half) never do, and a sharp synthetic
+    edge is kept where it is."""
+    image = np.ascontiguousarray(image)
+    core = cv2.blur(image, (3, 3), borderType=cv2.BORDER_REPLICATE) <= level
+    if rim <= 0 or not core.any():
+        return core
+    reach = 2 * rim + 3
+    brightest = cv2.dilate(image, np.ones((reach, reach), np.uint8), borderType=cv2.BORDER_REPLICATE)
+    dark_side = image.astype(np.float32) <= 0.5 * brightest.astype(np.float32)
+    grown = core.astype(np.uint8)
+    step = np.ones((3, 3), np.uint8)
+    for _ in range(rim):
+        grown = cv2.dilate(grown, step) & (dark_side | core).astype(np.uint8)
+    return grown.astype(bool)
 
 
-def _dark_box_mask(image: np.ndarray, level: int) -> np.ndarray:
+def _dark_box_mask(image: np.ndarray, level: int, rim: int) -> np.ndarray:
     """``_smoothed_at_most`` on the bounding box of pixels ≤ 9·level only: a 3×3 mean ≤ L needs the pixel
-    itself ≤ 9·L, and most parcels have none, so most scans cost one comparison."""
+    itself ≤ 9·L, and most parcels have none, so most scans cost one comparison. The box is grown by the
+    mean's reach and the rim, so the result is the one on the whole image."""
     mask = np.zeros(image.shape, dtype=bool)
     dark = image <= 9 * level
     rows = np.flatnonzero(dark.any(axis=1))
     if rows.size == 0:
         return mask
     cols = np.flatnonzero(dark.any(axis=0))
-    r0, r1 = max(0, rows[0] - 2), min(image.shape[0], rows[-1] + 3)
-    c0, c1 = max(0, cols[0] - 2), min(image.shape[1], cols[-1] + 3)
-    mask[r0:r1, c0:c1] = _smoothed_at_most(image[r0:r1, c0:c1], level)
+    grow = 2 + max(rim, 0)
+    r0, r1 = max(0, rows[0] - grow), min(image.shape[0], rows[-1] + grow + 1)
+    c0, c1 = max(0, cols[0] - grow), min(image.shape[1], cols[-1] + grow + 1)
+    mask[r0:r1, c0:c1] = _smoothed_at_most(image[r0:r1, c0:c1], level, rim)
     return mask
 
 
-def opaque_mask_dual(high_u16: np.ndarray, level: int = OPAQUE_GREY_LEVELS) -> np.ndarray:
-    """Opaque pixels of a high-energy transmission image."""
-    return _dark_box_mask(np.asarray(high_u16), level)
+def opaque_mask_dual(high_u16: np.ndarray, level: int = OPAQUE_GREY_LEVELS,
+                     detector_blur_px: float = DEFAULT_DETECTOR_BLUR_PX) -> np.ndarray:
+    """Opaque pixels of a high-energy transmission image: the core and its blurred rim (module docstring)."""
+    return _dark_box_mask(np.asarray(high_u16), level, rim_px(detector_blur_px, level))
 
 
-def opaque_mask_rgb(rgb_u8: np.ndarray, level: int = OPAQUE_RGB_LEVEL) -> np.ndarray:
-    """Opaque pixels of a pseudo-colour operator image (brightest channel after the 3×3 mean)."""
-    return _dark_box_mask(np.asarray(rgb_u8).max(axis=-1), level)
+def opaque_mask_rgb(rgb_u8: np.ndarray, level: int = OPAQUE_RGB_LEVEL,
+                    detector_blur_px: float = DEFAULT_DETECTOR_BLUR_PX) -> np.ndarray:
+    """Opaque pixels of a pseudo-colour operator image (brightest channel after the 3×3 mean), with the same
+    rim as the transmission it was painted from (the blur happened in the detector, before the painting)."""
+    return _dark_box_mask(np.asarray(rgb_u8).max(axis=-1), level, rim_px(detector_blur_px, OPAQUE_GREY_LEVELS))
 
 
 def _kernel(short_mm: float, row_mm: float, col_mm: float) -> np.ndarray | None:
@@ -210,5 +261,7 @@ def check_opaque(scan, spec: PreprocessSpec | None = None, rule: ShieldRule = Sh
     rgb = getattr(scan, "rgb", None)
     if getattr(scan, "kind", "dual_energy") == "pseudo_color" or (getattr(scan, "high", None) is None
                                                                    and rgb is not None):
-        return find_opaque_regions(opaque_mask_rgb(rgb, rule.opaque_rgb_level), pitch, rule, "pseudo_color")
-    return find_opaque_regions(opaque_mask_dual(scan.high, rule.opaque_grey_levels), pitch, rule)
+        return find_opaque_regions(opaque_mask_rgb(rgb, rule.opaque_rgb_level, rule.detector_blur_px), pitch, rule,
+                                   "pseudo_color")
+    return find_opaque_regions(opaque_mask_dual(scan.high, rule.opaque_grey_levels, rule.detector_blur_px), pitch,
+                               rule)
