@@ -46,6 +46,7 @@ EXTRA_OF_MODULE: dict[str, str] = {
     **dict.fromkeys(("torch", "torchvision", "albumentations", "onnx", "onnxscript", "matplotlib"), "train"),
     **dict.fromkeys(("fastapi", "starlette", "uvicorn", "jinja2", "multipart", "python_multipart", "argon2",
                      "sqlalchemy", "alembic", "psycopg", "psycopg_binary", "psycopg_pool"), "review"),
+    "cryptography": "signing",
 }
 
 

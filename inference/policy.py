@@ -40,7 +40,7 @@ from typing import Any
 from parcelscan.errors import ParcelscanError
 from parcelscan.inference.opaque import ShieldRule
 from parcelscan.inference.verdict import REASON_CLASSES
-from parcelscan.model.signing import parse_public_key
+from parcelscan.model.signing import check_public_key_hex
 
 ALWAYS_ALARM = ("powder", "opaque", "implausible", "unreadable")
 DEFAULT_POLICY_PATH = Path(__file__).parent / "policies" / "default.toml"
@@ -249,9 +249,8 @@ def parse_policy(data: dict[str, Any], path: str, sha256: str) -> StationPolicy:
     keys = models.get("trusted_public_keys", [])
     if not isinstance(keys, list) or not all(isinstance(k, str) for k in keys):
         raise ParcelscanError(f"{where}: models.trusted_public_keys must be a list of hex strings")
-    for number, key in enumerate(keys, start=1):
-        parse_public_key(key, f"{where}: models.trusted_public_keys[{number}]")
-    keys = list(dict.fromkeys(k.strip().lower() for k in keys))
+    keys = list(dict.fromkeys(check_public_key_hex(key, f"{where}: models.trusted_public_keys[{number}]")
+                              for number, key in enumerate(keys, start=1)))
     dr = _table(data, "drift", where)
     drift = DriftConfig(int(_number(dr, "window", "drift", 500, integer=True)), _number(dr, "sigma", "drift", 3.0))
     calibration = None

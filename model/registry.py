@@ -33,7 +33,7 @@ from typing import Any
 from parcelscan.datasets.datatools import file_sha256 as sha256_file
 from parcelscan.errors import ParcelscanError
 from parcelscan.model.session import read_metadata
-from parcelscan.model.signing import Ed25519PrivateKey, sign_model, signature_path
+from parcelscan.model.signing import sign_model, signature_path
 
 REGISTRY_NAME = "registry.json"
 MAX_PD_LOSS_POINTS = 0.5
@@ -186,8 +186,9 @@ class Registry:
         return entry
 
     def promote(self, model_id: str, force: bool = False, reason: str = "", user: str = "",
-                sign_key: Ed25519PrivateKey | None = None) -> ModelEntry:
-        """Make ``model_id`` current (gated, see the module docstring); with ``sign_key``, sign it first."""
+                sign_key: Any = None) -> ModelEntry:
+        """Make ``model_id`` current (gated, see the module docstring); with ``sign_key`` (an Ed25519 private key,
+        ``signing.load_private_key``), sign it first."""
         with self._locked() as data:
             if model_id not in data["models"]:
                 raise ParcelscanError(f"no model {model_id!r} in {self.path}")

@@ -27,6 +27,11 @@ verify. The station then checks that the loaded model's metadata name and versio
 **Keys**: a private key file is raw (32 bytes) or PEM (PKCS#8, ``-----BEGIN PRIVATE KEY-----``, unencrypted);
 one readable by group or others is refused, as ssh refuses one (a key others can read is not private). A public
 key is named by its 64 hex digits, which are also its key id.
+
+**The library**: ``cryptography`` (Ed25519) is the ``[signing]`` extra, imported only when a signature is made or
+checked: it is 18 MiB, which the plain station install (issue 15 part 3: ≤ 400 MB) cannot afford, and a station
+that trusts no keys never needs it. A station whose policy names keys and that lacks it refuses to start with the
+install advice (fail closed: a policy is never silently not honoured).
 """
 
 from __future__ import annotations
@@ -39,13 +44,14 @@ from collections.abc import Iterable
 from dataclasses import asdict, dataclass
 from datetime import UTC, datetime
 from pathlib import Path
-
-from cryptography.exceptions import InvalidSignature
-from cryptography.hazmat.primitives import serialization
-from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey, Ed25519PublicKey
+from types import SimpleNamespace
+from typing import TYPE_CHECKING
 
 from parcelscan.datasets.datatools import file_sha256
 from parcelscan.errors import ParcelscanError
+
+if TYPE_CHECKING:
+    from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey, Ed25519PublicKey
 
 SIGNATURE_FORMAT = "parcelscan-model-signature/1"
 ALGORITHM = "ed25519"
@@ -87,19 +93,39 @@ def signed_message(sha256: str, name: str, version: str) -> bytes:
 
 
 # --- keys ------------------------------------------------------------------------------------------------------
-def public_key_hex(key: Ed25519PublicKey | Ed25519PrivateKey) -> str:
-    """A key's id: its raw 32-byte public key in lower-case hex."""
-    public = key.public_key() if isinstance(key, Ed25519PrivateKey) else key
-    return public.public_bytes(serialization.Encoding.Raw, serialization.PublicFormat.Raw).hex()
+def _crypto() -> SimpleNamespace:
+    """The parts of ``cryptography`` used here, imported on first use (module docstring: the ``[signing]`` extra)."""
+    try:
+        from cryptography.exceptions import InvalidSignature
+        from cryptography.hazmat.primitives import serialization
+        from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey, Ed25519PublicKey
+    except ModuleNotFoundError as error:
+        raise ParcelscanError("model signatures need the optional package 'cryptography', which is not installed: "
+                              "pip install 'parcelscan[signing]'") from error
+    return SimpleNamespace(InvalidSignature=InvalidSignature, serialization=serialization,
+                           Ed25519PrivateKey=Ed25519PrivateKey, Ed25519PublicKey=Ed25519PublicKey)
 
 
-def parse_public_key(text: str, where: str = "public key") -> Ed25519PublicKey:
-    """An Ed25519 public key from its 64 hex digits (a policy's ``trusted_public_keys`` entry, a ``.pub`` file)."""
+def check_public_key_hex(text: str, where: str = "public key") -> str:
+    """The lower-case hex of an Ed25519 public key given as 64 hex digits (a policy's ``trusted_public_keys``
+    entry, a ``.pub`` file); a ParcelscanError naming ``where`` otherwise. Needs no cryptography library."""
     value = text.strip().lower() if isinstance(text, str) else ""
     if not _HEX64.match(value):
         raise ParcelscanError(f"{where}: {str(text)[:80]!r} is not an Ed25519 public key (64 hex digits, as "
                               "`parcelscan models keygen` writes in KEY.pub)")
-    return Ed25519PublicKey.from_public_bytes(bytes.fromhex(value))
+    return value
+
+
+def public_key_hex(key: Ed25519PublicKey | Ed25519PrivateKey) -> str:
+    """A key's id: its raw 32-byte public key in lower-case hex."""
+    c = _crypto()
+    public = key.public_key() if isinstance(key, c.Ed25519PrivateKey) else key
+    return public.public_bytes(c.serialization.Encoding.Raw, c.serialization.PublicFormat.Raw).hex()
+
+
+def parse_public_key(text: str, where: str = "public key") -> Ed25519PublicKey:
+    """An Ed25519 public key from its 64 hex digits."""
+    return _crypto().Ed25519PublicKey.from_public_bytes(bytes.fromhex(check_public_key_hex(text, where)))
 
 
 def load_private_key(path: str | Path) -> Ed25519PrivateKey:
@@ -113,17 +139,18 @@ def load_private_key(path: str | Path) -> Ed25519PrivateKey:
         raise ParcelscanError(f"--sign-key {path}: cannot read it: {error.strerror or error}") from error
     if blob is None:
         raise ParcelscanError(f"--sign-key {path}: not a private key file (not a regular file of a few bytes)")
+    c = _crypto()
     if info.st_mode & (stat.S_IRWXG | stat.S_IRWXO):
         raise ParcelscanError(f"--sign-key {path}: group or others may read it (mode {stat.S_IMODE(info.st_mode):o}); "
                               f"a private key must be private: chmod 600 {path}")
     if len(blob) == 32:
-        return Ed25519PrivateKey.from_private_bytes(blob)
+        return c.Ed25519PrivateKey.from_private_bytes(blob)
     if blob.lstrip().startswith(b"-----BEGIN"):
         try:
-            key = serialization.load_pem_private_key(blob, password=None)
+            key = c.serialization.load_pem_private_key(blob, password=None)
         except (ValueError, TypeError) as error:
             raise ParcelscanError(f"--sign-key {path}: not an unencrypted PEM private key: {error}") from error
-        if not isinstance(key, Ed25519PrivateKey):
+        if not isinstance(key, c.Ed25519PrivateKey):
             raise ParcelscanError(f"--sign-key {path}: a {type(key).__name__}, not an Ed25519 private key")
         return key
     raise ParcelscanError(f"--sign-key {path}: not an Ed25519 private key (32 raw bytes or a PEM PKCS#8 file)")
@@ -147,14 +174,15 @@ def keygen(out_dir: str | Path, name: str = "parcelscan-release") -> tuple[Path,
     if repo is not None:
         raise ParcelscanError(f"--out {out}: inside the git working tree {repo}; a private key must never enter a "
                               "repository — keep it on the release manager's machine (e.g. ~/.parcelscan-keys)")
+    c = _crypto()
     out.mkdir(parents=True, exist_ok=True, mode=0o700)
     private_path, public_path = out / f"{name}.key", out / f"{name}.pub"
     for path in (private_path, public_path):
         if path.exists():
             raise ParcelscanError(f"{path} exists: refusing to overwrite a key (choose another --name or --out)")
-    key = Ed25519PrivateKey.generate()
-    pem = key.private_bytes(serialization.Encoding.PEM, serialization.PrivateFormat.PKCS8,
-                            serialization.NoEncryption())
+    key = c.Ed25519PrivateKey.generate()
+    pem = key.private_bytes(c.serialization.Encoding.PEM, c.serialization.PrivateFormat.PKCS8,
+                            c.serialization.NoEncryption())
     fd = os.open(private_path, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
     with os.fdopen(fd, "wb") as handle:
         handle.write(pem)
@@ -211,7 +239,9 @@ def verify_model_signature(model_path: str | Path, trusted_keys: Iterable[str],
     """The model's signature if one of ``trusted_keys`` (hex) made it over these very bytes; otherwise a
     ParcelscanError that says why (module docstring). ``sha256``: the bytes' digest if already computed."""
     model_path = Path(model_path)
-    trusted = {k.strip().lower(): parse_public_key(k, "trusted public key") for k in trusted_keys}
+    c = _crypto()  # a station that trusts keys cannot start without it (fail closed)
+    trusted = {check_public_key_hex(k, "trusted public key"): parse_public_key(k, "trusted public key")
+               for k in trusted_keys}
     if not trusted:
         raise ParcelscanError("no trusted public keys to verify a model signature against")
     short = ", ".join(k[:16] + "…" for k in trusted)
@@ -230,7 +260,7 @@ def verify_model_signature(model_path: str | Path, trusted_keys: Iterable[str],
                               f"{sig.sha256[:16]}… — the file was changed after it was signed")
     try:
         trusted[sig.key_id].verify(bytes.fromhex(sig.signature), signed_message(sig.sha256, sig.name, sig.version))
-    except InvalidSignature as error:
+    except c.InvalidSignature as error:
         raise ParcelscanError(f"{model_path}: refusing the model: its signature by key {sig.key_id[:16]}… does not "
                               f"verify (the .sig was altered or made for other contents)") from error
     return sig

@@ -10,6 +10,7 @@ from __future__ import annotations
 import json
 import shutil
 import stat
+import subprocess
 import sys
 from pathlib import Path
 
@@ -248,3 +249,30 @@ def test_export_signs_the_model_it_writes(signed, tmp_path, capsys):
     assert (sig.name, sig.version) == (meta.name, meta.version)
     assert main(["export", "--show", str(out)]) == 0
     assert f"signature:        Ed25519 key {sig.key_id} (valid" in capsys.readouterr().out
+
+
+# --- the station install without the [signing] extra --------------------------------------------------------------
+_NO_CRYPTOGRAPHY = """
+import importlib.abc, sys
+class _NotInstalled(importlib.abc.MetaPathFinder):
+    def find_spec(self, name, path=None, target=None):
+        if name.split(".")[0] == "cryptography":
+            raise ModuleNotFoundError(f"No module named {name!r} (blocked: station install)", name=name)
+sys.meta_path.insert(0, _NotInstalled())
+from parcelscan.cli import main
+sys.exit(main(sys.argv[1:]))
+"""
+
+
+def test_without_the_signing_extra_a_keyless_station_runs_and_a_trusting_one_refuses_to_start(signed, tmp_path):
+    """cryptography is the [signing] extra (18 MiB the plain station install cannot afford): a station that trusts
+    no key never imports it; one whose policy names keys fails closed, with the install advice, before any verdict."""
+    sample = str(EXAMPLES / "sim31-000077_low.png")
+    plain = subprocess.run([sys.executable, "-c", _NO_CRYPTOGRAPHY, "inspect", sample, "--threads", "1"],
+                           capture_output=True, text=True, timeout=300)
+    assert plain.returncode in (0, 1) and len(plain.stdout.splitlines()) == 1, plain.stderr[-2000:]
+    policy = _policy(tmp_path, [public_key_hex(signed["key"])])
+    trusting = subprocess.run([sys.executable, "-c", _NO_CRYPTOGRAPHY, "inspect", sample, "--policy", str(policy),
+                               "--model", str(signed["model"])], capture_output=True, text=True, timeout=300)
+    assert trusting.returncode == 2 and trusting.stdout == "" and "Traceback" not in trusting.stderr
+    assert "pip install 'parcelscan[signing]'" in trusting.stderr
