@@ -3,22 +3,24 @@
 A smuggler who knows the parcel will be X-rayed hides the powder where the beam cannot see it. The station's
 answer is the shield alarm (``inference.opaque``): an opaque region that could hide the smallest concealment
 of interest is never "clear". This scenario tests that answer, and it must not pass by construction, so its
-walls span thicknesses that do *and* do not stop a 140 kV beam (40 mm of steel or ~2 mm of lead along the ray
-reach A_high 8; thinner walls leave the powder visible to the model through the metal), and a quarter of the
-cases shield only part of the powder.
+walls span thicknesses that do *and* do not stop a 140 kV beam (31 mm of steel, 35 mm of cast iron or 2.5 mm
+of lead along the ray reach A_high 8 under postal-dual-140, ``tests/test_opaque.py``; thinner walls leave the
+powder visible to the model through the metal), and a quarter of the cases shield only part of the powder.
 
 Variants (``VARIANTS``, weights in brackets), every wall a hollow body around a cavity; the beam crosses two
 walls (top and bottom, the parcel lying flat on the belt):
 
 * ``lead_box`` [1]: a lead-lined box (radiation-shielding pouches and film boxes): a 4–8 mm wooden box lined
   with lead sheet **1–3 mm** thick (``LEAD_MM``).
-* ``steel_case`` [1]: a steel case or tool box, walls **3–10 mm** (``STEEL_CASE_MM``): from visible through
-  the steel to nearly opaque.
+* ``steel_case`` [1]: a steel case or tool box, walls **3–10 mm** (``STEEL_CASE_MM``): the beam crosses two
+  walls, 6–20 mm of steel, so the powder is always in view through them (A_high 2–6 from the steel); only the
+  case's side walls, seen edge-on over the case's height, are opaque, in strips as wide as the wall.
 * ``casting`` [1]: a thick cast-iron or steel casting with a cored cavity, walls **12–30 mm**
   (``CASTING_MM``; a pump body, a brake drum, a counterweight).
 * ``partial`` [1]: a pouch of powder with a lead sheet (**1–3 mm**) or a steel plate (**10–25 mm**,
   ``PLATE_MM``) laid over **30–90 %** of its footprint (``PARTIAL_COVER``): part of the powder stays in plain
-  view.
+  view, and a steel plate (at most 25 mm) or a lead sheet under 2.5 mm never stops the beam: the powder under
+  it is seen through the metal too.
 
 The powder is a flat pouch on the cavity floor (under the plate for ``partial``): **10–1000 g**,
 log-uniform, of any target at its packed density, **5–25 mm** thick (``POUCH_MM``) within the cavity. The
