@@ -544,14 +544,15 @@ def al_casting(rng, fit) -> Item:
     # a solid block with a bore only in aluminium or iron: zinc is die-cast in thin walls, never in blocks of kilos
     p.add(box((0, 0, size[2] / 2), size), metal, cavities=(inner,) if hollow or metal == "zamak" else (bore,))
     for _ in range(int(rng.integers(0, 4))):  # bosses
-        p.add(
-            cylinder(
-                (uniform(rng, -0.45, 0.45) * size[0], uniform(rng, -0.45, 0.45) * size[1], size[2] / 2),
-                uniform(rng, 5, 12),
-                size[2],
-            ),
-            metal,
+        boss = cylinder(
+            (uniform(rng, -0.45, 0.45) * size[0], uniform(rng, -0.45, 0.45) * size[1], size[2] / 2),
+            uniform(rng, 5, 12),
+            size[2],
         )
+        # a die-cast boss (zinc, aluminium) is cored for its screw, its wall the casting's; a sand-cast iron boss
+        # is solid (drilled later). A solid zinc boss of 24 mm stood 40 mm of zinc on end: opaque over 4 cm².
+        core = cylinder(boss.centre_mm, max(boss.radius_mm - wall, 1.0), size[2] * 1.5)
+        p.add(boss, metal, cavities=(core,) if metal != "cast iron" else ())
     return Item("al_casting", p.items, size[2])
 
 
