@@ -50,7 +50,7 @@ def _run(refs, estimates, *, cap: int, scan_cap: int | None = None, workers: int
 
 def _alive(estimates) -> tuple[int, int]:
     """(decoded scans alive, their estimated bytes); the list of them dies here, so it holds none past the call."""
-    scans = [o for o in gc.get_objects() if isinstance(o, Scan)]
+    scans = [o for o in gc.get_objects() if type(o) is Scan]  # type(), not isinstance: no proxy objects asked
     return len(scans), sum(estimates[s.scan_id] for s in scans)
 
 
