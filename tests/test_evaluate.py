@@ -289,3 +289,39 @@ def test_verdicts_report_station_flags_of_every_reason(tmp_path):
     assert station["clear_by_reason_class"]["opaque"]["flagged"] == 1
     assert station["suspects_by_scenario"]["mail_pouch"]["n"] == 2
     assert "Station flags" in (run_dir / "report.md").read_text()
+
+
+def test_verdicts_report_the_declaration_measures(tmp_path):
+    """`evaluate --verdicts` on a set with declarations: mismatch rates by how each parcel was declared, and the
+    powder-mass error on pure-powder suspects with a missed estimate counted as 100 %."""
+    from parcelscan.datasets.manifest import ManifestRecord, write_manifest
+    from parcelscan.training.evaluate import evaluate_verdicts
+
+    data = tmp_path / "set"
+    data.mkdir()
+    files = {"low": "x.png", "high": "y.png"}
+    records = [ManifestRecord("c0", files, "clear", twin_of=[], declaration_honest=True),
+               ManifestRecord("c1", files, "clear", twin_of=[], declaration_honest=True),
+               ManifestRecord("c2", files, "clear", twin_of=[]),  # no declaration
+               ManifestRecord("s0", files, "suspect", "mail_pouch", "Nd2O3", 100.0, 1.0, twin_of=[],
+                              declaration_honest=False, declaration_names_twin=False),
+               ManifestRecord("s1", files, "suspect", "water_bottle", "La2O3", 200.0, 1.0, twin_of=[],
+                              declaration_honest=False, declaration_names_twin=True),
+               ManifestRecord("s2", files, "suspect", "tile_ingredients", "CeO2", 50.0, 0.1, twin_of=[],
+                              declaration_honest=False, declaration_names_twin=False)]
+    write_manifest(data / "manifest.jsonl", records)
+    rows = {"c0": ("consistent", None), "c1": ("mismatch", None), "c2": ("absent", None),
+            "s0": ("mismatch", [60.0, 60.0]), "s1": ("consistent", []), "s2": ("consistent", [5.0])}
+    lines = [json.dumps({"scan_id": k, "score": 0.1, "threshold": 0.5, "verdict": "clear", "powder_mass_g": m,
+                         "declaration_check": {"status": status}, "model": {"name": "m", "version": "1"}})
+             for k, (status, m) in rows.items()]
+    (tmp_path / "v.jsonl").write_text("\n".join(lines) + "\n")
+    run_dir, summary = evaluate_verdicts(tmp_path / "v.jsonl", data, project=tmp_path / "runs", n_boot=20)
+    dc = summary["declaration"]
+    assert dc["status_present"] == 6 and dc["n_declared"] == 5
+    assert (dc["mismatch"]["clear_declared"]["flagged"], dc["mismatch"]["clear_declared"]["n"]) == (1, 2)
+    assert (dc["mismatch"]["suspect_false_no_twin"]["flagged"], dc["mismatch"]["suspect_false_no_twin"]["n"]) == (1, 2)
+    assert dc["mismatch"]["suspect_declared_as_twin"]["n"] == 1
+    mass = dc["mass_error"]["all"]  # s0: |120 - 100| / 100 = 0.2; s1 without an estimate: 1.0; s2 is a mixture
+    assert mass["n"] == 2 and mass["without_estimate"] == 1 and abs(mass["median"] - 0.6) < 1e-9
+    assert "Declaration check" in (run_dir / "report.md").read_text()

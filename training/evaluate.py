@@ -711,16 +711,18 @@ def read_verdict_scores(path: str | Path) -> tuple[dict[str, float], float | Non
     return scores, threshold, model
 
 
+def read_verdict_lines(path: str | Path) -> dict[str, dict[str, Any]]:
+    """``parcelscan inspect`` output → {scan_id: verdict dict} (``read_verdict_scores`` has checked the lines)."""
+    lines = Path(path).read_text(encoding="utf-8").splitlines()
+    verdicts = [json.loads(line) for line in lines if line.strip()]
+    return {str(v["scan_id"]): v for v in verdicts}
+
+
 def read_station_flags(path: str | Path) -> dict[str, tuple[bool, tuple[str, ...]]]:
     """``parcelscan inspect`` output → {scan_id: (flagged, reason classes)}: a flag is any verdict other than
     ``clear`` (the station issue's definition, in any lane); a line without a verdict counts as flagged."""
-    flags: dict[str, tuple[bool, tuple[str, ...]]] = {}
-    for line in Path(path).read_text(encoding="utf-8").splitlines():
-        if line.strip():
-            verdict = json.loads(line)
-            classes = tuple(str(c) for c in verdict.get("reason_classes") or ())
-            flags[str(verdict["scan_id"])] = (verdict.get("verdict") != "clear", classes)
-    return flags
+    return {scan_id: (v.get("verdict") != "clear", tuple(str(c) for c in v.get("reason_classes") or ()))
+            for scan_id, v in read_verdict_lines(path).items()}
 
 
 def station_summary(records: Sequence[Any], flags: dict[str, tuple[bool, tuple[str, ...]]]) -> dict[str, Any]:
@@ -756,6 +758,62 @@ def render_station_section(st: dict[str, Any]) -> list[str]:
     return [*lines, ""]
 
 
+def declaration_summary(records: Sequence[Any], verdicts: dict[str, dict[str, Any]]) -> dict[str, Any] | None:
+    """The declaration issue's measures from the station's verdicts: ``declaration_check.status`` present,
+    ``mismatch`` rates (Wilson 95 %) for clear parcels with a declaration and for suspects by how they were
+    declared (false naming no twin, declared as a twin, honest), and the error of ``powder_mass_g`` on pure-powder
+    suspects (|Σ bodies − true| / true; a suspect without an estimate counts as 100 %) overall and per scenario.
+    None for a set without declarations in its manifest."""
+    if not any(getattr(r, "declaration_honest", None) is not None for r in records):
+        return None
+
+    def mismatch(keep: Callable[[Any], bool]) -> dict[str, Any]:
+        chosen = [r for r in records if keep(r)]
+        return _wilson_rate(np.array([(verdicts[r.scan_id].get("declaration_check") or {}).get("status")
+                                      == "mismatch" for r in chosen], dtype=bool))
+
+    declared = [r for r in records if getattr(r, "declaration_honest", None) is not None]
+    out: dict[str, Any] = {
+        "status_present": sum(bool((verdicts[r.scan_id].get("declaration_check") or {}).get("status"))
+                              for r in records),
+        "n_scans": len(records), "n_declared": len(declared),
+        "mismatch": {
+            "clear_declared": mismatch(lambda r: r.label == "clear" and r.declaration_honest is not None),
+            "suspect_false_no_twin": mismatch(lambda r: r.label == "suspect" and r.declaration_honest is False
+                                              and not r.declaration_names_twin),
+            "suspect_declared_as_twin": mismatch(lambda r: r.label == "suspect" and bool(r.declaration_names_twin)),
+            "suspect_honest": mismatch(lambda r: r.label == "suspect" and r.declaration_honest is True)}}
+    errors: dict[str, list[float]] = {}
+    for r in records:
+        if r.label != "suspect" or r.mass_fraction != 1.0 or not r.mass_g:
+            continue
+        bodies = verdicts[r.scan_id].get("powder_mass_g") or []
+        error = abs(sum(float(b) for b in bodies) - r.mass_g) / r.mass_g if bodies else 1.0
+        errors.setdefault("all", []).append(error)
+        errors.setdefault(str(r.scenario), []).append(error)
+    out["mass_error"] = {key: {"n": len(v), "median": float(np.median(v)), "p90": float(np.quantile(v, 0.9)),
+                               "without_estimate": sum(e == 1.0 for e in v)} for key, v in sorted(errors.items())}
+    return out
+
+
+def render_declaration_section(dc: dict[str, Any]) -> list[str]:
+    """Markdown for ``declaration_summary``."""
+    names = {"clear_declared": "clear parcels with a declaration",
+             "suspect_false_no_twin": "suspects, false declaration naming no twin",
+             "suspect_declared_as_twin": "suspects declared as a benign twin",
+             "suspect_honest": "suspects declared honestly"}
+    lines = ["## Declaration check", "",
+             f"`declaration_check.status` present in {dc['status_present']} of {dc['n_scans']} verdicts; "
+             f"{dc['n_declared']} parcels carry a declaration.", "",
+             "| parcels | `mismatch` |", "|---|---|"]
+    lines += [f"| {names[k]} | {_rate(v)} |" for k, v in dc["mismatch"].items()]
+    lines += ["", "| pure-powder suspects | n | median error of `powder_mass_g` | 90th percentile | without estimate |",
+              "|---|---:|---:|---:|---:|"]
+    lines += [f"| {k} | {v['n']} | {100 * v['median']:.1f} % | {100 * v['p90']:.1f} % | {v['without_estimate']} |"
+              for k, v in dc["mass_error"].items()]
+    return [*lines, ""]
+
+
 def evaluate_verdicts(verdicts: str | Path, data_dir: str | Path, split: str = "all", name: str = "exp",
                       project: str | Path = "runs/evaluate", n_boot: int = 1000, seed: int = 0) -> tuple[Path, dict]:
     """Score a labelled set from the station's own verdicts (``parcelscan inspect DIR > verdicts.jsonl``):
@@ -778,7 +836,8 @@ def evaluate_verdicts(verdicts: str | Path, data_dir: str | Path, split: str = "
         "unanalysed_scans": int(model.pop("unanalysed")),
         "roc_auc_non_twin_ci": list(M.bootstrap_ci(M.roc_auc, y[keep], scores[keep], n_boot, seed=seed)),
         "twin_aware": twin_summary(y, scores, records, threshold),
-        "station": station_summary(records, read_station_flags(verdicts))}
+        "station": station_summary(records, read_station_flags(verdicts)),
+        "declaration": declaration_summary(records, read_verdict_lines(verdicts))}
     run_dir = increment_dir(project, name)
     (run_dir / "metrics.json").write_text(json.dumps(summary, indent=1, sort_keys=True) + "\n", encoding="utf-8")
     tw = summary["twin_aware"]
@@ -790,6 +849,7 @@ def evaluate_verdicts(verdicts: str | Path, data_dir: str | Path, split: str = "
              f"- ROC AUC against non-twin clears: {tw['roc_auc_non_twin']:.4f} "
              f"[{summary['roc_auc_non_twin_ci'][0]:.4f}, {summary['roc_auc_non_twin_ci'][1]:.4f}] "
              f"(stratified bootstrap, {n_boot} replicates)", "", *render_twin_section(tw),
-             *render_station_section(summary["station"])]
+             *render_station_section(summary["station"]),
+             *(render_declaration_section(summary["declaration"]) if summary["declaration"] else [])]
     (run_dir / "report.md").write_text("\n".join(lines) + "\n", encoding="utf-8")
     return run_dir, summary
