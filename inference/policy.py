@@ -38,7 +38,7 @@ from pathlib import Path
 from typing import Any
 
 from parcelscan.errors import ParcelscanError
-from parcelscan.inference.opaque import ShieldRule
+from parcelscan.inference.opaque import DEFAULT_DETECTOR_BLUR_PX, ShieldRule
 from parcelscan.inference.verdict import REASON_CLASSES
 from parcelscan.model.signing import check_public_key_hex
 
@@ -49,7 +49,7 @@ _SECTIONS: dict[str, set[str]] = {
     "": {"name", "threat", "alarm", "memory", "models", "drift", "calibration"},
     "threat": {"min_concealed_mass_g", "densest_powder", "densest_powder_bulk_density_g_cm3", "thickest_pouch_mm",
                "pouch_max_aspect"},
-    "alarm": {"reasons", "threshold", "opaque_grey_levels", "opaque_rgb_level"},
+    "alarm": {"reasons", "threshold", "opaque_grey_levels", "opaque_rgb_level", "detector_blur_px"},
     "memory": {"max_scan_mb", "max_batch_mb"},
     "models": {"trusted_public_keys"},
     "drift": {"window", "sigma"},
@@ -111,6 +111,7 @@ class StationPolicy:
     threshold: float | None = None  # None: the model's (or the calibration's)
     opaque_grey_levels: int = 22
     opaque_rgb_level: int = 2
+    detector_blur_px: float = DEFAULT_DETECTOR_BLUR_PX  # the station detector's blur (shield rim)
     max_scan_mb: float = 1024.0
     max_batch_mb: float = 4096.0
     trusted_public_keys: tuple[str, ...] = ()
@@ -121,7 +122,7 @@ class StationPolicy:
     @property
     def shield_rule(self) -> ShieldRule:
         return ShieldRule(self.threat.min_pouch_area_cm2, self.threat.pouch_max_aspect, self.opaque_grey_levels,
-                          self.opaque_rgb_level)
+                          self.opaque_rgb_level, self.detector_blur_px)
 
     @property
     def max_scan_bytes(self) -> int:
@@ -239,6 +240,9 @@ def parse_policy(data: dict[str, Any], path: str, sha256: str) -> StationPolicy:
     rgb = _number(al, "opaque_rgb_level", "alarm", 2, positive=False, integer=True)
     if not (0 <= grey < 65535 and 0 <= rgb < 255):
         raise ParcelscanError(f"{where}: alarm.opaque_grey_levels is 0–65534, alarm.opaque_rgb_level 0–254")
+    blur_px = _number(al, "detector_blur_px", "alarm", DEFAULT_DETECTOR_BLUR_PX, positive=False)
+    if not 0.0 <= blur_px <= 5.0:
+        raise ParcelscanError(f"{where}: alarm.detector_blur_px is 0–5 (detector pixels, Gaussian sigma)")
     mem = _table(data, "memory", where)
     max_scan_mb = _number(mem, "max_scan_mb", "memory", 1024.0)
     max_batch_mb = _number(mem, "max_batch_mb", "memory", max(4096.0, max_scan_mb))
@@ -280,7 +284,7 @@ def parse_policy(data: dict[str, Any], path: str, sha256: str) -> StationPolicy:
             raise ParcelscanError(f"{where}: [calibration] flag_rate must be in [0, 1]")
     return StationPolicy(name=name, path=path, sha256=sha256, threat=threat, alarm_reasons=tuple(reasons),
                          threshold=threshold, opaque_grey_levels=int(grey), opaque_rgb_level=int(rgb),
-                         max_scan_mb=max_scan_mb, max_batch_mb=max_batch_mb, trusted_public_keys=tuple(keys),
+                         detector_blur_px=blur_px, max_scan_mb=max_scan_mb, max_batch_mb=max_batch_mb, trusted_public_keys=tuple(keys),
                          drift=drift, calibration=calibration, raw=data)
 
 

@@ -259,3 +259,17 @@ def test_the_drift_monitor_alerts_once_per_excursion():
     alerts += [monitor.add(False) for _ in range(400)]
     assert sum(a is not None for a in alerts) == 1 and "below" in next(a for a in alerts if a)
     assert len(monitor.alerts) == 2 and monitor.summary().startswith("drift: 2 alert(s)")
+
+
+def test_the_policy_sets_the_shield_rules_detector_blur(tmp_path):
+    """[alarm] detector_blur_px reaches the shield rule (its rim); out of range is refused."""
+    from parcelscan.inference.opaque import DEFAULT_DETECTOR_BLUR_PX
+    from parcelscan.inference.policy import load_policy
+
+    assert load_policy(None).shield_rule.detector_blur_px == DEFAULT_DETECTOR_BLUR_PX
+    path = tmp_path / "p.toml"
+    path.write_text('[alarm]\ndetector_blur_px = 1.0\n')
+    assert load_policy(path).shield_rule.detector_blur_px == 1.0
+    path.write_text('[alarm]\ndetector_blur_px = 9.0\n')
+    with pytest.raises(ParcelscanError, match="detector_blur_px"):
+        load_policy(path)
