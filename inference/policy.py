@@ -284,8 +284,8 @@ def parse_policy(data: dict[str, Any], path: str, sha256: str) -> StationPolicy:
             raise ParcelscanError(f"{where}: [calibration] flag_rate must be in [0, 1]")
     return StationPolicy(name=name, path=path, sha256=sha256, threat=threat, alarm_reasons=tuple(reasons),
                          threshold=threshold, opaque_grey_levels=int(grey), opaque_rgb_level=int(rgb),
-                         detector_blur_px=blur_px, max_scan_mb=max_scan_mb, max_batch_mb=max_batch_mb, trusted_public_keys=tuple(keys),
-                         drift=drift, calibration=calibration, raw=data)
+                         detector_blur_px=blur_px, max_scan_mb=max_scan_mb, max_batch_mb=max_batch_mb,
+                         trusted_public_keys=tuple(keys), drift=drift, calibration=calibration, raw=data)
 
 
 def load_policy(path: str | Path | None = None) -> StationPolicy:
