@@ -581,6 +581,8 @@ def _group_table(title: str, groups: dict[str, dict[str, float]], what: str) -> 
 
 
 def _rate(value: dict[str, Any]) -> str:
+    if not value["n"]:
+        return "— (0/0)"
     return f"{_fmt_ci(value['rate'], value['ci'])} ({value['flagged']}/{value['n']})"
 
 
