@@ -438,6 +438,9 @@ class DeclarationChecker:
                 observed = {"bodies": [], "xray_mass_kg": None, "note": "the scan was not analysed"}
             elif raw is None and verdict.verdict != "suspect":
                 observed = {"bodies": [], "xray_mass_kg": None, "note": "nothing to weigh: no declaration, not flagged"}
+            elif getattr(outputs, "observed", None) is not None and \
+                    getattr(outputs, "observed_pitch_mm", None) == scan_pitch_mm(scan):
+                observed = outputs.observed  # the powder alarm's own look at the same regions (the twin lookup)
             else:
                 observed = observe(scan, outputs.tile_heatmaps, outputs.prepared)
             check = check_declaration(raw, item_id, observed, source)
@@ -465,5 +468,8 @@ def attach_declaration_check(inspector: Any, declarations_file: str | Path | Non
         if previous is not None:
             previous(verdict, outputs)
 
+    # the check only reads the advance data and changes its own scan's verdict: the inspector may run it for the
+    # scans of a batch in parallel, unless a hook chained behind it needs them one at a time
+    hook.thread_safe = previous is None or bool(getattr(previous, "thread_safe", False))  # type: ignore[attr-defined]
     inspector.on_outputs = hook
     return checker

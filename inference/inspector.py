@@ -8,7 +8,11 @@ model score below the threshold (``Verdict`` itself refuses it).
 
 ``inspect_many`` is the station path: reading and preprocessing run in a small thread pool ahead of the
 model (OpenCV and onnxruntime release the GIL), and the tiles of ``batch`` scans go through the model
-in one call. **Memory per batch**: every scan read ahead or waiting in the batch holds its decoded images,
+in one call; the verdicts of a batch (and the twin lookup of its powder alarms) are then built in as many
+threads, with ``on_outputs`` among them when the hook says it may be called concurrently for different
+scans (a ``thread_safe = True`` attribute: the declaration check's does; any other hook is called one scan
+after the other in input order, as inline). Verdicts are yielded in input order either way, and are the
+same. **Memory per batch**: every scan read ahead or waiting in the batch holds its decoded images,
 planes and tiles until its verdict is out; before a scan is read its need is estimated from its headers
 (``gates.scan_memory``, the memory gate's own estimate) and it is admitted only while the scans held stay
 within the policy's ``max_batch_mb`` (one scan is always admitted when none is held: the per-scan cap, never
@@ -47,7 +51,7 @@ import numpy as np
 
 from parcelscan.datasets.physics.profile import default_profile
 from parcelscan.datasets.physics.pseudocolor import pseudocolor_from_pair
-from parcelscan.datasets.preprocess import PreprocessSpec, heatmap_to_scan, prepare_scan
+from parcelscan.datasets.preprocess import PreprocessSpec, heatmap_to_scan, prepare_scan, scan_pitch_mm
 from parcelscan.datasets.scans.readers import ScanRef, discover_scans, load_scan
 from parcelscan.datasets.scans.scanfile import Scan
 from parcelscan.errors import ParcelscanError
@@ -102,6 +106,7 @@ class _Staged:
     notes: list[str] = field(default_factory=list)
     inputs_sha256: str | None = None
     observed: dict[str, Any] | None = None  # the powder alarm's bodies (``declaration.observe``), when looked up
+    observed_pitch_mm: tuple[float, float] | None = None  # the (row, column) pitch ``observed`` was measured at
 
 
 @dataclass
@@ -116,6 +121,8 @@ class ScanOutputs:
     tile_probabilities: np.ndarray | None
     tile_heatmaps: np.ndarray | None
     observed: dict[str, Any] | None = None  # ``declaration.observe`` of a powder alarm (bodies, signatures), if made
+    observed_pitch_mm: tuple[float, float] | None = None  # the pitch ``observed`` was measured at (a hook reusing
+    # it checks that its own pitch rule gives the same)
 
 
 def _describe(item: Any) -> tuple[str, list[str]]:
@@ -312,7 +319,8 @@ class Inspector:
                 yield from self._judge(chunk)
                 del chunk  # the decoded scans go before the next ones are read
                 release([cost for _, cost, _ in admitted])
-        with ThreadPoolExecutor(max_workers=workers, thread_name_prefix="parcelscan-read") as pool:
+        with ThreadPoolExecutor(max_workers=workers, thread_name_prefix="parcelscan-read") as pool, \
+                ThreadPoolExecutor(max_workers=workers, thread_name_prefix="parcelscan-finish") as finishers:
             pending: deque[tuple[Future, int]] = deque()
             lookahead = batch * 2 + workers
 
@@ -325,7 +333,7 @@ class Inspector:
                 taken = [pending.popleft() for _ in range(min(batch, len(pending)))]
                 chunk = [future.result() for future, _ in taken]
                 refill()  # read ahead while the model runs, within what the batch cap leaves
-                yield from self._judge(chunk)
+                yield from self._judge(chunk, finishers)
                 del chunk
                 release([cost for _, cost in taken])
                 refill()
@@ -405,8 +413,10 @@ class Inspector:
         staged.inputs_sha256 = inputs_digest(staged.inputs)
         return staged
 
-    def _judge(self, chunk: list[_Staged]) -> list[Verdict]:
-        """Run the model on the tiles of every good scan in the chunk; build the verdicts."""
+    def _judge(self, chunk: list[_Staged], finishers: ThreadPoolExecutor | None = None) -> list[Verdict]:
+        """Run the model on the tiles of every good scan in the chunk; build the verdicts (``_finish``): in the
+        ``finishers`` threads when given and ``on_outputs`` is absent or says it is ``thread_safe`` (module
+        docstring), else one after the other in input order."""
         good = [s for s in chunk if s.error is None]
         results: dict[int, tuple[np.ndarray, np.ndarray]] = {}
         if good:
@@ -427,12 +437,27 @@ class Inspector:
                     raise
                 for staged in good:
                     staged.error = f"inference failed: {_error_text(error)}"
-        verdicts = [self._verdict(staged, results.get(id(staged))) for staged in chunk]
+        hook = self.on_outputs
+        if finishers is None or len(chunk) < 2 or (hook is not None and not getattr(hook, "thread_safe", False)):
+            verdicts = [self._verdict(staged, results.get(id(staged))) for staged in chunk]
+            if hook is not None:
+                for staged, verdict in zip(chunk, verdicts, strict=True):
+                    hook(verdict, self._outputs(staged, results.get(id(staged))))
+            return verdicts
+        futures = [finishers.submit(self._finish, staged, results.get(id(staged))) for staged in chunk]
+        return [future.result() for future in futures]
+
+    def _finish(self, staged: _Staged, result: tuple[np.ndarray, np.ndarray] | None) -> Verdict:
+        """One scan's verdict and its thread-safe ``on_outputs`` hook (a finisher thread's work)."""
+        verdict = self._verdict(staged, result)
         if self.on_outputs is not None:
-            for staged, verdict in zip(chunk, verdicts, strict=True):
-                self.on_outputs(verdict, ScanOutputs(staged.scan, staged.opaque, staged.prepared,
-                                                     *(results.get(id(staged)) or (None, None)), staged.observed))
-        return verdicts
+            self.on_outputs(verdict, self._outputs(staged, result))
+        return verdict
+
+    @staticmethod
+    def _outputs(staged: _Staged, result: tuple[np.ndarray, np.ndarray] | None) -> ScanOutputs:
+        return ScanOutputs(staged.scan, staged.opaque, staged.prepared, *(result or (None, None)), staged.observed,
+                           staged.observed_pitch_mm)
 
     def _verdict(self, staged: _Staged, result: tuple[np.ndarray, np.ndarray] | None) -> Verdict:
         common = {"scan_id": staged.scan_id, "inputs": staged.inputs, "threshold": self.threshold,
@@ -489,6 +514,7 @@ class Inspector:
             return None, False  # an operator image carries no dual-energy signature
         try:
             staged.observed = observe(staged.scan, tile_heatmaps, staged.prepared, self.spec)
+            staged.observed_pitch_mm = scan_pitch_mm(staged.scan, self.spec)
             return signature_reason(staged.observed.get("bodies", []))
         except Exception as error:  # the alarm stands whatever happens here
             return f"powder signature not named: {type(error).__name__}: {error}", False
