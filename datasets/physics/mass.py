@@ -258,9 +258,10 @@ def body_mass(a_low: np.ndarray, a_high: np.ndarray, region: np.ndarray, pitch_m
     # every reference fitted per pixel: its areal density from the pixel's excess A_high, its predicted excess
     # A_low from that; the body's predicted R = Σ predicted ΔA_low / Σ ΔA_high
     on_bg = np.full(len(refs), np.inf)
+    core = _Ordered.of(core_high)
     for j, (high_c, low_c, _) in enumerate(curves):
-        areal = np.interp(np.abs(core_high), high_c, _P_GRID_G_CM2)
-        on_bg[j] = float(np.sum(np.sign(core_high) * np.interp(areal, _P_GRID_G_CM2, low_c))) / max(
+        areal = np.interp(core.magnitude, high_c, _P_GRID_G_CM2)  # ascending: the curves rise
+        on_bg[j] = float(np.sum(core.sign * core.in_place(np.interp(areal, _P_GRID_G_CM2, low_c)))) / max(
             float(core_high.sum()), 1e-9)
     predicted = np.where([family == "target" for _, family, _ in refs], on_bg, np.inf)
     result.core_ratio = core_ratio
@@ -275,12 +276,13 @@ def body_mass(a_low: np.ndarray, a_high: np.ndarray, region: np.ndarray, pitch_m
     high_c, low_c, slab_ratio = curves[best]
     # the mass: the median over every target whose predicted R is within R_TOLERANCE of the core's (clutter and
     # noise move R by that much; the rare-earth oxides need similar areal densities, GeO2 or Ga 3-6 times more)
-    result.mass_as_g = {refs[j][0]: _grams(d_high, curves[j][0], pixel_cm2) for j in range(len(refs))
-                        if refs[j][0] in result.could_be}
     nearest_gap = abs(predicted[best] - core_ratio)
     close = [j for j in range(len(refs)) if abs(predicted[j] - core_ratio) <= nearest_gap + R_TOLERANCE]
-    masses = {j: float(np.sum(np.sign(d_high) * np.interp(np.abs(d_high), curves[j][0], _P_GRID_G_CM2))) * pixel_cm2
-              for j in close}
+    excess = _Ordered.of(d_high)
+    grams = {j: _grams(excess, curves[j][0], pixel_cm2) for j in range(len(refs))
+             if j in close or refs[j][0] in result.could_be}  # each reference read once for both uses
+    result.mass_as_g = {refs[j][0]: grams[j] for j in range(len(refs)) if refs[j][0] in result.could_be}
+    masses = {j: grams[j] for j in close}
     # the lookup sees the body as a slab of its own: R scaled by what the background's hardening changed
     p_mean = float(np.interp(float(core_high.mean()), high_c, _P_GRID_G_CM2))
     on_background = float(np.interp(p_mean, _P_GRID_G_CM2, low_c)) / max(float(np.interp(p_mean, _P_GRID_G_CM2,
@@ -307,9 +309,34 @@ def readable_a(profile: ScannerProfile) -> float:
     return float(np.log(max(profile.air_quanta_per_pixel, READ_MIN_QUANTA * 1.01) / READ_MIN_QUANTA))
 
 
-def _grams(d_high: np.ndarray, excess_high_curve: np.ndarray, pixel_cm2: float) -> float:
+@dataclass(frozen=True)
+class _Ordered:
+    """A body's per-pixel excesses sorted once for the ~40 reference curves they are read through: ``np.interp``
+    starts each search at the previous hit, so ascending queries cost a fifth of scattered ones (0.9 → 0.2 ms for
+    25 000 pixels). Each value is the same (interp is element-wise), and ``in_place`` puts them back in the pixels'
+    own order before anything is summed, so every sum is the same to the bit."""
+
+    sign: np.ndarray  # sign of each excess, in the pixels' order
+    magnitude: np.ndarray  # |excess|, ascending
+    order: np.ndarray  # magnitude[i] = |x[order[i]]|
+
+    @classmethod
+    def of(cls, x: np.ndarray) -> _Ordered:
+        magnitude = np.abs(x)
+        order = np.argsort(magnitude)
+        return cls(np.sign(x), magnitude[order], order)
+
+    def in_place(self, values: np.ndarray) -> np.ndarray:
+        """``values`` (aligned with ``magnitude``) in the pixels' own order."""
+        out = np.empty_like(values)
+        out[self.order] = values
+        return out
+
+
+def _grams(excess: _Ordered, excess_high_curve: np.ndarray, pixel_cm2: float) -> float:
     """Σ areal density × pixel area of the excesses read through one reference's curve (signed: noise averages)."""
-    return float(np.sum(np.sign(d_high) * np.interp(np.abs(d_high), excess_high_curve, _P_GRID_G_CM2))) * pixel_cm2
+    return float(np.sum(excess.sign * excess.in_place(np.interp(excess.magnitude, excess_high_curve,
+                                                                 _P_GRID_G_CM2)))) * pixel_cm2
 
 
 def _unreadable(result: BodyMass, profile: ScannerProfile, d_high: np.ndarray, over_low: float, over_high: float,
@@ -319,7 +346,8 @@ def _unreadable(result: BodyMass, profile: ScannerProfile, d_high: np.ndarray, o
     refs = lookup_references(profile)
     t_pe, t_fe = basis_stack(profile, np.array([over_low]), np.array([over_high]))
     curves = _excess_curves(profile, refs, float(t_pe[0]), float(t_fe[0]))
-    result.mass_as_g = {name: _grams(d_high, c[0], pixel_cm2) for (name, _, _), c in zip(refs, curves, strict=True)}
+    excess = _Ordered.of(d_high)
+    result.mass_as_g = {name: _grams(excess, c[0], pixel_cm2) for (name, _, _), c in zip(refs, curves, strict=True)}
     masses = [result.mass_as_g[name] for name, family, _ in refs if family == "target"]
     result.mass_g = float(np.median(masses))
     result.mass_range_g = (min(masses), max(masses))
@@ -328,21 +356,19 @@ def _unreadable(result: BodyMass, profile: ScannerProfile, d_high: np.ndarray, o
 
 def _excess_curves(profile: ScannerProfile, refs, t_pe: float, t_fe: float
                    ) -> list[tuple[np.ndarray, np.ndarray, np.ndarray]]:
-    """Per reference, over the areal grid: its excess A_high and A_low on top of the basis stack (one batched
-    forward computation), and its R as a slab of its own (``_slab_ratios``: the same for every body)."""
+    """Per reference, over the areal grid: its excess A_high and A_low on top of the basis stack, and its R as a
+    slab of its own (``_slab_ratios``: the same for every body). The background enters only through (t_pe, t_fe):
+    ``attenuation.log_attenuation_on_background`` keeps each reference's transmission over the grid, so a body
+    costs two matrix-vector products per reference, not the exponential of references × grid × spectrum (16 → 2 ms
+    a body, quiet 2-core Xeon; equal to 1e-12, tests/test_mass_cache.py)."""
     basis = attenuation.basis_materials()
-    materials = [*basis, *(m for _, _, m in refs)]
-    n, k = len(_P_GRID_G_CM2), len(refs)
-    stack = np.zeros((len(materials), k * n))
-    for j in range(k):
-        on = slice(j * n, (j + 1) * n)
-        stack[0, on], stack[1, on], stack[2 + j, on] = t_pe, t_fe, _P_GRID_G_CM2
-    with np.errstate(divide="ignore", invalid="ignore", over="ignore"):
-        a_low, a_high = _attenuate(profile, materials, stack)
+    with np.errstate(divide="ignore", invalid="ignore", over="ignore"):  # the references' transmission over the
+        # grid is computed once and kept (attenuation._slab_transmission)
+        a_low, a_high = attenuation.log_attenuation_on_background(profile, basis, (t_pe, t_fe),
+                                                                  [m for _, _, m in refs], _P_GRID_G_CM2)
     slabs = _slab_ratios(profile, tuple(name for name, _, _ in refs))
     out = []
-    for j in range(k):
-        low_b, high_b = a_low[j * n:(j + 1) * n], a_high[j * n:(j + 1) * n]
+    for j, (low_b, high_b) in enumerate(zip(a_low, a_high, strict=True)):
         excess_high = np.maximum.accumulate(np.nan_to_num(high_b - high_b[0], posinf=1e3))
         excess_low = np.nan_to_num(low_b - low_b[0], posinf=1e3)
         out.append((excess_high, excess_low, slabs[j]))

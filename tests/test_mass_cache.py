@@ -1,0 +1,165 @@
+"""The body weighing's cached paths (``physics.mass``, ``physics.attenuation``) compute what the uncached ones do.
+
+* ``attenuation.log_attenuation_on_background`` (each reference's transmission over the areal grid kept, the
+  background's factored out) equals ``log_attenuation_direct`` of the stacked areal densities to 1e-12 relative,
+  on the background of a real body of a sample scan, for the default profile and a ±10 kV variant, and for
+  another grid (the cache is keyed by all three).
+* The excess curves built from it equal the direct ones to 1e-12 of the attenuation they are differences of (at
+  the thinnest grid points the excess is ~1e-4 of the total: no computation reproduces the direct sum's own
+  rounding there better than that).
+* Every body of the sample scans' ground-truth masks weighs the same with the cached curves as with the direct
+  ones: the reported (rounded) numbers identical, every float to 1e-12 relative.
+* Reading excesses through a curve in ascending order (``_Ordered``) gives, to the bit, the plain
+  ``Σ sign(x)·interp(|x|, curve, grid)``.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import json
+from pathlib import Path
+
+import cv2
+import numpy as np
+import pytest
+from PIL import Image
+
+from parcelscan.datasets.physics import attenuation, mass
+from parcelscan.datasets.physics.profile import default_profile
+from parcelscan.datasets.physics.pseudocolor import transmission_to_log_attenuation
+from parcelscan.datasets.scans import scanfile
+
+SAMPLES = Path(__file__).resolve().parents[1] / "examples" / "scans"
+
+
+def _bodies() -> list[tuple[np.ndarray, np.ndarray, np.ndarray, tuple[float, float]]]:
+    """(A_low, A_high, region, pitch) of every connected body in the sample scans' ground-truth masks."""
+    out = []
+    for mask_path in sorted(SAMPLES.glob("*_mask.png")):
+        scan_id = mask_path.name[: -len("_mask.png")]
+        pitch = json.loads((SAMPLES / f"{scan_id}.json").read_text()).get("pixel_pitch_mm", 1.0)
+        pitch = (float(pitch), float(pitch)) if np.isscalar(pitch) else (float(pitch[0]), float(pitch[1]))
+        a_low = transmission_to_log_attenuation(scanfile.read_png16(SAMPLES / f"{scan_id}_low.png"))
+        a_high = transmission_to_log_attenuation(scanfile.read_png16(SAMPLES / f"{scan_id}_high.png"))
+        with Image.open(mask_path) as image:
+            mask = np.asarray(image) > 0
+        count, labels = cv2.connectedComponents(mask.astype(np.uint8), connectivity=8)
+        out.extend((a_low, a_high, labels == k, pitch) for k in range(1, count))
+    return out
+
+
+def _direct_excess_curves(profile, refs, t_pe: float, t_fe: float):
+    """``mass._excess_curves`` as it was before the cache: one direct full-spectrum sum over every reference's
+    grid stacked on the basis thicknesses."""
+    basis = attenuation.basis_materials()
+    materials = [*basis, *(m for _, _, m in refs)]
+    grid = mass._P_GRID_G_CM2
+    n, k = len(grid), len(refs)
+    stack = np.zeros((len(materials), k * n))
+    for j in range(k):
+        on = slice(j * n, (j + 1) * n)
+        stack[0, on], stack[1, on], stack[2 + j, on] = t_pe, t_fe, grid
+    with np.errstate(divide="ignore", invalid="ignore", over="ignore"):
+        a_low, a_high = attenuation.log_attenuation_direct(profile, materials, stack)
+    slabs = mass._slab_ratios(profile, tuple(name for name, _, _ in refs))
+    out = []
+    for j in range(k):
+        low_b, high_b = a_low[j * n:(j + 1) * n], a_high[j * n:(j + 1) * n]
+        out.append((np.maximum.accumulate(np.nan_to_num(high_b - high_b[0], posinf=1e3)),
+                    np.nan_to_num(low_b - low_b[0], posinf=1e3), slabs[j]))
+    return out, (a_low.reshape(k, n), a_high.reshape(k, n))
+
+
+@pytest.fixture(scope="module")
+def bodies():
+    found = _bodies()
+    assert len(found) >= 3
+    return found
+
+
+@pytest.fixture(scope="module")
+def background(bodies):
+    """The basis thicknesses (t_pe, t_fe) under the first readable sample body, as ``body_mass`` solves them."""
+    profile = default_profile()
+    for body in bodies:
+        measured = mass.body_mass(*body, profile=profile)
+        if measured is not None and measured.core_ratio is not None:
+            t_pe, t_fe = mass.basis_stack(profile, np.array([measured.over_a_low]),
+                                          np.array([measured.over_a_high]))
+            assert float(t_pe[0]) + float(t_fe[0]) > 0  # a real background, not air
+            return float(t_pe[0]), float(t_fe[0])
+    pytest.fail("no sample body has a readable core")
+
+
+@pytest.mark.parametrize("kv_step", [0.0, attenuation.KV_STEP, -attenuation.KV_STEP])
+@pytest.mark.parametrize("grid", ["weighing", "coarse"])
+def test_the_cached_attenuation_on_a_background_is_the_direct_sum(background, kv_step, grid):
+    profile = default_profile()
+    profile = profile.with_changes(tube_kv=profile.tube_kv + kv_step)
+    assert attenuation.covers(profile)
+    areal = mass._P_GRID_G_CM2 if grid == "weighing" else np.geomspace(0.01, 50.0, 37)
+    refs = mass.lookup_references(default_profile())
+    materials = [m for _, _, m in refs]
+    basis = attenuation.basis_materials()
+    with np.errstate(divide="ignore", invalid="ignore", over="ignore"):
+        for _ in range(2):  # the first call fills the cache, the second reads it
+            low, high = attenuation.log_attenuation_on_background(profile, basis, background, materials, areal)
+            assert low.shape == high.shape == (len(materials), len(areal))
+            for j, material in enumerate(materials):
+                stack = np.zeros((3, len(areal)))
+                stack[0], stack[1], stack[2] = background[0], background[1], areal
+                direct = attenuation.log_attenuation_direct(profile, [*basis, material], stack)
+                for got, want in zip((low[j], high[j]), direct, strict=True):
+                    assert np.array_equal(np.isfinite(got), np.isfinite(want))
+                    finite = np.isfinite(want)
+                    np.testing.assert_allclose(got[finite], want[finite], rtol=1e-12, atol=0)
+
+
+def test_the_cached_excess_curves_are_the_direct_ones(background):
+    profile = default_profile()
+    refs = mass.lookup_references(profile)
+    cached = mass._excess_curves(profile, refs, *background)
+    direct, (total_low, total_high) = _direct_excess_curves(profile, refs, *background)
+    assert len(cached) == len(direct) == len(refs)
+    for j, (got, want) in enumerate(zip(cached, direct, strict=True)):
+        for i, total in ((0, total_high[j]), (1, total_low[j])):
+            scale = np.where(np.isfinite(total), np.abs(total), 1e3)  # 1e3: where the direct sum saturates
+            assert np.all(np.abs(got[i] - want[i]) <= 1e-12 * scale), (refs[j][0], i)
+        assert got[2] is want[2]  # the slab ratios: the same cached arrays
+        assert want[0][-1] > 0.1  # a real curve: the thickest slab attenuates
+
+
+def test_every_sample_body_weighs_the_same_with_cached_and_direct_curves(bodies, monkeypatch):
+    profile = default_profile()
+    cached = [mass.body_mass(*body, profile=profile) for body in bodies]
+    monkeypatch.setattr(mass, "_excess_curves", lambda *args: _direct_excess_curves(*args)[0])
+    direct = [mass.body_mass(*body, profile=profile) for body in bodies]
+    assert any(b is not None and b.core_ratio is not None for b in direct)  # the readable path is covered
+    assert any(b is not None and b.mass_g > 0 for b in direct)
+    for got, want in zip(cached, direct, strict=True):
+        assert (got is None) == (want is None)
+        if want is None:
+            continue
+        assert got.to_dict() == want.to_dict()
+        for name, value in dataclasses.asdict(want).items():
+            other = getattr(got, name)
+            if isinstance(value, float):
+                assert other == pytest.approx(value, rel=1e-12, abs=1e-300), name
+            elif isinstance(value, dict):
+                assert list(other) == list(value), name
+                for key in value:
+                    assert other[key] == pytest.approx(value[key], rel=1e-12, abs=1e-300), (name, key)
+            elif isinstance(value, tuple):
+                assert other == pytest.approx(value, rel=1e-12), name
+            else:
+                assert other == value, name
+
+
+def test_ordered_reading_is_the_plain_sum_to_the_bit():
+    rng = np.random.default_rng(4)
+    x = np.concatenate([rng.normal(0.2, 0.4, 5000), np.zeros(7), [1e3, -1e3]])
+    rng.shuffle(x)
+    grid = mass._P_GRID_G_CM2
+    curve = np.maximum.accumulate(np.minimum(np.sqrt(grid), 2.0))  # plateaus: repeated x-points in interp
+    plain = float(np.sum(np.sign(x) * np.interp(np.abs(x), curve, grid))) * 0.25
+    assert mass._grams(mass._Ordered.of(x), curve, 0.25) == plain
