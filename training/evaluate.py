@@ -713,7 +713,7 @@ def read_verdict_scores(path: str | Path) -> tuple[dict[str, float], float | Non
     return scores, threshold, model
 
 
-def read_verdict_lines(path: str | Path) -> dict[str, dict[str, Any]]:
+def verdicts_by_scan_id(path: str | Path) -> dict[str, dict[str, Any]]:
     """``parcelscan inspect`` output → {scan_id: verdict dict} (``read_verdict_scores`` has checked the lines)."""
     lines = Path(path).read_text(encoding="utf-8").splitlines()
     verdicts = [json.loads(line) for line in lines if line.strip()]
@@ -724,7 +724,7 @@ def read_station_flags(path: str | Path) -> dict[str, tuple[bool, tuple[str, ...
     """``parcelscan inspect`` output → {scan_id: (flagged, reason classes)}: a flag is any verdict other than
     ``clear`` (the station issue's definition, in any lane); a line without a verdict counts as flagged."""
     return {scan_id: (v.get("verdict") != "clear", tuple(str(c) for c in v.get("reason_classes") or ()))
-            for scan_id, v in read_verdict_lines(path).items()}
+            for scan_id, v in verdicts_by_scan_id(path).items()}
 
 
 def station_summary(records: Sequence[Any], flags: dict[str, tuple[bool, tuple[str, ...]]]) -> dict[str, Any]:
@@ -839,7 +839,7 @@ def evaluate_verdicts(verdicts: str | Path, data_dir: str | Path, split: str = "
         "roc_auc_non_twin_ci": list(M.bootstrap_ci(M.roc_auc, y[keep], scores[keep], n_boot, seed=seed)),
         "twin_aware": twin_summary(y, scores, records, threshold),
         "station": station_summary(records, read_station_flags(verdicts)),
-        "declaration": declaration_summary(records, read_verdict_lines(verdicts))}
+        "declaration": declaration_summary(records, verdicts_by_scan_id(verdicts))}
     run_dir = increment_dir(project, name)
     (run_dir / "metrics.json").write_text(json.dumps(summary, indent=1, sort_keys=True) + "\n", encoding="utf-8")
     tw = summary["twin_aware"]
