@@ -9,6 +9,7 @@
   rounding there better than that).
 * Every body of the sample scans' ground-truth masks weighs the same with the cached curves as with the direct
   ones: the reported (rounded) numbers identical, every float to 1e-12 relative.
+* ``basis_stack``'s evaluator (μ/ρ looked up once) is the direct sum to the bit.
 * Reading excesses through a curve in ascending order (``_Ordered``) gives, to the bit, the plain
   ``Σ sign(x)·interp(|x|, curve, grid)``.
 """
@@ -163,3 +164,17 @@ def test_ordered_reading_is_the_plain_sum_to_the_bit():
     curve = np.maximum.accumulate(np.minimum(np.sqrt(grid), 2.0))  # plateaus: repeated x-points in interp
     plain = float(np.sum(np.sign(x) * np.interp(np.abs(x), curve, grid))) * 0.25
     assert mass._grams(mass._Ordered.of(x), curve, 0.25) == plain
+
+
+def test_the_basis_evaluator_is_the_direct_sum_to_the_bit(background):
+    """``basis_stack``'s Newton solve reads the direct sum through ``direct_evaluator`` (μ/ρ looked up once)."""
+    profile = default_profile()
+    basis = attenuation.basis_materials()
+    evaluate = attenuation.direct_evaluator(profile, basis)
+    assert evaluate is not None
+    for areal in (np.array([[background[0]], [background[1]]]), np.array([[0.0, 2.0, 400.0], [0.5, 0.0, 30.0]]),
+                  np.random.default_rng(1).uniform(0.0, 20.0, (2, 4, 5))):
+        with np.errstate(divide="ignore", over="ignore"):
+            for got, want in zip(evaluate(areal), attenuation.log_attenuation_direct(profile, basis, areal),
+                                 strict=True):
+                assert got.shape == want.shape and np.array_equal(got, want)

@@ -27,7 +27,7 @@ from __future__ import annotations
 import functools
 import hashlib
 import json
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from pathlib import Path
 
 import numpy as np
@@ -143,6 +143,26 @@ def log_attenuation_direct(profile: ScannerProfile, materials: Sequence[Material
     mu = np.stack([table[f"mu/{composition_hash(m.composition)}"] for m in materials])
     transmission = np.exp(-(flat @ mu))
     return -np.log(transmission @ table["low"]).reshape(shape), -np.log(transmission @ table["high"]).reshape(shape)
+
+
+def direct_evaluator(profile: ScannerProfile, materials: Sequence[Material]
+                     ) -> Callable[[np.ndarray], tuple[np.ndarray, np.ndarray]] | None:
+    """``log_attenuation_direct`` for fixed ``materials``, their μ/ρ looked up once (the same arithmetic, so the
+    same numbers to the bit): a Newton solve calls it ~100 times on one pixel, where the lookups cost more than
+    the sum. None where the table does not cover them."""
+    table = _table_for(profile)
+    if table is None or not all(f"mu/{composition_hash(m.composition)}" in table for m in materials):
+        return None
+    mu = np.stack([table[f"mu/{composition_hash(m.composition)}"] for m in materials])
+    low, high, count = table["low"], table["high"], len(materials)
+
+    def evaluate(areal_g_cm2: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+        areal = np.asarray(areal_g_cm2, dtype=np.float64)
+        shape = areal.shape[1:]
+        transmission = np.exp(-(areal.reshape(count, -1).T @ mu))
+        return -np.log(transmission @ low).reshape(shape), -np.log(transmission @ high).reshape(shape)
+
+    return evaluate
 
 
 def log_attenuation_on_background(profile: ScannerProfile, background: Sequence[Material],

@@ -180,14 +180,16 @@ def basis_stack(profile: ScannerProfile, a_low: np.ndarray, a_high: np.ndarray,
     a_low, a_high = np.atleast_1d(np.asarray(a_low, float)), np.atleast_1d(np.asarray(a_high, float))
     t = np.stack([a_high * 2.0, a_high * 0.02])  # start: mostly organic
     eps = 1e-3
+    evaluate = attenuation.direct_evaluator(profile, basis)  # the same sum, μ/ρ looked up once
+    attenuate = evaluate if evaluate is not None else functools.partial(_attenuate, profile, basis)
     for _ in range(iterations):
         with np.errstate(divide="ignore", over="ignore", invalid="ignore"):
-            base = np.nan_to_num(np.stack(_attenuate(profile, basis, t)), nan=60.0, posinf=60.0)
+            base = np.nan_to_num(np.stack(attenuate(t)), nan=60.0, posinf=60.0)
             jac = np.empty((2, 2, *a_low.shape))
             for m in range(2):
                 dt = t.copy()
                 dt[m] += eps
-                jac[:, m] = np.nan_to_num((np.nan_to_num(np.stack(_attenuate(profile, basis, dt)), nan=60.0,
+                jac[:, m] = np.nan_to_num((np.nan_to_num(np.stack(attenuate(dt)), nan=60.0,
                                                          posinf=60.0) - base) / eps)
         residual = np.stack([a_low, a_high]) - base
         det = jac[0, 0] * jac[1, 1] - jac[0, 1] * jac[1, 0]
