@@ -331,11 +331,7 @@ def _line_explains(body: dict, heading: Heading, net_kg: float | None) -> bool:
         names = [n for n in _could_be(body) if n in heading.plausible]
         if not names:
             return False
-    masses = body.get("mass_as_g")
-    if net_kg is None or not isinstance(masses, dict):
-        return True
-    grams = [masses[n] for n in names if isinstance(masses.get(n), (int, float))]
-    return not grams or min(grams) <= (LINE_FACTOR * net_kg + LINE_SLACK_KG) * 1000.0
+    return _weight_fits(body, names, net_kg)
 
 
 def _vague_explains(body: dict, net_kg: float | None) -> bool:
@@ -345,12 +341,16 @@ def _vague_explains(body: dict, net_kg: float | None) -> bool:
     if _stopped(body):
         return False
     benign = [n for n in _could_be(body) if n not in TARGET_NAMES]
-    if not benign:
-        return False
+    return bool(benign) and _weight_fits(body, benign, net_kg)
+
+
+def _weight_fits(body: dict, names: list[str], net_kg: float | None) -> bool:
+    """The body, weighed as the lightest of ``names``, is within what a line of ``net_kg`` can hold
+    (``LINE_FACTOR`` × net + ``LINE_SLACK_KG``); a line without a weight, or a body not weighed, fits."""
     masses = body.get("mass_as_g")
     if net_kg is None or not isinstance(masses, dict):
         return True
-    grams = [masses[n] for n in benign if isinstance(masses.get(n), (int, float))]
+    grams = [masses[n] for n in names if isinstance(masses.get(n), (int, float))]
     return not grams or min(grams) <= (LINE_FACTOR * net_kg + LINE_SLACK_KG) * 1000.0
 
 
