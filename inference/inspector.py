@@ -340,8 +340,8 @@ class Inspector:
 
     def _memory_cost(self, item: Any) -> tuple[int, gates.MemoryNeed | None]:
         """(the bytes ``item`` will hold once read and preprocessed, the header estimate it comes from), before
-        decoding (module docstring). The estimate of a ScanRef goes to the memory gate, which need not read the
-        headers again."""
+        decoding (module docstring). The estimate of a scan on disk (a ScanRef, or a path naming one) goes to the
+        memory gate, which need not discover the scan and read its headers again."""
         if isinstance(item, MissingInput):
             return 0, None
         if isinstance(item, ScanRef) and not item.ok:
@@ -367,7 +367,7 @@ class Inspector:
         if found is None:
             return self.max_scan_bytes, None
         cost = 0 if found.need_bytes > self.max_scan_bytes else found.need_bytes
-        return cost, found if isinstance(item, ScanRef) else None
+        return cost, found if isinstance(target, ScanRef) else None
 
     # --- stages -------------------------------------------------------------------------------------
     def _check_memory(self, item: Any, need: gates.MemoryNeed | None = None) -> None:
