@@ -720,16 +720,13 @@ def verdicts_by_scan_id(path: str | Path) -> dict[str, dict[str, Any]]:
     return {str(v["scan_id"]): v for v in verdicts}
 
 
-def read_station_flags(path: str | Path) -> dict[str, tuple[bool, tuple[str, ...]]]:
-    """``parcelscan inspect`` output → {scan_id: (flagged, reason classes)}: a flag is any verdict other than
-    ``clear`` (the station issue's definition, in any lane); a line without a verdict counts as flagged."""
-    return {scan_id: (v.get("verdict") != "clear", tuple(str(c) for c in v.get("reason_classes") or ()))
-            for scan_id, v in verdicts_by_scan_id(path).items()}
-
-
-def station_summary(records: Sequence[Any], flags: dict[str, tuple[bool, tuple[str, ...]]]) -> dict[str, Any]:
+def station_summary(records: Sequence[Any], verdicts: dict[str, dict[str, Any]]) -> dict[str, Any]:
     """Station flag rates (Wilson 95 %) over all clears, non-twin clears, twins and suspects, the share of clears
-    flagged per reason class, and suspects flagged per scenario: what a sorting belt sees, every reason counted."""
+    flagged per reason class, and suspects flagged per scenario: what a sorting belt sees, every reason counted.
+    A flag is any verdict other than ``clear`` (the station issue's definition, in any lane); a line without a
+    verdict counts as flagged."""
+    flags = {r.scan_id: (verdicts[r.scan_id].get("verdict") != "clear",
+                         tuple(str(c) for c in verdicts[r.scan_id].get("reason_classes") or ())) for r in records}
     twins = twin_mask(records)
     suspect = np.array([r.label == "suspect" for r in records])
     flagged = np.array([flags[r.scan_id][0] for r in records])
@@ -825,6 +822,7 @@ def evaluate_verdicts(verdicts: str | Path, data_dir: str | Path, split: str = "
     data_dir = Path(data_dir)
     records = select_split(read_manifest(data_dir), split, data_dir)
     by_id, threshold, model = read_verdict_scores(verdicts)
+    lines = verdicts_by_scan_id(verdicts)  # read once for the station flags and the declaration measures
     missing = [r.scan_id for r in records if r.scan_id not in by_id]
     if missing:
         raise ParcelscanError(f"{verdicts}: no verdict for {len(missing)} scan(s) of {data_dir} (e.g. {missing[0]})")
@@ -838,8 +836,8 @@ def evaluate_verdicts(verdicts: str | Path, data_dir: str | Path, split: str = "
         "unanalysed_scans": int(model.pop("unanalysed")),
         "roc_auc_non_twin_ci": list(M.bootstrap_ci(M.roc_auc, y[keep], scores[keep], n_boot, seed=seed)),
         "twin_aware": twin_summary(y, scores, records, threshold),
-        "station": station_summary(records, read_station_flags(verdicts)),
-        "declaration": declaration_summary(records, verdicts_by_scan_id(verdicts))}
+        "station": station_summary(records, lines),
+        "declaration": declaration_summary(records, lines)}
     run_dir = increment_dir(project, name)
     (run_dir / "metrics.json").write_text(json.dumps(summary, indent=1, sort_keys=True) + "\n", encoding="utf-8")
     tw = summary["twin_aware"]
