@@ -146,3 +146,24 @@ def test_fit_temperature_recovers_known_scale():
     after = M.expected_calibration_error(labels, M.sigmoid(margins / t))
     assert after < before
     assert M.roc_auc(labels, M.sigmoid(margins / t)) == pytest.approx(M.roc_auc(labels, margins))
+
+
+def test_partial_auc_hand_cases():
+    """The ROC area up to Pfa 0.2, over 0.2. CLEAR/SUSPECT: the first two clear scores from the top are 0.95
+    and 0.9; suspects above 0.95: 0.97, 0.99 (Pd 0.4 at Pfa 0); at 0.95 Pd stays 0.4 (Pfa 0.1); at 0.9 one
+    suspect ties one clear: the segment to (Pfa 0.2, Pd 0.6) rises linearly. Area = 0.1·0.4 + 0.1·0.5 = 0.09."""
+    assert M.partial_auc(LABELS, SCORES, 0.2) == pytest.approx(0.09 / 0.2)
+    assert M.partial_auc(LABELS, SCORES, 1.0) == pytest.approx(M.roc_auc(LABELS, SCORES))
+    # a cut inside a segment: up to Pfa 0.15 the second step is half taken (Pd 0.4 → 0.5 at 0.15)
+    assert M.partial_auc(LABELS, SCORES, 0.15) == pytest.approx((0.1 * 0.4 + 0.05 * 0.45) / 0.15)
+    assert M.partial_auc([0, 0, 1, 1], [0.1, 0.2, 0.8, 0.9], 0.1) == 1.0
+    assert M.partial_auc([0, 0, 1, 1], [0.8, 0.9, 0.1, 0.2], 0.1) == 0.0
+    assert math.isnan(M.partial_auc([0, 0], [0.1, 0.2]))
+    with pytest.raises(ValueError):
+        M.partial_auc(LABELS, SCORES, 0.0)
+
+
+def test_partial_auc_of_random_scores_is_half_the_range():
+    rng = np.random.default_rng(3)
+    labels = rng.random(20000) < 0.5
+    assert M.partial_auc(labels, rng.random(20000), 0.1) == pytest.approx(0.05, abs=0.01)

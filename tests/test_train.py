@@ -291,12 +291,16 @@ def test_heatmap_scored_run_with_windows_and_twins_left_out(dataset, tmp_path):
                                                      ([] if r.label == "clear" else r.twin_of)) for r in records])
     config = tmp_path / "topk.yaml"
     config.write_text(yaml.safe_dump(tiny_config(data, tmp_path / "runs", epochs=2, save_period=0, plots=False,
-                                                 score_head="heatmap_topk", train_crop=32, twin_policy="ignore")),
+                                                 score_head="heatmap_topk", train_crop=32, twin_policy="ignore",
+                                                 select_metric="pauc")),
                       encoding="utf-8")
     assert cli(["train", "--config", str(config), "--name", "topk"]) == 0
     rows = results(tmp_path / "runs" / "topk")
     assert len(rows) == 2 and all(0.0 <= float(row["val/twin_alarm_rate"]) <= 1.0 or
                                   row["val/twin_alarm_rate"] == "nan" for row in rows)
+    # best.pt is chosen by the partial ROC area (select_metric pauc): the epoch with the highest val/pauc
+    pauc = [(float(row["val/pauc"]), float(row["val/auc"])) for row in rows]
     model, info = load_checkpoint(tmp_path / "runs" / "topk" / "weights" / "best.pt")
+    assert info["epoch"] == 1 + max(range(len(pauc)), key=lambda i: (pauc[i], -i))
     assert info["network"]["score_head"] == "heatmap_topk" and not hasattr(model, "classifier")
     assert info["config"]["twin_policy"] == "ignore" and info["config"]["train_crop"] == 32

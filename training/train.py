@@ -19,7 +19,8 @@ Recipe and why:
   deterministic function of (seed, epoch), sharded over DDP ranks.
 * **Validation** is scan-level, exactly as at inference: all tiles of each val scan, max over tiles.
   Each epoch fits the temperature and the threshold for ``target_pfa`` on validation and stores both
-  in the checkpoint. **Early stopping / best.pt** on val Pd at the target Pfa (ties: higher AUC).
+  in the checkpoint. **Early stopping / best.pt** on val Pd at the target Pfa or, with ``select_metric: pauc``,
+  on the partial ROC area up to ``pauc_max_pfa`` (both on non-twin clears; ties: higher AUC).
 * AMP (float16 autocast + GradScaler) on CUDA only; deterministic seeding; tqdm with loss and img/s.
 """
 
@@ -69,8 +70,8 @@ from parcelscan.training.runs import increment_dir, resolve_device
 
 RESULTS_COLUMNS = ["epoch", "train/loss", "train/cls_loss", "train/mask_bce", "train/mask_dice", "val/loss",
                    "val/cls_loss", "val/mask_bce", "val/mask_dice", "val/auc", "val/ap", "val/pd_at_target_pfa",
-                   "val/pfa", "val/twin_alarm_rate", "val/threshold", "val/temperature", "lr", "epoch_time_s",
-                   "train_img_per_s"]
+                   "val/pauc", "val/pfa", "val/twin_alarm_rate", "val/threshold", "val/temperature", "lr",
+                   "epoch_time_s", "train_img_per_s"]
 
 
 # --- small utilities ---------------------------------------------------------------------------------------
@@ -471,7 +472,9 @@ class Trainer:
         result = {"val/loss": cls_loss + self.config.mask_weight * (mask_bce + self.config.dice_weight * mask_dice),
                   "val/cls_loss": cls_loss, "val/mask_bce": mask_bce, "val/mask_dice": mask_dice,
                   "val/auc": M.roc_auc(labels, margins), "val/ap": M.average_precision(labels, margins),
-                  "val/pd_at_target_pfa": pd, "val/pfa": pfa, "val/twin_alarm_rate": twin_alarms,
+                  "val/pd_at_target_pfa": pd,
+                  "val/pauc": M.partial_auc(labels[keep], margins[keep], self.config.pauc_max_pfa), "val/pfa": pfa,
+                  "val/twin_alarm_rate": twin_alarms,
                   "val/threshold": point["threshold"],
                   "val/temperature": point["temperature"], "val/pd_calibrated": point["val_pd"],
                   "val/pfa_calibrated": point["val_pfa"]}
@@ -539,7 +542,7 @@ class Trainer:
                 if epoch % config.val_interval and epoch != config.epochs:
                     continue
                 val, labels, margins = self.validate()
-                fitness = (val["val/pd_at_target_pfa"], val["val/auc"])
+                fitness = (val[f"val/{config.select_metric}"], val["val/auc"])
                 improved = fitness > self.best["fitness"]
                 if improved:
                     self.best = {"fitness": fitness, "epoch": epoch}
@@ -560,12 +563,13 @@ class Trainer:
                         save_checkpoint(run_dir / "weights" / f"epoch{epoch}.pt", checkpoint)
                     print(f"epoch {epoch}: loss {train['loss']:.4f}, val AUC {val['val/auc']:.4f}, "
                           f"Pd@Pfa{100 * config.target_pfa:g}% {100 * val['val/pd_at_target_pfa']:.2f} %, "
+                          f"pAUC@{config.pauc_max_pfa:g} {val['val/pauc']:.4f}, "
                           f"{train['img_per_s']:.1f} img/s{' *' if improved else ''}", flush=True)
                 D.barrier()
                 if config.patience and self.stale_epochs >= config.patience:
                     stopped_early = True
                     if self.dist.is_main:
-                        print(f"early stop: no better val Pd at Pfa {config.target_pfa:g} for {config.patience} "
+                        print(f"early stop: no better val {config.select_metric} for {config.patience} "
                               f"epochs (best epoch {self.best['epoch']})")
                     break
             if self.dist.is_main:
