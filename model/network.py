@@ -24,7 +24,12 @@ Why this shape:
   teaches the few hottest cells of a clear tile to stay cold (mined look-alikes). Logits are
   ``(0, a·topk_mean + b)``, so ``logit_suspect − logit_clear`` is the pooled margin and the exported
   ``suspect_probability`` (a softmax of the logits) is ``sigmoid(margin / T)``: the station's contract,
-  its output names and shapes are unchanged.
+  its output names and shapes are unchanged. ``hybrid``: both — the suspect margin is the classifier's margin
+  plus the affine top-k heatmap term, trained jointly by the class loss. Why: the heatmap score finds small
+  pouches and dilute mixtures the global-pooled classifier dilutes away, but misses a cavity inside a casting
+  (a small region under a large dark one), which the classifier's pooled features see (README model card,
+  the 2 mm arms); the sum lets either kind of evidence raise the score. A hybrid verdict can rise without a
+  hot cell, so on it the heatmap explains but does not bound the score.
 
 ``forward(x) -> (logits (N, 2), heatmap_logits (N, 1, ceil(H/8), ceil(W/8)))``.
 
@@ -54,7 +59,7 @@ HIDDEN_UNITS = 256  # default hidden units of the classification head for new mo
 # above become (a missing key in a stored configuration takes these values).
 LEGACY_SHAPE = {"decoder_channels": 32, "hidden_units": 256, "num_classes": 2, "score_head": "classifier",
                 "score_topk": 4}
-SCORE_HEADS = ("classifier", "heatmap_topk")
+SCORE_HEADS = ("classifier", "heatmap_topk", "hybrid")
 SCORE_TOPK = 4  # default cells in the top-k pool: 2×2 cells of 16 mm at 2 mm/px, about a 10 g pouch
 HEATMAP_PRIOR = 0.01  # initial powder probability per cell: a fresh model does not paint the whole scan
 BN_MOMENTUM = 0.1  # PyTorch's default, for every arch (torchvision's MobileNetV3 uses 0.01; see ParcelNet)
@@ -69,8 +74,8 @@ class NetworkConfig:
     num_classes: int = 2
     decoder_channels: int = DECODER_CHANNELS
     hidden_units: int = HIDDEN_UNITS
-    score_head: str = "classifier"  # see the module docstring: classifier | heatmap_topk
-    score_topk: int = SCORE_TOPK  # heatmap cells averaged by heatmap_topk (unused by classifier)
+    score_head: str = "classifier"  # see the module docstring: classifier | heatmap_topk | hybrid
+    score_topk: int = SCORE_TOPK  # heatmap cells averaged by heatmap_topk and hybrid (unused by classifier)
 
     def to_dict(self) -> dict[str, Any]:
         return asdict(self)
@@ -185,9 +190,9 @@ class ParcelNet(nn.Module):
             raise ValueError("in_channels, decoder_channels and hidden_units must be >= 1, num_classes >= 2")
         if config.score_head not in SCORE_HEADS:
             raise ValueError(f"score_head must be one of {', '.join(SCORE_HEADS)}, got {config.score_head!r}")
-        if config.score_head == "heatmap_topk" and (num_classes != 2 or not 1 <= config.score_topk <= 16):
+        if config.score_head != "classifier" and (num_classes != 2 or not 1 <= config.score_topk <= 16):
             # 16 cells: the smallest tile (32×32 px) has 4×4 heatmap cells, so k is always available
-            raise ValueError("heatmap_topk needs num_classes 2 and score_topk within 1-16")
+            raise ValueError(f"{config.score_head} needs num_classes 2 and score_topk within 1-16")
         self.config = config
         self.arch, self.in_channels, self.num_classes = arch, in_channels, num_classes
         blocks = _backbone_blocks(arch)
@@ -205,7 +210,7 @@ class ParcelNet(nn.Module):
                 module.momentum = BN_MOMENTUM
         self.score_head = config.score_head
         self.score_topk = config.score_topk
-        if config.score_head == "classifier":
+        if config.score_head in ("classifier", "hybrid"):
             hidden = config.hidden_units
             self.classifier = nn.Sequential(nn.Linear(2 * ch32, hidden), nn.Hardswish(), nn.Dropout(0.2),
                                             nn.Linear(hidden, num_classes))
@@ -213,7 +218,7 @@ class ParcelNet(nn.Module):
                 if isinstance(layer, nn.Linear):
                     nn.init.normal_(layer.weight, 0, 0.01)
                     nn.init.zeros_(layer.bias)
-        else:
+        if config.score_head in ("heatmap_topk", "hybrid"):
             # margin = scale · topk_mean + bias; at initialisation the margin is the pooled logit itself
             # (scale 1, bias 0), i.e. the prior's −4.6: a fresh model calls every tile clear, like the heatmap
             self.score_scale = nn.Parameter(torch.ones(()))
@@ -233,7 +238,11 @@ class ParcelNet(nn.Module):
             margin = self.pooled_margin(heat)
             return torch.stack([torch.zeros_like(margin), margin], dim=1), heat
         pooled = torch.cat([f32.mean(dim=(2, 3)), f32.amax(dim=(2, 3))], dim=1)
-        return self.classifier(pooled), heat
+        logits = self.classifier(pooled)
+        if self.score_head == "hybrid":
+            margin = logits[:, 1] - logits[:, 0] + self.pooled_margin(heat)
+            return torch.stack([torch.zeros_like(margin), margin], dim=1), heat
+        return logits, heat
 
 
 def build_model(arch: str = DEFAULT_ARCH, in_channels: int = 3, num_classes: int = 2,

@@ -195,3 +195,28 @@ def test_heatmap_topk_head_scores_the_hottest_cells_and_is_stored(tmp_path):
     assert legacy.score_head == "classifier" and hasattr(legacy, "classifier")
     with pytest.raises(ValueError, match="score_head"):
         build_model(score_head="attention")
+
+
+def test_hybrid_head_adds_the_classifier_margin_and_the_topk_term(tmp_path):
+    """score_head hybrid: margin = classifier margin + scale · mean(top-k heatmap logits) + bias; stored and
+    rebuilt from the checkpoint like the other heads."""
+    from parcelscan.model.checkpoint import network_entry
+
+    torch.manual_seed(1)
+    model = build_model("mobilenet_v3_small", 3, score_head="hybrid", score_topk=4).eval()
+    assert hasattr(model, "classifier") and hasattr(model, "score_scale")
+    with torch.no_grad():
+        model.score_scale.fill_(0.5)
+        model.score_bias.fill_(-0.2)
+        x = torch.randn(2, 3, 64, 96)
+        logits, heat = model(x)
+        f32 = model.to_stride32(model.to_stride8(x))
+        cls = model.classifier(torch.cat([f32.mean(dim=(2, 3)), f32.amax(dim=(2, 3))], dim=1))
+        expected = cls[:, 1] - cls[:, 0] + 0.5 * heat.flatten(1).topk(4).values.mean(1) - 0.2
+        assert torch.allclose(logits[:, 1] - logits[:, 0], expected, atol=1e-5)
+        assert torch.equal(logits[:, 0], torch.zeros(2))
+    path = save_checkpoint(tmp_path / "hybrid.pt", _checkpoint(model, network=network_entry(model)))
+    loaded, info = load_checkpoint(path)
+    assert info["network"]["score_head"] == "hybrid"
+    with torch.no_grad():
+        assert torch.equal(loaded(x)[0], model(x)[0])

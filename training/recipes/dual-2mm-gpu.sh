@@ -1,7 +1,7 @@
 #!/usr/bin/env bash
-# The issue-14 GPU arm: simulate as many stress scans as the budget allows on every core, then train two
-# 2 mm arms side by side on one GPU (heatmap top-k score and classifier head, `dual-2mm-gpu.yaml`), and
-# write slim checkpoints (no optimizer state) for export, calibration and scoring on a CPU machine.
+# The issue-14 GPU arms: simulate as many stress scans as the budget allows on every core, then train the 2 mm
+# recipe (`dual-2mm-gpu.yaml`) once per score head in ARMS, side by side on one GPU, and write slim checkpoints
+# (no optimizer state) for export, calibration and scoring on a CPU machine.
 #
 #   bash training/recipes/dual-2mm-gpu.sh OUT_DIR
 #
@@ -12,7 +12,9 @@
 # training/recipes/dual-2mm-gpu.yaml --device cpu --workers 2` (hours instead of minutes).
 #
 # Environment: PY (python, default python3), WORK (scratch, default /tmp/gpuarm), SIM_BUDGET_S (160),
-# CHUNK (1600), TRAIN_BUDGET_S (270), FIRST_SEED (9100: a development seed, never a bar seed).
+# CHUNK (1600), TRAIN_BUDGET_S (270), FIRST_SEED (9100: a development seed, never a bar seed),
+# ARMS (score heads, default "heatmap_topk classifier hybrid"), WORKERS (loader workers per arm, default
+# cores / arms).
 set -uo pipefail
 OUT=${1:?usage: dual-2mm-gpu.sh OUT_DIR}
 PY=${PY:-python3}
@@ -22,7 +24,10 @@ CHUNK=${CHUNK:-1600}
 TRAIN_BUDGET_S=${TRAIN_BUDGET_S:-270}
 FIRST_SEED=${FIRST_SEED:-9100}
 RECIPE=${RECIPE:-training/recipes/dual-2mm-gpu.yaml}
+ARMS=${ARMS:-heatmap_topk classifier hybrid}
 CORES=$(nproc)
+N_ARMS=$(echo $ARMS | wc -w)
+WORKERS=${WORKERS:-$(( CORES / N_ARMS > 1 ? CORES / N_ARMS : 1 ))}
 mkdir -p "$OUT" "$WORK"
 LOG="$OUT/gpuarm.log"
 t0=$(date +%s)
@@ -53,19 +58,19 @@ done
 say "merged $(grep -c . "$DATA/manifest.jsonl") scans (seeds $FIRST_SEED-$(( seed - 1 )))"
 $PY -m parcelscan data split "$DATA" --val 0.1 --test 0 --seed 0 >> "$LOG" 2>&1 || { say "split failed"; exit 1; }
 
-# --- train two arms side by side: the same data, windows and schedule; only the score head differs ---------
-sed 's/^score_head: heatmap_topk/score_head: classifier/' "$RECIPE" > "$WORK/classifier.yaml"
-cp "$RECIPE" "$WORK/heatmap.yaml"
-for arm in heatmap classifier; do
+# --- train one arm per score head side by side: the same data, windows and schedule; only the head differs ----
+mkdir -p "$WORK/logs"
+for arm in $ARMS; do
+  sed -e "s/^score_head: .*/score_head: $arm/" -e "s/^workers: .*/workers: $WORKERS/" "$RECIPE" > "$WORK/$arm.yaml"
   timeout --signal=INT --kill-after=20 "$TRAIN_BUDGET_S" \
     $PY -m parcelscan train --data "$DATA" --config "$WORK/$arm.yaml" --project "$WORK/runs" --name "$arm" \
-      --no-progress > "$OUT/train-$arm.log" 2>&1 &
+      --no-progress > "$WORK/logs/train-$arm.log" 2>&1 &
 done
 wait
-say "training done: $(tail -n 2 "$OUT"/train-*.log | tr '\n' ' ')"
+for arm in $ARMS; do say "$arm: $(grep '^epoch' "$WORK/logs/train-$arm.log" | tail -n 1)"; done
 
 # --- slim checkpoints (weights, EMA, config, preprocessing, threshold; no optimizer) and the run files ------
-for arm in heatmap classifier; do
+for arm in $ARMS; do
   for which in best last; do
     $PY - "$WORK/runs/$arm/weights/$which.pt" "$OUT/$arm-$which.pt" <<'EOF' >> "$LOG" 2>&1 || say "no $arm $which.pt"
 import sys, torch
@@ -77,5 +82,5 @@ print("slim", sys.argv[2], "epoch", data["epoch"])
 EOF
   done
 done
-tar -czf "$OUT/runs.tar.gz" --exclude='*.pt' -C "$WORK" runs 2>> "$LOG"
+tar -czf "$OUT/runs.tar.gz" --exclude='*.pt' -C "$WORK" runs logs 2>> "$LOG"
 say "done"
