@@ -178,3 +178,31 @@ def test_the_basis_evaluator_is_the_direct_sum_to_the_bit(background):
             for got, want in zip(evaluate(areal), attenuation.log_attenuation_direct(profile, basis, areal),
                                  strict=True):
                 assert got.shape == want.shape and np.array_equal(got, want)
+
+
+def test_the_shipped_basis_table_is_a_fresh_build():
+    """``profiles/<name>.basis.npz`` (the parcel mass's (A_high, R) table, shipped so that a station process does not
+    spend ~1 s solving it on its first parcel) holds what ``_compute_basis_table`` computes here, under the key of
+    what it is computed from. Rebuild: ``python -m parcelscan.datasets.physics.mass --write-basis-table``."""
+    profile = default_profile()
+    assert mass.basis_table_path(profile).is_file()
+    shipped = mass._shipped_basis_table(profile)
+    assert shipped is not None, "the shipped basis table is stale: rebuild it (see the docstring)"
+    fresh, r_axis = mass._compute_basis_table(profile)
+    assert shipped.shape == fresh.shape and r_axis is mass._GRID_R
+    np.testing.assert_allclose(shipped, fresh, rtol=1e-12, atol=0)  # the same BLAS gives the same bits
+    assert np.array_equal(mass._basis_table(profile)[0], shipped)
+
+
+def test_a_stale_or_foreign_basis_table_is_computed_not_read(monkeypatch, tmp_path):
+    profile = default_profile()
+    key = mass.basis_table_key(profile)
+    monkeypatch.setattr(mass, "BASIS_TABLE_FORMAT", mass.BASIS_TABLE_FORMAT + 1)  # what it computes changed
+    assert mass.basis_table_key(profile) != key and mass._shipped_basis_table(profile) is None
+    monkeypatch.undo()
+    other = profile.with_changes(tube_kv=profile.tube_kv + attenuation.KV_STEP)  # other physics: another key
+    assert mass.basis_table_key(other) not in (None, key)
+    wrong = tmp_path / f"{profile.name}.basis.npz"
+    np.savez(wrong, table=np.zeros((len(mass._GRID_A_HIGH), len(mass._GRID_R))), key=np.array("0" * 64))
+    monkeypatch.setattr(mass, "basis_table_path", lambda _profile: wrong)
+    assert mass._shipped_basis_table(profile) is None

@@ -28,18 +28,20 @@ measuring) is measured in four steps:
    so that a declared line can be held to its weight.
 
 **The parcel** (``parcel_mass_g``): every pixel decomposed into the same polyethylene + iron basis (a table over
-(A_high, R) solved once per profile), Σ (t_pe + t_fe) × pixel area. The basis conserves mass exactly only for
-materials between the two; for a customs check against a declared gross weight its error (tens of per cent)
-is small beside what a false declaration hides.
+(A_high, R) solved once per profile, shipped as ``profiles/<name>.basis.npz``), Σ (t_pe + t_fe) × pixel area. The
+basis conserves mass exactly only for materials between the two; for a customs check against a declared gross
+weight its error (tens of per cent) is small beside what a false declaration hides.
 
 Everything here runs from the shipped attenuation table (``attenuation``) when it covers the profile: the
 station measures grams without xraydb or spekpy. ``python -m parcelscan.datasets.physics.mass --write-table``
-rebuilds the table (needs the physics libraries).
+rebuilds the table (needs the physics libraries); ``--write-basis-table`` the parcel's basis table (from the shipped
+attenuation table; read only under the key of what it was computed from, else computed).
 """
 
 from __future__ import annotations
 
 import functools
+import hashlib
 import sys
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -51,6 +53,7 @@ from parcelscan.datasets.physics import attenuation
 from parcelscan.datasets.physics.materials import Material
 from parcelscan.datasets.physics.profile import ScannerProfile, default_profile, load_profile
 from parcelscan.datasets.physics.signature import D_PRIME_TWIN, Region, lookup, noise_sigma_r, references
+from parcelscan.errors import ParcelscanError
 
 GROW_PX = 2
 RING_PX = 6  # the background is read from this many pixels around the grown region
@@ -72,6 +75,7 @@ OPAQUE_NO_SIGNATURE = 0.2  # a body whose beam is stopped over this share of its
 # tiles). Generous both ways: a declaration is only called false when the body is none of the declared materials
 R_UNDER = 0.06  # the body's R may read this much below the reference's (background over-subtracted, blur)
 R_OVER = 0.03  # … and this much above
+BASIS_ITERATIONS = 30  # the damped Newton solve's cap (basis_stack)
 MIN_CORE_PX = 20  # fewer readable core pixels than this: no signature (the body is reported as unreadable)
 _P_GRID_G_CM2 = np.concatenate([[0.0], np.geomspace(1e-3, 400.0, 240)])
 
@@ -174,7 +178,7 @@ def background(image: np.ndarray, region: np.ndarray) -> np.ndarray:
 
 # --- the basis -----------------------------------------------------------------------------------------------
 def basis_stack(profile: ScannerProfile, a_low: np.ndarray, a_high: np.ndarray,
-                iterations: int = 30) -> tuple[np.ndarray, np.ndarray]:
+                iterations: int = BASIS_ITERATIONS) -> tuple[np.ndarray, np.ndarray]:
     """(t_pe, t_fe) g/cm² of polyethylene + iron giving (A_low, A_high), element-wise (damped Newton, t ≥ 0)."""
     basis = attenuation.basis_materials()
     a_low, a_high = np.atleast_1d(np.asarray(a_low, float)), np.atleast_1d(np.asarray(a_high, float))
@@ -417,9 +421,79 @@ _GRID_A_HIGH = np.concatenate([[0.0], np.geomspace(0.005, 8.0, 80)])
 _GRID_R = np.linspace(0.9, 3.0, 43)
 
 
+BASIS_TABLE_FORMAT = 1  # raise when ``_compute_basis_table`` changes what it computes (the test then asks to rebuild)
+
+
+def basis_table_path(profile: ScannerProfile) -> Path:
+    """The shipped basis table of ``profile`` (``profiles/<name>.basis.npz``, next to its attenuation table)."""
+    return attenuation.PROFILES_DIR / f"{profile.name}.basis.npz"
+
+
+def basis_table_key(profile: ScannerProfile) -> str | None:
+    """What the basis table of ``profile`` is computed from, as a sha256: ``BASIS_TABLE_FORMAT``, the grids, the
+    Newton solve's settings and the shipped attenuation numbers it reads (the channels' energy weights and the
+    basis materials' μ/ρ). None where the shipped attenuation table does not cover the profile (then the table is
+    computed through the forward model, never read from a file)."""
+    basis = attenuation.basis_materials()
+    if not attenuation.covers(profile, basis):
+        return None
+    table = attenuation._table_for(profile)
+    digest = hashlib.sha256(f"basis-table {BASIS_TABLE_FORMAT} {BASIS_ITERATIONS}".encode())
+    for array in (_GRID_A_HIGH, _GRID_R, table["energy_kev"], table["low"], table["high"],
+                  *(table[f"mu/{attenuation.composition_hash(m.composition)}"] for m in basis)):
+        digest.update(np.ascontiguousarray(array, dtype=np.float64).tobytes())
+    return digest.hexdigest()
+
+
+def write_basis_table(profile: ScannerProfile) -> Path:
+    """Compute the basis table of ``profile`` and write it where the station reads it (``basis_table_path``)."""
+    key = basis_table_key(profile)
+    if key is None:
+        raise ParcelscanError(f"profile {profile.name!r}: no shipped attenuation table covers it; nothing to ship")
+    table, _ = _compute_basis_table(profile)
+    path = basis_table_path(profile)
+    tmp = path.with_name(f".{path.name}.tmp.npz")
+    np.savez_compressed(tmp, table=table, key=np.array(key))
+    tmp.replace(path)
+    _basis_table.cache_clear()
+    return path
+
+
+def _shipped_basis_table(profile: ScannerProfile) -> np.ndarray | None:
+    """The shipped basis table when it was computed from exactly what this install would compute it from
+    (``basis_table_key``); None otherwise (missing, unreadable, stale: then it is computed)."""
+    key = basis_table_key(profile)
+    path = basis_table_path(profile)
+    if key is None or not path.is_file():
+        return None
+    try:
+        with np.load(path, allow_pickle=False) as data:
+            if str(data["key"]) != key:
+                return None
+            table = np.array(data["table"], dtype=np.float64)
+    except (OSError, ValueError, KeyError):
+        return None
+    if table.shape != (len(_GRID_A_HIGH), len(_GRID_R)):
+        return None
+    table.setflags(write=False)
+    return table
+
+
 @functools.cache
 def _basis_table(profile: ScannerProfile) -> tuple[np.ndarray, np.ndarray]:
-    """(t_pe + t_fe) g/cm² on the (A_high, R) grid, and the grid's R axis used."""
+    """(t_pe + t_fe) g/cm² on the (A_high, R) grid, and the grid's R axis used: the shipped table
+    (``profiles/<name>.basis.npz``) when its key matches, else computed (``_compute_basis_table``). Why shipped:
+    the solve is ~0.9 s of CPU (3,483 damped Newton solves through the full spectrum), paid by every station
+    process on its first parcel weighing; the file holds the same float64 numbers to the bit
+    (tests/test_mass_cache.py builds it afresh and compares)."""
+    shipped = _shipped_basis_table(profile)
+    if shipped is not None:
+        return shipped, _GRID_R
+    return _compute_basis_table(profile)
+
+
+def _compute_basis_table(profile: ScannerProfile) -> tuple[np.ndarray, np.ndarray]:
+    """``_basis_table`` computed from the physics."""
     a_high, ratio = np.meshgrid(_GRID_A_HIGH, _GRID_R, indexing="ij")
     # R outside the basis's own range at that A_high (noise, or a K-edge material such as tungsten) is read as
     # the nearer basis material alone, never as an ever thicker mixture
@@ -432,7 +506,7 @@ def _basis_table(profile: ScannerProfile) -> tuple[np.ndarray, np.ndarray]:
         ok = np.isfinite(low) & np.isfinite(high) & (high > 1e-9)
         bounds.append(np.interp(np.maximum(_GRID_A_HIGH, 1e-6), high[ok], low[ok] / high[ok]))
     ratio = np.clip(ratio, np.minimum(*bounds)[:, None], np.maximum(*bounds)[:, None])
-    t_pe, t_fe = basis_stack(profile, (ratio * a_high).ravel(), a_high.ravel())
+    t_pe, t_fe = basis_stack(profile, (ratio * a_high).ravel(), a_high.ravel(), iterations=BASIS_ITERATIONS)
     return (t_pe + t_fe).reshape(a_high.shape), _GRID_R
 
 
@@ -463,8 +537,10 @@ def parcel_mass_g(a_low: np.ndarray, a_high: np.ndarray, pitch_mm: tuple[float, 
     return float(areal.sum()) * block * block * pitch_mm[0] * pitch_mm[1] / 100.0
 
 
-if __name__ == "__main__":  # python -m parcelscan.datasets.physics.mass --write-table [PROFILE]
-    if len(sys.argv) < 2 or sys.argv[1] != "--write-table":
-        raise SystemExit("usage: python -m parcelscan.datasets.physics.mass --write-table [PROFILE]")
-    written = write_attenuation_table(load_profile(sys.argv[2] if len(sys.argv) > 2 else None))
+if __name__ == "__main__":  # python -m parcelscan.datasets.physics.mass --write-table|--write-basis-table [PROFILE]
+    if len(sys.argv) < 2 or sys.argv[1] not in ("--write-table", "--write-basis-table"):
+        raise SystemExit("usage: python -m parcelscan.datasets.physics.mass --write-table|--write-basis-table "
+                         "[PROFILE]")
+    chosen = load_profile(sys.argv[2] if len(sys.argv) > 2 else None)
+    written = write_attenuation_table(chosen) if sys.argv[1] == "--write-table" else write_basis_table(chosen)
     print(f"wrote {written} ({written.stat().st_size} bytes)")
