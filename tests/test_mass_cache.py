@@ -206,3 +206,21 @@ def test_a_stale_or_foreign_basis_table_is_computed_not_read(monkeypatch, tmp_pa
     np.savez(wrong, table=np.zeros((len(mass._GRID_A_HIGH), len(mass._GRID_R))), key=np.array("0" * 64))
     monkeypatch.setattr(mass, "basis_table_path", lambda _profile: wrong)
     assert mass._shipped_basis_table(profile) is None
+
+
+@pytest.mark.parametrize("block", [2, 3, 4, 7, 8])
+def test_block_mean_is_numpys_mean_to_the_bit(block):
+    """``parcel_mass_g``'s block means (whole-array adds of strided views) are numpy's ``mean(axis=(1, 3))``."""
+    rng = np.random.default_rng(block)
+    for trial in range(40):
+        high = 3 * block if trial % 5 == 0 else 400  # single block rows and columns too (numpy iterates otherwise)
+        h, w = int(rng.integers(block, high)), int(rng.integers(block, 400 if trial % 2 else high))
+        image = (rng.standard_normal((h, w)) * [1e-3, 1.0, 7.0, 1e4][trial % 4]).astype(np.float32)
+        if trial % 3 == 1:
+            image = np.asfortranarray(image)  # another layout: numpy's own expression
+        elif trial % 3 == 2:
+            image = np.abs(image) + np.float32(3.0)
+        rows, cols = (h // block) * block, (w // block) * block
+        want = image[:rows, :cols].reshape(rows // block, block, cols // block, block).mean(axis=(1, 3))
+        got = mass.block_mean(image, rows, cols, block)
+        assert got.dtype == want.dtype and np.array_equal(got, want)
