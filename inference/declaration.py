@@ -17,8 +17,20 @@ regions — and the parcel's X-ray mass (``physics.mass.parcel_mass_g``).
 
 When it is a **mismatch**: the declaration cannot be read (``customs.parse_declaration``'s problems: wrong
 types, absurd weights, huge strings, unknown HS codes, another item's id); or the X-ray mass exceeds
-``WEIGHT_FACTOR`` × the declared gross weight + ``WEIGHT_SLACK_KG`` (undeclared mass); or a body of at least
-``MIN_BODY_G`` that the declaration has to explain is explained by **no declared line**:
+``WEIGHT_FACTOR`` × the declared gross weight + ``WEIGHT_SLACK_KG`` (undeclared mass); or **the image shows a
+powder no declared line names**: the model's scan score reaches the policy's declaration operating point
+(``[declaration] powder_score_threshold``, far below the alarm threshold: a mismatch never flags alone; set for a
+small false-mismatch rate on declared clear parcels of development data, for one model) and no line of a *powder
+heading* (one whose plausible materials hold a target or barite: the targets' own headings, barium sulphate,
+magnets) explains it — nor, when bodies were localised, each of them by material and weight; or, at that same
+operating point, a body of at least ``MIN_BODY_G`` that the declaration has to explain is explained by **no
+declared line** (without an operating point — another model, a policy without one — every checked body is held
+to this, the physics alone). Why the image decides *whether* there is a powder: measured on development sets
+7300/7301, dual-energy physics alone cannot call a false declaration false — the beam is stopped by most bottles
+and castings (no signature) and "machinery parts", "tiles" or "gift" can stop it too, and steel, brass, zircon or
+pigments are twins of the oxides within the signature's error — while the image model, trained to tell these
+powders from their look-alikes, separates them far better; the physics alone also raised most false mismatches
+on clear parcels (small bodies in electronics read as oxides). The body rule:
 
 * which bodies: those whose readable core *could be a target* (``physics.mass``: the references whose R, fitted per
   pixel on the body's own background, lies within the estimator's measured tolerance — ``could_be``), and those
@@ -44,6 +56,7 @@ import csv
 import functools
 import io
 import json
+import math
 import sys
 from collections.abc import Callable
 from dataclasses import dataclass
@@ -79,6 +92,7 @@ VAGUE_DESCRIPTIONS = frozenset({"gift", "gifts", "gift items", "present", "parts
 MAX_THICKNESS_CM = 30.0  # the most of one heading's goods a beam crosses in a postal parcel (assumption)
 ORGANIC = ("sugar", "water")
 TARGET_NAMES = frozenset(TARGET_MATERIALS)
+POWDER_LIKE = TARGET_NAMES | {"barite"}  # what the image model calls powder: the targets and their textbook twin
 _METALS = ("steel", "aluminium", "brass", "copper")
 _MAGNET = ("NdFeB powder",)  # a sintered NdFeB magnet (phones, speakers, motors, drives) is the powder's composition
 
@@ -366,8 +380,20 @@ def _signature_words(body: dict) -> str:
     return " or ".join(names) or str(body.get("nearest"))
 
 
-def check_declaration(raw: Any, scan_item_id: Any, observed: dict[str, Any], source: str | None) -> DeclarationCheck:
-    """``declaration_check`` of one scan from its raw declaration (None: absent) and what was observed."""
+def _powder_heading(heading: Heading) -> bool:
+    """A heading whose goods are a powder the image model is trained to call a target, or its dual-energy twin:
+    the targets' own headings, barium sulphate, magnets (sintered NdFeB)."""
+    return bool(set(heading.plausible) & POWDER_LIKE)
+
+
+def check_declaration(raw: Any, scan_item_id: Any, observed: dict[str, Any], source: str | None,
+                      score: float | None = None, powder_score: float | None = None) -> DeclarationCheck:
+    """``declaration_check`` of one scan from its raw declaration (None: absent) and what was observed.
+
+    ``score``: the image model's scan score; ``powder_score``: the policy's declaration operating point
+    (``[declaration] powder_score_threshold``). With both given, the image's evidence decides whether there is a
+    powder the declaration has to explain (module docstring); without them, every checked body has to be
+    explained (the physics alone)."""
     if raw is None:
         return DeclarationCheck("absent", ["no declaration for this item"], observed, None)
     declaration: Declaration = parse_declaration(raw)
@@ -393,7 +419,19 @@ def check_declaration(raw: Any, scan_item_id: Any, observed: dict[str, Any], sou
         lines.append((heading, item.net_weight_kg, item.description.strip().lower() in VAGUE_DESCRIPTIONS))
     reasons = [f"declaration not usable: {p}" for p in problems]
     checked = [b for b in observed.get("bodies", []) if _is_checked(b)]
-    unexplained = [b for b in checked if _unexplained(b, lines)]
+    image_rule = score is not None and powder_score is not None and math.isfinite(score)
+    powder_seen = image_rule and score >= powder_score  # type: ignore[operator]
+    unexplained = [b for b in checked if _unexplained(b, lines)] if powder_seen or not image_rule else []
+    if powder_seen:
+        powder_lines = [(h, n, False) for h, n, _ in lines if _powder_heading(h)]
+        if not powder_lines or any(_unexplained(b, powder_lines) for b in checked):
+            names = "; ".join(dict.fromkeys(_signature_words(b) for b in checked)) if checked else None
+            codes = ", ".join(dict.fromkeys(f"HS {c[:4]}" for c, _ in headings)) or "no usable heading"
+            reasons.append(f"{declaration.summary()}; seen: the image model scores {score:.3f} ≥ "
+                           f"{powder_score:.3f} (the declaration check's powder operating point)"
+                           + (f", {len(checked)} dense bod{'y' if len(checked) == 1 else 'ies'} ≈ "
+                              f"{sum(b['mass_g'] for b in checked):.0f} g, signature of {names}" if checked else "")
+                           + f" — no declared line ({codes}) names a powder that looks like this")
     if unexplained:
         grams = sum(b["mass_g"] for b in unexplained)
         signatures = "; ".join(dict.fromkeys(_signature_words(b) for b in unexplained))
@@ -420,9 +458,11 @@ class DeclarationChecker:
     hook, chained with any other). Never changes ``verdict``: a mismatch adds reason class ``declaration`` to
     a flagged scan and raises priority; an error here is a mismatch with its reason."""
 
-    def __init__(self, advance_data: dict[str, Any] | None = None, source: str | None = None):
+    def __init__(self, advance_data: dict[str, Any] | None = None, source: str | None = None,
+                 powder_score: float | None = None):
         self.advance_data = advance_data or {}
         self.source = source
+        self.powder_score = powder_score  # the policy's [declaration] operating point (None: physics alone)
 
     def __call__(self, verdict: Any, outputs: Any) -> None:
         scan = outputs.scan
@@ -443,7 +483,7 @@ class DeclarationChecker:
                 observed = outputs.observed  # the powder alarm's own look at the same regions (the twin lookup)
             else:
                 observed = observe(scan, outputs.tile_heatmaps, outputs.prepared)
-            check = check_declaration(raw, item_id, observed, source)
+            check = check_declaration(raw, item_id, observed, source, verdict.score, self.powder_score)
         except Exception as error:  # the check must never cost a verdict; it only ever adds
             check = DeclarationCheck("mismatch" if raw is not None else "absent",
                                      [f"declaration check failed: {type(error).__name__}: {error}"],
@@ -460,7 +500,16 @@ def attach_declaration_check(inspector: Any, declarations_file: str | Path | Non
     """Hook the check into ``inspector`` (before any other ``on_outputs``, e.g. the DICOS TDR writer, so that
     what they report includes it)."""
     data = load_declarations(declarations_file) if declarations_file else {}
-    checker = DeclarationChecker(data, str(declarations_file) if declarations_file else None)
+    policy = getattr(inspector, "policy", None)
+    powder_score = None
+    if policy is not None:
+        model_sha256 = (getattr(inspector, "model_info", None) or {}).get("sha256")
+        powder_score = policy.declaration.threshold_for(model_sha256)
+        if powder_score is None and policy.declaration.powder_score_threshold is not None:
+            print(f"parcelscan inspect: the policy's [declaration] powder_score_threshold was set for model "
+                  f"{str(policy.declaration.model_sha256)[:16]}…, not this one: the declaration check uses the "
+                  "physics alone", file=sys.stderr)
+    checker = DeclarationChecker(data, str(declarations_file) if declarations_file else None, powder_score)
     previous = inspector.on_outputs
 
     def hook(verdict: Any, outputs: Any) -> None:

@@ -46,13 +46,14 @@ ALWAYS_ALARM = ("powder", "opaque", "implausible", "unreadable")
 DEFAULT_POLICY_PATH = Path(__file__).parent / "policies" / "default.toml"
 
 _SECTIONS: dict[str, set[str]] = {
-    "": {"name", "threat", "alarm", "memory", "models", "drift", "calibration"},
+    "": {"name", "threat", "alarm", "memory", "models", "drift", "calibration", "declaration"},
     "threat": {"min_concealed_mass_g", "densest_powder", "densest_powder_bulk_density_g_cm3", "thickest_pouch_mm",
                "pouch_max_aspect"},
     "alarm": {"reasons", "threshold", "opaque_grey_levels", "opaque_rgb_level", "detector_blur_px"},
     "memory": {"max_scan_mb", "max_batch_mb"},
     "models": {"trusted_public_keys"},
     "drift": {"window", "sigma"},
+    "declaration": {"powder_score_threshold", "model_sha256"},
     "calibration": {"threshold", "target_pfa", "n_clear", "false_alarms", "pfa", "pfa_low", "pfa_high",
                     "flag_rate", "flag_rate_n", "model_sha256", "source", "created"},
 }
@@ -94,6 +95,26 @@ class Calibration:
 
 
 @dataclass(frozen=True)
+class DeclarationPolicy:
+    """The declaration check's own operating point of the image model (``[declaration]``): a scan scoring at
+    least ``powder_score_threshold`` shows a powder its declaration has to name (``inference.declaration``). A
+    mismatch only raises priority, never flags, so this point sits far below the alarm threshold; it is set for
+    a small false-mismatch rate on cleared parcels with a declaration, for the model ``model_sha256`` (with
+    another model the scores mean other things: the image rule is off, the physics alone checks). None: off."""
+
+    powder_score_threshold: float | None = None
+    model_sha256: str | None = None
+
+    def threshold_for(self, model_sha256: str | None) -> float | None:
+        """The operating point for the running model (None: the image rule is off for it)."""
+        if self.powder_score_threshold is None:
+            return None
+        if self.model_sha256 is not None and model_sha256 != self.model_sha256:
+            return None
+        return self.powder_score_threshold
+
+
+@dataclass(frozen=True)
 class DriftConfig:
     window: int = 500
     sigma: float = 3.0
@@ -117,6 +138,7 @@ class StationPolicy:
     trusted_public_keys: tuple[str, ...] = ()
     drift: DriftConfig = DriftConfig()
     calibration: Calibration | None = None
+    declaration: DeclarationPolicy = DeclarationPolicy()
     raw: dict[str, Any] = field(default_factory=dict, compare=False, repr=False)
 
     @property
@@ -165,6 +187,10 @@ class StationPolicy:
                "unsigned or otherwise signed models are refused" if self.trusted_public_keys
                else "none (sha256 integrity only)"),
         ]
+        d = self.declaration
+        if d.powder_score_threshold is not None:
+            lines.append(f"  declaration check: the image shows powder at score ≥ {d.powder_score_threshold:g}"
+                         + (f" (model {d.model_sha256[:16]}…)" if d.model_sha256 else ""))
         if self.calibration is not None:
             c = self.calibration
             lines.append(f"  calibration: threshold {c.threshold:.4g} for Pfa {c.target_pfa:g} on {c.n_clear} cleared "
@@ -285,7 +311,26 @@ def parse_policy(data: dict[str, Any], path: str, sha256: str) -> StationPolicy:
     return StationPolicy(name=name, path=path, sha256=sha256, threat=threat, alarm_reasons=tuple(reasons),
                          threshold=threshold, opaque_grey_levels=int(grey), opaque_rgb_level=int(rgb),
                          detector_blur_px=blur_px, max_scan_mb=max_scan_mb, max_batch_mb=max_batch_mb,
-                         trusted_public_keys=tuple(keys), drift=drift, calibration=calibration, raw=data)
+                         trusted_public_keys=tuple(keys), drift=drift, calibration=calibration,
+                         declaration=_declaration(data, where), raw=data)
+
+
+def _declaration(data: dict[str, Any], where: str) -> DeclarationPolicy:
+    """``[declaration]``: ``powder_score_threshold`` a probability in [0, 1] or "off"; ``model_sha256`` 64 hex
+    digits or absent."""
+    dc = _table(data, "declaration", where)
+    value = dc.get("powder_score_threshold", "off")
+    threshold = None
+    if value != "off":
+        threshold = _number(dc, "powder_score_threshold", "declaration", 0.5, positive=False)
+        if not 0.0 <= threshold <= 1.0:
+            raise ParcelscanError(f"{where}: declaration.powder_score_threshold must be \"off\" or a probability "
+                                  "in [0, 1]")
+    sha = dc.get("model_sha256")
+    if sha is not None and (not isinstance(sha, str) or len(sha) != 64
+                            or any(c not in "0123456789abcdef" for c in sha)):
+        raise ParcelscanError(f"{where}: declaration.model_sha256 must be 64 lower-case hex digits")
+    return DeclarationPolicy(threshold, sha)
 
 
 def load_policy(path: str | Path | None = None) -> StationPolicy:
