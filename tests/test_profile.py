@@ -45,3 +45,24 @@ def test_missing_and_malformed_profile_files(tmp_path):
     bad.write_text("tube_kv = [\n")
     with pytest.raises(ParcelscanError, match="malformed"):
         load_profile(bad)
+
+
+def test_a_profile_file_is_parsed_once_per_version(tmp_path):
+    """``load_profile`` keeps a file's parse (the station asks for the default profile on every weighed parcel) and
+    parses it again when the file changes."""
+    import os
+
+    from parcelscan.datasets.physics.profile import PROFILES_DIR, default_profile, load_profile
+
+    assert default_profile() is default_profile()
+    path = tmp_path / "station.toml"
+    text = (PROFILES_DIR / "postal-dual-140.toml").read_text(encoding="utf-8")
+    path.write_text(text, encoding="utf-8")
+    first = load_profile(path)
+    assert load_profile(path) is first
+    kv = first.tube_kv
+    assert f"tube_kv = {kv}" in text
+    path.write_text(text.replace(f"tube_kv = {kv}", f"tube_kv = {kv + 10}"), encoding="utf-8")
+    stat = path.stat()
+    os.utime(path, ns=(stat.st_atime_ns, stat.st_mtime_ns + 1_000_000))
+    assert load_profile(path).tube_kv == kv + 10
