@@ -27,7 +27,9 @@ import signal
 import sys
 import threading
 import time
+from dataclasses import dataclass
 from pathlib import Path
+from typing import Any
 
 from parcelscan.datasets.scans.readers import discover, scan_key
 from parcelscan.errors import ParcelscanError
@@ -65,6 +67,11 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--station", metavar="NAME", help="station name in every verdict (default $PARCELSCAN_STATION)")
     parser.add_argument("--workers", type=int, default=1, metavar="N",
                         help="threads reading and preprocessing ahead of the model (default 1; 0 = inline)")
+    parser.add_argument("--processes", type=int, default=1, metavar="N",
+                        help="inspect named files and folders in N processes, each with its own model session and "
+                             "--workers threads, verdicts in input order (default 1; not with '-', --watch, --tdr or "
+                             "--heatmaps). Why: the weighing of bodies is Python code that holds the GIL, so threads "
+                             "use ~1.5 of 2 cores")
     parser.add_argument("--watch-settle", type=float, default=None, metavar="S",
                         help="--watch: files must be unchanged for S seconds before a scan is read (default 0.5)")
     parser.add_argument("--watch-stale", type=float, default=None, metavar="S",
@@ -171,22 +178,17 @@ def run(args: argparse.Namespace) -> int:
         raise ParcelscanError("--journal and --no-journal contradict each other")
     if args.watch:  # before the model loads and before "watching …": a watch that cannot work says so first
         hot.check_folders(args.watch, args.done, args.quarantine, args.journal, not args.no_journal)
+    if args.processes < 1:
+        raise ParcelscanError(f"--processes must be >= 1, got {args.processes}")
+    if args.processes > 1 and (args.watch or args.tdr or args.heatmaps or "-" in args.paths):
+        raise ParcelscanError("--processes works with named files and folders only (not '-', --watch, --tdr or "
+                              "--heatmaps)")
     policy = load_policy(args.policy)
-    inspector = Inspector(args.model, threshold=args.threshold, device=args.device, threads=args.threads,
-                          heatmap_dir=args.heatmaps, station=args.station,
-                          input_kind="pseudo_color" if args.rgb else "dual_energy",
-                          max_scan_bytes=None if args.max_scan_mb is None else int(args.max_scan_mb * 2**20),
-                          max_batch_bytes=None if args.max_batch_mb is None else int(args.max_batch_mb * 2**20),
-                          policy=policy)
-    if args.tdr:
-        from parcelscan.inference.tdr import attach_tdr_writer
-
-        attach_tdr_writer(inspector, args.tdr)
-    if policy.alarms_on("declaration"):  # a policy that leaves the class out runs no declaration check
-        attach_declaration_check(inspector, args.declarations)  # adds declaration_check; never changes a verdict
-    elif args.declarations:
-        raise ParcelscanError(f"--declarations: the policy {policy.path} leaves the declaration class out of "
-                              "alarm.reasons, so no declaration is checked")
+    shares = None
+    if args.processes > 1:  # before this process opens a model session: the children open their own
+        items = list(_iter_items(args.paths))
+        shares = _start_shares(args, policy, items)
+    inspector = _build_inspector(args, policy)
     m = inspector.metadata
     print(f"parcelscan inspect: model {m.name} {m.version} ({inspector.model_info['sha256'][:12]}), "
           f"{m.input_kind}, threshold {inspector.threshold:.4g} ({inspector.threshold_source}), provider "
@@ -209,7 +211,10 @@ def run(args: argparse.Namespace) -> int:
     tally = _Tally(args.quiet, drift)
     started = time.perf_counter()
     try:
-        if args.paths:
+        if shares is not None:
+            for verdict in _merge_shares(shares, inspector, args.batch):
+                tally.emit(verdict)
+        elif args.paths:
             for verdict in inspector.inspect_many(_iter_items(args.paths), batch=args.batch, workers=args.workers):
                 tally.emit(verdict)
         if args.watch:
@@ -251,3 +256,96 @@ def run(args: argparse.Namespace) -> int:
           f"{tally.counts['manual_inspection']} manual_inspection{rate} [{inspector.provider}]; "
           f"{tally.drift_summary()}", file=sys.stderr)
     return combine_exit_codes(tally.codes)
+
+
+def _build_inspector(args: argparse.Namespace, policy) -> Inspector:
+    """The station's Inspector for these arguments, with its hooks (the DICOS TDR writer, the declaration check)."""
+    inspector = Inspector(args.model, threshold=args.threshold, device=args.device, threads=args.threads,
+                          heatmap_dir=args.heatmaps, station=args.station,
+                          input_kind="pseudo_color" if args.rgb else "dual_energy",
+                          max_scan_bytes=None if args.max_scan_mb is None else int(args.max_scan_mb * 2**20),
+                          max_batch_bytes=None if args.max_batch_mb is None else int(args.max_batch_mb * 2**20),
+                          policy=policy)
+    if args.tdr:
+        from parcelscan.inference.tdr import attach_tdr_writer
+
+        attach_tdr_writer(inspector, args.tdr)
+    if policy.alarms_on("declaration"):  # a policy that leaves the class out runs no declaration check
+        attach_declaration_check(inspector, args.declarations)  # adds declaration_check; never changes a verdict
+    elif args.declarations:
+        raise ParcelscanError(f"--declarations: the policy {policy.path} leaves the declaration class out of "
+                              "alarm.reasons, so no declaration is checked")
+    return inspector
+
+
+# --- --processes N -----------------------------------------------------------------------------------------------
+# The items are dealt to N forked children in runs of --batch (run k to child k mod N), so every model call holds the
+# tiles of the same scans as in one process; each child builds its own Inspector (its own onnxruntime session: one
+# made before the fork would not survive it), sends its verdicts in its input order, and the parent takes them back
+# in the input order. A child that dies or fails costs no verdict: the parent inspects the rest of its share itself.
+# The per-batch memory cap is shared: each child holds at most 1/N of it (never below the per-scan cap).
+
+
+@dataclass
+class _Share:
+    items: list
+    connection: Any
+    process: Any
+    alive: bool = True
+
+
+def _start_shares(args: argparse.Namespace, policy, items: list) -> list[_Share]:
+    import multiprocessing
+
+    context = multiprocessing.get_context("fork")
+    n = args.processes
+    shares = []
+    for k in range(n):
+        mine = [item for i, item in enumerate(items) if (i // args.batch) % n == k]
+        receiver, sender = context.Pipe(duplex=False)
+        process = context.Process(target=_child, args=(args, policy, mine, sender, n), daemon=True,
+                                  name=f"parcelscan-inspect-{k}")
+        process.start()
+        sender.close()
+        shares.append(_Share(mine, receiver, process))
+    return shares
+
+
+def _child(args: argparse.Namespace, policy, items: list, connection, n: int) -> None:
+    """One process's share: its own Inspector, its verdicts sent one by one in input order."""
+    try:
+        inspector = _build_inspector(args, policy)
+        inspector.max_batch_bytes = max(inspector.max_scan_bytes, inspector.max_batch_bytes // n)
+        for verdict in inspector.inspect_many(items, batch=args.batch, workers=args.workers):
+            connection.send(verdict)
+    except BaseException as error:  # the parent inspects what is left; say why once
+        print(f"parcelscan inspect: a worker process stopped ({type(error).__name__}: {error}); the main process "
+              "takes over its scans", file=sys.stderr, flush=True)
+    finally:
+        connection.close()
+
+
+def _merge_shares(shares: list[_Share], inspector: Inspector, batch: int):
+    """The children's verdicts in input order; a share whose child stopped is finished here, item by item."""
+    n = len(shares)
+    cursors = [0] * n
+    total = sum(len(share.items) for share in shares)
+    try:
+        for i in range(total):
+            share = shares[(i // batch) % n]
+            k = (i // batch) % n
+            item = share.items[cursors[k]]
+            cursors[k] += 1
+            if share.alive:
+                try:
+                    yield share.connection.recv()
+                    continue
+                except (EOFError, OSError):
+                    share.alive = False
+            yield inspector.inspect(item)
+    finally:
+        for share in shares:
+            share.connection.close()
+            share.process.join(timeout=5)
+            if share.process.is_alive():
+                share.process.kill()

@@ -146,3 +146,48 @@ def test_inflaters_refuse_the_same_corrupt_files(monkeypatch, inflater, tmp_path
     path = tmp_path / "good_low.png"
     path.write_bytes(good)
     assert np.array_equal(scanfile.read_png16(path), pixels)
+
+
+def _inspect_lines(capsys, *argv: str) -> list[dict]:
+    """``parcelscan inspect`` in this process: its verdict lines without the timing fields."""
+    from parcelscan import cli
+
+    capsys.readouterr()
+    code = cli.main(["inspect", *argv, "--device", "cpu", "--quiet"])
+    out = []
+    for line in capsys.readouterr().out.splitlines():
+        data = json.loads(line)
+        data.pop("latency_ms")
+        data.pop("scanned_at")
+        out.append(data)
+    assert code in (0, 1)
+    return out
+
+
+def test_processes_give_the_verdicts_of_one_process_in_input_order(capsys):
+    """``--processes 2``: the scans dealt to two forked children in runs of ``--batch``, each with its own model
+    session and the declaration check; the verdicts are those of one process, line for line, in the same order."""
+    one = _inspect_lines(capsys, str(SAMPLES), "--batch", "2", "--workers", "1")
+    two = _inspect_lines(capsys, str(SAMPLES), "--batch", "2", "--workers", "1", "--processes", "2")
+    assert len(one) >= 5 and two == one
+
+
+def test_a_worker_process_that_fails_costs_no_verdict(capsys, monkeypatch):
+    """A child that cannot work (here: its Inspector fails to build) hands its share back: the main process
+    inspects those scans itself, and every verdict is there, equal, in order."""
+    import os
+
+    from parcelscan.inference import inspect_cli
+
+    one = _inspect_lines(capsys, str(SAMPLES), "--batch", "2")
+    parent = os.getpid()
+    build = inspect_cli._build_inspector
+
+    def failing_in_children(args, policy):
+        if os.getpid() != parent:
+            raise RuntimeError("no model session in this worker")
+        return build(args, policy)
+
+    monkeypatch.setattr(inspect_cli, "_build_inspector", failing_in_children)
+    two = _inspect_lines(capsys, str(SAMPLES), "--batch", "2", "--processes", "2")
+    assert two == one
