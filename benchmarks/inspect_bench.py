@@ -15,14 +15,16 @@ fresh process (startup included), and a per-stage breakdown on one core.
 ``--ratio N`` measures issue 15's throughput bar instead, side by side in one run on the same files: decoding
 the 2·N PNG files of N scans once with Pillow in one process, against ``parcelscan inspect --workers 2`` over
 those N scans (a fresh process, startup and model load included, and the in-process API without them), and
-prints the ratios (bar: inspect ≤ 0.8 × the Pillow decode).
+prints the ratios (bar: inspect ≤ 0.8 × the Pillow decode). ``--also OPTIONS`` times further ``inspect`` option
+sets in the same runs (their verdicts must equal ``--workers 2``'s, timing fields aside).
 
-    python benchmarks/inspect_bench.py --ratio 400 --scans DIR [--model MODEL.onnx]
+    python benchmarks/inspect_bench.py --ratio 400 --scans DIR [--model MODEL.onnx] [--also '--workers 1 --processes 2']
 """
 
 from __future__ import annotations
 
 import argparse
+import math
 import os
 import shutil
 import subprocess
@@ -74,8 +76,12 @@ def stage_breakdown(model: Path, refs: list, n: int) -> dict[str, float]:
     return out
 
 
-def decode_ratio(scans: Path, n: int, model: str | None, workdir: Path, policy_path: str | None = None) -> None:
-    """The bar of issue 15 part 4, measured side by side (module docstring)."""
+def decode_ratio(scans: Path, n: int, model: str | None, workdir: Path, policy_path: str | None = None,
+                 also: list[str] | None = None) -> None:
+    """The bar of issue 15 part 4, measured side by side (module docstring); ``also``: further ``inspect`` option
+    sets (e.g. ``"--workers 1 --processes 2"``) timed in the same runs, each a fresh process on the same files."""
+    import shlex
+
     import numpy as np
     from PIL import Image
 
@@ -102,6 +108,7 @@ def decode_ratio(scans: Path, n: int, model: str | None, workdir: Path, policy_p
     print(f"ratio: {len(refs)} scans, {len(images)} PNG files, {sum(map(len, blobs)) / 1e6:.1f} MB; "
           f"load average {os.getloadavg()[0]:.2f} before")
     rows = []
+    best_also: dict[str, float] = {}
     for attempt in range(2):  # twice, interleaved: a shared machine's load moves both sides alike
         start = time.perf_counter()
         for path in images:
@@ -114,6 +121,15 @@ def decode_ratio(scans: Path, n: int, model: str | None, workdir: Path, policy_p
         command = time.perf_counter() - start
         if result.returncode not in (0, 1) or len(result.stdout.splitlines()) != len(refs):
             raise SystemExit(f"inspect failed ({result.returncode}): {result.stderr[-2000:]}")
+        others = []
+        for options in also or []:
+            start = time.perf_counter()
+            other = subprocess.run([sys.executable, "-m", "parcelscan", "inspect", str(subset), "--device", "cpu",
+                                    "--quiet", *shlex.split(options), *model_args], capture_output=True, text=True)
+            others.append((options, time.perf_counter() - start))
+            if other.returncode not in (0, 1) or _verdicts(other.stdout) != _verdicts(result.stdout):
+                raise SystemExit(f"inspect {options} failed or gave other verdicts ({other.returncode}): "
+                                 f"{other.stderr[-2000:]}")
         inspector = Inspector(model, device="cpu", policy=policy)  # the API: no declaration check hooked
         list(inspector.inspect_many(discover_scans([subset])[:8], batch=8, workers=2))  # warm-up
         start = time.perf_counter()
@@ -125,9 +141,27 @@ def decode_ratio(scans: Path, n: int, model: str | None, workdir: Path, policy_p
               f"({1000 * pillow / len(images):.1f} ms/file) | inspect --workers 2: {command:.2f} s "
               f"({len(refs) / command:.1f} scans/s, ratio {command / pillow:.2f}) | API workers=2 without startup "
               f"{api:.2f} s ({len(refs) / api:.1f} scans/s, ratio {api / pillow:.2f})")
+        for options, seconds in others:
+            print(f"         inspect {options}: {seconds:.2f} s ({len(refs) / seconds:.1f} scans/s, ratio "
+                  f"{seconds / pillow:.2f}; verdicts equal to --workers 2's)")
+            best_also[options] = min(best_also.get(options, math.inf), seconds / pillow)
     best = min(r[1] / r[0] for r in rows)
     print(f"bar inspect ≤ 0.8 × Pillow decode: best ratio {best:.2f} — {'met' if best <= 0.8 else 'NOT met'}; "
-          f"load average {os.getloadavg()[0]:.2f} after")
+          + "".join(f"inspect {options}: best ratio {ratio:.2f}; " for options, ratio in best_also.items())
+          + f"load average {os.getloadavg()[0]:.2f} after")
+
+
+def _verdicts(stdout: str) -> list[dict]:
+    """Verdict lines without their timing fields (latency_ms, scanned_at)."""
+    import json
+
+    out = []
+    for line in stdout.splitlines():
+        data = json.loads(line)
+        data.pop("latency_ms", None)
+        data.pop("scanned_at", None)
+        out.append(data)
+    return out
 
 
 def main() -> None:
@@ -141,6 +175,9 @@ def main() -> None:
     parser.add_argument("--model", help="ONNX model (default: shipped default, else untrained default arch)")
     parser.add_argument("--keep", action="store_true", help="keep the temporary directory")
     parser.add_argument("--policy", metavar="FILE", help="--ratio: the station policy inspect runs under")
+    parser.add_argument("--also", action="append", metavar="OPTIONS",
+                        help="--ratio: also time `inspect OPTIONS` in the same runs (repeatable), e.g. "
+                             "'--workers 1 --processes 2'")
     parser.add_argument("--ratio", type=int, metavar="N",
                         help="only the issue-15 bar: Pillow decode of N scans' files vs inspect --workers 2")
     args = parser.parse_args()
@@ -150,7 +187,7 @@ def main() -> None:
         print(f"machine: {describe_machine()}")
         workdir = Path(tempfile.mkdtemp(prefix="parcelscan-ratio-"))
         try:
-            decode_ratio(Path(args.scans), args.ratio, args.model, workdir, args.policy)
+            decode_ratio(Path(args.scans), args.ratio, args.model, workdir, args.policy, args.also)
         finally:
             shutil.rmtree(workdir, ignore_errors=True)
         return
