@@ -45,7 +45,11 @@ def free_port() -> int:
 
 @pytest.fixture
 def server(tmp_path):
-    results = write_sample_results(tmp_path / "sample")
+    yield from _serve(tmp_path, write_sample_results(tmp_path / "sample"))
+
+
+def _serve(tmp_path: Path, results: Path):
+    """Ingest ``results`` into a fresh database and run `parcelscan review serve` on it until the test ends."""
     db = tmp_path / "review.sqlite"
     conn = connect(db, create=True)
     auth.add_user(conn, "inspector", PASSWORD)
@@ -195,3 +199,63 @@ def test_keyboard_review_persists_across_reload(server, tmp_path):
     if os.environ.get("PARCELSCAN_SCREENSHOT") == "1" or not SCREENSHOT.exists():
         SCREENSHOT.parent.mkdir(parents=True, exist_ok=True)
         shutil.copyfile(shot, SCREENSHOT)  # the README's picture; refreshed on request, not on every run
+
+
+DECLARED = {"item_id": "RR123456785CN", "category": "sale_of_goods", "origin": "CN", "gross_weight_kg": 2.5,
+            "items": [{"description": "machinery parts", "hs_code": "8487.90", "quantity": 1, "net_weight_kg": 2.0,
+                       "value": 30}]}
+CHECK = {"status": "mismatch", "priority": "raised", "source": "sidecar",
+         "reasons": ["declared 'machinery parts' (HS 8487.90), 2 kg; seen: 1 body ≈ 1400 g — no line holds it"],
+         "observed": {"xray_mass_kg": 2.4, "bodies": [{"mass_g": 1400.0, "nearest": "Nd2O3", "twins": ["Nd2O3"],
+                                                       "could_be": ["Nd2O3", "Pr6O11", "barite"],
+                                                       "mass_as_g": {"Nd2O3": 1400.0, "Pr6O11": 1380.0,
+                                                                     "barite": 1610.0}}]}}
+
+
+@pytest.fixture
+def declared_server(tmp_path):
+    """The sample results with a declaration mismatch on one flagged item (its sidecar carries the declaration)."""
+    import json
+
+    results = write_sample_results(tmp_path / "sample")
+    lines = [json.loads(line) for line in results.read_text().splitlines()]
+    target = next(v for v in lines if v["verdict"] != "clear")
+    target.update(declaration_check=CHECK, powder_mass_g=[1400.0])
+    results.write_text("".join(json.dumps(v, sort_keys=True) + "\n" for v in lines))
+    sidecar = Path(target["inputs"][0]).with_name(f"{target['scan_id']}.json")
+    meta = json.loads(sidecar.read_text()) if sidecar.exists() else {}
+    sidecar.write_text(json.dumps({**meta, "item_id": DECLARED["item_id"], "declaration": DECLARED}))
+    for base_db in _serve(tmp_path, results):
+        yield (*base_db, target["scan_id"])
+
+
+def test_the_declaration_panel_shows_what_the_body_could_be_in_grams(declared_server):
+    """Sorted by declaration, the mismatched item opens first with the declaration beside the image: the declared
+    line, the check's reason, and each body with the materials it could be, each with its own grams."""
+    from playwright.sync_api import expect, sync_playwright
+
+    base, _, scan_id = declared_server
+    with sync_playwright() as playwright:
+        browser = playwright.chromium.launch(executable_path=CHROMIUM, args=CHROMIUM_ARGS)
+        try:
+            page = browser.new_page(viewport={"width": 1440, "height": 900})
+            page.set_default_timeout(20_000)
+            errors: list[str] = []
+            page.on("pageerror", lambda error: errors.append(str(error)))
+            page.goto(base + "/")
+            page.fill("input[name=username]", "inspector")
+            page.fill("input[name=password]", PASSWORD)
+            page.keyboard.press("Enter")
+            expect(page.locator("table.items tbody tr")).to_have_count(5)
+            first = page.request.get(base + "/api/queue?state=all&sort=declaration").json()["items"][0]
+            assert first["scan_id"] == scan_id  # mismatches first
+            page.goto(f"{base}/review/{first['id']}?sort=declaration&state=all")
+            expect(page.locator("#scan-id")).to_have_text(scan_id)
+            expect(page.locator("#declaration")).to_be_visible()
+            expect(page.locator("#declaration-status")).to_have_text("mismatch")
+            expect(page.locator("#declaration-items")).to_contain_text("machinery parts")
+            expect(page.locator("#declaration-seen")).to_have_text(
+                "≈ 1400 g Nd2O3; could be Nd2O3 1400 g, Pr6O11 1380 g, barite 1610 g · parcel ≈ 2.4 kg by X-ray")
+            assert not errors, errors
+        finally:
+            browser.close()

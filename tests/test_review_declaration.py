@@ -28,7 +28,10 @@ DECLARATION = {"item_id": ITEM, "category": "sale_of_goods", "origin": "CN", "gr
 MISMATCH = {"status": "mismatch", "priority": "raised", "source": "sidecar",
             "reasons": ["declared 'machinery parts' (HS 8487.90), 2 kg; seen: 1 body of dense material ≈ 1400 g, "
                         "signature of Nd2O3 or Pr6O11 — not what HS 8487 holds"],
-            "observed": {"bodies": [{"mass_g": 1400.0, "nearest": "Nd2O3", "twins": ["Nd2O3", "Pr6O11"]}],
+            "observed": {"bodies": [{"mass_g": 1400.0, "nearest": "Nd2O3", "twins": ["Nd2O3", "Pr6O11"],
+                                     "could_be": ["Nd2O3", "Pr6O11", "barite"],
+                                     "mass_as_g": {"Nd2O3": 1400.0, "Pr6O11": 1380.0, "barite": 1610.0,
+                                                   "steel": 99.0}}],
                          "xray_mass_kg": 2.4}}
 
 
@@ -43,7 +46,8 @@ def review(tmp_path_factory):
     target, hostile = flagged[0], flagged[-1]
     target.update(declaration_check=MISMATCH, powder_mass_g=[1400.0])
     hostile.update(declaration_check={"status": ["x"], "reasons": "not a list", "observed": {"bodies": [7, {
-        "mass_g": "heavy", "twins": "Nd2O3"}]}}, powder_mass_g=["a", float("inf")])
+        "mass_g": "heavy", "twins": "Nd2O3", "could_be": "Nd2O3", "mass_as_g": ["Nd2O3"]}, {
+        "could_be": [3, "x" * 500, None], "mass_as_g": {"x" * 40: float("nan")}}]}}, powder_mass_g=["a", float("inf")])
     results.write_text("".join(json.dumps(v, sort_keys=True) + "\n" for v in lines))
     sidecar = Path(target["inputs"][0]).with_name(f"{target['scan_id']}.json")
     meta = json.loads(sidecar.read_text()) if sidecar.exists() else {}
@@ -73,6 +77,9 @@ def test_mismatches_sort_first_and_the_declaration_shows_beside_the_image(review
     assert view["declared"]["items"][0] == {"description": "machinery parts", "hs_code": "8487.90", "quantity": 1,
                                             "net_weight_kg": 2.0, "value": 30.0}
     assert view["bodies"][0]["nearest"] == "Nd2O3" and view["powder_mass_g"] == [1400.0]
+    # what the body could be, each with its own grams (only for the materials it could be)
+    assert view["bodies"][0]["could_be"] == ["Nd2O3", "Pr6O11", "barite"]
+    assert view["bodies"][0]["mass_as_g"] == {"Nd2O3": 1400.0, "Pr6O11": 1380.0, "barite": 1610.0}
     assert item["position"]["index"] == 1
     page = client.get(f"/review/{first['id']}?sort=declaration")
     assert page.status_code == 200 and 'id="declaration"' in page.text
@@ -89,7 +96,10 @@ def test_a_hostile_declaration_check_is_shown_as_unusable_never_an_error(review)
     assert response.status_code == 200
     view = response.json()["declaration"]
     assert view["status"] is None and view["reasons"] == [] and view["powder_mass_g"] == []
-    assert view["bodies"] == [{"mass_g": None, "nearest": None, "twins": [], "opaque_share": None}]
+    assert view["bodies"] == [{"mass_g": None, "nearest": None, "twins": [], "could_be": [], "mass_as_g": {},
+                               "opaque_share": None},
+                              {"mass_g": None, "nearest": None, "twins": [], "could_be": ["x" * 40], "mass_as_g": {},
+                               "opaque_share": None}]
 
 
 def test_the_view_reads_anything():

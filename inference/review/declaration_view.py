@@ -21,6 +21,10 @@ from parcelscan.datasets.scans.customs import hs_display, parse_declaration
 SORTS = ("score", "declaration")
 RAISED_PATTERN = '%"priority": "raised"%'  # in the verdict line as ingested (json.dumps, sort_keys)
 MAX_SHOWN = 20
+# a body's ``could_be``: the materials its readable core and weight allow (the check's own list, nearest first),
+# each with the grams the body would weigh as that material (``mass_as_g``) — what an inspector needs to judge
+# "2 kg of machinery parts" against "≈ 65 g of Y2O3, or 33 g of Sb2O3, or 99 g of brass"
+MAX_MATERIALS = 8
 _TEXT = 240
 
 
@@ -63,8 +67,14 @@ def declaration_view(verdict_line: Any, scan_meta: Any) -> dict[str, Any] | None
         for body in bodies[:MAX_SHOWN]:
             if isinstance(body, dict):
                 twins = body.get("twins") if isinstance(body.get("twins"), list) else []
+                could_be = body.get("could_be") if isinstance(body.get("could_be"), list) else []
+                could_be = [name[:40] for name in could_be[:MAX_MATERIALS] if isinstance(name, str)]
+                masses = body.get("mass_as_g") if isinstance(body.get("mass_as_g"), dict) else {}
                 view["bodies"].append({"mass_g": _number(body.get("mass_g")), "nearest": _text(body.get("nearest")),
                                        "twins": [t[:40] for t in twins[:6] if isinstance(t, str)],
+                                       "could_be": could_be,
+                                       "mass_as_g": {name: grams for name in could_be
+                                                     if (grams := _number(masses.get(name))) is not None},
                                        "opaque_share": _number(body.get("opaque_share"))})
         view["xray_mass_kg"] = _number(observed.get("xray_mass_kg"))
     masses = verdict.get("powder_mass_g")

@@ -164,8 +164,17 @@
     const reasons = $("declaration-reasons");
     reasons.replaceChildren();
     for (const r of d.reasons || []) li(reasons, r);
-    const bodies = (d.bodies || []).map((b) => "≈ " + (b.mass_g == null ? "?" : Math.round(b.mass_g)) + " g " +
-      (b.nearest || "?") + (b.twins && b.twins.length > 1 ? " (or " + b.twins.slice(1, 4).join(", ") + ")" : ""));
+    const bodies = (d.bodies || []).map((b) => {
+      const grams = "≈ " + (b.mass_g == null ? "?" : Math.round(b.mass_g)) + " g ";
+      if (b.could_be && b.could_be.length) {  // what the core and weight allow, each with its own grams
+        const masses = b.mass_as_g || {};
+        const names = b.could_be.slice(0, 5).map((n) => masses[n] == null ? n : n + " " + Math.round(masses[n]) + " g");
+        return grams + (b.nearest || b.could_be[0]) + "; could be " + names.join(", ") +
+          (b.could_be.length > 5 ? ", …" : "");
+      }
+      return grams + (b.nearest || "?") +
+        (b.twins && b.twins.length > 1 ? " (or " + b.twins.slice(1, 4).join(", ") + ")" : "");
+    });
     const xray = d.xray_mass_kg == null ? "" : "parcel ≈ " + d.xray_mass_kg + " kg by X-ray";
     text("declaration-seen", [bodies.join("; ") || "no dense body", xray].filter(Boolean).join(" · "));
     const problems = $("declaration-problems");
