@@ -299,6 +299,8 @@ def _start_shares(args: argparse.Namespace, policy, items: list) -> list[_Share]
 
     context = multiprocessing.get_context("fork")
     n = args.processes
+    sys.stdout.flush()  # a child flushes its copy of these buffers when it ends: nothing may be pending in them
+    sys.stderr.flush()
     shares = []
     for k in range(n):
         mine = [item for i, item in enumerate(items) if (i // args.batch) % n == k]
