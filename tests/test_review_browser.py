@@ -90,6 +90,18 @@ def wait_loaded(page, selector: str, timeout_s: float = 20.0) -> None:
         time.sleep(0.05)
 
 
+def open_page(browser):
+    """A page at the review layout's size, and the list its script errors, console errors and failed requests
+    are collected in (a test ends by asserting it empty)."""
+    page = browser.new_page(viewport={"width": 1440, "height": 900})
+    page.set_default_timeout(20_000)
+    errors: list[str] = []
+    page.on("pageerror", lambda error: errors.append(str(error)))
+    page.on("console", lambda msg: errors.append(msg.text) if msg.type == "error" else None)
+    page.on("response", lambda r: errors.append(f"{r.status} {r.url}") if r.status >= 400 else None)
+    return page, errors
+
+
 def test_keyboard_review_persists_across_reload(server, tmp_path):
     from playwright.sync_api import expect, sync_playwright
 
@@ -98,12 +110,7 @@ def test_keyboard_review_persists_across_reload(server, tmp_path):
     with sync_playwright() as playwright:
         browser = playwright.chromium.launch(executable_path=CHROMIUM, args=CHROMIUM_ARGS)
         try:
-            page = browser.new_page(viewport={"width": 1440, "height": 900})
-            page.set_default_timeout(20_000)
-            errors: list[str] = []
-            page.on("pageerror", lambda error: errors.append(str(error)))
-            page.on("console", lambda msg: errors.append(msg.text) if msg.type == "error" else None)
-            page.on("response", lambda r: errors.append(f"{r.status} {r.url}") if r.status >= 400 else None)
+            page, errors = open_page(browser)
 
             page.goto(base + "/")
             expect(page).to_have_url(f"{base}/login?next=%2F")
@@ -238,10 +245,7 @@ def test_the_declaration_panel_shows_what_the_body_could_be_in_grams(declared_se
     with sync_playwright() as playwright:
         browser = playwright.chromium.launch(executable_path=CHROMIUM, args=CHROMIUM_ARGS)
         try:
-            page = browser.new_page(viewport={"width": 1440, "height": 900})
-            page.set_default_timeout(20_000)
-            errors: list[str] = []
-            page.on("pageerror", lambda error: errors.append(str(error)))
+            page, errors = open_page(browser)
             page.goto(base + "/")
             page.fill("input[name=username]", "inspector")
             page.fill("input[name=password]", PASSWORD)
