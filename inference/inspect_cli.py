@@ -334,8 +334,8 @@ def _merge_shares(shares: list[_Share], inspector: Inspector, batch: int):
     total = sum(len(share.items) for share in shares)
     try:
         for i in range(total):
-            share = shares[(i // batch) % n]
-            k = (i // batch) % n
+            k = (i // batch) % n  # the share this item was dealt to (_start_shares)
+            share = shares[k]
             item = share.items[cursors[k]]
             cursors[k] += 1
             if share.alive:

@@ -677,13 +677,16 @@ def render_report(summary: dict[str, Any], errors: Sequence[tuple[str, str]], pl
 
 # --- scoring the station's verdicts -------------------------------------------------------------------
 UNANALYSED_SCORE = 1.0  # a verdict without a CNN score (manual inspection): flagged at every threshold ≤ 1
-def read_verdict_scores(path: str | Path) -> tuple[dict[str, float], float | None, dict[str, Any]]:
-    """``parcelscan inspect`` output (one JSON verdict per line) → ({scan_id: score}, threshold, model).
+def read_verdicts(path: str | Path) -> tuple[dict[str, dict[str, Any]], dict[str, float], float | None,
+                                            dict[str, Any]]:
+    """``parcelscan inspect`` output (one JSON verdict per line) → ({scan_id: verdict}, {scan_id: score},
+    threshold, model), the file read and parsed once.
 
-    Only each verdict's CNN ``score`` is read (the detection bar's method: shield and other reasons
+    Only each verdict's CNN ``score`` is read as the score (the detection bar's method: shield and other reasons
     ignored). A scan the station could not analyse has no score: it is counted as flagged (score 1.0, the
     highest probability, as ``evaluate`` scores an unreadable scan), as the station sends it to manual
     inspection. A scan id seen twice is refused (ambiguous)."""
+    verdicts: dict[str, dict[str, Any]] = {}
     scores: dict[str, float] = {}
     threshold = None
     model: dict[str, Any] = {"unanalysed": 0}
@@ -702,6 +705,7 @@ def read_verdict_scores(path: str | Path) -> tuple[dict[str, float], float | Non
             raise ParcelscanError(f"{path}:{number}: not a verdict line ({error})") from error
         if scan_id in scores:
             raise ParcelscanError(f"{path}:{number}: scan {scan_id} has two verdicts")
+        verdicts[scan_id] = verdict
         score = verdict.get("score")
         analysed = isinstance(score, (int, float)) and not isinstance(score, bool) and math.isfinite(score)
         scores[scan_id] = float(score) if analysed else UNANALYSED_SCORE
@@ -710,14 +714,7 @@ def read_verdict_scores(path: str | Path) -> tuple[dict[str, float], float | Non
             threshold = float(verdict["threshold"])
             model = {**dict(verdict.get("model") or {}), "unanalysed": 0}
     model["unanalysed"] = unanalysed
-    return scores, threshold, model
-
-
-def verdicts_by_scan_id(path: str | Path) -> dict[str, dict[str, Any]]:
-    """``parcelscan inspect`` output → {scan_id: verdict dict} (``read_verdict_scores`` has checked the lines)."""
-    lines = Path(path).read_text(encoding="utf-8").splitlines()
-    verdicts = [json.loads(line) for line in lines if line.strip()]
-    return {str(v["scan_id"]): v for v in verdicts}
+    return verdicts, scores, threshold, model
 
 
 def station_summary(records: Sequence[Any], verdicts: dict[str, dict[str, Any]]) -> dict[str, Any]:
@@ -821,8 +818,7 @@ def evaluate_verdicts(verdicts: str | Path, data_dir: str | Path, split: str = "
     must have a verdict."""
     data_dir = Path(data_dir)
     records = select_split(read_manifest(data_dir), split, data_dir)
-    by_id, threshold, model = read_verdict_scores(verdicts)
-    lines = verdicts_by_scan_id(verdicts)  # read once for the station flags and the declaration measures
+    lines, by_id, threshold, model = read_verdicts(verdicts)
     missing = [r.scan_id for r in records if r.scan_id not in by_id]
     if missing:
         raise ParcelscanError(f"{verdicts}: no verdict for {len(missing)} scan(s) of {data_dir} (e.g. {missing[0]})")
