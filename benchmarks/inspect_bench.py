@@ -24,8 +24,10 @@ sets in the same runs (their verdicts must equal ``--workers 2``'s, timing field
 from __future__ import annotations
 
 import argparse
+import json
 import math
 import os
+import shlex
 import shutil
 import subprocess
 import sys
@@ -80,8 +82,6 @@ def decode_ratio(scans: Path, n: int, model: str | None, workdir: Path, policy_p
                  also: list[str] | None = None) -> None:
     """The bar of issue 15 part 4, measured side by side (module docstring); ``also``: further ``inspect`` option
     sets (e.g. ``"--workers 1 --processes 2"``) timed in the same runs, each a fresh process on the same files."""
-    import shlex
-
     import numpy as np
     from PIL import Image
 
@@ -153,8 +153,6 @@ def decode_ratio(scans: Path, n: int, model: str | None, workdir: Path, policy_p
 
 def _verdicts(stdout: str) -> list[dict]:
     """Verdict lines without their timing fields (latency_ms, scanned_at)."""
-    import json
-
     out = []
     for line in stdout.splitlines():
         data = json.loads(line)

@@ -82,9 +82,7 @@ def partial_auc(labels, scores, max_pfa: float = 0.1) -> float:
     if int(y.sum()) == 0 or int((~y).sum()) == 0:
         return float("nan")
     pfa, pd, _ = roc_curve(y, s)
-    stop = int(np.searchsorted(pfa, max_pfa, side="left"))  # first point at or beyond max_pfa
-    if stop >= pfa.size:
-        stop = pfa.size - 1
+    stop = int(np.searchsorted(pfa, max_pfa, side="left"))  # first point at or beyond max_pfa (the curve ends at 1)
     x, h = pfa[: stop + 1], pd[: stop + 1]
     if x[-1] > max_pfa:  # cut the last segment at max_pfa (linear between ROC points: ties spread evenly)
         share = (max_pfa - x[-2]) / (x[-1] - x[-2])
