@@ -31,10 +31,20 @@ from parcelscan.datasets.simulator.contents import BENIGN_KINDS
 
 MIXES = ("stress", "postal")
 # postal-2: every parcel's container kind drawn from the container table restricted to its contents' carriers
-# (postal-1 packed suspects and look-alikes in their scenario's packaging, so the kind told the label); it is in
-# a postal run's identity, so a directory of the old law is never resumed under the new one
-POSTAL_LAW = "postal-2"
-DENSE_METAL_KINDS = ("hand_tools", "machinery_parts", "motor", "fishing_weights", "carbide_bits")
+# (postal-1 packed suspects and look-alikes in their scenario's packaging, so the kind told the label).
+# postal-3: the dense metal objects are every benign kind that stops the beam on its own (below), so the table's
+# share governs all of them; postal-2 drew castings, brass fittings, fire steels and solder spools as ordinary
+# goods besides the table's 8 %, and 9.3 % of clear parcels carried one. The law is in a postal run's identity,
+# so a directory of an old law is never resumed under the new one.
+POSTAL_LAW = "postal-3"
+# The benign kinds that are dense metal objects: tools and machinery parts (metal, mostly thinner than the beam
+# stops), and every kind that, alone in a cardboard box under the nominal scanner, raises the shield alarm
+# (inference.opaque, the default threat model) in at least a third of 20 draws: motor 14, castings 7 (zinc
+# die-castings and thick aluminium), brass fittings 17, fishing weights 19, carbide bits 19, fire steels 13,
+# solder spools 20. Every other kind: 0 of 20 (hand tools 0, machinery parts 2). Measured by
+# data-independent forward simulation (README "Two streams"); tests/test_streams.py keeps the list honest.
+DENSE_METAL_KINDS = ("hand_tools", "machinery_parts", "motor", "fishing_weights", "carbide_bits", "al_casting",
+                     "brass_fittings", "fire_steel", "solder_spool")
 
 
 @dataclass(frozen=True)
@@ -75,11 +85,13 @@ POSTAL_TABLE: dict[str, dict[str, Frequency]] = {
         "padded_envelope": Frequency(0.20, "padded envelopes for small hard goods (assumption)"),
         "letter": Frequency(0.10, "large letters and flats with goods (assumption)"),
     },
-    # Share of clear parcels without a look-alike whose contents include one dense metal object (a hand tool,
-    # machinery part, motor, fishing weights or carbide bits): what the shield alarm sees.
+    # Share of clear parcels without a look-alike whose contents include one dense metal object (DENSE_METAL_KINDS:
+    # a hand tool, machinery part, motor, casting, brass fittings, fishing weights, carbide bits, a fire steel or a
+    # solder spool): what the shield alarm sees.
     "dense_metal_share": {
-        "clear": Frequency(0.08, "tools, hardware and car parts are some 5-10 % of e-commerce orders "
-                           "(assumption after retail category shares); one object per such parcel"),
+        "clear": Frequency(0.08, "tools, hardware, castings, fittings, fishing tackle, camping and soldering gear "
+                           "are some 5-10 % of e-commerce orders (assumption after retail category shares); one "
+                           "object per such parcel, and no other parcel holds one"),
     },
 }
 # fmt: on
