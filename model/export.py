@@ -47,7 +47,8 @@ from parcelscan.datasets.scans.readers import discover_scans
 from parcelscan.errors import ParcelscanError
 from parcelscan.model.metadata import INPUT_NAME, OUTPUT_NAMES, ModelMetadata, git_commit
 from parcelscan.model.operating_point import pd_at_pfa, rates_at_threshold
-from parcelscan.model.session import inference_session, run_in_batches, write_sha256
+from parcelscan.model.session import inference_session, read_metadata, run_in_batches, write_sha256
+from parcelscan.model.signing import signature_path
 
 OPSET = 17
 DEFAULT_TOLERANCE = 1e-4  # max |Δ| of probabilities (suspect_probability, heatmap); logits: relative to their scale
@@ -79,11 +80,49 @@ def wrap_for_export(model, temperature: float):
     return ExportWrapper(model, temperature).eval()
 
 
-def metadata_from_info(info: dict[str, Any], default_name: str, threshold: float | None = None) -> ModelMetadata:
-    """The contract's metadata from a checkpoint's info dict (``load_checkpoint``)."""
+def read_operating_point(result: dict[str, Any]) -> tuple[float, float, dict[str, Any]]:
+    """(threshold, target Pfa, what to keep in the model's metrics) of a ``python -m parcelscan.training.calibrate
+    --json`` result; the model path it names is dropped (the model file is the one it goes into)."""
+    try:
+        threshold, target_pfa = float(result["threshold"]), float(result["target_pfa"])
+    except (KeyError, TypeError, ValueError) as error:
+        raise ParcelscanError(f"not a calibration result (threshold, target_pfa): {error}") from error
+    if not (0.0 <= threshold <= 1.0 and 0.0 < target_pfa < 1.0):
+        raise ParcelscanError(f"calibration result out of range: threshold {threshold}, target Pfa {target_pfa}")
+    return threshold, target_pfa, {k: v for k, v in result.items() if k != "model"}
+
+
+def recalibrate_onnx(model: str | Path, out: str | Path, result: dict[str, Any]) -> ModelMetadata:
+    """Write ``model`` to ``out`` with the operating point of a calibration ``result``: threshold, target Pfa and
+    ``metrics["operating_point"]``; the graph and every weight stay byte for byte what they were, so the scores
+    are the same and only the decision moves. A new ``.sha256`` is written; a signature of the old file no longer
+    fits and is removed (sign the new one)."""
+    model, out = Path(model), Path(out)
+    metadata = read_metadata(model)
+    metadata.threshold, metadata.target_pfa, metadata.metrics["operating_point"] = read_operating_point(result)
+    metadata.extra["recalibrated"] = datetime.now(UTC).isoformat(timespec="seconds")
+    if out.resolve() != model.resolve():
+        out.write_bytes(model.read_bytes())
+    set_props(out, metadata)
+    write_sha256(out)
+    signature_path(out).unlink(missing_ok=True)
+    return metadata
+
+
+def metadata_from_info(info: dict[str, Any], default_name: str, threshold: float | None = None,
+                       operating_point: dict[str, Any] | None = None) -> ModelMetadata:
+    """The contract's metadata from a checkpoint's info dict (``load_checkpoint``). ``operating_point``: a
+    ``python -m parcelscan.training.calibrate --json`` result; its threshold and target Pfa replace the
+    checkpoint's, and it is kept in the metrics (``operating_point``) so the file says where its point came from."""
     preprocessing = info.get("preprocessing")
     if not isinstance(preprocessing, dict):
         raise ParcelscanError("checkpoint has no preprocessing spec: it cannot be exported for stations")
+    metrics = dict(info.get("metrics") or {})
+    target_pfa = info.get("target_pfa")
+    if operating_point is not None:
+        if threshold is not None:
+            raise ParcelscanError("give --threshold or --threshold-from, not both")
+        threshold, target_pfa, metrics["operating_point"] = read_operating_point(operating_point)
     threshold = threshold if threshold is not None else info.get("threshold")
     if threshold is None:
         raise ParcelscanError("checkpoint has no operating threshold (run `parcelscan evaluate` first, or pass "
@@ -98,9 +137,9 @@ def metadata_from_info(info: dict[str, Any], default_name: str, threshold: float
         preprocessing=preprocessing,
         classes=list(info.get("classes") or LABELS),
         threshold=float(threshold),
-        target_pfa=info.get("target_pfa"),
+        target_pfa=target_pfa,
         temperature=float(temperature) if temperature else 1.0,
-        metrics=dict(info.get("metrics") or {}),
+        metrics=metrics,
         data_fingerprint=str(info.get("data_fingerprint") or "unknown"),
         arch=str(info.get("arch") or "unknown"),
     )
@@ -438,7 +477,8 @@ def _split_labelled(scans: list[ScanTiles]) -> tuple[list[ScanTiles], list[ScanT
 
 def export_model(model, info: dict[str, Any], out: str | Path, parity_data: str | Path,
                  int8: bool = False, calibration: str | Path | None = None, threshold: float | None = None,
-                 tolerance: float = DEFAULT_TOLERANCE, log: Callable[[str], None] = print) -> ExportResult:
+                 tolerance: float = DEFAULT_TOLERANCE, log: Callable[[str], None] = print,
+                 operating_point: dict[str, Any] | None = None) -> ExportResult:
     """Export an eval-mode network with its checkpoint info; see the module docstring for the steps."""
     started = time.perf_counter()
     out = Path(out)
@@ -447,7 +487,7 @@ def export_model(model, info: dict[str, Any], out: str | Path, parity_data: str 
     if int8 and calibration is None:
         raise ParcelscanError("--int8 needs --calibration DIR (labelled scans to calibrate and check it on)")
     out.parent.mkdir(parents=True, exist_ok=True)
-    metadata = metadata_from_info(info, default_name=out.stem, threshold=threshold)
+    metadata = metadata_from_info(info, default_name=out.stem, threshold=threshold, operating_point=operating_point)
     spec = PreprocessSpec.from_dict(metadata.preprocessing)
     if int(info.get("in_channels", spec.in_channels)) != spec.in_channels:
         raise ParcelscanError(f"checkpoint has {info.get('in_channels')} input channels but its preprocessing "
@@ -519,7 +559,8 @@ def default_parity_data(info: dict[str, Any]) -> Path | None:
 
 def export_checkpoint(checkpoint: str | Path, out: str | Path, data: str | Path | None = None, int8: bool = False,
                       calibration: str | Path | None = None, threshold: float | None = None,
-                      tolerance: float = DEFAULT_TOLERANCE, log: Callable[[str], None] = print) -> ExportResult:
+                      tolerance: float = DEFAULT_TOLERANCE, log: Callable[[str], None] = print,
+                      operating_point: dict[str, Any] | None = None) -> ExportResult:
     """``parcelscan export``: load a checkpoint (EMA weights when present) and export it."""
     from parcelscan.model.checkpoint import load_checkpoint  # loads torch: only when exporting a checkpoint
 
@@ -528,4 +569,4 @@ def export_checkpoint(checkpoint: str | Path, out: str | Path, data: str | Path 
     if parity_data is None:
         raise ParcelscanError("no scans for the parity check: pass --data DIR (station-format scans)")
     return export_model(model, info, out, parity_data, int8=int8, calibration=calibration, threshold=threshold,
-                        tolerance=tolerance, log=log)
+                        tolerance=tolerance, log=log, operating_point=operating_point)
