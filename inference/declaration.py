@@ -274,25 +274,57 @@ def observe(scan: Any, tile_heatmaps: np.ndarray | None, prepared: Any, spec: An
     return observe_heat(scan, heat, spec)
 
 
+# −ln(max(T, 1) / 65535) of every 16-bit grey level, by the very float32 expression of
+# ``pseudocolor.transmission_to_log_attenuation``: a weighed scan's two logs become two table lookups (0.9 → 0.4 ms an
+# image on a 2-core Xeon), the same float32 numbers to the bit (tests/test_declaration_speed.py checks all 65,536)
+_LOG_ATTENUATION_LUT = transmission_to_log_attenuation(np.arange(65536, dtype=np.uint16))
+_LOG_ATTENUATION_LUT.setflags(write=False)
+
+
+def log_attenuation(image_u16: np.ndarray) -> np.ndarray:
+    """``transmission_to_log_attenuation`` of a 16-bit image, read from ``_LOG_ATTENUATION_LUT`` (any other dtype
+    takes the function itself)."""
+    image = np.asarray(image_u16)
+    if image.dtype != np.uint16:
+        return transmission_to_log_attenuation(image)
+    return _LOG_ATTENUATION_LUT.take(image)
+
+
+def _hot_box(hot: np.ndarray) -> tuple[slice, slice] | None:
+    """The bounding box of the heatmap's body pixels, its top-left corner moved up and left to even coordinates;
+    None when there are none. Why: labelling only the box costs ~0.1 ms where the whole scan cost ~1.1 ms, and with
+    the box on the whole image's 2 × 2 block grid OpenCV numbers the components exactly as over the whole image
+    (so bodies of equal area keep their order; tests/test_declaration_speed.py compares both)."""
+    x, y, width, height = cv2.boundingRect(hot)
+    if width == 0 or height == 0:
+        return None
+    return slice(y - y % 2, y + height), slice(x - x % 2, x + width)
+
+
 def observe_heat(scan: Any, heat: np.ndarray | None, spec: Any = None) -> dict[str, Any]:
     """``observe`` from the model's heatmap already at scan pixels (None: no heatmap)."""
     if getattr(scan, "low", None) is None or getattr(scan, "high", None) is None:
         return {"bodies": [], "xray_mass_kg": None, "note": "no dual-energy images: no masses"}
     pitch = scan_pitch_mm(scan, spec)
     profile = default_profile()
-    a_low = transmission_to_log_attenuation(scan.low)
-    a_high = transmission_to_log_attenuation(scan.high)
+    a_low = log_attenuation(scan.low)
+    a_high = log_attenuation(scan.high)
     bodies = []
     if heat is not None:
-        count, labels, stats, _ = cv2.connectedComponentsWithStats((heat >= BODY_HEAT).astype(np.uint8), 8)
-        pixel_cm2 = pitch[0] * pitch[1] / 100.0
-        order = sorted(range(1, count), key=lambda k: -stats[k, cv2.CC_STAT_AREA])
-        for k in order[:MAX_BODIES]:
-            if stats[k, cv2.CC_STAT_AREA] * pixel_cm2 < MIN_BODY_CM2:
-                continue
-            measured = body_mass(a_low, a_high, labels == k, pitch, profile)
-            if measured is not None:
-                bodies.append(measured.to_dict())
+        hot = (heat >= BODY_HEAT).astype(np.uint8)
+        box = _hot_box(hot)
+        if box is not None:
+            count, labels, stats, _ = cv2.connectedComponentsWithStats(np.ascontiguousarray(hot[box]), 8)
+            pixel_cm2 = pitch[0] * pitch[1] / 100.0
+            order = sorted(range(1, count), key=lambda k: -stats[k, cv2.CC_STAT_AREA])
+            for k in order[:MAX_BODIES]:
+                if stats[k, cv2.CC_STAT_AREA] * pixel_cm2 < MIN_BODY_CM2:
+                    continue
+                region = np.zeros(hot.shape, bool)
+                region[box] = labels == k
+                measured = body_mass(a_low, a_high, region, pitch, profile)
+                if measured is not None:
+                    bodies.append(measured.to_dict())
     return {"bodies": bodies, "xray_mass_kg": round(parcel_mass_g(a_low, a_high, pitch, profile) / 1000.0, 2)}
 
 

@@ -25,6 +25,7 @@ declaration check all call it); ``twins(region, profile)`` the target names amon
 
 from __future__ import annotations
 
+import functools
 import math
 from collections.abc import Iterable, Sequence
 from dataclasses import dataclass
@@ -154,10 +155,18 @@ def a_high_of(material: Material, areal_g_cm2: float | np.ndarray, profile: Scan
     return np.where(areal > 0, np.exp(np.interp(np.log(np.maximum(areal, 1e-12)), log_areal, log_a)), 0.0)
 
 
+@functools.lru_cache(maxsize=64)
+def _kv_neighbours(profile: ScannerProfile) -> tuple[ScannerProfile, ScannerProfile]:
+    """(``profile`` at +KV_STEP, at −KV_STEP, never below 20 kV), made once per profile: a lookup asks for them twice
+    per reference (~80 ``dataclasses.replace`` and profile validations a body, ~0.7 ms), and a frozen profile's
+    variants never change. Keyed on the profile's value (its ``extra`` aside, which no curve reads)."""
+    return (profile.with_changes(tube_kv=profile.tube_kv + KV_STEP),
+            profile.with_changes(tube_kv=max(profile.tube_kv - KV_STEP, 20.0)))
+
+
 def _kv_slope(material: Material, a_high: float, profile: ScannerProfile) -> float:
     """dR/dkV of ``material`` at ``a_high`` (central difference over ±KV_STEP)."""
-    up = profile.with_changes(tube_kv=profile.tube_kv + KV_STEP)
-    down = profile.with_changes(tube_kv=max(profile.tube_kv - KV_STEP, 20.0))
+    up, down = _kv_neighbours(profile)
     return float(ratio_at(material, a_high, up) - ratio_at(material, a_high, down)) / (up.tube_kv - down.tube_kv)
 
 
