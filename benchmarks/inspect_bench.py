@@ -15,10 +15,12 @@ fresh process (startup included), and a per-stage breakdown on one core.
 ``--ratio N`` measures issue 15's throughput bar instead, side by side in one run on the same files: decoding
 the 2·N PNG files of N scans once with Pillow in one process, against ``parcelscan inspect --workers 2`` over
 those N scans (a fresh process, startup and model load included, and the in-process API without them), and
-prints the ratios (bar: inspect ≤ 0.8 × the Pillow decode). ``--also OPTIONS`` times further ``inspect`` option
-sets in the same runs (their verdicts must equal ``--workers 2``'s, timing fields aside).
+prints the ratios (bar: inspect ≤ 0.8 × the Pillow decode). ``--workers 2`` is two forked worker processes on a
+folder (``inspect_cli.parallelism``); the API row is ``inspect_many(workers=2)``, two reader threads in one process.
+``--also OPTIONS`` times further ``inspect`` option sets in the same runs (their verdicts must equal ``--workers 2``'s,
+timing fields aside), e.g. the threads with ``--processes 1 --workers 2``.
 
-    python benchmarks/inspect_bench.py --ratio 400 --scans DIR [--model MODEL.onnx] [--also '--workers 1 --processes 2']
+    python benchmarks/inspect_bench.py --ratio 400 --scans DIR [--model MODEL.onnx] [--also '--processes 1 --workers 2']
 """
 
 from __future__ import annotations
@@ -139,7 +141,8 @@ def decode_ratio(scans: Path, n: int, model: str | None, workdir: Path, policy_p
         rows.append((pillow, command, api))
         print(f"  run {attempt + 1}: Pillow decode of {len(images)} files {pillow:.2f} s "
               f"({1000 * pillow / len(images):.1f} ms/file) | inspect --workers 2: {command:.2f} s "
-              f"({len(refs) / command:.1f} scans/s, ratio {command / pillow:.2f}) | API workers=2 without startup "
+              f"({len(refs) / command:.1f} scans/s, ratio {command / pillow:.2f}) | API workers=2 (threads) without "
+              f"startup "
               f"{api:.2f} s ({len(refs) / api:.1f} scans/s, ratio {api / pillow:.2f})")
         for options, seconds in others:
             print(f"         inspect {options}: {seconds:.2f} s ({len(refs) / seconds:.1f} scans/s, ratio "
@@ -175,7 +178,7 @@ def main() -> None:
     parser.add_argument("--policy", metavar="FILE", help="--ratio: the station policy inspect runs under")
     parser.add_argument("--also", action="append", metavar="OPTIONS",
                         help="--ratio: also time `inspect OPTIONS` in the same runs (repeatable), e.g. "
-                             "'--workers 1 --processes 2'")
+                             "'--processes 1 --workers 2' (the threads)")
     parser.add_argument("--ratio", type=int, metavar="N",
                         help="only the issue-15 bar: Pillow decode of N scans' files vs inspect --workers 2")
     args = parser.parse_args()
