@@ -342,12 +342,12 @@ def test_mass_and_policy_are_written_when_the_verdict_has_them(tmp_path):
 
 
 def test_a_report_that_cannot_be_written_leaves_the_verdict_and_the_batch(tmp_path):
-    (tmp_path / "sim31-000077_tdr.dcs").mkdir()  # a directory where the report should go: the rename fails
-    code, verdicts, err = _inspect(EXAMPLES / "sim31-000077_low.png", EXAMPLES / "sim31-000141_low.png",
+    (tmp_path / "sim31-000641_tdr.dcs").mkdir()  # a directory where the report should go: the rename fails
+    code, verdicts, err = _inspect(EXAMPLES / "sim31-000641_low.png", EXAMPLES / "sim31-000141_low.png",
                                    "--tdr", tmp_path)
     assert code == 0 and [v["verdict"] for v in verdicts] == ["clear", "clear"]
     assert any(r.startswith("DICOS TDR not written") for r in verdicts[0]["reasons"])
-    assert "sim31-000077: DICOS TDR not written" in err
+    assert "sim31-000641: DICOS TDR not written" in err
     assert _tdr(tmp_path, "sim31-000141").AlarmDecision == "CLEAR"
 
 

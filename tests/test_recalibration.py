@@ -54,6 +54,8 @@ def test_calibrate_counts_twins_only_when_asked(built, clear_set):
     assert plain["threshold"] == pytest.approx(threshold_at_pfa(non_twin, target), abs=1e-6)
     assert counted["threshold"] == pytest.approx(threshold_at_pfa(list(scores.values()), target), abs=1e-6)
     assert plain["pfa_over"] == "non-twin clear scans" and counted["pfa_over"] == "all clear scans"
+    assert counted["data_identity"]["seed"] == 11 and counted["data_identity"]["mix"] == "stress"
+    assert counted["data_identity"]["scans"] == len(records)
     assert counted["n_clear"] == len(records)
     all_alarms = counted["false_alarms"] + counted["twin_alarms"]
     assert all_alarms <= int(target * len(records)) and counted["pfa_all"] == all_alarms / len(records)

@@ -225,25 +225,30 @@ def test_a_calibrated_policy_sets_the_station_threshold_and_raises_a_drift_alert
     of the calibration far from the rate seen raises the drift alert (stderr and the summary)."""
     code, lines, _ = _run(["inspect", EXAMPLES], capsys)
     verdicts = tmp_path / "verdicts.jsonl"
-    verdicts.write_text("".join(json.dumps(line) + "\n" for line in lines * 8))  # 56 parcels, 24 clear
+    n_clear = sum(line["verdict"] == "clear" for line in lines)
+    assert len(lines) == 7 and n_clear >= 2
+    copies = 12  # ≥ 24 clear parcels: enough for calibrate to accept
+    verdicts.write_text("".join(json.dumps(line) + "\n" for line in lines * copies))
     out = tmp_path / "station.toml"
     code, _, err = _run(["calibrate", "--verdicts", verdicts, "--target-pfa", "0.05", "--out", out], capsys)
     assert code == 0 and "exact 95 % interval" in err and out.is_file()
     policy = load_policy(out)
     cal = policy.calibration
-    assert cal is not None and cal.n_clear == 24 and cal.flag_rate == pytest.approx(4 / 7)
+    assert cal is not None and cal.n_clear == copies * n_clear and cal.flag_rate == pytest.approx(1 - n_clear / 7)
     clear_scores = sorted(line["score"] for line in lines if line["verdict"] == "clear")
-    assert clear_scores[-1] < cal.threshold  # 5 % of 24 allows one, but the highest clear score comes 8 times
-    # the flag rate of the calibration is the sample's (4 of 7), so the same scans are within limits …
+    assert clear_scores[-1] < cal.threshold  # 5 % allows one or two, but the highest clear score comes 12 times
+    # the flag rate of the calibration is the sample's, so the same scans are within limits …
     text = out.read_text().replace("window = 500", "window = 7")
     out.write_text(text)
     code, lines2, err = _run(["inspect", EXAMPLES, "--policy", out], capsys)
     assert all(line["threshold"] == pytest.approx(cal.threshold) for line in lines2)
     assert "station calibration (target Pfa 0.05)" in err and "drift: none" in err
-    # … and a station whose calibrated rate was 1 % sees 4 of 7 flagged: an alert
+    # … and a station whose calibrated rate was 1 % sees several of 7 flagged: an alert
+    flagged = sum(line["verdict"] != "clear" for line in lines2)
+    assert flagged >= 3
     out.write_text(text.replace(f"flag_rate = {cal.flag_rate!r}", "flag_rate = 0.01"))
     code, _, err = _run(["inspect", EXAMPLES, "--policy", out], capsys)
-    assert "DRIFT: flag rate 0.571 over the last 7 parcels" in err and "drift: 1 alert(s)" in err
+    assert f"DRIFT: flag rate {flagged / 7:.3f} over the last 7 parcels" in err and "drift: 1 alert(s)" in err
 
 
 def test_the_drift_monitor_alerts_once_per_excursion():

@@ -63,7 +63,8 @@ def calibrate_threshold(model_path: str | Path, data_dir: str | Path, target_pfa
     threshold = threshold_at_pfa(scores if count_twins else ordinary, target_pfa)
     false_alarms, twin_alarms = int((ordinary >= threshold).sum()), int((scores[twins] >= threshold).sum())
     all_alarms = false_alarms + twin_alarms
-    return {"model": str(model_path), "data": str(data_dir), "target_pfa": target_pfa, "threshold": float(threshold),
+    return {"model": str(model_path), "data": str(data_dir), "data_identity": _identity(records),
+            "target_pfa": target_pfa, "threshold": float(threshold),
             "pfa_over": "all clear scans" if count_twins else "non-twin clear scans",
             "n_clear": int(scores.size), "pfa_all": all_alarms / scores.size,
             "pfa_all_ci": list(M.wilson_interval(all_alarms, int(scores.size))),
@@ -76,6 +77,17 @@ def calibrate_threshold(model_path: str | Path, data_dir: str | Path, target_pfa
             "twin_alarms": twin_alarms, "twin_alarm_ci": list(M.wilson_interval(twin_alarms, int(twins.sum()))),
             "allowed_false_alarms": M.allowed_false_alarms(int(ordinary.size), target_pfa),
             "score_quantiles": {f"{q:g}": float(np.quantile(ordinary, q)) for q in (0.5, 0.9, 0.99)}}
+
+
+def _identity(records) -> dict[str, Any]:
+    """What made the calibration set, from its manifest (a simulated set's seed, stream and generator), so a model
+    file that keeps this result names its calibration data, not a path on somebody's disk."""
+    keys = ("seed", "mix", "suspect_fraction", "generator_version", "postal_law", "profile", "profile_sha256")
+    provenance = records[0].provenance if records else {}
+    identity = {k: provenance[k] for k in keys if k in provenance}
+    identity["scans"] = len(records)
+    identity["sources"] = sorted({str(r.source) for r in records})
+    return identity
 
 
 def main(argv: list[str] | None = None) -> int:
