@@ -191,9 +191,13 @@ def run(args: argparse.Namespace) -> int:
     processes, threads = parallelism(args)
     policy = load_policy(args.policy)
     shares = None
+    items: list | None = None
     if processes > 1:  # before this process opens a model session: the children open their own
         items = list(_iter_items(args.paths))
-        shares = _start_shares(args, policy, items, processes, threads)
+        # no more processes than runs of --batch to deal: one parcel per command is not worth a second model load
+        processes = min(processes, max(1, math.ceil(len(items) / args.batch)))
+        if processes > 1:
+            shares = _start_shares(args, policy, items, processes, threads)
     inspector = _build_inspector(args, policy)
     m = inspector.metadata
     print(f"parcelscan inspect: model {m.name} {m.version} ({inspector.model_info['sha256'][:12]}), "
@@ -225,7 +229,8 @@ def run(args: argparse.Namespace) -> int:
             for verdict in _merge_shares(shares, inspector, args.batch):
                 tally.emit(verdict)
         elif args.paths:
-            for verdict in inspector.inspect_many(_iter_items(args.paths), batch=args.batch, workers=threads):
+            source = items if items is not None else _iter_items(args.paths)
+            for verdict in inspector.inspect_many(source, batch=args.batch, workers=threads):
                 tally.emit(verdict)
         if args.watch:
             stop = threading.Event()

@@ -76,6 +76,11 @@ def test_the_default_path_gives_the_verdicts_of_one_process_in_input_order(capsy
         assert f"{workers} worker processes (inline" in err  # the process path was taken, not the threads
         assert many == one, (workers, batch)
     assert [v["scan_id"] for v in one] == sorted(v["scan_id"] for v in one)  # input order: the folder's order
+    # fewer runs of --batch than workers: no more processes than runs (one batch: none forked, this one inspects)
+    few, err = _inspect(capsys, str(SAMPLES), "--batch", "4", "--workers", "4")
+    assert "2 worker processes (inline" in err and few == one
+    single, err = _inspect(capsys, str(SAMPLES), "--batch", "8", "--workers", "2")
+    assert "worker processes" not in err and single == one
 
 
 def test_a_killed_worker_process_loses_no_verdict(capsys, monkeypatch):
