@@ -7,11 +7,11 @@ Examples::
     parcelscan export --checkpoint best.pt --out model.onnx --sign-key ~/.parcelscan-keys/release.key
     parcelscan export --checkpoint best.pt --out model.onnx --threshold-from calibration.json
     parcelscan export --recalibrate model.onnx --threshold-from calibration.json [--out other.onnx]
+    parcelscan export --show model/default/parcelscan-dual.onnx
 
 ``--recalibrate MODEL.onnx`` moves an exported model's operating point only: the threshold, target Pfa and the
 calibration result (``python -m parcelscan.training.calibrate --json``) go into its metadata, the graph and
 weights stay byte for byte, a new ``.sha256`` is written (and a stale signature removed).
-    parcelscan export --show model/default/parcelscan-dual.onnx
 
 ``--sign-key KEY`` writes ``MODEL.onnx.sig`` beside the model (``model.signing``): the key is read before the
 export starts, so a wrong key costs no export; a station whose policy trusts its public key accepts the model.
