@@ -235,6 +235,40 @@ def test_twin_summary_counts_pfa_on_non_twin_clears():
     assert tw["at_pfa"] == {} and tw["n_clear_non_twin"] == 0 and tw["stored"]["twin_alarm_rate"]["flagged"] == 1
 
 
+def test_opaque_look_alikes_are_named_among_the_false_alarms_and_set_aside_only_beside_the_bar():
+    """Hand-chosen scores: an opaque-filled look-alike (0.90, provenance fill_signature.opaque) sets the bar's
+    1 % threshold; the report names it among the false alarms, and the set-aside operating point (Pfa on
+    the other non-twin clears) is a separate entry, the bar's own numbers unchanged."""
+    from parcelscan.training.evaluate import opaque_fill_mask, render_twin_section, twin_summary
+
+    def clear(score, opaque):
+        signature = {"opaque": opaque, "pixels": 0 if opaque else 500}
+        return score, SimpleNamespace(label="clear", twin_of=[], scenario="none", lookalike="machine_part",
+                                      mass_fraction=None, provenance={"fill": "lead shot", "fill_signature": signature})
+
+    def suspect(score):
+        return score, SimpleNamespace(label="suspect", twin_of=[], scenario="machine_part", lookalike=None,
+                                      mass_fraction=1.0, provenance={})
+
+    rows = [clear(0.10, False), clear(0.20, False), clear(0.90, True), suspect(0.85), suspect(0.95), suspect(0.05)]
+    scores = np.array([s for s, _ in rows])
+    records = [r for _, r in rows]
+    labels = np.array([r.label == "suspect" for r in records])
+    assert opaque_fill_mask(records).tolist() == [False, False, True, False, False, False]
+    tw = twin_summary(labels, scores, records, threshold=0.5, pfas=(0.01,))
+    at = tw["at_pfa"]["0.01"]
+    assert tw["n_clear_opaque_fill"] == 1 and at["false_alarms_opaque_fill"] == 0  # threshold above 0.90
+    assert at["pd"]["flagged"] == 1  # the bar counts the opaque look-alike: only 0.95 is above it
+    aside = tw["opaque_fill_aside"]["0.01"]
+    assert 0.20 < aside["threshold"] <= 0.85 and aside["pd"]["flagged"] == 2
+    assert aside["pfa_seen_non_twin"]["n"] == 2
+    text = "\n".join(render_twin_section(tw))
+    assert "Opaque look-alikes" in text and "set aside" in text
+    assert "n_clear_opaque_fill" in twin_summary(labels, scores, records, None) and \
+        "opaque_fill_aside" not in twin_summary(labels[[0, 1, 3]], scores[[0, 1, 3]], [records[i] for i in (0, 1, 3)],
+                                                None)
+
+
 def test_verdicts_are_scored_from_their_score_only(tmp_path):
     """`evaluate --verdicts`: station output lines → the same twin-aware numbers; a scan without a score
     (manual inspection) counts as flagged; a scan of the set without a verdict is refused."""

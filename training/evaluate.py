@@ -369,6 +369,23 @@ def twin_mask(records: Sequence[Any]) -> np.ndarray:
                     dtype=bool)
 
 
+def opaque_fill_mask(records: Sequence[Any]) -> np.ndarray:
+    """Clear scans that are not twins and whose look-alike fill is *opaque*: seen only through pixels where the
+    beam is stopped (simulator provenance ``fill_signature.opaque``; ``simulator/twins.py``).
+
+    Such a fill shows no R at all, so no image score can tell it from a concealment equally hidden (a cavity
+    of lead shot in a cast-iron housing against one of powder). It is not a twin (``twin_of`` [] by the
+    ground-truth issue's definition: the station's opaque alarm deals with it), so it counts in the detection
+    bar's Pfa; the report names how many of the false alarms at each operating point are such fills, and what
+    Pd would be with them set aside, beside (never instead of) the bar's own numbers."""
+    def opaque(record: Any) -> bool:
+        signature = (getattr(record, "provenance", None) or {}).get("fill_signature") or {}
+        return bool(signature.get("opaque"))
+
+    return np.array([getattr(r, "label", None) == "clear" and not getattr(r, "twin_of", None) and opaque(r)
+                     for r in records], dtype=bool)
+
+
 def _wilson_rate(flagged: np.ndarray) -> dict[str, Any]:
     n, k = int(flagged.size), int(np.count_nonzero(flagged))
     low, high = M.wilson_interval(k, n)
@@ -405,9 +422,20 @@ def twin_summary(labels: np.ndarray, scores: np.ndarray, records: Sequence[Any],
                            "n_twin": int(twins.sum()), "n_clear_twin_unknown": int(unknown),
                            "roc_auc_non_twin": M.roc_auc(y[keep], scores[keep]) if ordinary.any() and y.any()
                            else float("nan"), "at_pfa": {}}
+    opaque = opaque_fill_mask(records)
+    out["n_clear_opaque_fill"] = int(opaque.sum())
     for target in pfas if ordinary.any() else ():  # every clear scan a twin: no Pfa to count, nothing to pick
         t = M.threshold_at_pfa(scores[ordinary], target)
-        out["at_pfa"][f"{target:g}"] = {"target_pfa": target, **twin_operating_point(y, scores, records, t)}
+        out["at_pfa"][f"{target:g}"] = {"target_pfa": target, **twin_operating_point(y, scores, records, t),
+                                        "false_alarms_opaque_fill": int(np.count_nonzero(scores[opaque] >= t))}
+    seen = ordinary & ~opaque
+    if opaque.any() and seen.any():
+        out["opaque_fill_aside"] = {}
+        for target in pfas:
+            t = M.threshold_at_pfa(scores[seen], target)
+            out["opaque_fill_aside"][f"{target:g}"] = {"target_pfa": target, "threshold": float(t),
+                                                      "pd": _wilson_rate(scores[y] >= t),
+                                                      "pfa_seen_non_twin": _wilson_rate(scores[seen] >= t)}
     if threshold is not None:
         out["stored"] = twin_operating_point(y, scores, records, threshold)
     return out
@@ -602,6 +630,21 @@ def render_twin_section(tw: dict[str, Any]) -> list[str]:
         lines.append(f"| {name} | {v['threshold']:.9g} | {_rate(v['pd'])} | {_rate(v['pfa_non_twin'])} | "
                      f"{_rate(v['pfa_all_clears'])} | {_rate(v['twin_alarm_rate'])} |")
     lines.append("")
+    if tw.get("n_clear_opaque_fill"):
+        lines += [f"**Opaque look-alikes.** {tw['n_clear_opaque_fill']} of the non-twin clear scans hold a look-alike "
+                  "whose fill lies only under pixels where the beam is stopped: no image score can tell them from a "
+                  "concealment hidden as deeply, and the station's opaque alarm, not the score, deals with them. "
+                  "False alarms that are such fills: "
+                  + ", ".join(f"{v.get('false_alarms_opaque_fill', 0)} of {v['pfa_non_twin']['flagged']} at "
+                              f"Pfa {100 * float(k):g} %" for k, v in tw["at_pfa"].items()) + ".", ""]
+        if tw.get("opaque_fill_aside"):
+            lines += ["Beside the bar (not instead of it), with those fills set aside and Pfa counted on the other "
+                      "non-twin clears:", "", "| operating point | threshold | Pd | Pfa (non-twin, not opaque) |",
+                      "|---|---|---|---|"]
+            for k, v in tw["opaque_fill_aside"].items():
+                lines.append(f"| Pfa {100 * float(k):g} % | {v['threshold']:.9g} | {_rate(v['pd'])} | "
+                             f"{_rate(v['pfa_seen_non_twin'])} |")
+            lines.append("")
     for name, v in points:
         lines += _group_table(f"Pd per scenario at {name}", v["pd_by_scenario"], "Pd")
         lines += _group_table(f"Pd per share of target material at {name}", v["pd_by_fraction"], "Pd")
