@@ -309,7 +309,7 @@ def test_manual_inspection_is_an_abort_with_its_reason(tmp_path, monkeypatch):
 
 
 def test_score_alarm_without_a_heatmap_region_reports_the_top_tile(tmp_path):
-    """sim31-000141 scores 0.0005: with --threshold 0.0001 it is suspect, and no heatmap pixel reaches 0.5."""
+    """sim31-000141 scores 0.0085 (shipped default since session 7): with --threshold 0.0001 it is suspect, and no heatmap pixel reaches 0.5."""
     code, verdicts, _ = _inspect(EXAMPLES / "sim31-000141_low.png", "--threshold", "0.0001", "--tdr", tmp_path)
     assert code == 1 and verdicts[0]["verdict"] == "suspect"
     ds = _tdr(tmp_path, "sim31-000141")
@@ -327,12 +327,12 @@ def test_mass_and_policy_are_written_when_the_verdict_has_them(tmp_path):
     captured = []
     inspector = Inspector(MODEL, threads=1)
     inspector.on_outputs = lambda verdict, outputs: captured.append((verdict, outputs))
-    verdict = inspector.inspect(EXAMPLES / "sim31-000074_low.png")
+    verdict = inspector.inspect(EXAMPLES / "sim31-000592_low.png")  # a powder alarm and an opaque region
     _, outputs = captured[0]
     verdict.policy_sha256 = "ab" * 32  # the station policy's (inference.policy)
     verdict.powder_mass_g = 179.5  # the declaration issue's field, not yet on Verdict
     images = [pydicom.dcmread(p, stop_before_pixels=True) for p in write_dicos(outputs.scan, tmp_path)]
-    report = build_report(verdict, outputs, [dx_reference(tmp_path / f"sim31-000074_{e}.dcs") for e in ("low", "high")])
+    report = build_report(verdict, outputs, [dx_reference(tmp_path / f"sim31-000592_{e}.dcs") for e in ("low", "high")])
     ds = pydicom.dcmread(write_tdr(report, tmp_path / "r_tdr.dcs"))
     assert list(ds.ThreatDetectionAlgorithmAndVersion)[-2:] == ["policy_sha256", "ab" * 32]
     masses = {p.ATDAssessmentSequence[0].ThreatCategory: p.PTORepresentationSequence[0].get("Mass")
@@ -343,8 +343,9 @@ def test_mass_and_policy_are_written_when_the_verdict_has_them(tmp_path):
 
 def test_a_report_that_cannot_be_written_leaves_the_verdict_and_the_batch(tmp_path):
     (tmp_path / "sim31-000641_tdr.dcs").mkdir()  # a directory where the report should go: the rename fails
+    # --threshold 0.999: both scans clear whatever the shipped model scores (sim31-000641 has no opaque region)
     code, verdicts, err = _inspect(EXAMPLES / "sim31-000641_low.png", EXAMPLES / "sim31-000141_low.png",
-                                   "--tdr", tmp_path)
+                                   "--threshold", "0.999", "--tdr", tmp_path)
     assert code == 0 and [v["verdict"] for v in verdicts] == ["clear", "clear"]
     assert any(r.startswith("DICOS TDR not written") for r in verdicts[0]["reasons"])
     assert "sim31-000641: DICOS TDR not written" in err

@@ -200,7 +200,8 @@ def test_int8_export_reports_and_decides(built, tmp_path):
 @pytest.mark.parametrize("kind", ["dual", "rgb"])
 def test_shipped_checkpoints_reproduce_the_shipped_models(kind):
     """Issue 11 item 2: each shipped ONNX default has the weights-only checkpoint retraining needs beside it
-    (rebuilt from the ONNX initializers, ``training/from_onnx.py``): verified by its sha256, small, made from
+    (rebuilt from the ONNX initializers, ``training/from_onnx.py``, or the EMA weights of the training checkpoint
+    it was exported from): verified by its sha256, small, made from
     exactly this ONNX file, carrying its recipe; in eval mode it computes what the ONNX file computes on the
     sample scans to 1e-5."""
     from parcelscan.datasets.preprocess import PreprocessSpec

@@ -226,8 +226,8 @@ def test_a_calibrated_policy_sets_the_station_threshold_and_raises_a_drift_alert
     code, lines, _ = _run(["inspect", EXAMPLES], capsys)
     verdicts = tmp_path / "verdicts.jsonl"
     n_clear = sum(line["verdict"] == "clear" for line in lines)
-    assert len(lines) == 7 and n_clear >= 2
-    copies = 12  # ≥ 24 clear parcels: enough for calibrate to accept
+    assert len(lines) == 7 and n_clear >= 1
+    copies = -(-24 // n_clear)  # ≥ 24 clear parcels: enough for calibrate to accept
     verdicts.write_text("".join(json.dumps(line) + "\n" for line in lines * copies))
     out = tmp_path / "station.toml"
     code, _, err = _run(["calibrate", "--verdicts", verdicts, "--target-pfa", "0.05", "--out", out], capsys)
@@ -236,7 +236,7 @@ def test_a_calibrated_policy_sets_the_station_threshold_and_raises_a_drift_alert
     cal = policy.calibration
     assert cal is not None and cal.n_clear == copies * n_clear and cal.flag_rate == pytest.approx(1 - n_clear / 7)
     clear_scores = sorted(line["score"] for line in lines if line["verdict"] == "clear")
-    assert clear_scores[-1] < cal.threshold  # 5 % allows one or two, but the highest clear score comes 12 times
+    assert clear_scores[-1] < cal.threshold  # 5 % allows one or two, but the highest clear score comes ≥ 12 times
     # the flag rate of the calibration is the sample's, so the same scans are within limits …
     text = out.read_text().replace("window = 500", "window = 7")
     out.write_text(text)
