@@ -309,7 +309,8 @@ def test_manual_inspection_is_an_abort_with_its_reason(tmp_path, monkeypatch):
 
 
 def test_score_alarm_without_a_heatmap_region_reports_the_top_tile(tmp_path):
-    """sim31-000141 scores 0.0085 (shipped default since session 7): with --threshold 0.0001 it is suspect, and no heatmap pixel reaches 0.5."""
+    """sim31-000141 scores 0.0085 (the shipped default since session 7): with --threshold 0.0001 it is suspect, and
+    no heatmap pixel reaches 0.5."""
     code, verdicts, _ = _inspect(EXAMPLES / "sim31-000141_low.png", "--threshold", "0.0001", "--tdr", tmp_path)
     assert code == 1 and verdicts[0]["verdict"] == "suspect"
     ds = _tdr(tmp_path, "sim31-000141")
