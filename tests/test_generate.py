@@ -124,6 +124,16 @@ def test_resume_completes_a_partial_directory_without_rewriting_finished_scans(t
     assert len(more) == 8 and [r.to_json() for r in more[:6]] == [r.to_json() for r in reference]
 
 
+def test_start_writes_the_later_scans_of_a_seed_exactly_as_a_longer_run_does(tmp_path, coarse_profile):
+    """``--start``: a training set is extended by the next indices of the same seed, with the very files a
+    single longer run would have written (what ``make reproduce-dual`` relies on)."""
+    whole = _run(tmp_path / "whole", coarse_profile, 5, seed=7)
+    tail = _run(tmp_path / "tail", coarse_profile, 2, seed=7, start=3)
+    assert [r.scan_id for r in tail] == [r.scan_id for r in whole[3:]]
+    assert [r.to_json() for r in tail] == [r.to_json() for r in whole[3:]]
+    assert _file_bytes(tmp_path / "tail", tail) == _file_bytes(tmp_path / "whole", whole[3:])
+
+
 def test_a_directory_made_with_other_settings_is_refused(tmp_path, coarse_profile):
     _run(tmp_path, coarse_profile, 2, seed=1)
     with pytest.raises(ParcelscanError, match="other settings"):
@@ -142,6 +152,7 @@ def _parcelscan(*args):
     (["--count", "3", "--suspect-fraction", "1.5"], "--suspect-fraction"),
     (["--count", "3", "--scenarios", "tile_stack", "letter_bomb"], "unknown scenario"),
     (["--count", "3", "--seed", "-1"], "--seed"),
+    (["--count", "3", "--start", "-2"], "--start"),
 ])
 def test_bad_arguments_are_one_clear_line_and_exit_2(tmp_path, args, message):
     result = _parcelscan("simulate", "--out", str(tmp_path / "out"), *args)

@@ -235,6 +235,8 @@ def config_from_args(args: argparse.Namespace, profile: ScannerProfile) -> SimCo
         raise ParcelscanError(f"--suspect-fraction must be within [0, 1], got {args.suspect_fraction}")
     if args.seed < 0:
         raise ParcelscanError(f"--seed must be >= 0, got {args.seed}")
+    if getattr(args, "start", 0) < 0:
+        raise ParcelscanError(f"--start must be >= 0, got {args.start}")
     if args.workers is not None and args.workers < 0:
         raise ParcelscanError(f"--workers must be >= 0 (0: all cores), got {args.workers}")
     mix = getattr(args, "mix", "stress")
@@ -262,7 +264,8 @@ def run_simulate(args: argparse.Namespace, profile: ScannerProfile, out_dir: Pat
     out_dir = Path(out_dir)
     _check_writable(out_dir)
     done = resume_state(out_dir, config)
-    todo = [i for i in range(args.count) if scan_id_for(config.seed, i) not in done]
+    start = getattr(args, "start", 0)
+    todo = [i for i in range(start, start + args.count) if scan_id_for(config.seed, i) not in done]
     workers = min(args.workers or os.cpu_count() or 1, max(len(todo), 1))
     if done:
         print(f"resuming {out_dir}: {len(done)} scans already written, {len(todo)} to go", file=sys.stderr)

@@ -18,6 +18,9 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--phantom", action="store_true", help="write the ASTM F792-like test phantom instead")
     parser.add_argument("--count", type=int, default=100, help="number of scans (default 100)")
     parser.add_argument("--seed", type=int, default=0, help="random seed; scan i depends only on (seed, i)")
+    parser.add_argument("--start", type=int, default=0,
+                        help="first scan index (default 0): writes scans START … START+COUNT-1 of the seed, so a data "
+                             "set can be extended without simulating its first scans again")
     parser.add_argument("--workers", type=int, default=0, help="worker processes (default: all cores)")
     parser.add_argument("--mix", choices=("stress", "postal"), default="stress",
                         help="stream: stress (the training law, default) or postal (prevalence-realistic, see README)")
