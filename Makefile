@@ -55,11 +55,13 @@ bench: $(STAMP)
 clean:
 	rm -rf runs .pytest_cache .ruff_cache
 
-# The shipped dual-energy default end to end on 2 CPU cores (README model card, "Reproduce"): simulate the
-# training scans (stress mix, postal stream, shielded) → merge and split → train (training/recipes/dual.yaml) →
-# simulate the clear-only postal calibration set → export → threshold for Pfa 1 % over all its clear parcels →
-# export with that operating point. About an hour on an idle 2-core machine.
-REPRO_DIR ?= data/repro-dual
-.PHONY: reproduce-dual
+# Each shipped model end to end on 2 CPU cores (README model cards, "Reproduce"): simulate the training scans
+# (stress mix, postal stream, shielded) → merge and split → train (training/recipes/<name>.yaml) → simulate the
+# clear-only postal calibration set → export → threshold for Pfa 1 % over all its clear parcels → export with
+# that operating point → the weights-only .pt. Output: $(REPRO_DIR)/<name>/parcelscan-<name>.onnx and .pt.
+REPRO_DIR ?= data/repro
+.PHONY: reproduce-dual reproduce-rgb
 reproduce-dual: $(STAMP)
-	PY=$(PY) bash training/recipes/dual.sh $(REPRO_DIR)
+	PY=$(PY) bash training/recipes/reproduce.sh dual $(REPRO_DIR)/dual
+reproduce-rgb: $(STAMP)
+	PY=$(PY) bash training/recipes/reproduce.sh rgb $(REPRO_DIR)/rgb

@@ -1,0 +1,77 @@
+"""The shipped models' reproduce script (training/recipes/reproduce.sh, `make reproduce-dual`, `make reproduce-rgb`)
+runs end to end, shrunk.
+
+It is the one command a station's engineers retrain a shipped model with (issue 14, item 5): simulate the three
+training parts → merge → split → train → simulate the calibration set → export → calibrate over all clear
+parcels → export with that operating point → the weights-only `.pt`. Here it runs with the real recipe file, only
+shrunk (a few scans per part, 8 mm tiles of 64 px, one epoch). Nothing is stubbed:
+the same `python -m parcelscan` commands run."""
+
+from __future__ import annotations
+
+import json
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+import yaml
+
+from parcelscan.model.checkpoint import read_checkpoint
+from parcelscan.model.session import read_metadata, sha256_file
+
+REPO = Path(__file__).resolve().parents[1]
+SCRIPT = REPO / "training" / "recipes" / "reproduce.sh"
+INPUT_KIND = {"dual": "dual_energy", "rgb": "pseudo_color"}
+
+
+def _recipe(name: str) -> dict:
+    return yaml.safe_load((REPO / "training" / "recipes" / f"{name}.yaml").read_text(encoding="utf-8"))
+
+
+@pytest.mark.parametrize("name", sorted(INPUT_KIND))
+def test_the_shipped_recipe_is_what_the_script_trains(name):
+    """Each recipe file is its shipped model's: 4 mm, 160 × 160 tiles, classifier head, twins out of the losses,
+    best.pt by partial AUC (the model cards state these), and the Makefile's target runs it; the shipped model's
+    checkpoint carries the same training settings."""
+    recipe = _recipe(name)
+    assert recipe["preprocessing"] == {"pixel_pitch_mm": 4.0, "tile_rows": 160, "tile_cols": 160}
+    assert (recipe["twin_policy"], recipe["select_metric"]) == ("ignore", "pauc")
+    assert recipe["input_kind"] == INPUT_KIND[name]
+    assert f"training/recipes/reproduce.sh {name} " in (REPO / "Makefile").read_text(encoding="utf-8")
+    shipped = read_checkpoint(REPO / "model" / "default" / f"parcelscan-{name}.pt")["config"]
+    for key, value in recipe.items():
+        assert shipped[key] == value, key
+
+
+def test_an_unknown_model_name_is_refused(tmp_path):
+    done = subprocess.run(["bash", str(SCRIPT), "rgbx", str(tmp_path)], cwd=REPO, capture_output=True, text=True)
+    assert done.returncode == 2 and "unknown model 'rgbx'" in done.stderr
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize("name", sorted(INPUT_KIND))
+def test_reproduce_script_runs_end_to_end_shrunk(tmp_path, name):
+    recipe = _recipe(name)
+    recipe.update(epochs=1, batch_size=4, plots=False, workers=0,
+                  preprocessing={"pixel_pitch_mm": 8.0, "tile_rows": 64, "tile_cols": 64})
+    tiny = tmp_path / "tiny.yaml"
+    tiny.write_text(yaml.safe_dump(recipe), encoding="utf-8")
+    out = tmp_path / "out"
+    env = {**os.environ, "PY": sys.executable, "RECIPE": str(tiny), "WORKERS": "1", "STRESS_COUNT": "16",
+           "POSTAL_COUNT": "12", "SHIELDED_COUNT": "4", "CALIB_COUNT": "20", "OMP_NUM_THREADS": "1"}
+    done = subprocess.run(["bash", str(SCRIPT), name, str(out)], cwd=REPO, env=env, capture_output=True, text=True,
+                          timeout=900)
+    assert done.returncode == 0, done.stdout[-3000:] + done.stderr[-3000:]
+    assert "merged and split 32 scans" in done.stdout and done.stdout.rstrip().endswith(f"parcelscan-{name}.onnx")
+    manifest = [json.loads(line) for line in (out / "train" / "manifest.jsonl").read_text().splitlines()]
+    assert {r["provenance"]["mix"] for r in manifest} == {"stress", "postal"}
+    assert sum(r["scenario"] == "shielded" for r in manifest) == 4
+    calibration = json.loads((out / "calibration.json").read_text())
+    metadata = read_metadata(out / f"parcelscan-{name}.onnx")
+    assert metadata.input_kind == INPUT_KIND[name]
+    assert metadata.threshold == pytest.approx(calibration["threshold"])
+    weights = read_checkpoint(out / f"parcelscan-{name}.pt")  # what `parcelscan retrain --base` starts from
+    assert weights["source"]["onnx_sha256"] == sha256_file(out / f"parcelscan-{name}.onnx")
+    assert metadata.metrics["operating_point"]["pfa_over"] == "all clear scans"  # --count-twins: what a station pays
