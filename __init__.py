@@ -4,4 +4,4 @@ The repository root is this package: ``datasets`` (physics, simulator, scan file
 ``training`` and ``inference`` install as ``parcelscan.datasets`` and so on.
 """
 
-__version__ = "0.1.0"
+__version__ = "0.2.0"
