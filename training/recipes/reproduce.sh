@@ -12,8 +12,9 @@
 #    that `parcelscan retrain` starts from: `OUT_DIR/parcelscan-<name>.onnx` and `.pt`, as in `model/default/`.
 #
 # Training-set sizes (scan i of a seed depends only on (seed, i), so a smaller set is the start of a larger one):
-#   dual: 6,000 stress + 3,000 postal + 600 shielded;
-#   rgb:  the same (the pseudo-colour variant trains on the operator images of the same scans).
+#   dual: 12,000 stress + 6,000 postal + 1,200 shielded (since session 8; the session-7 default used half);
+#   rgb:   6,000 stress + 3,000 postal +   600 shielded (the pseudo-colour variant: the operator images of the
+#          session-7 training set).
 # Every seed here is a development seed, never one a bar is measured on. Times on an idle 2-core Intel Xeon are in
 # the README's model cards.
 # Environment: PY (python, default: .venv/bin/python if present, else python3), WORKERS (simulation processes,
@@ -23,7 +24,7 @@ set -euo pipefail
 NAME=${1:?usage: reproduce.sh dual|rgb OUT_DIR}
 OUT=${2:?usage: reproduce.sh dual|rgb OUT_DIR}
 case "$NAME" in
-  dual) SIZES=(6000 3000 600) ;;
+  dual) SIZES=(12000 6000 1200) ;;
   rgb) SIZES=(6000 3000 600) ;;
   *) echo "reproduce.sh: unknown model '$NAME' (dual or rgb)" >&2; exit 2 ;;
 esac
