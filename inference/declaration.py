@@ -22,7 +22,8 @@ powder no declared line names**: the model's scan score reaches the policy's dec
 (``[declaration] powder_score_threshold``, far below the alarm threshold: a mismatch never flags alone; set for a
 small false-mismatch rate on declared clear parcels of development data, for one model) and no line of a *powder
 heading* (one whose plausible materials hold a target or barite: the targets' own headings, barium sulphate,
-magnets) explains it — nor, when bodies were localised, each of them by material and weight; or, at that same
+magnets) explains it — nor, when bodies were localised, each of them by that powder (a target, barite, a magnet's
+NdFeB: the speaker's steel is not the powder the image sees) and weight; or, at that same
 operating point, a body of at least ``MIN_BODY_G`` that the declaration has to explain is explained by **no
 declared line** (without an operating point — another model, a policy without one — every checked body is held
 to this, the physics alone). Why the image decides *whether* there is a powder: measured on development sets
@@ -39,7 +40,9 @@ on clear parcels (small bodies in electronics read as oxides). The body rule:
 * a line explains a body when one of its heading's plausible materials (``HS_TABLE``, one documented table) is among
   the body's readings — for a body without signature, when the heading's goods can stop the beam at their packed
   density over ``MAX_THICKNESS_CM`` — *and* the body weighed as that material is at most ``LINE_FACTOR`` × the
-  line's net weight + ``LINE_SLACK_KG`` (people round weights up; the estimator reads up to +150 %);
+  line's net weight + ``LINE_SLACK_KG`` (people round weights up; the estimator reads up to +150 %), times the share
+  of the goods that material can be (``Heading.shares``: the magnets of a phone, speaker, motor or computer are at
+  most ``MAGNET_SHARE`` of it);
 * a vague line ("gift", "parts", "samples", … ``VAGUE_DESCRIPTIONS``: its code is the sender's guess, often the
   main item's) explains any readable body that could be benign matter, at its weight; never a body that can only
   be a target, nor a beam-stopped one.
@@ -95,6 +98,14 @@ TARGET_NAMES = frozenset(TARGET_MATERIALS)
 POWDER_LIKE = TARGET_NAMES | {"barite"}  # what the image model calls powder: the targets and their textbook twin
 _METALS = ("steel", "aluminium", "brass", "copper")
 _MAGNET = ("NdFeB powder",)  # a sintered NdFeB magnet (phones, speakers, motors, drives) is the powder's composition
+# Goods that *carry* magnets are not magnets: the NdFeB in a device is a small part of its weight — a phone 2-4 g in
+# 150-200 g (~2 %), a laptop's drive and speakers ~20 g in 1.5 kg (~1-2 %), a permanent-magnet motor 2-8 % (a small
+# drone or hub motor up to ~20 %), a neodymium speaker driver ~10-20 % (less with its cabinet). So a device line
+# explains a body read as NdFeB only up to this share of its net weight (an upper bound over those goods; then
+# LINE_FACTOR and LINE_SLACK_KG as for any line): a declared phone of 0.4 kg does not hold 400 g of magnet powder.
+# A line of magnets themselves (HS 8505) keeps its whole weight
+MAGNET_SHARE = 0.25
+_CARRIES_MAGNETS = (("NdFeB powder", MAGNET_SHARE),)
 
 
 @dataclass(frozen=True)
@@ -106,6 +117,12 @@ class Heading:
     words: str
     plausible: tuple[str, ...]
     density_g_cm3: tuple[float, float]
+    shares: tuple[tuple[str, float], ...] = ()  # materials its goods hold only as a part: (name, the most of the
+    # line's net weight they can be); a plausible material not named here can be the whole line
+
+    def share(self, name: str) -> float:
+        """The most of a line's net weight that ``name`` can be in this heading's goods (1: all of it)."""
+        return dict(self.shares).get(name, 1.0)
 
 
 # fmt: off
@@ -131,14 +148,18 @@ HS_TABLE: dict[str, Heading] = {
                                   "sand"), (0.5, 1.5)),
     "3004": Heading("medicaments", (*ORGANIC, "CaCO3", "titanium white", "salt"), (0.5, 1.5)),
     # electrical goods: copper, steel, aluminium, solder (lead), glass-fibre boards (sand), cells
-    "8471": Heading("computers", (*ORGANIC, *_METALS, "sand", "lead", *_MAGNET), (0.5, 2.0)),
+    "8471": Heading("computers", (*ORGANIC, *_METALS, "sand", "lead", *_MAGNET), (0.5, 2.0),
+                    _CARRIES_MAGNETS),
     "8506": Heading("primary batteries", (*ORGANIC, *_METALS, "zinc oxide"), (2.0, 3.5)),
     "8507": Heading("accumulators", (*ORGANIC, *_METALS, "zinc oxide"), (2.0, 3.0)),
-    "8517": Heading("telephones", (*ORGANIC, *_METALS, "sand", "lead", *_MAGNET), (1.0, 2.5)),
-    "8518": Heading("loudspeakers", (*ORGANIC, *_METALS, "iron oxide pigment", *_MAGNET), (1.0, 3.0)),
+    "8517": Heading("telephones", (*ORGANIC, *_METALS, "sand", "lead", *_MAGNET), (1.0, 2.5),
+                    _CARRIES_MAGNETS),
+    "8518": Heading("loudspeakers", (*ORGANIC, *_METALS, "iron oxide pigment", *_MAGNET), (1.0, 3.0),
+                    _CARRIES_MAGNETS),
     "8543": Heading("electrical machines n.e.s.", (*ORGANIC, *_METALS, "sand", "lead"), (0.5, 2.5)),
     "8544": Heading("insulated wire, cable", (*ORGANIC, "copper", "aluminium"), (1.5, 3.0)),
-    "8501": Heading("electric motors", (*ORGANIC, *_METALS, "iron oxide pigment", *_MAGNET), (3.0, 6.0)),
+    "8501": Heading("electric motors", (*ORGANIC, *_METALS, "iron oxide pigment", *_MAGNET), (3.0, 6.0),
+                    _CARRIES_MAGNETS),
     "8505": Heading("magnets", ("steel", "iron oxide pigment", "NdFeB powder"), (4.5, 7.5)),
     # tools, machinery, metal goods: castings carry cores (foundry sand, zircon) and inserts
     "8205": Heading("hand tools", (*ORGANIC, *_METALS, "tungsten carbide"), (2.0, 7.9)),
@@ -365,19 +386,21 @@ def _stops_beam(heading: Heading) -> bool:
     return False
 
 
-def _line_explains(body: dict, heading: Heading, net_kg: float | None) -> bool:
+def _line_explains(body: dict, heading: Heading, net_kg: float | None,
+                   materials: frozenset[str] | None = None) -> bool:
     """Could this declared line be the body: one of its heading's materials is a reading of the body (for a body
     without signature: the heading's goods can stop the beam), and the body weighed as that material is within
     ``LINE_FACTOR`` × the line's net weight + ``LINE_SLACK_KG`` (a line without a weight is given the benefit)."""
+    plausible = [n for n in heading.plausible if materials is None or n in materials]
     if _stopped(body):
         if not _stops_beam(heading):
             return False
-        names = list(heading.plausible)
+        names = plausible
     else:
-        names = [n for n in _could_be(body) if n in heading.plausible]
+        names = [n for n in _could_be(body) if n in plausible]
         if not names:
             return False
-    return _weight_fits(body, names, net_kg)
+    return _weight_fits(body, names, net_kg, heading)
 
 
 def _vague_explains(body: dict, net_kg: float | None) -> bool:
@@ -390,18 +413,21 @@ def _vague_explains(body: dict, net_kg: float | None) -> bool:
     return bool(benign) and _weight_fits(body, benign, net_kg)
 
 
-def _weight_fits(body: dict, names: list[str], net_kg: float | None) -> bool:
-    """The body, weighed as the lightest of ``names``, is within what a line of ``net_kg`` can hold
-    (``LINE_FACTOR`` × net + ``LINE_SLACK_KG``); a line without a weight, or a body not weighed, fits."""
+def _weight_fits(body: dict, names: list[str], net_kg: float | None, heading: Heading | None = None) -> bool:
+    """The body, weighed as one of ``names``, is within what a line of ``net_kg`` can hold of it: (``LINE_FACTOR``
+    × net + ``LINE_SLACK_KG``) × the share of the line that material can be in the heading's goods (``Heading.shares``:
+    the magnets in a device); a line without a weight, or a body not weighed, fits."""
     masses = body.get("mass_as_g")
     if net_kg is None or not isinstance(masses, dict):
         return True
-    grams = [masses[n] for n in names if isinstance(masses.get(n), (int, float))]
-    return not grams or min(grams) <= (LINE_FACTOR * net_kg + LINE_SLACK_KG) * 1000.0
+    limit_g = (LINE_FACTOR * net_kg + LINE_SLACK_KG) * 1000.0
+    weighed = [(masses[n], n) for n in names if isinstance(masses.get(n), (int, float))]
+    return not weighed or any(grams <= limit_g * (heading.share(n) if heading else 1.0) for grams, n in weighed)
 
 
-def _unexplained(body: dict, lines: list[tuple[Heading, float | None, bool]]) -> bool:
-    return not any(_line_explains(body, heading, net_kg) or (vague and _vague_explains(body, net_kg))
+def _unexplained(body: dict, lines: list[tuple[Heading, float | None, bool]],
+                 materials: frozenset[str] | None = None) -> bool:
+    return not any(_line_explains(body, heading, net_kg, materials) or (vague and _vague_explains(body, net_kg))
                    for heading, net_kg, vague in lines)
 
 
@@ -456,7 +482,7 @@ def check_declaration(raw: Any, scan_item_id: Any, observed: dict[str, Any], sou
     unexplained = [b for b in checked if _unexplained(b, lines)] if powder_seen or not image_rule else []
     if powder_seen:
         powder_lines = [(h, n, False) for h, n, _ in lines if _powder_heading(h)]
-        if not powder_lines or any(_unexplained(b, powder_lines) for b in checked):
+        if not powder_lines or any(_unexplained(b, powder_lines, POWDER_LIKE) for b in checked):
             names = "; ".join(dict.fromkeys(_signature_words(b) for b in checked)) if checked else None
             codes = ", ".join(dict.fromkeys(f"HS {c[:4]}" for c, _ in headings)) or "no usable heading"
             reasons.append(f"{declaration.summary()}; seen: the image model scores {score:.3f} ≥ "

@@ -4,7 +4,7 @@ a target and that no declared line can be — by material, or by weight — is."
 
 from __future__ import annotations
 
-from parcelscan.inference.declaration import HS_TABLE, MIN_BODY_G, _stops_beam, check_declaration
+from parcelscan.inference.declaration import HS_TABLE, MAGNET_SHARE, MIN_BODY_G, _stops_beam, check_declaration
 
 ITEM = "RR123456785CN"
 
@@ -66,6 +66,20 @@ def test_magnets_in_phones_and_speakers_are_not_powder():
     body = _read(["NdFeB powder", "Nd2O3"], 40.0)
     assert _status(_declared(("mobile phone", "8517.13", 0.3)), body) == "consistent"
     assert _status(_declared(("t-shirt", "6109.10", 0.3)), body) == "mismatch"
+
+
+def test_a_device_explains_magnet_readings_only_at_the_magnets_share_of_its_weight():
+    """A phone or a motor holds magnets, not its weight in magnet powder (``MAGNET_SHARE`` of the line at most):
+    a 0.4 kg phone explains a 40 g NdFeB reading, not 400 g; a line of magnets (HS 8505) explains them at its whole
+    weight; the device's other materials still explain a body at the line's whole weight."""
+    assert HS_TABLE["8517"].share("NdFeB powder") == MAGNET_SHARE < 1.0 and HS_TABLE["8517"].share("steel") == 1.0
+    heavy = _read(["NdFeB powder", "Nd2O3"], 400.0)
+    assert _status(_declared(("mobile phone", "8517.13", 0.4)), _read(["NdFeB powder", "Nd2O3"], 40.0)) == "consistent"
+    assert _status(_declared(("mobile phone", "8517.13", 0.4)), heavy) == "mismatch"
+    assert _status(_declared(("motor", "8501.10", 0.4)), heavy) == "mismatch"
+    assert _status(_declared(("magnets", "8505.11", 0.4)), heavy) == "consistent"
+    assert _status(_declared(("motor", "8501.10", 0.4)), _read(["NdFeB powder", "Nd2O3", "steel"], 400.0)) == \
+        "consistent"
 
 
 def test_a_beam_stopping_body_is_explained_only_by_goods_that_can_stop_the_beam():
