@@ -1,4 +1,4 @@
-"""``parcelscan data check|split|import|convert|stats``: the dataset tools.
+"""``parcelscan data check|split|import|convert|merge|stats``: the dataset tools.
 
 Exit codes: 0 fine, 1 ``check`` found errors (or ``import``/``convert`` skipped unreadable files),
 2 bad usage or a user error (one line on stderr).
@@ -13,6 +13,7 @@ from pathlib import Path
 from parcelscan.datasets.check import check_dataset
 from parcelscan.datasets.datatools import format_table
 from parcelscan.datasets.importers import import_scans
+from parcelscan.datasets.merge import merge_datasets
 from parcelscan.datasets.scans.readers import convert_scan
 from parcelscan.datasets.split import split_manifest, split_table
 from parcelscan.datasets.stats import dataset_stats
@@ -60,6 +61,16 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
                          help="pair (station PNG pair + sidecar), tiff, dicos or rgb (operator image)")
     convert.add_argument("--out", required=True, help="output directory")
 
+    merge = sub.add_parser("merge", help="several data sets as one (hard links, no pixels copied)",
+                           description="Bring every scan of each SRC into OUT (hard links; copies across file "
+                                       "systems; --move moves) and append their manifest lines to OUT's. Refused, "
+                                       "with nothing written, when a scan id appears twice, a named file is "
+                                       "missing or a file name holds different contents in two sets.")
+    merge.add_argument("out", help="data set directory to merge into (created; an existing set is kept)")
+    merge.add_argument("src", nargs="+", help="data set directories (each with manifest.jsonl)")
+    merge.add_argument("--move", action="store_true",
+                       help="move the files instead of linking them, and remove the emptied sources' manifests")
+
     stats = sub.add_parser("stats", help="counts, sizes and tiles per split",
                            description="Counts by split, label, scenario, material, source and kind; scan sizes and "
                                        "model tiles per scan. Reads image headers only.")
@@ -76,6 +87,8 @@ def run(args: argparse.Namespace) -> int:
         return _import(args)
     if command == "convert":
         return _convert(args)
+    if command == "merge":
+        return _merge(args)
     return _stats(args)
 
 
@@ -114,6 +127,11 @@ def _convert(args: argparse.Namespace) -> int:
             continue
         print(f"{src} -> {', '.join(str(p) for p in written)}")
     return 1 if failed else 0
+
+
+def _merge(args: argparse.Namespace) -> int:
+    print(merge_datasets(Path(args.out), [Path(s) for s in args.src], move=args.move).render())
+    return 0
 
 
 def _stats(args: argparse.Namespace) -> int:

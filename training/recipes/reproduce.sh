@@ -53,12 +53,9 @@ if [[ ! -f "$OUT/train/manifest.jsonl" ]]; then
   simulate stress9301 9301 stress --count "$STRESS_COUNT"
   simulate postal9302 9302 postal --count "$POSTAL_COUNT" --suspect-fraction 0.5
   simulate shielded9303 9303 stress --count "$SHIELDED_COUNT" --scenarios shielded --suspect-fraction 1
-  mkdir -p "$OUT/train"
-  for part in stress9301 postal9302 shielded9303; do
-    find "$OUT/$part" -mindepth 1 -maxdepth 1 -type f -name 'sim*' -exec mv -t "$OUT/train" {} +
-    cat "$OUT/$part/manifest.jsonl" >> "$OUT/train/manifest.jsonl"
-    rm -r "$OUT/$part"
-  done
+  $PY -m parcelscan data merge "$OUT/train" "$OUT/stress9301" "$OUT/postal9302" "$OUT/shielded9303" --move \
+    > "$OUT/merge.log"
+  rm -rf "$OUT/stress9301" "$OUT/postal9302" "$OUT/shielded9303"  # emptied by --move (simulate's logs were beside)
   $PY -m parcelscan data split "$OUT/train" --val 0.1 --test 0 --seed 0
   say "merged and split $(grep -c . "$OUT/train/manifest.jsonl") scans"
 fi
