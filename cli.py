@@ -24,7 +24,7 @@ VERBS: dict[str, tuple[str, str]] = {
     "physics": ("parcelscan.datasets.physics.physics_cli", "attenuation A_low, A_high and R of a material"),
     "simulate": ("parcelscan.datasets.simulator.simulate_cli", "simulate parcel scans or the test phantom"),
     "render": ("parcelscan.datasets.scans.render_cli", "render a scan as a pseudo-colour image"),
-    "data": ("parcelscan.datasets.data_cli", "dataset tools: check, split, import, convert, stats"),
+    "data": ("parcelscan.datasets.data_cli", "dataset tools: check, split, import, convert, merge, stats"),
     "train": ("parcelscan.training.train_cli", "train the CNN"),
     "evaluate": ("parcelscan.training.evaluate_cli", "evaluate a model at screening operating points"),
     "export": ("parcelscan.model.export_cli", "export a checkpoint to ONNX"),

@@ -67,7 +67,7 @@ def test_data_help_lists_stats(capsys):
     with pytest.raises(SystemExit):
         main(["data", "--help"])
     out = capsys.readouterr().out
-    assert "check, split, import, convert, stats" in out
+    assert "check, split, import, convert, merge, stats" in out
     assert "stats" in out.split("positional arguments:")[1]
 
 
