@@ -75,7 +75,8 @@ def test_nothing_is_written_when_ids_repeat_files_are_missing_or_names_clash(two
     assert "missing" in capsys.readouterr().err and not out.exists()
     clash = tmp_path / "clash"
     shutil.copytree(two_sets[1], clash)
-    (clash / "manifest.jsonl").write_text((clash / "manifest.jsonl").read_text().replace('"scan_id":"b-', '"scan_id":"c-'))
+    manifest = (clash / "manifest.jsonl").read_text()
+    (clash / "manifest.jsonl").write_text(manifest.replace('"scan_id":"b-', '"scan_id":"c-'))  # new ids, same names
     name = record_files(read_manifest(clash / "manifest.jsonl")[0])[0]
     (clash / name).write_bytes((clash / name).read_bytes() + b"\0")  # the same name, another file
     assert main(["data", "merge", str(out), str(two_sets[1]), str(clash)]) == 2
