@@ -429,8 +429,10 @@ def areal_from_excess(profile: ScannerProfile, material: Material, over_a_low: f
 
 
 # --- the whole parcel ------------------------------------------------------------------------------------------
-_GRID_A_HIGH = np.concatenate([[0.0], np.geomspace(0.005, 8.0, 80)])
-_GRID_R = np.linspace(0.9, 3.0, 43)
+_GRID_A_HIGH_SPEC = (0.005, 8.0, 80)  # 0, then geomspace(start, stop, num)
+_GRID_R_SPEC = (0.9, 3.0, 43)  # linspace(start, stop, num)
+_GRID_A_HIGH = np.concatenate([[0.0], np.geomspace(*_GRID_A_HIGH_SPEC)])
+_GRID_R = np.linspace(*_GRID_R_SPEC)
 
 
 BASIS_TABLE_FORMAT = 1  # raise when ``_compute_basis_table`` changes what it computes (the test then asks to rebuild)
@@ -442,16 +444,21 @@ def basis_table_path(profile: ScannerProfile) -> Path:
 
 
 def basis_table_key(profile: ScannerProfile) -> str | None:
-    """What the basis table of ``profile`` is computed from, as a sha256: ``BASIS_TABLE_FORMAT``, the grids, the
-    Newton solve's settings and the shipped attenuation numbers it reads (the channels' energy weights and the
-    basis materials' μ/ρ). None where the shipped attenuation table does not cover the profile (then the table is
-    computed through the forward model, never read from a file)."""
+    """What the basis table of ``profile`` is computed from, as a sha256: ``BASIS_TABLE_FORMAT``, the grids (by their
+    definition), the Newton solve's settings and the shipped attenuation numbers it reads (the channels' energy
+    weights and the basis materials' μ/ρ). None where the shipped attenuation table does not cover the profile
+    (then the table is computed through the forward model, never read from a file)."""
     basis = attenuation.basis_materials()
     if not attenuation.covers(profile, basis):
         return None
     table = attenuation._table_for(profile)
-    digest = hashlib.sha256(f"basis-table {BASIS_TABLE_FORMAT} {BASIS_ITERATIONS}".encode())
-    for array in (_GRID_A_HIGH, _GRID_R, table["energy_kev"], table["low"], table["high"],
+    # the grids by their definition, not their bytes: numpy computes geomspace through CPU-specific SIMD code
+    # (AVX-512 on one machine, AVX2 on another), so the same grid differs in its last bit between machines, and a
+    # key of its bytes called the shipped table stale on every CPU but the one that wrote it (session 9: an AMD EPYC
+    # against the table's Intel Xeon). The attenuation numbers are read from the shipped file: the same bytes anywhere
+    digest = hashlib.sha256(f"basis-table {BASIS_TABLE_FORMAT} {BASIS_ITERATIONS} "
+                            f"{_GRID_A_HIGH_SPEC!r} {_GRID_R_SPEC!r}".encode())
+    for array in (table["energy_kev"], table["low"], table["high"],
                   *(table[f"mu/{attenuation.composition_hash(m.composition)}"] for m in basis)):
         digest.update(np.ascontiguousarray(array, dtype=np.float64).tobytes())
     return digest.hexdigest()

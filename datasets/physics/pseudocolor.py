@@ -66,8 +66,11 @@ def calibration_tables(profile: ScannerProfile) -> dict[str, np.ndarray]:
 def _calibration(physics_key: tuple, profile: ScannerProfile) -> np.ndarray:
     """R(Z, A_high): the shipped table of this profile's physics, else computed from the physics."""
     shipped = shipped_tables(profile)
-    if (shipped is not None and "pseudocolor_ratio" in shipped
-            and np.array_equal(shipped.get("pseudocolor_a_high_grid"), A_HIGH_GRID)
+    grid = None if shipped is None else shipped.get("pseudocolor_a_high_grid")
+    # the same grid, to rounding: numpy's geomspace differs in the last bit between CPUs (SIMD code paths), so
+    # an exact comparison would refuse the shipped table on every machine but the one that wrote it
+    if (shipped is not None and "pseudocolor_ratio" in shipped and grid is not None
+            and grid.shape == A_HIGH_GRID.shape and np.allclose(grid, A_HIGH_GRID, rtol=1e-12, atol=0.0)
             and shipped.get("pseudocolor_elements", np.array([])).tolist() == list(CALIBRATION_ELEMENTS)):
         return np.array(shipped["pseudocolor_ratio"], dtype=float)
     require_physics(f"the pseudo-colour calibration of scanner profile {profile.name!r}")
