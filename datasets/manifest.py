@@ -60,6 +60,11 @@ class ManifestRecord:
         return json.dumps(asdict(self), sort_keys=True, separators=(",", ":"))
 
 
+def record_files(record: ManifestRecord) -> list[str]:
+    """The file names (relative to the manifest's directory) a manifest line names: its files and its mask."""
+    return list(dict.fromkeys([*record.files.values(), *([record.mask] if record.mask else [])]))
+
+
 def append_records(path: Path, records: list[ManifestRecord]) -> None:
     """Append whole lines with one write + fsync: a kill leaves at most a missing line, never a torn one
     that validates (readers skip a final line without its newline)."""

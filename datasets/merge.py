@@ -25,7 +25,7 @@ import shutil
 from dataclasses import dataclass, field
 from pathlib import Path
 
-from parcelscan.datasets.manifest import MANIFEST_NAME, ManifestRecord, read_manifest, write_manifest
+from parcelscan.datasets.manifest import MANIFEST_NAME, ManifestRecord, read_manifest, record_files, write_manifest
 from parcelscan.errors import ParcelscanError
 
 SHOWN = 5  # offenders named in an error
@@ -51,14 +51,6 @@ class MergeResult:
                      f"{how or 'none'}. Splits kept as they were (`parcelscan data split {self.out} --reassign` "
                      "to split the whole again)")
         return "\n".join(lines)
-
-
-def record_files(record: ManifestRecord) -> list[str]:
-    """The file names (relative to the set's directory) a manifest line names: its files and its mask."""
-    names = list(record.files.values())
-    if record.mask:
-        names.append(record.mask)
-    return list(dict.fromkeys(names))
 
 
 def _same_file(a: Path, b: Path) -> bool:
@@ -99,10 +91,10 @@ def _plan(out: Path, sources: list[Path]) -> tuple[list[ManifestRecord], list[tu
                         clashes.append(f"{name} ({targets[dst].parent} and {source})")
                     continue
                 targets[dst] = src
-                if dst.exists() and not _same_file(dst, src):
-                    clashes.append(f"{name} ({out} and {source})")
-                elif not dst.exists():
+                if not dst.exists():
                     pairs.append((src, dst))
+                elif not _same_file(dst, src):
+                    clashes.append(f"{name} ({out} and {source})")
         per_source.append((source, records))
     for problems, what in ((duplicates, "scan id(s) found twice"), (missing, "file(s) the manifests name are missing"),
                            (clashes, "file name(s) used for different contents")):

@@ -20,7 +20,14 @@ from pathlib import Path
 
 import numpy as np
 
-from parcelscan.datasets.manifest import MANIFEST_NAME, ManifestRecord, append_records, read_manifest, write_manifest
+from parcelscan.datasets.manifest import (
+    MANIFEST_NAME,
+    ManifestRecord,
+    append_records,
+    read_manifest,
+    record_files,
+    write_manifest,
+)
 from parcelscan.datasets.physics.forward import forward_model
 from parcelscan.datasets.physics.materials import LIBRARY
 from parcelscan.datasets.physics.profile import ScannerProfile
@@ -223,8 +230,7 @@ def resume_state(out_dir: Path, config: SimConfig) -> dict[str, ManifestRecord]:
 
 
 def _files_present(out_dir: Path, record: ManifestRecord) -> bool:
-    names = list(record.files.values()) + ([record.mask] if record.mask else [])
-    return all((out_dir / name).is_file() for name in names)
+    return all((out_dir / name).is_file() for name in record_files(record))
 
 
 # --- the command ----------------------------------------------------------------------------------------------
