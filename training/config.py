@@ -67,6 +67,9 @@ class TrainConfig:
     augment: bool = True  # physical augmentation in transmission space (datasets/augment.py)
     tile_flips: bool = False  # flip model tiles (both axes, p 0.5): the free part of augmentation, for augment: false
     cache: bool = False  # keep prepared scans in <data>/.cache (datasets/prepared_cache.py); used without augment
+    # the physics of `augment` on the chosen dual-energy tile, after the cache (datasets/tile_augment.py): calibration
+    # residuals, a lower dose, detector blur, belt stretch, ~2 ms per item; for augment: false runs
+    tile_augment: bool = False
     # validation and selection
     target_pfa: float = 0.01
     # what picks best.pt and drives early stopping (ties: higher AUC): pd_at_target_pfa = val Pd at the target
@@ -116,6 +119,9 @@ class TrainConfig:
             raise ParcelscanError(f"twin_policy must be one of {', '.join(TWIN_POLICIES)}, got {self.twin_policy!r}")
         if self.train_crop < 0 or self.train_crop % 32:
             raise ParcelscanError(f"train_crop must be 0 or a multiple of 32, got {self.train_crop}")
+        if self.tile_augment and (self.augment or self.input_kind != "dual_energy"):
+            raise ParcelscanError("tile_augment is the cached dual-energy runs' augmentation: it needs "
+                                  "augment: false and input_kind: dual_energy")
         if not isinstance(self.preprocessing, dict):
             raise ParcelscanError("preprocessing must be a mapping of PreprocessSpec fields")
         return self

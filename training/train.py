@@ -254,7 +254,8 @@ def build_train_dataset(root: Path, spec: Any, config: TrainConfig):
     powder for a suspect), tile label from the mask, physical augmentation, seeded by (seed, epoch, index)."""
     return ScanDataset(root, spec, split="train", augment=config.augment, seed=config.seed,
                        tile_flips=config.tile_flips, cache_root=cache_root(root, config),
-                       twin_policy=config.twin_policy, crop=config.train_crop)
+                       twin_policy=config.twin_policy, crop=config.train_crop,
+                       tile_augment=config.tile_augment)
 
 
 def cache_root(root: Path, config: TrainConfig) -> Path | None:
