@@ -27,7 +27,7 @@ Why this shape:
   its output names and shapes are unchanged. ``hybrid``: both — the suspect margin is the classifier's margin
   plus the affine top-k heatmap term, trained jointly by the class loss. Why: the heatmap score finds small
   pouches and dilute mixtures the global-pooled classifier dilutes away, but misses a cavity inside a casting
-  (a small region under a large dark one), which the classifier's pooled features see (README model card,
+  (a small region under a large dark one), which the classifier's pooled features see (docs/model-history.md,
   the 2 mm arms); the sum lets either kind of evidence raise the score. A hybrid verdict can rise without a
   hot cell, so on it the heatmap explains but does not bound the score.
 

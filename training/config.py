@@ -59,7 +59,7 @@ class TrainConfig:
     # Default ignore: a twin is physically indistinguishable from a target, so calling it clear teaches the
     # model to suppress the signature it needs (the twins then set the 1 % threshold), while calling it
     # suspect without a mask is tile-label noise on multi-tile scans; ignore removes the contradiction.
-    # Measured (README model card, arms A/B, 800 held-out scans): ignore AUC 0.928, Pd 40.1 % at Pfa 1 %;
+    # Measured (docs/model-history.md, arms A/B, 800 held-out scans): ignore AUC 0.928, Pd 40.1 % at Pfa 1 %;
     # negative AUC 0.910, Pd 32.5 % (one seed each).
     twin_policy: str = "ignore"
     train_crop: int = 0  # train on a window of this size (px, multiple of 32) of the chosen tile; 0 = whole tile
@@ -75,7 +75,7 @@ class TrainConfig:
     # what picks best.pt and drives early stopping (ties: higher AUC): pd_at_target_pfa = val Pd at the target
     # Pfa; pauc = the ROC area for Pfa <= pauc_max_pfa over pauc_max_pfa, on non-twin clears. With a few hundred
     # val clears Pd at Pfa 1 % hangs on two or three clear scores (arm C's best.pt by it was its worst epoch:
-    # README model card); the partial area averages over the first 10 % of clears and ranks where the
+    # docs/model-history.md); the partial area averages over the first 10 % of clears and ranks where the
     # operating point lies.
     select_metric: str = "pd_at_target_pfa"
     pauc_max_pfa: float = 0.1
