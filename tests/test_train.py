@@ -244,10 +244,12 @@ def test_cached_run_trains_exactly_like_an_uncached_one(dataset, tmp_path):
     used = {r.scan_id for r in read_manifest(data)
             if r.split == "val" or (r.split == "train" and not is_twin(r))}
     assert entries == used
-    flipped = tmp_path / "flip.yaml"
+    flipped = tmp_path / "flip.yaml"  # the free flips and the tile augmentation of a cached run, end to end
     flipped.write_text(yaml.safe_dump(tiny_config(data, tmp_path / "runs", epochs=1, save_period=0, plots=False,
-                                                  cache=True, tile_flips=True)), encoding="utf-8")
+                                                  cache=True, tile_flips=True, tile_augment=True)), encoding="utf-8")
     assert cli(["train", "--config", str(flipped), "--name", "flip"]) == 0
+    assert load_config(tmp_path / "runs" / "flip" / "args.yaml").tile_augment
+    assert {path.stem for path in (data / ".cache").glob("prepared-*/*.npz")} == used  # augmented after the cache
 
 
 @pytest.mark.parametrize("recipe", ["dual.yaml", "rgb.yaml"])
