@@ -1,5 +1,7 @@
 from __future__ import annotations
 
+from pathlib import Path
+
 import pytest
 
 from parcelscan.datasets.physics.profile import Layer, ScannerProfile, load_profile, profile_from_dict
@@ -66,3 +68,15 @@ def test_a_profile_file_is_parsed_once_per_version(tmp_path):
     stat = path.stat()
     os.utime(path, ns=(stat.st_atime_ns, stat.st_mtime_ns + 1_000_000))
     assert load_profile(path).tube_kv == kv + 10
+
+
+def test_the_second_scanner_of_the_generalisation_check_is_a_valid_other_scanner():
+    """examples/profiles/other-dual-160.toml (README, model cards: a scanner the models never saw) loads, and differs
+    from the default where a real second scanner would: tube voltage, filtration, detector layers, dose, blur."""
+
+    other = load_profile(Path(__file__).parents[1] / "examples" / "profiles" / "other-dual-160.toml")
+    default = load_profile()
+    assert other.name == "other-dual-160" and other.tube_kv == 160.0 != default.tube_kv
+    assert other.pixel_pitch_mm == default.pixel_pitch_mm  # same geometry: the station's gates accept its scans
+    assert other.low_layer != default.low_layer and other.interlayer_filter != default.interlayer_filter
+    assert other.air_quanta_per_pixel != default.air_quanta_per_pixel and other.blur_sigma_px != default.blur_sigma_px
