@@ -73,7 +73,6 @@ def test_a_profile_file_is_parsed_once_per_version(tmp_path):
 def test_the_second_scanner_of_the_generalisation_check_is_a_valid_other_scanner():
     """examples/profiles/other-dual-160.toml (README, model cards: a scanner the models never saw) loads, and differs
     from the default where a real second scanner would: tube voltage, filtration, detector layers, dose, blur."""
-
     other = load_profile(Path(__file__).parents[1] / "examples" / "profiles" / "other-dual-160.toml")
     default = load_profile()
     assert other.name == "other-dual-160" and other.tube_kv == 160.0 != default.tube_kv
