@@ -10,8 +10,11 @@ import numpy as np
 import pytest
 import torch
 
+from parcelscan.datasets.augment import AugmentConfig, XrayAugment
 from parcelscan.datasets.manifest import ManifestRecord, append_records
 from parcelscan.datasets.physics.materials import get_material
+from parcelscan.datasets.physics.pseudocolor import OPAQUE_A_HIGH
+from parcelscan.datasets.physics.signature import RESOLUTION
 from parcelscan.datasets.preprocess import PreprocessSpec, excess_attenuation, normalise
 from parcelscan.datasets.scans.scanfile import Scan, write_png, write_station_scan
 from parcelscan.datasets.tile_augment import TileAugment, TileAugmentConfig
@@ -77,6 +80,33 @@ def test_calibration_residuals_keep_the_material_signal():
         assert np.abs(_raw(out)[2]).max() < 0.07
         out_air, _ = augment(air, None, np.random.default_rng(seed))
         assert np.all(_raw(out_air)[:2] < 0.011)
+
+
+def test_calibration_residuals_stay_within_the_drift_the_twin_labels_allow():
+    """The twin labels assume the scanner resolves R to a calibration drift of 0.3 % (ResolutionModel). Neither
+    augmentation may move R of a readable region by more than three times that, or it teaches the network to
+    ignore differences the labels call resolvable; and neither may turn a stopped beam into a readable one
+    (the former ±0.3 % dark offset lifted A_high 11 to ~6, with a random R)."""
+    tile_augment = TileAugment(SPEC, TileAugmentConfig(**(OFF | {"gain_p": 1.0})))
+    scan_augment = XrayAugment("dual_energy", AugmentConfig(flip_p=0, rot90_p=0, affine_p=0, stretch_p=0,
+                                                            gain_p=1.0, noise_p=0))
+    bound = 3 * RESOLUTION.calibration_drift_rel
+    for a_high in (0.5, 1.0, 2.0, 4.0):
+        a_low = 1.3 * a_high
+        tile = _tile(np.full((8, 8), a_low, np.float32), np.full((8, 8), a_high, np.float32))
+        planes = np.empty((8, 8, 2), np.float32)
+        planes[..., 0], planes[..., 1] = math.exp(-a_low), math.exp(-a_high)
+        for seed in range(40):
+            raw = _raw(tile_augment(tile, None, np.random.default_rng(seed))[0])
+            assert np.abs(raw[0] / raw[1] / 1.3 - 1).max() <= bound, a_high
+            out, _ = scan_augment(planes, None, np.random.default_rng(seed))
+            ratio = np.log(out[..., 0]) / np.log(out[..., 1])
+            assert np.abs(ratio / 1.3 - 1).max() <= bound, a_high
+    stopped = _tile(np.full((8, 8), 11.09, np.float32), np.full((8, 8), 11.09, np.float32))
+    for seed in range(40):
+        assert _raw(tile_augment(stopped, None, np.random.default_rng(seed))[0])[1].min() >= OPAQUE_A_HIGH
+        out, _ = scan_augment(np.full((8, 8, 2), 1 / 65535, np.float32), None, np.random.default_rng(seed))
+        assert (-np.log(out[..., 1])).min() >= OPAQUE_A_HIGH
 
 
 def test_belt_stretch_moves_the_mask_with_the_powder():
