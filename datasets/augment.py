@@ -44,13 +44,38 @@ Masks receive the identical geometric transforms (nearest neighbour) and nothing
 from __future__ import annotations
 
 import os
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 
 import numpy as np
 
 from parcelscan.datasets.preprocess import TRANSMISSION_FLOOR
 
 DEFAULT_NOMINAL_QUANTA = 20000.0
+
+
+@dataclass(frozen=True)
+class CalibrationResiduals:
+    """What a station's calibration leaves, bounded by the twin labels' ``ResolutionModel`` (module docstring).
+    Shared by the scan augmentation and ``tile_augment``."""
+
+    air_gain_jitter: float = 0.001  # per channel
+    attenuation_gain_jitter: float = 0.01  # common to both channels: R unchanged
+    ratio_drift: float = 0.003  # differential (low channel): ResolutionModel.calibration_drift_rel
+    offset_jitter: float = 0.00003  # per channel, of I0
+
+    def apply(self, transmission: np.ndarray, rng: np.random.Generator, channel_axis: int) -> np.ndarray:
+        """One draw of the residuals on transmissions T whose channels (low energy first) lie on ``channel_axis``:
+        ``((T**γ) + o·(1 − T**γ))·g``, γ common to the channels but for the low channel's differential drift."""
+        k = transmission.shape[channel_axis]
+        shape = [1] * transmission.ndim
+        shape[channel_axis] = k
+        gamma = np.full(k, rng.uniform(1 - self.attenuation_gain_jitter, 1 + self.attenuation_gain_jitter),
+                        np.float32)
+        gamma[0] *= np.float32(1 + rng.uniform(-self.ratio_drift, self.ratio_drift))  # the layers drift apart
+        offset = rng.uniform(-self.offset_jitter, self.offset_jitter, k).astype(np.float32).reshape(shape)
+        gain = rng.uniform(1 - self.air_gain_jitter, 1 + self.air_gain_jitter, k).astype(np.float32).reshape(shape)
+        transmission = np.power(np.maximum(transmission, TRANSMISSION_FLOOR), gamma.reshape(shape))
+        return (transmission + offset * (1.0 - transmission)) * gain
 
 
 @dataclass(frozen=True)
@@ -65,10 +90,7 @@ class AugmentConfig:
     stretch_p: float = 0.8
     belt_stretch: tuple[float, float] = (0.85, 1.15)
     gain_p: float = 0.8
-    air_gain_jitter: float = 0.001  # per channel
-    attenuation_gain_jitter: float = 0.01  # common to both channels: R unchanged
-    ratio_drift: float = 0.003  # differential (low channel): ResolutionModel.calibration_drift_rel
-    offset_jitter: float = 0.00003  # per channel, of I0
+    calibration: CalibrationResiduals = field(default_factory=CalibrationResiduals)
     noise_p: float = 0.7
     min_quanta: float = 3000.0
     jpeg_p: float = 0.3  # pseudo-colour only
@@ -133,14 +155,8 @@ class XrayAugment:
             return planes.astype(np.float32), (work_mask if mask is not None else None)
         # 3. calibration residual: per-channel gain and offset in transmission
         planes = np.array(planes, dtype=np.float32)
-        k = planes.shape[2]
         if rng.random() < c.gain_p:
-            gamma = np.full(k, rng.uniform(1 - c.attenuation_gain_jitter, 1 + c.attenuation_gain_jitter), np.float32)
-            gamma[0] *= np.float32(1 + rng.uniform(-c.ratio_drift, c.ratio_drift))  # the layers drift apart
-            offset = rng.uniform(-c.offset_jitter, c.offset_jitter, k).astype(np.float32)
-            gain = rng.uniform(1 - c.air_gain_jitter, 1 + c.air_gain_jitter, k).astype(np.float32)
-            planes = np.power(np.maximum(planes, TRANSMISSION_FLOOR), gamma)
-            planes = (planes + offset * (1.0 - planes)) * gain
+            planes = c.calibration.apply(planes, rng, channel_axis=-1)
         # 4. fewer quanta: add the variance a lower dose would have had
         if rng.random() < c.noise_p and nominal_quanta > c.min_quanta:
             quanta = float(np.exp(rng.uniform(np.log(c.min_quanta), np.log(nominal_quanta))))

@@ -33,11 +33,12 @@ Dual-energy tiles only: a pseudo-colour tile is an 8-bit rendering whose transmi
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 
 import numpy as np
 from scipy import ndimage
 
+from parcelscan.datasets.augment import CalibrationResiduals
 from parcelscan.datasets.preprocess import (
     TRANSMISSION_FLOOR,
     PreprocessSpec,
@@ -51,10 +52,7 @@ class TileAugmentConfig:
     """Probabilities and ranges; the calibration and dose ranges are ``augment.AugmentConfig``'s."""
 
     gain_p: float = 0.8
-    air_gain_jitter: float = 0.001  # per channel
-    attenuation_gain_jitter: float = 0.01  # common to both channels: R unchanged
-    ratio_drift: float = 0.003  # differential (low channel): ResolutionModel.calibration_drift_rel
-    offset_jitter: float = 0.00003  # per channel, of I0
+    calibration: CalibrationResiduals = field(default_factory=CalibrationResiduals)
     noise_p: float = 0.7
     min_quanta: float = 3000.0
     blur_p: float = 0.3
@@ -106,12 +104,7 @@ class TileAugment:
             transmission = np.stack([ndimage.gaussian_filter(t, sigma, mode="nearest") for t in transmission])
         # 3. calibration residuals per channel
         if rng.random() < c.gain_p:
-            gamma = np.full(2, rng.uniform(1 - c.attenuation_gain_jitter, 1 + c.attenuation_gain_jitter), np.float32)
-            gamma[0] *= np.float32(1 + rng.uniform(-c.ratio_drift, c.ratio_drift))  # the layers drift apart
-            offset = rng.uniform(-c.offset_jitter, c.offset_jitter, 2).astype(np.float32)
-            gain = rng.uniform(1 - c.air_gain_jitter, 1 + c.air_gain_jitter, 2).astype(np.float32)
-            transmission = np.power(np.maximum(transmission, TRANSMISSION_FLOOR), gamma[:, None, None])
-            transmission = (transmission + offset[:, None, None] * (1.0 - transmission)) * gain[:, None, None]
+            transmission = c.calibration.apply(transmission, rng, channel_axis=0)
         # 4. the noise of a lower dose, averaged over the scan pixels of one model pixel
         if rng.random() < c.noise_p and nominal_quanta > c.min_quanta:
             quanta = float(np.exp(rng.uniform(np.log(c.min_quanta), np.log(nominal_quanta))))

@@ -20,6 +20,7 @@ from pathlib import Path
 
 import numpy as np
 
+from parcelscan.datasets.augment import CalibrationResiduals
 from parcelscan.datasets.datatools import load_record_scan
 from parcelscan.datasets.manifest import read_manifest
 from parcelscan.datasets.physics.pseudocolor import OPAQUE_A_HIGH
@@ -31,12 +32,13 @@ from parcelscan.model.session import open_session
 from parcelscan.training.metrics import roc_auc
 
 OFF = dict(gain_p=0.0, noise_p=0.0, blur_p=0.0, stretch_p=0.0)
-NO_CALIBRATION = dict(air_gain_jitter=0.0, attenuation_gain_jitter=0.0, ratio_drift=0.0, offset_jitter=0.0)
 GREY = 1.0 / 65535.0
 
 
 def dark_offset(grey_levels: float) -> TileAugmentConfig:
-    return TileAugmentConfig(**(OFF | NO_CALIBRATION | {"gain_p": 1.0, "offset_jitter": grey_levels * GREY}))
+    residual = CalibrationResiduals(air_gain_jitter=0.0, attenuation_gain_jitter=0.0, ratio_drift=0.0,
+                                    offset_jitter=grey_levels * GREY)
+    return TileAugmentConfig(**(OFF | {"gain_p": 1.0, "calibration": residual}))
 
 
 ARMS: list[tuple[str, TileAugmentConfig | None, bool]] = [
