@@ -78,6 +78,16 @@ class CalibrationResiduals:
         return (transmission + offset * (1.0 - transmission)) * gain
 
 
+def lower_dose(transmission: np.ndarray, rng: np.random.Generator, nominal_quanta: float, min_quanta: float,
+               scan_pixels_averaged: float = 1.0) -> np.ndarray:
+    """T as a dose N drawn log-uniform in [``min_quanta``, ``nominal_quanta``] air quanta per scan pixel would have
+    read it: Gaussian noise of variance ``T (1/N − 1/N0)``, divided by the scan pixels one value averages. Shared by
+    the scan and ``tile_augment``."""
+    quanta = float(np.exp(rng.uniform(np.log(min_quanta), np.log(nominal_quanta))))
+    variance = np.clip(transmission, 0.0, 1.0) * (1.0 / quanta - 1.0 / nominal_quanta) / scan_pixels_averaged
+    return transmission + np.sqrt(variance) * rng.standard_normal(transmission.shape, dtype=np.float32)
+
+
 @dataclass(frozen=True)
 class AugmentConfig:
     """Probabilities and ranges; defaults are the physical tolerances argued in the module docstring."""
@@ -159,8 +169,6 @@ class XrayAugment:
             planes = c.calibration.apply(planes, rng, channel_axis=-1)
         # 4. fewer quanta: add the variance a lower dose would have had
         if rng.random() < c.noise_p and nominal_quanta > c.min_quanta:
-            quanta = float(np.exp(rng.uniform(np.log(c.min_quanta), np.log(nominal_quanta))))
-            variance = np.clip(planes, 0.0, 1.0) * (1.0 / quanta - 1.0 / nominal_quanta)
-            planes = planes + np.sqrt(variance) * rng.standard_normal(planes.shape, dtype=np.float32)
+            planes = lower_dose(planes, rng, nominal_quanta, c.min_quanta)
         planes = np.clip(planes, TRANSMISSION_FLOOR, 1.0).astype(np.float32)
         return planes, (work_mask if mask is not None else None)

@@ -15,7 +15,7 @@ augmentation's flips (a parcel placed mirrored, or travelling the other way roun
 without physics augmentation. ``cache_root``: keep unaugmented prepared scans on disk
 (``datasets.prepared_cache``), so only the first epoch decodes. ``tile_augment``: the physical augmentation
 applied to the chosen (cached) dual-energy tile instead of the scan (``datasets.tile_augment``: calibration
-residuals, a lower dose, detector blur, belt stretch; ~2 ms instead of 50–90 ms), so a cached CPU run still
+residuals, a lower dose, detector blur, belt stretch; ~3 ms instead of 50–90 ms), so a cached CPU run still
 sees a new noise realisation of each parcel every epoch.
 
 ``twin_policy`` (training only): what a clear scan whose look-alike fill is a dual-energy **twin** of a

@@ -68,7 +68,7 @@ class TrainConfig:
     tile_flips: bool = False  # flip model tiles (both axes, p 0.5): the free part of augmentation, for augment: false
     cache: bool = False  # keep prepared scans in <data>/.cache (datasets/prepared_cache.py); used without augment
     # the physics of `augment` on the chosen dual-energy tile, after the cache (datasets/tile_augment.py): calibration
-    # residuals, a lower dose, detector blur, belt stretch, ~2 ms per item; for augment: false runs
+    # residuals, a lower dose, detector blur, belt stretch, ~3 ms per item; for augment: false runs
     tile_augment: bool = False
     # validation and selection
     target_pfa: float = 0.01
