@@ -40,10 +40,11 @@ VERBS: dict[str, tuple[str, str]] = {
 # tests/test_station_install.py checks that every dependency of the `sim`, `train` and `review` extras is here.
 # `sim` (the physics: simulate, physics, phantom, a profile whose physics no shipped table covers) brings
 # scipy and matplotlib too (spekpy needs them) and sqlalchemy (xraydb); our code imports none of those three
-# for the physics, so a missing one is named by the extra whose code imports it.
+# for the physics, so a missing one is named by the extra whose code imports it (scipy: the training's tile
+# augmentation).
 EXTRA_OF_MODULE: dict[str, str] = {
     **dict.fromkeys(("xraydb", "spekpy"), "sim"),
-    **dict.fromkeys(("torch", "torchvision", "albumentations", "onnx", "onnxscript", "matplotlib"), "train"),
+    **dict.fromkeys(("torch", "torchvision", "albumentations", "onnx", "onnxscript", "matplotlib", "scipy"), "train"),
     **dict.fromkeys(("fastapi", "starlette", "uvicorn", "jinja2", "multipart", "python_multipart", "argon2",
                      "sqlalchemy", "alembic", "psycopg", "psycopg_binary", "psycopg_pool"), "review"),
     "cryptography": "signing",
