@@ -28,7 +28,11 @@ Steps, in order:
    water-equivalent clutter against water of the same A_high range, single-channel ROC AUC
    a_low 0.58, a_high 0.53, R 0.94, a_excess 0.97. At a fixed A_high the excess carries exactly the
    A_low difference; what it adds is one thickness-independent threshold, zero for organics.
-   Pseudo-colour: ``r``, ``g``, ``b``.
+   With ``attenuation_ceiling`` set (A ≤ 8 in the dual recipe, the opaque level of the operator image),
+   both attenuations stop there before the excess is formed: beyond it the beam is stopped and a reading
+   is electronic noise plus dark-calibration residual. A model that reads meaning into that region lost
+   all its Pd at Pfa 1 % under a ±20-grey dark offset; clamped, it kept most of it
+   (``examples/dark_end.py``). Pseudo-colour: ``r``, ``g``, ``b``.
 4. **Normalisation**: fixed per channel, ``(x − offset) / scale`` from physics (air → 0), never
    per-image statistics, so a pixel means the same in every scan.
 5. **Size policy**: never squash, never drop content. A resampled scan that fits is padded with air to
@@ -77,6 +81,8 @@ DEFAULT_NORMALISATION = {
 TRANSMISSION_FLOOR = 1.0 / 65535.0  # one grey level of the 16-bit station format
 EXCESS_CLIP = (-2.0, 4.0)  # beyond this the low channel is photon-starved (A_low > ~7): no information
 EXCESS_REFERENCE_MATERIAL = "water"
+MAX_ATTENUATION = -math.log(TRANSMISSION_FLOOR)  # 11.09: the darkest reading the 16-bit format holds
+MIN_ATTENUATION_CEILING = 4.0  # below this a ceiling would cut into what the beam still reads (about 1.8 % of it)
 MIN_PITCH_MM, MAX_PITCH_MM = 0.05, 20.0
 
 
@@ -110,7 +116,11 @@ class PreprocessSpec:
     ``pad_value`` is the per-channel value of air *before* normalisation. ``normalisation`` holds
     per-channel ``offset`` and ``scale`` lists. ``excess_reference`` is the R(A_high) table of the
     ``a_excess`` channel (empty for pseudo-colour). ``assumed_scan_pitch_mm`` is used for scans whose
-    sidecar does not state a pitch.
+    sidecar does not state a pitch. ``attenuation_ceiling`` (optional) limits both attenuations, A = −ln T,
+    before the channels are formed: beyond it the beam is stopped and a reading is the detector's electronic
+    noise and dark-calibration residual, which differ from scanner to scanner; a model should not read meaning
+    into them (README, model cards, "the dark end"). ``None`` (the default) leaves the channels as measured and
+    is left out of the JSON, so specs written before the field existed keep their fingerprint.
     """
 
     input_kind: str = "dual_energy"
@@ -125,6 +135,7 @@ class PreprocessSpec:
         "scale": [DEFAULT_NORMALISATION[c][1] for c in DUAL_CHANNELS]})
     assumed_scan_pitch_mm: float = 1.0
     excess_reference: dict[str, Any] = field(default_factory=_default_reference)
+    attenuation_ceiling: float | None = None
     version: int = SPEC_VERSION
 
     def __post_init__(self) -> None:
@@ -189,11 +200,20 @@ class PreprocessSpec:
             knots, ratio = ref.get("a_high", []), ref.get("ratio", [])
             if len(knots) < 2 or len(knots) != len(ratio) or any(b <= a for a, b in itertools.pairwise(knots)):
                 problems.append("a_excess needs excess_reference with increasing 'a_high' knots and one 'ratio' each")
+        ceiling = self.attenuation_ceiling
+        if ceiling is not None and (self.input_kind != "dual_energy" or isinstance(ceiling, bool)
+                                    or not isinstance(ceiling, int | float)
+                                    or not MIN_ATTENUATION_CEILING <= ceiling <= MAX_ATTENUATION):
+            problems.append("attenuation_ceiling is a dual-energy attenuation within "
+                            f"{MIN_ATTENUATION_CEILING:g}-{MAX_ATTENUATION:.2f} (or absent), got {ceiling!r}")
         if problems:
             raise ParcelscanError("invalid preprocessing spec: " + "; ".join(problems))
 
     def to_dict(self) -> dict[str, Any]:
-        return asdict(self)
+        data = asdict(self)
+        if data["attenuation_ceiling"] is None:  # absent, as in every spec written before the field existed
+            del data["attenuation_ceiling"]
+        return data
 
     @classmethod
     def from_dict(cls, data: dict[str, Any]) -> PreprocessSpec:
@@ -368,6 +388,9 @@ def channels_from_planes(planes: np.ndarray, spec: PreprocessSpec) -> np.ndarray
     if spec.input_kind == "dual_energy":
         t = np.maximum(planes, TRANSMISSION_FLOOR)
         a_low, a_high = -np.log(t[..., 0]), -np.log(t[..., 1])
+        if spec.attenuation_ceiling is not None:  # the dark end carries no information: both channels stop there
+            a_low = np.minimum(a_low, np.float32(spec.attenuation_ceiling))
+            a_high = np.minimum(a_high, np.float32(spec.attenuation_ceiling))
         out = []
         for name in spec.channels:
             if name == "a_low":

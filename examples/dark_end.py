@@ -15,6 +15,7 @@ Each perturbation is drawn per scan from ``numpy.random.default_rng([7, scan ind
 from __future__ import annotations
 
 import argparse
+import dataclasses
 from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 
@@ -24,7 +25,13 @@ from parcelscan.datasets.augment import CalibrationResiduals
 from parcelscan.datasets.datatools import load_record_scan
 from parcelscan.datasets.manifest import read_manifest
 from parcelscan.datasets.physics.pseudocolor import OPAQUE_A_HIGH
-from parcelscan.datasets.preprocess import PreparedScan, PreprocessSpec, excess_attenuation, prepare_scan
+from parcelscan.datasets.preprocess import (
+    PreparedScan,
+    PreprocessSpec,
+    channels_from_planes,
+    normalise,
+    prepare_scan,
+)
 from parcelscan.datasets.tile_augment import TileAugment, TileAugmentConfig
 from parcelscan.datasets.torch_dataset import nominal_quanta
 from parcelscan.model.operating_point import threshold_at_pfa
@@ -54,14 +61,14 @@ ARMS: list[tuple[str, TileAugmentConfig | None, bool]] = [
 
 
 def clamp_dark_end(tile: np.ndarray, spec: PreprocessSpec) -> np.ndarray:
-    """Both channels limited to the opaque level's attenuation, a_excess recomputed: the dark end carries nothing."""
+    """The tile as the preprocessing makes it with ``attenuation_ceiling`` at the opaque level (a no-op for a model
+    trained with one): both channels stop at A = 8, a_excess recomputed by ``channels_from_planes``."""
+    clamped = dataclasses.replace(spec, attenuation_ceiling=OPAQUE_A_HIGH)
     scale = np.asarray(spec.normalisation["scale"], np.float32)[:, None, None]
     offset = np.asarray(spec.normalisation["offset"], np.float32)[:, None, None]
     raw = tile * scale + offset
-    low = np.minimum(raw[spec.channels.index("a_low")], OPAQUE_A_HIGH)
-    high = np.minimum(raw[spec.channels.index("a_high")], OPAQUE_A_HIGH)
-    named = {"a_low": low, "a_high": high, "a_excess": excess_attenuation(low, high, spec.excess_reference)}
-    return ((np.stack([named[name] for name in spec.channels]) - offset) / scale).astype(np.float32)
+    transmission = np.exp(-np.stack([raw[spec.channels.index("a_low")], raw[spec.channels.index("a_high")]], -1))
+    return normalise(channels_from_planes(transmission, clamped), clamped)
 
 
 def perturbed_tiles(prepared: PreparedScan, quanta: float, augment: TileAugment | None, clamp: bool,

@@ -68,11 +68,38 @@ def test_spec_defaults_and_json_round_trip(spec):
     ({"tile_overlap": 0.95}, "tile_overlap"),
     ({"extra_field": 1}, "unknown field"),
     ({"excess_reference": {}}, "excess_reference"),
+    ({"attenuation_ceiling": 2.0}, "attenuation_ceiling"),
+    ({"attenuation_ceiling": 12.0}, "attenuation_ceiling"),
+    ({"attenuation_ceiling": "8"}, "attenuation_ceiling"),
 ])
 def test_bad_specs_are_refused(spec, change, message):
     data = spec.to_dict() | change
     with pytest.raises(ParcelscanError, match=message):
         PreprocessSpec.from_dict(data)
+
+
+def test_attenuation_ceiling_is_absent_from_json_unless_set(spec):
+    """Specs written before the field existed (the shipped models' metadata) keep their JSON and fingerprint."""
+    assert "attenuation_ceiling" not in spec.to_json()
+    clamped = PreprocessSpec.dual_energy(attenuation_ceiling=8.0)
+    assert json.loads(clamped.to_json())["attenuation_ceiling"] == 8.0
+    assert PreprocessSpec.from_json(clamped.to_json()) == clamped
+    assert clamped.fingerprint() != spec.fingerprint()
+    with pytest.raises(ParcelscanError, match="attenuation_ceiling"):
+        PreprocessSpec.pseudo_color(attenuation_ceiling=8.0)
+
+
+def test_attenuation_ceiling_makes_the_dark_end_one_value(spec):
+    """Beyond the ceiling a reading is dark noise: two stopped beams with different residuals give one tensor,
+    and what the beam still reads is untouched."""
+    clamped = PreprocessSpec.dual_energy(attenuation_ceiling=8.0)
+    readable = np.array([[[np.exp(-2.3), np.exp(-1.9)]]], np.float32)
+    stopped = [np.array([[[t_low, t_high]]], np.float32) for t_low, t_high in ((2e-5, 3e-4), (9e-5, 4e-5))]
+    np.testing.assert_array_equal(channels_from_planes(readable, clamped), channels_from_planes(readable, spec))
+    dark = [channels_from_planes(planes, clamped) for planes in stopped]
+    np.testing.assert_array_equal(dark[0], dark[1])
+    np.testing.assert_allclose(dark[0][:2].ravel(), [8.0, 8.0])
+    assert not np.array_equal(*(channels_from_planes(planes, spec) for planes in stopped))
 
 
 # --- the derived channel ----------------------------------------------------------------------------
