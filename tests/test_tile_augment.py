@@ -109,6 +109,24 @@ def test_calibration_residuals_stay_within_the_drift_the_twin_labels_allow():
         assert (-np.log(out[..., 1])).min() >= OPAQUE_A_HIGH
 
 
+def test_a_model_with_an_attenuation_ceiling_never_sees_past_it():
+    """Dose noise and a dark offset push a stopped beam's reading around; with ``attenuation_ceiling`` the augmented
+    tile is clamped again by the preprocessing's own channels: nothing lies beyond the ceiling, and what lies below
+    it is the noise a lower dose really adds there (at 3,000 quanta its σ is about T itself at the opaque level)."""
+    spec = PreprocessSpec.dual_energy(attenuation_ceiling=OPAQUE_A_HIGH)
+    a = np.full((64, 64), OPAQUE_A_HIGH, np.float32)
+    a[:, :32] = 2.0  # half readable, half stopped
+    stopped = normalise(np.stack([a, a, excess_attenuation(a, a, spec.excess_reference)]), spec)
+    config = TileAugmentConfig(**(OFF | {"noise_p": 1.0, "gain_p": 1.0}))
+    for seed in range(20):
+        out, _ = TileAugment(spec, config)(stopped, None, np.random.default_rng(seed), nominal_quanta=20000.0)
+        raw = out * np.asarray(spec.normalisation["scale"], np.float32)[:, None, None] \
+            + np.asarray(spec.normalisation["offset"], np.float32)[:, None, None]
+        assert raw[:2].max() <= OPAQUE_A_HIGH + 1e-5
+        assert raw[:2, :, 40:].min() > OPAQUE_A_HIGH - 1.5  # the stopped half: only the lower dose's noise below it
+        assert (raw[:2, :, 40:] == OPAQUE_A_HIGH).mean() > 0.3  # the noise that would reach past it: clamped
+
+
 def test_belt_stretch_moves_the_mask_with_the_powder():
     augment = TileAugment(SPEC, TileAugmentConfig(**(OFF | {"stretch_p": 1.0})))
     a_high = np.full((96, 96), 0.3, np.float32)
