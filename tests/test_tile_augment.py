@@ -127,8 +127,7 @@ def test_a_model_with_an_attenuation_ceiling_never_sees_past_it():
     sigma_rel = math.sqrt(t_opaque * (1 / config.min_quanta - 1 / 20000.0)) / t_opaque  # σ_T / T at the lowest dose
     for seed in range(20):
         out, _ = TileAugment(spec, config)(stopped, None, np.random.default_rng(seed), nominal_quanta=20000.0)
-        raw = out * np.asarray(spec.normalisation["scale"], np.float32)[:, None, None] \
-            + np.asarray(spec.normalisation["offset"], np.float32)[:, None, None]
+        raw = _raw(out)  # the same normalisation as SPEC's
         assert raw[:2].max() <= OPAQUE_A_HIGH + 1e-5
         assert raw[:2, :, 40:].min() > OPAQUE_A_HIGH - math.log1p(5 * sigma_rel)  # below it: the dose's noise, < 5 σ
         unclamped, _ = TileAugment(SPEC, config)(normalise(_raw_with(a, SPEC), SPEC), None,
