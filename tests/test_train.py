@@ -146,6 +146,20 @@ def test_init_from_starts_at_the_checkpoint_weights(run, dataset, tmp_path):
         Trainer(TrainConfig.from_dict({**config.to_dict(), "arch": "resnet18"}))
 
 
+def test_a_fine_tune_may_set_the_attenuation_ceiling_and_nothing_else(run, dataset, tmp_path):
+    """The dark end's ceiling is the one preprocessing change a network adapts to by fine-tuning; a fine-tune that
+    changed the pitch or the tiles would start from weights that read other pixels, so it is refused."""
+    from parcelscan.training.train import Trainer
+
+    best = read_checkpoint(run / "weights" / "best.pt")
+    base = tiny_config(dataset, tmp_path / "runs", init_from=str(run / "weights" / "best.pt"))
+    trainer = Trainer(TrainConfig.from_dict({**base, "preprocessing": {**base["preprocessing"],
+                                                                        "attenuation_ceiling": 8.0}}))
+    assert trainer.spec.to_dict() == best["preprocessing"] | {"attenuation_ceiling": 8.0}
+    with pytest.raises(ParcelscanError, match="changes tile_rows"):
+        Trainer(TrainConfig.from_dict({**base, "preprocessing": {"tile_rows": 2 * best["preprocessing"]["tile_rows"]}}))
+
+
 def test_resume_refuses_recipe_changes_and_finished_runs(run, capsys):
     assert cli(["train", "--resume", str(run / "weights" / "epoch5.pt"), "--lr", "0.1"]) == 2
     assert "cannot change lr" in capsys.readouterr().err

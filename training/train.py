@@ -228,9 +228,16 @@ def load_splits(data_dir: Path) -> tuple[list[Any], list[Any]]:
     return train, val
 
 
+# What a fine-tune may change of its checkpoint's preprocessing: the dark end's ceiling changes what the network
+# reads only where the beam is stopped, so a network adapts to it in a few epochs; every other field (pitch, tiles,
+# channels, normalisation) changes what every pixel means, and a model is retrained from scratch for it.
+FINE_TUNABLE_SPEC_FIELDS = ("attenuation_ceiling",)
+
+
 def _initial_weights(config: TrainConfig) -> tuple[Any, dict[str, torch.Tensor], NetworkConfig]:
     """(spec, weights, network shape) of ``config.init_from``: fine-tuning keeps the checkpoint's
-    preprocessing, arch and network shape."""
+    preprocessing, arch and network shape; ``config.preprocessing`` may set ``FINE_TUNABLE_SPEC_FIELDS`` and may
+    repeat the checkpoint's other values, never change them."""
     source = read_checkpoint(config.init_from)
     if source["arch"] != config.arch:
         raise ParcelscanError(f"init_from {config.init_from} is a {source['arch']} model; set arch: {source['arch']}")
@@ -238,6 +245,15 @@ def _initial_weights(config: TrainConfig) -> tuple[Any, dict[str, torch.Tensor],
     if spec.input_kind != config.input_kind:
         raise ParcelscanError(f"init_from {config.init_from} takes {spec.input_kind} input, the config says "
                               f"{config.input_kind}")
+    changed = sorted(name for name, value in config.preprocessing.items()
+                     if name not in FINE_TUNABLE_SPEC_FIELDS and getattr(spec, name, None) != value)
+    if changed:
+        raise ParcelscanError(f"init_from {config.init_from}: a fine-tune keeps the checkpoint's preprocessing; "
+                              f"the config changes {', '.join(changed)} (only {', '.join(FINE_TUNABLE_SPEC_FIELDS)} "
+                              "may change: train from scratch for the rest)")
+    tunable = {name: value for name, value in config.preprocessing.items() if name in FINE_TUNABLE_SPEC_FIELDS}
+    if tunable:
+        spec = PreprocessSpec.from_dict(source["preprocessing"] | tunable)
     weights = source["ema"] if source.get("ema") is not None else source["model"]
     return spec, weights, network_config(source)
 
