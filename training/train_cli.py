@@ -12,7 +12,8 @@ from parcelscan.training.config import TrainConfig, load_config
 # flag → TrainConfig field, for the flags that override the config file
 FLAG_FIELDS = {"data": "data", "name": "name", "project": "project", "device": "device", "epochs": "epochs",
                "batch_size": "batch_size", "arch": "arch", "workers": "workers", "input_kind": "input_kind",
-               "lr": "lr", "seed": "seed", "patience": "patience", "target_pfa": "target_pfa"}
+               "lr": "lr", "seed": "seed", "patience": "patience", "target_pfa": "target_pfa",
+               "init_from": "init_from"}
 
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
@@ -23,6 +24,9 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--project", help="parent directory of runs (default runs/train)")
     parser.add_argument("--resume", nargs="?", const="auto", metavar="LAST_PT",
                         help="continue a run from its weights/last.pt (default: --name's run, else the latest run)")
+    parser.add_argument("--init-from", metavar="CHECKPOINT",
+                        help="start from this checkpoint's weights and preprocessing (fine-tuning; the config may "
+                             "set only the preprocessing's attenuation_ceiling)")
     parser.add_argument("--device", choices=("auto", "cpu", "cuda"), help="default auto: CUDA when available")
     parser.add_argument("--epochs", type=int, help="number of epochs (default 40)")
     parser.add_argument("--batch-size", type=int, help="tiles per batch and process (default 32)")
