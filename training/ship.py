@@ -20,7 +20,11 @@ from typing import Any
 from parcelscan.errors import ParcelscanError
 from parcelscan.model.checkpoint import read_checkpoint, save_checkpoint
 from parcelscan.model.session import read_metadata, sha256_file, write_sha256
+from parcelscan.training.config import TrainConfig
 
+# Where and how a run ran, not what it learnt: written as the config's defaults, so that the shipped config is the
+# recipe (a fine-tune's starting checkpoint is kept in ``source``: the path the run was given).
+RUN_FIELDS = ("data", "name", "project", "progress", "init_from")
 KEPT_KEYS = ("arch", "in_channels", "network", "config", "preprocessing", "classes", "target_pfa", "temperature",
              "metrics", "data_fingerprint", "git_commit", "created", "name", "version", "epoch")
 METHOD = "EMA weights of the training run's best.pt (weights only, no optimizer state)"
@@ -38,10 +42,14 @@ def weights_only(checkpoint: str | Path, onnx_path: str | Path, out: str | Path 
         raise ParcelscanError(f"{checkpoint} and {onnx_path} have different temperatures: not its export")
     weights = data["ema"] if data.get("ema") is not None else data["model"]
     shipped: dict[str, Any] = {key: data[key] for key in KEPT_KEYS if key in data}
+    run_config = dict(data.get("config") or {})
+    defaults = TrainConfig().to_dict()
+    shipped["config"] = run_config | {field: defaults[field] for field in RUN_FIELDS if field in run_config}
     shipped.update({"model": {k: v.detach().clone().contiguous() for k, v in weights.items()}, "ema": None,
                     "threshold": metadata.threshold,
                     "source": {"onnx": onnx_path.name, "onnx_sha256": sha256_file(onnx_path), "method": METHOD,
-                               "run_threshold": data.get("threshold"), "checkpoint": str(checkpoint)}})
+                               "run_threshold": data.get("threshold"), "checkpoint": str(checkpoint),
+                               "init_from": run_config.get("init_from") or None}})
     save_checkpoint(out, shipped)
     write_sha256(out)
     return out
