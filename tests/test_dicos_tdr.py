@@ -151,7 +151,7 @@ def test_every_scan_has_a_report_that_states_its_verdict(station):
         model = verdict["model"]
         assert list(ds.ThreatDetectionAlgorithmAndVersion) == [
             "parcelscan", f"{model['name']} {model['version']}", "model_sha256", model["sha256"],
-            "threshold", f"{verdict['threshold']:.6g}", "policy_sha256", verdict["policy_sha256"]]
+            "policy_sha256", verdict["policy_sha256"], "threshold", f"{verdict['threshold']:.6g}"]
         assert ds.TotalProcessingTime == pytest.approx(verdict["latency_ms"], rel=1e-3, abs=0.01)
         ptos = list(ds.get("ThreatSequence", []))
         assert ds.NumberOfTotalObjects == len(ptos) and ds.NumberOfAlarmObjects == len(ptos)
@@ -335,7 +335,7 @@ def test_mass_and_policy_are_written_when_the_verdict_has_them(tmp_path):
     images = [pydicom.dcmread(p, stop_before_pixels=True) for p in write_dicos(outputs.scan, tmp_path)]
     report = build_report(verdict, outputs, [dx_reference(tmp_path / f"sim31-000592_{e}.dcs") for e in ("low", "high")])
     ds = pydicom.dcmread(write_tdr(report, tmp_path / "r_tdr.dcs"))
-    assert list(ds.ThreatDetectionAlgorithmAndVersion)[-2:] == ["policy_sha256", "ab" * 32]
+    assert list(ds.ThreatDetectionAlgorithmAndVersion)[-4:-2] == ["policy_sha256", "ab" * 32]
     masses = {p.ATDAssessmentSequence[0].ThreatCategory: p.PTORepresentationSequence[0].get("Mass")
               for p in ds.ThreatSequence}
     assert masses["CONTRABAND"] == pytest.approx(179.5) and masses["ANOMALY"] is None
@@ -357,3 +357,26 @@ def test_tdr_directory_that_cannot_be_created_is_a_command_error(tmp_path):
     (tmp_path / "file").write_text("x")
     code, verdicts, err = _inspect(EXAMPLES / "sim31-000077_low.png", "--tdr", tmp_path / "file" / "sub")
     assert code == 2 and verdicts == [] and "--tdr" in err
+
+
+@pytest.mark.parametrize("version", ["0.2.0+dual.e3", "0.2.0+dual.e10"])  # element lengths of both parities
+@pytest.mark.parametrize("threshold", [0.8601, None])
+def test_algorithm_values_read_back_within_lo(tmp_path, version, threshold):
+    """An odd-length element is padded with one space that a reader counts into its last value: were that a 64-character
+    digest, it would read as 65, over LO's limit (pydicom warns; a strict reader refuses). The threshold comes last."""
+    import warnings
+
+    from pydicom.dataset import Dataset, FileMetaDataset
+
+    from parcelscan.datasets.scans.dicos_tdr import Algorithm
+
+    values = Algorithm("dual", version, "ab" * 32, threshold, "cd" * 32).values()
+    ds = Dataset()
+    ds.file_meta = FileMetaDataset()
+    ds.file_meta.TransferSyntaxUID = pydicom.uid.ExplicitVRLittleEndian
+    ds.ThreatDetectionAlgorithmAndVersion = values
+    ds.save_as(tmp_path / "a.dcs", enforce_file_format=False)
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")
+        read = list(pydicom.dcmread(tmp_path / "a.dcs", force=True).ThreatDetectionAlgorithmAndVersion)
+    assert read == values and read[-2:] == ["threshold", "none" if threshold is None else "0.8601"]

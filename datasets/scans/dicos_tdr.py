@@ -44,9 +44,11 @@ Alarm Decision Time                (4010,102B) DT   the verdict's ``scanned_at``
 Abort Flag                         (4010,1024) CS   SUCCESS | ABORT
 Abort Reason                       (4010,1021) CS   when ABORT: INCOMPLETE_SCAN | UNKNOWN_DATATYPE | FAILED_RECON
 Threat Detection Algorithm and     (4010,1029) LO   "parcelscan", "<model name> <version>", then pairs:
-Version                                             "model_sha256", <hex>, "threshold", <T>,
-                                                    ["policy_sha256", <hex>] (LO holds 64 characters, so a
-                                                    sha256 is a value of its own)
+Version                                             "model_sha256", <hex>, ["policy_sha256", <hex>],
+                                                    "threshold", <T> or "none" (LO holds 64 characters, so a
+                                                    sha256 is a value of its own; the threshold comes last so
+                                                    that the element's even-length padding never lands on a
+                                                    64-character digest)
 Number of Total / Alarm Objects    (4010,1033) US   number of PTOs / of those that raised the alarm
 Total Processing Time              (4010,1069) FL   ms, the verdict's latency
 *Threat Sequence (12.5, Table 70)*
@@ -137,10 +139,11 @@ class Algorithm:
     def values(self) -> list[str]:
         """Threat Detection Algorithm and Version (LO, VM 1-n): manufacturer, version, then key/value pairs."""
         values = ["parcelscan", f"{self.name} {self.version}"[:LO_MAX], "model_sha256", self.sha256]
-        if self.threshold is not None:
-            values += ["threshold", f"{self.threshold:.6g}"]
         if self.policy_sha256:
             values += ["policy_sha256", self.policy_sha256]
+        # last, and short: an odd-length element is padded with one space, which a reader counts into its last value
+        # (a digest would read as 65 characters, over LO's 64)
+        values += ["threshold", "none" if self.threshold is None else f"{self.threshold:.6g}"]
         too_long = [v for v in values if len(v) > LO_MAX]
         if too_long:
             raise ValueError(f"algorithm values longer than {LO_MAX} characters (LO): {too_long}")
