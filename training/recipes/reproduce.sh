@@ -70,8 +70,10 @@ if [[ ! -f "$OUT/train/manifest.jsonl" ]]; then
   simulate shielded9303 9303 stress --count "${FIRST[2]}" --scenarios shielded --suspect-fraction 1
   PARTS+=("$OUT/stress9301" "$OUT/postal9302" "$OUT/shielded9303")
   if [[ "$NAME" == dual ]]; then
-    $PY -m parcelscan data merge "$OUT/train-half" "${PARTS[@]}" > "$OUT/merge-half.log"  # hard links
-    $PY -m parcelscan data split "$OUT/train-half" --val "$VAL_FRACTION" --test 0 --seed 0
+    if [[ ! -f "$OUT/train-half/manifest.jsonl" ]]; then  # (a rerun after a stop in between keeps it)
+      $PY -m parcelscan data merge "$OUT/train-half" "${PARTS[@]}" > "$OUT/merge-half.log"  # hard links
+      $PY -m parcelscan data split "$OUT/train-half" --val "$VAL_FRACTION" --test 0 --seed 0
+    fi
     simulate stress9301b 9301 stress --start "${FIRST[0]}" --count $(( STRESS_COUNT - FIRST[0] ))
     simulate postal9302b 9302 postal --start "${FIRST[1]}" --count $(( POSTAL_COUNT - FIRST[1] )) --suspect-fraction 0.5
     simulate shielded9303b 9303 stress --start "${FIRST[2]}" --count $(( SHIELDED_COUNT - FIRST[2] )) \
