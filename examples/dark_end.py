@@ -25,13 +25,7 @@ from parcelscan.datasets.augment import CalibrationResiduals
 from parcelscan.datasets.datatools import load_record_scan
 from parcelscan.datasets.manifest import read_manifest
 from parcelscan.datasets.physics.pseudocolor import OPAQUE_A_HIGH
-from parcelscan.datasets.preprocess import (
-    PreparedScan,
-    PreprocessSpec,
-    channels_from_planes,
-    normalise,
-    prepare_scan,
-)
+from parcelscan.datasets.preprocess import PreparedScan, PreprocessSpec, prepare_scan
 from parcelscan.datasets.tile_augment import TileAugment, TileAugmentConfig
 from parcelscan.datasets.torch_dataset import nominal_quanta
 from parcelscan.model.operating_point import threshold_at_pfa
@@ -60,29 +54,25 @@ ARMS: list[tuple[str, TileAugmentConfig | None, bool]] = [
 ]
 
 
-def clamp_dark_end(tile: np.ndarray, spec: PreprocessSpec) -> np.ndarray:
-    """The tile as the preprocessing makes it with ``attenuation_ceiling`` at the opaque level (a no-op for a model
-    trained with one): both channels stop at A = 8, a_excess recomputed by ``channels_from_planes``."""
+def perturbed_tiles(prepared: PreparedScan, quanta: float, augment: TileAugment | None,
+                    rng: np.random.Generator) -> np.ndarray:
+    if augment is None:
+        return prepared.tiles
+    binning = prepared.scale[0] * prepared.scale[1]
+    return np.stack([augment(tile, None, rng, scan_pixels_per_model_pixel=binning, nominal_quanta=quanta,
+                             content_rows=prepared.content_shape[0] - origin[0],
+                             content_cols=prepared.content_shape[1] - origin[1])[0]
+                     for tile, origin in zip(prepared.tiles, prepared.tile_origins, strict=True)])
+
+
+def arm_augment(spec: PreprocessSpec, config: TileAugmentConfig | None, clamp: bool) -> TileAugment | None:
+    """The arm's perturbation; clamping is the preprocessing's own ``attenuation_ceiling`` at the opaque level,
+    applied when ``TileAugment`` recomputes the channels (with every step off it only recomputes them; a no-op for
+    a model trained with the ceiling)."""
+    if not clamp:
+        return None if config is None else TileAugment(spec, config)
     clamped = dataclasses.replace(spec, attenuation_ceiling=OPAQUE_A_HIGH)
-    scale = np.asarray(spec.normalisation["scale"], np.float32)[:, None, None]
-    offset = np.asarray(spec.normalisation["offset"], np.float32)[:, None, None]
-    raw = tile * scale + offset
-    transmission = np.exp(-np.stack([raw[spec.channels.index("a_low")], raw[spec.channels.index("a_high")]], -1))
-    return normalise(channels_from_planes(transmission, clamped), clamped)
-
-
-def perturbed_tiles(prepared: PreparedScan, quanta: float, augment: TileAugment | None, clamp: bool,
-                    spec: PreprocessSpec, rng: np.random.Generator) -> np.ndarray:
-    tiles = prepared.tiles
-    if augment is not None:
-        binning = prepared.scale[0] * prepared.scale[1]
-        tiles = np.stack([augment(tile, None, rng, scan_pixels_per_model_pixel=binning, nominal_quanta=quanta,
-                                  content_rows=prepared.content_shape[0] - origin[0],
-                                  content_cols=prepared.content_shape[1] - origin[1])[0]
-                          for tile, origin in zip(tiles, prepared.tile_origins, strict=True)])
-    if clamp:
-        tiles = np.stack([clamp_dark_end(tile, spec) for tile in tiles])
-    return tiles
+    return TileAugment(clamped, config or TileAugmentConfig(**OFF))
 
 
 def main() -> None:
@@ -107,8 +97,8 @@ def main() -> None:
           f"{int(non_twin_clear.sum())} non-twin clears")
     print(f"{'perturbation':36s} {'AUC':>7s} {'Pd at Pfa 1 %':>14s}")
     for name, config, clamp in ARMS:
-        augment = TileAugment(spec, config) if config is not None else None
-        scores = np.array([float(session.run(perturbed_tiles(p, quanta, augment, clamp, spec,
+        augment = arm_augment(spec, config, clamp)
+        scores = np.array([float(session.run(perturbed_tiles(p, quanta, augment,
                                                              np.random.default_rng([7, index])))[0].max())
                            for index, (p, quanta) in enumerate(prepared)])
         threshold = threshold_at_pfa(scores[non_twin_clear], 0.01)
