@@ -28,6 +28,7 @@ from __future__ import annotations
 
 import copy
 import csv
+import dataclasses
 import hashlib
 import json
 import math
@@ -251,9 +252,8 @@ def _initial_weights(config: TrainConfig) -> tuple[Any, dict[str, torch.Tensor],
         raise ParcelscanError(f"init_from {config.init_from}: a fine-tune keeps the checkpoint's preprocessing; "
                               f"the config changes {', '.join(changed)} (only {', '.join(FINE_TUNABLE_SPEC_FIELDS)} "
                               "may change: train from scratch for the rest)")
-    tunable = {name: value for name, value in config.preprocessing.items() if name in FINE_TUNABLE_SPEC_FIELDS}
-    if tunable:
-        spec = PreprocessSpec.from_dict(source["preprocessing"] | tunable)
+    spec = dataclasses.replace(spec, **{name: value for name, value in config.preprocessing.items()
+                                        if name in FINE_TUNABLE_SPEC_FIELDS})  # validated again
     weights = source["ema"] if source.get("ema") is not None else source["model"]
     return spec, weights, network_config(source)
 
