@@ -71,7 +71,8 @@ def main() -> None:
     print(f"where the time goes (CPU time per scan and stage, {busy / args.scans * 1e3:.0f} ms in all):")
     names = {"scene": "scene building (parcel, contents, pose)", "rasterise": "scene rasterisation (areal maps)",
              "forward": "forward model (spectral Beer-Lambert)", "detect": "detector noise, blur, 16-bit",
-             "pseudocolor": "pseudo-colour", "png": "PNG encoding + atomic writes"}
+             "pseudocolor": "pseudo-colour", "twins": "look-alike fill signature (twin_of)",
+             "declaration": "customs declaration (part masses)", "png": "PNG encoding + atomic writes"}
     for key in STAGES:
         value = stage.get(key, 0.0)
         print(f"  {names[key]:42s} {value / args.scans * 1e3:7.1f} ms  {100 * value / busy:5.1f} %")

@@ -143,6 +143,8 @@ def test_the_declaration_comes_from_its_own_stream_and_is_deterministic(coarse_p
     first, truth = declare(config, 1, scan)
     again, _ = declare(config, 1, simulate_scan(config, 1))
     assert first == again
+    # simulate's path hands over the scan's own scene instead of rebuilding it: the same declaration
+    assert scan.scene is not None and declare(config, 1, scan, scan.scene) == (first, truth)
     other, _ = declare(SimConfig(coarse_profile, seed=6, mix="postal", suspect_fraction=1.0), 1, scan)
     assert other["item_id"] != first["item_id"]
     if "declaration" in first:

@@ -154,3 +154,21 @@ def test_dual_energy_twins_named_in_the_model_card(model):
     # Tungsten's K-edge (69.5 keV) lies between the two channels: its R falls to water's near A_high = 2,
     # so W powder is found by how much it stops, not by its ratio — and then WC is its twin.
     assert abs(ratio["W"][2] - ratio["water"][2]) < 0.01 and abs(ratio["W"][0] - ratio["water"][0]) > 0.1
+
+
+def test_a_mixture_s_attenuation_is_the_fraction_weighted_sum_of_its_formulas_to_the_bit():
+    """μ/ρ is cached per formula (a fill's mixture is new in nearly every scene); the mixture's sum is the one
+    xraydb's per-formula values always gave, bit for bit, and a second mixture of the same formulas at other
+    fractions reuses them."""
+    import xraydb
+
+    energy_kev = np.arange(15.0, 140.5, 0.5)
+    energy_ev = energy_kev * 1000.0
+    for material in (mix_materials("slurry", [(LIBRARY["Nd2O3"], 0.137), (LIBRARY["water"], 0.863)]),
+                     mix_materials("grout mix", [(LIBRARY["GeO2"], 0.41), (LIBRARY["grout"], 0.59)]),
+                     LIBRARY["NdFeB powder"]):
+        expected = np.zeros_like(energy_ev)
+        for formula, fraction in material.composition:
+            expected += fraction * np.asarray(xraydb.material_mu(formula, energy_ev, density=1.0, kind="total"))
+        got = material.mass_attenuation_cm2_g(energy_kev)
+        assert got.dtype == np.float64 and np.array_equal(got, expected)

@@ -28,7 +28,7 @@ from dataclasses import dataclass
 import numpy as np
 
 from parcelscan.datasets.scans.customs import CATEGORIES, hs_display, make_s10
-from parcelscan.datasets.simulator.parcel import SimConfig, SimulatedScan, build_scene
+from parcelscan.datasets.simulator.parcel import Scene, SimConfig, SimulatedScan, build_scene
 from parcelscan.datasets.simulator.scene import MM_PER_CM, Grid, Part, path_length_mm
 from parcelscan.datasets.simulator.shapes import choice
 from parcelscan.datasets.simulator.streams import Frequency
@@ -231,9 +231,12 @@ def _value(rng: np.random.Generator, mass_g: float) -> float:
     return round(float(np.exp(rng.normal(np.log(5.0 + mass_g / 50.0), 0.8))), 2)
 
 
-def declare(config: SimConfig, index: int, scan: SimulatedScan) -> tuple[dict, dict]:
+def declare(config: SimConfig, index: int, scan: SimulatedScan, scene: Scene | None = None) -> tuple[dict, dict]:
     """(sidecar keys, ground truth) of scan ``index``: the sidecar gets ``item_id`` and, when drawn,
-    ``declaration``; the ground truth is ``declaration_honest``, ``declaration_names_twin`` and the draws."""
+    ``declaration``; the ground truth is ``declaration_honest``, ``declaration_names_twin`` and the draws.
+
+    ``scene`` is the scene scan ``index`` of ``config`` was made from, when the caller still holds it
+    (``simulate``); without it the scene is rebuilt from the seed — the same parts, a second time."""
     rng = np.random.default_rng(np.random.SeedSequence([config.seed, index, DECLARATION_STREAM]))
     origin = choice(rng, [o for o, _ in ORIGINS], [w for _, w in ORIGINS])
     item_id = make_s10(choice(rng, S10_SERVICES), int(rng.integers(0, 10**8)), origin)
@@ -248,13 +251,15 @@ def declare(config: SimConfig, index: int, scan: SimulatedScan) -> tuple[dict, d
     if not declared:
         return {"item_id": item_id}, truth
 
-    scene = build_scene(config, index)  # the same scene the pixels came from (deterministic in seed, index)
+    if scene is None:
+        scene = build_scene(config, index)  # the same scene the pixels came from (deterministic in seed, index)
     grid = scene.belt.grid
-    gross_g = sum(part_mass_g(p, grid) for p in scene.belt.parts)
+    part_g = [part_mass_g(part, grid) for part in scene.belt.parts]  # each part weighed once
+    gross_g = sum(part_g)
     masses: dict[int, float] = {}
-    for part in scene.belt.parts:
+    for part, grams in zip(scene.belt.parts, part_g, strict=True):
         if part.role != "container":
-            masses[part.item_id] = masses.get(part.item_id, 0.0) + part_mass_g(part, grid)
+            masses[part.item_id] = masses.get(part.item_id, 0.0) + grams
     kinds = scene.parcel.kinds
     lines: list[Line] = []
     for item_id_, mass in masses.items():
@@ -327,7 +332,7 @@ def _item(rng: np.random.Generator, description: str, hs: str, mass_g: float, pr
 
 def attach_declaration(scan: SimulatedScan, config: SimConfig, index: int) -> dict:
     """Add the declaration's ground truth to ``scan.labels``/``provenance``; return the sidecar keys."""
-    sidecar, truth = declare(config, index, scan)
+    sidecar, truth = declare(config, index, scan, scan.scene)
     scan.labels["declaration_honest"] = truth["declaration_honest"]
     scan.labels["declaration_names_twin"] = truth["declaration_names_twin"]
     scan.provenance["item_id"] = sidecar["item_id"]

@@ -119,6 +119,7 @@ class SimulatedScan:
     provenance: dict
     seconds: dict = field(default_factory=dict)  # CPU seconds per stage (this process, waits excluded)
     fill_mask: np.ndarray | None = None  # where the vessel's filling lies, target or benign (not written)
+    scene: Scene | None = field(default=None, repr=False, compare=False)  # what it was made from (not written)
 
 
 def scan_id_for(seed: int, index: int) -> str:
@@ -476,4 +477,4 @@ def simulate_scan(config: SimConfig, index: int) -> SimulatedScan:
         provenance["clutter_overlap"] = round(overlap, 4)
         provenance["mask_pixels"] = int((mask > 0).sum())
     fill_mask = raster.fill if concealment is not None else None
-    return SimulatedScan(scan_id, low, high, rgb, mask, labels, provenance, seconds, fill_mask)
+    return SimulatedScan(scan_id, low, high, rgb, mask, labels, provenance, seconds, fill_mask, scene)
