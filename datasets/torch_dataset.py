@@ -99,6 +99,13 @@ class PreparedItem:
     metadata: dict[str, Any]
 
 
+_FILLING: ScanDataset | None = None  # the dataset ``fill_cache``'s forked processes prepare from
+
+
+def _fill_one(index: int) -> None:
+    _FILLING._load(index, None)
+
+
 class ScanDataset(Dataset):
     """Scans of a manifest (optionally one split) as model inputs of ``spec``.
 
@@ -191,6 +198,33 @@ class ScanDataset(Dataset):
         prepared = prepare_planes(planes, scan_pitch_mm(scan, self.spec), self.spec, record.scan_id)
         mask_tiles = prepare_mask_array(mask, prepared.content_shape, self.spec) if mask is not None else None
         return prepared, mask_tiles
+
+    def fill_cache(self, processes: int) -> int:
+        """Prepare every scan the cache lacks, in ``processes`` forked processes; returns how many were prepared.
+
+        Why: a run's first epoch otherwise decodes each scan in the loop, one at a time, while the network waits
+        (~25 ms a scan; minutes for 20,000 scans on 2 cores). An entry on disk counts as present here; a stale one
+        is still recomputed when read. Nothing to do without a cache, or when every item is augmented anew."""
+        if self.cache is None or self.augmenter is not None:
+            return 0
+        missing = [i for i, record in enumerate(self.records) if not self.cache.path(record).exists()]
+        if not missing:
+            return 0
+        if processes <= 1 or len(missing) < 2 * processes:
+            for index in missing:
+                self._load(index, None)
+            return len(missing)
+        import multiprocessing
+
+        global _FILLING
+        _FILLING = self
+        try:  # forked children inherit this dataset; each writes its entries atomically
+            with multiprocessing.get_context("fork").Pool(processes) as pool:
+                for _ in pool.imap_unordered(_fill_one, missing, chunksize=16):
+                    pass
+        finally:
+            _FILLING = None
+        return len(missing)
 
     def known_empty(self, index: int) -> bool:
         """A clear scan without a mask file: its powder mask is known to be empty."""

@@ -320,3 +320,47 @@ def test_heatmap_scored_run_with_windows_and_twins_left_out(dataset, tmp_path):
     assert info["epoch"] == 1 + max(range(len(pauc)), key=lambda i: (pauc[i], -i))
     assert info["network"]["score_head"] == "heatmap_topk" and not hasattr(model, "classifier")
     assert info["config"]["twin_policy"] == "ignore" and info["config"]["train_crop"] == 32
+
+
+def test_the_cache_filled_on_every_core_holds_what_the_loop_would_have_prepared(dataset, tmp_path):
+    """``fill_cache`` (run before epoch 1) prepares the missing scans in forked processes; each entry is the
+    array the training loop itself prepares, and a second call finds nothing to do."""
+    from parcelscan.datasets.preprocess import PreprocessSpec
+    from parcelscan.datasets.torch_dataset import ScanDataset
+
+    spec = PreprocessSpec(tile_rows=64, tile_cols=64, pixel_pitch_mm=8.0)
+    filled = ScanDataset(dataset, spec, split="train", cache_root=tmp_path / "filled", twin_policy="ignore")
+    assert filled.fill_cache(processes=2) == len(filled.records) >= 4
+    assert filled.fill_cache(processes=2) == 0
+    lazy = ScanDataset(dataset, spec, split="train", cache_root=tmp_path / "lazy", twin_policy="ignore")
+    for index in range(len(filled.records)):
+        (prepared, masks), (expected, expected_masks) = filled._load(index, None), lazy._load(index, None)
+        assert np.array_equal(prepared.tiles, expected.tiles)
+        assert (masks is None) == (expected_masks is None)
+        assert masks is None or np.array_equal(masks, expected_masks)
+    assert sorted(p.name for p in (tmp_path / "filled").rglob("*.npz")) \
+        == sorted(p.name for p in (tmp_path / "lazy").rglob("*.npz"))
+
+
+@pytest.mark.parametrize(("workers", "user", "expected"), [(0, None, None), (2, None, "PASSIVE"),
+                                                           (2, "ACTIVE", "ACTIVE")])
+def test_openmp_waits_passively_only_beside_loader_processes(monkeypatch, workers, user, expected):
+    from parcelscan.training.train_cli import passive_omp_wait
+
+    if user is None:
+        monkeypatch.delenv("OMP_WAIT_POLICY", raising=False)
+    else:
+        monkeypatch.setenv("OMP_WAIT_POLICY", user)
+    passive_omp_wait(workers)
+    assert os.environ.get("OMP_WAIT_POLICY") == expected
+
+
+def test_a_resumed_run_waits_as_its_own_loader_settings_say(tmp_path):
+    from parcelscan.training.train_cli import _resumed_workers
+
+    checkpoint = tmp_path / "run" / "weights" / "last.pt"
+    checkpoint.parent.mkdir(parents=True)
+    assert _resumed_workers(checkpoint, {}) == 1  # no args.yaml: as before, passive
+    (tmp_path / "run" / "args.yaml").write_text(yaml.safe_dump({"workers": 0}), encoding="utf-8")
+    assert _resumed_workers(checkpoint, {}) == 0
+    assert _resumed_workers(checkpoint, {"workers": 3}) == 3

@@ -23,8 +23,9 @@ from parcelscan.model.session import read_metadata, sha256_file, write_sha256
 from parcelscan.training.config import TrainConfig
 
 # Where and how a run ran, not what it learnt: written as the config's defaults, so that the shipped config is the
-# recipe (a fine-tune's starting checkpoint is kept in ``source``: the path the run was given).
-RUN_FIELDS = ("data", "name", "project", "progress", "init_from")
+# recipe (a fine-tune's starting checkpoint is kept in ``source``: the path the run was given). ``workers`` is how
+# many processes load batches: every item's randomness is seeded by its index, so the batches are the same.
+RUN_FIELDS = ("data", "name", "project", "progress", "init_from", "workers")
 KEPT_KEYS = ("arch", "in_channels", "network", "config", "preprocessing", "classes", "target_pfa", "temperature",
              "metrics", "data_fingerprint", "git_commit", "created", "name", "version", "epoch")
 METHOD = "EMA weights of the training run's best.pt (weights only, no optimizer state)"
