@@ -130,8 +130,9 @@ def test_retrain_from_the_shipped_default_through_the_cli(original, tmp_path, ca
     run_dir = tmp_path / "runs" / "seizures"
     args = load_config(run_dir / "train" / "args.yaml")
     recipe = load_config(Path(__file__).resolve().parent.parent / "training" / "recipes" / "dual.yaml")
-    for key in ("augment", "tile_flips", "cache", "batch_size", "workers"):  # the recipe's, not hard-coded
+    for key in ("augment", "tile_flips", "cache", "batch_size"):  # the recipe's, not hard-coded
         assert getattr(args, key) == getattr(recipe, key), key
+    assert args.workers == 0  # loader processes are the machine's, not the base's (batches in-process)
     assert (args.augment, args.cache, args.tile_flips) == (False, True, True)
     assert "fine-tuning with the base recipe's data settings" in out.err
 

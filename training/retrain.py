@@ -22,8 +22,10 @@ the original files, nothing copied), ``train/`` (the training run), ``eval/``, `
   a verified ``<model>.pt.sha256``, as the shipped defaults have; a checkpoint that records the ONNX it
   stands for must match that file's sha256).
 * **Recipe**: the fine-tuning run inherits the base's data settings (:data:`INHERITED_SETTINGS`: augment,
-  tile flips, the prepared-scan cache, sampling, batch size, workers, loss weights) from the configuration
-  stored in its checkpoint; only the schedule (epochs, learning rate, warm-up) is retraining's own.
+  tile flips, the prepared-scan cache, sampling, batch size, loss weights) from the configuration
+  stored in its checkpoint; the schedule (epochs, learning rate, warm-up) is retraining's own, and so is
+  ``workers`` (DataLoader processes: how fast a run goes on this machine, not what it learns; default 0, the
+  batches made in the training process, fastest on 2 cores).
 * **Lineage**: the candidate is registered under ``--name`` with the base as its parent; a base given as a
   file that the registry does not know yet is registered first (found again by its sha256 next time).
 * **Enough new data** (the rule): the held-out part must hold at least ``min_holdout_suspect`` (default
@@ -59,7 +61,7 @@ from parcelscan.training.train import train
 MIN_HOLDOUT_SUSPECT = 5  # fewer held-out suspects: refuse (one scan would move the gate's Pd by ≥ 20 points)
 WARN_HOLDOUT_SUSPECT = 20  # fewer: warn (Pd on the new data moves in steps over 5 points)
 # The base recipe's data settings a fine-tuning run keeps (TrainConfig fields); the schedule is retraining's own.
-INHERITED_SETTINGS = ("augment", "tile_flips", "cache", "balanced_sampling", "batch_size", "workers", "mask_weight",
+INHERITED_SETTINGS = ("augment", "tile_flips", "cache", "balanced_sampling", "batch_size", "mask_weight",
                       "dice_weight", "label_smoothing", "amp", "deterministic")
 
 
@@ -79,6 +81,7 @@ class RetrainConfig:
     val_fraction: float = 0.15
     seed: int = 0
     device: str = "auto"
+    workers: int = 0  # DataLoader processes (0: in the training process, fastest on 2 cores; see train_cli)
     register: bool = True
     registry: str | None = None  # model store directory (default $PARCELSCAN_MODEL_DIR)
     min_holdout_suspect: int = MIN_HOLDOUT_SUSPECT  # the enough-new-data rule (module docstring)
@@ -271,6 +274,7 @@ def train_settings(config: RetrainConfig, base_info: dict[str, Any], data_dir: P
                 "init_from": str(base_checkpoint), "arch": base_info["arch"],
                 "input_kind": base_info["preprocessing"]["input_kind"], "epochs": config.epochs, "lr": config.lr,
                 "warmup_epochs": min(0.5, config.epochs / 4), "seed": config.seed, "device": config.device,
+                "workers": config.workers,
                 "target_pfa": base_info.get("target_pfa") or 0.01, "patience": 0}
     settings.update(config.train_overrides)
     return settings

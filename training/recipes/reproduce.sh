@@ -20,7 +20,7 @@
 #         as two halves so that stage 3 has the first one;
 #   rgb:   6,000 stress + 3,000 postal +   600 shielded (the pseudo-colour variant: the operator images of the
 #          session-7 training set).
-# Every seed here is a development seed, never one a bar is measured on. Times on an idle 2-core Intel Xeon are in
+# Every seed here is a development seed, never one a bar is measured on. Times on 2 cores (Intel Xeon, AMD EPYC) are in
 # the README's model cards.
 # Environment: PY (python, default: .venv/bin/python if present, else python3), WORKERS (simulation processes,
 # default 2), RECIPE (default training/recipes/<name>.yaml), CEILING_RECIPE (dual's stage 3, default
