@@ -158,8 +158,7 @@ def test_dual_energy_twins_named_in_the_model_card(model):
 
 def test_a_mixture_s_attenuation_is_the_fraction_weighted_sum_of_its_formulas_to_the_bit():
     """μ/ρ is cached per formula (a fill's mixture is new in nearly every scene); the mixture's sum is the one
-    xraydb's per-formula values always gave, bit for bit, and a second mixture of the same formulas at other
-    fractions reuses them."""
+    xraydb's per-formula values always gave, bit for bit."""
     import xraydb
 
     energy_kev = np.arange(15.0, 140.5, 0.5)

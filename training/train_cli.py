@@ -6,8 +6,6 @@ import argparse
 import os
 from pathlib import Path
 
-import yaml
-
 from parcelscan.errors import ParcelscanError
 from parcelscan.training.config import TrainConfig, load_config
 
@@ -89,9 +87,8 @@ def _resumed_workers(checkpoint: Path, explicit: dict) -> int:
     if "workers" in explicit:
         return int(explicit["workers"])
     try:
-        return int((yaml.safe_load((checkpoint.parent.parent / "args.yaml").read_text(encoding="utf-8")) or {})
-                   .get("workers", 1))
-    except (OSError, ValueError, TypeError, yaml.YAMLError):
+        return load_config(checkpoint.parent.parent / "args.yaml").workers
+    except ParcelscanError:
         return 1
 
 
