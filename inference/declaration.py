@@ -6,8 +6,10 @@ format is ``datasets.scans.customs``) and writes ``declaration_check`` into the 
 
 * ``status``: ``absent`` (no declaration for this item), ``consistent`` or ``mismatch``;
 * ``reasons``: in words, e.g. "declared 'machinery parts' (HS 8487.90), 2.0 kg; seen: 2 bodies ≈ 1400 g,
-  signature of Nd2O3 or Pr6O11 — no declared line (HS 8487) holds it at its weight";
-* ``observed``: the bodies seen (mass in grams, signature, twins) and the parcel's X-ray mass (kg).
+  signature of Nd2O3 or Pr6O11 — no declared line (HS 8487) holds it at its weight" (a body the beam does not
+  cross everywhere is weighed "≥": a lower bound, ``mass_lower_bound``);
+* ``observed``: the bodies seen (mass in grams, whether that is a lower bound, signature, twins) and the parcel's
+  X-ray mass (kg).
 
 What is *seen*: the bodies the model localises (connected regions of its heatmap ≥ ``BODY_HEAT``, at least
 ``MIN_BODY_CM2``), each measured by ``physics.mass.body_mass`` (background removed, signature from the readable
@@ -70,7 +72,14 @@ import cv2
 import numpy as np
 
 from parcelscan.datasets.physics.attenuation import log_attenuation_direct
-from parcelscan.datasets.physics.mass import OPAQUE_A, OPAQUE_NO_SIGNATURE, body_mass, lookup_references, parcel_mass_g
+from parcelscan.datasets.physics.mass import (
+    OPAQUE_A,
+    OPAQUE_NO_SIGNATURE,
+    body_mass,
+    lookup_references,
+    mass_words,
+    parcel_mass_g,
+)
 from parcelscan.datasets.physics.materials import RARE_EARTH_TARGETS, TARGET_MATERIALS
 from parcelscan.datasets.physics.profile import default_profile
 from parcelscan.datasets.physics.pseudocolor import transmission_to_log_attenuation
@@ -438,6 +447,11 @@ def _signature_words(body: dict) -> str:
     return " or ".join(names) or str(body.get("nearest"))
 
 
+def _grams_words(bodies: list[dict]) -> str:
+    """The bodies' grams together: "≈ 155 g", or "≥ 810 g" when the beam is stopped over part of any of them."""
+    return mass_words(sum(b["mass_g"] for b in bodies), any(b.get("mass_lower_bound") for b in bodies), decimals=0)
+
+
 def _powder_heading(heading: Heading) -> bool:
     """A heading whose goods are a powder the image model is trained to call a target, or its dual-energy twin:
     the targets' own headings, barium sulphate, magnets (sintered NdFeB)."""
@@ -487,15 +501,15 @@ def check_declaration(raw: Any, scan_item_id: Any, observed: dict[str, Any], sou
             codes = ", ".join(dict.fromkeys(f"HS {c[:4]}" for c, _ in headings)) or "no usable heading"
             reasons.append(f"{declaration.summary()}; seen: the image model scores {score:.3f} ≥ "
                            f"{powder_score:.3f} (the declaration check's powder operating point)"
-                           + (f", {len(checked)} dense bod{'y' if len(checked) == 1 else 'ies'} ≈ "
-                              f"{sum(b['mass_g'] for b in checked):.0f} g, signature of {names}" if checked else "")
+                           + (f", {len(checked)} dense bod{'y' if len(checked) == 1 else 'ies'} "
+                              f"{_grams_words(checked)}, signature of {names}" if checked else "")
                            + f" — no declared line ({codes}) names a powder that looks like this")
     if unexplained:
-        grams = sum(b["mass_g"] for b in unexplained)
         signatures = "; ".join(dict.fromkeys(_signature_words(b) for b in unexplained))
         codes = ", ".join(dict.fromkeys(f"HS {c[:4]}" for c, _ in headings)) or "no usable heading"
         reasons.append(f"{declaration.summary()}; seen: {len(unexplained)} "
-                       f"bod{'y' if len(unexplained) == 1 else 'ies'} of dense material ≈ {grams:.0f} g, signature "
+                       f"bod{'y' if len(unexplained) == 1 else 'ies'} of dense material {_grams_words(unexplained)}, "
+                       "signature "
                        f"of {signatures} — no declared line ({codes}) holds it at its weight")
     xray_kg = observed.get("xray_mass_kg")
     gross = declaration.gross_weight_kg
@@ -504,17 +518,18 @@ def check_declaration(raw: Any, scan_item_id: Any, observed: dict[str, Any], sou
                        f"declared gross weight + {WEIGHT_SLACK_KG:g} kg): undeclared mass")
     if reasons:
         return DeclarationCheck("mismatch", reasons, observed, source)
-    seen = (f"seen: {len(checked)} bod{'y' if len(checked) == 1 else 'ies'} ≈ "
-            f"{sum(b['mass_g'] for b in checked):.0f} g consistent with the declared headings" if checked
+    seen = (f"seen: {len(checked)} bod{'y' if len(checked) == 1 else 'ies'} {_grams_words(checked)} "
+            "consistent with the declared headings" if checked
             else "seen: no dense body the declaration would have to explain")
     return DeclarationCheck("consistent", [f"{declaration.summary()}; {seen}"], observed, source)
 
 
 # --- the station hook -----------------------------------------------------------------------------------------------
 class DeclarationChecker:
-    """Adds ``declaration_check`` and ``powder_mass_g`` to every verdict of an Inspector (its ``on_outputs``
-    hook, chained with any other). Never changes ``verdict``: a mismatch adds reason class ``declaration`` to
-    a flagged scan and raises priority; an error here is a mismatch with its reason."""
+    """Adds ``declaration_check`` (and on a suspect ``powder_mass_g``, ``powder_mass_lower_bound``) to every verdict
+    of an Inspector (its ``on_outputs`` hook, chained with any other). Never changes ``verdict``: a mismatch adds
+    reason class ``declaration`` to a flagged scan and raises priority; an error here is a mismatch with its
+    reason."""
 
     def __init__(self, advance_data: dict[str, Any] | None = None, source: str | None = None,
                  powder_score: float | None = None):
@@ -548,7 +563,9 @@ class DeclarationChecker:
                                      {"bodies": [], "xray_mass_kg": None}, source)
         verdict.declaration_check = check.to_dict()
         if verdict.verdict == "suspect":
-            verdict.powder_mass_g = [b["mass_g"] for b in check.observed.get("bodies", [])]
+            bodies = check.observed.get("bodies", [])
+            verdict.powder_mass_g = [b["mass_g"] for b in bodies]
+            verdict.powder_mass_lower_bound = [bool(b.get("mass_lower_bound")) for b in bodies]
             if check.status == "mismatch" and "declaration" not in verdict.reason_classes:
                 verdict.reason_classes.append("declaration")
                 verdict.reasons.append("declaration mismatch: " + check.reasons[0])

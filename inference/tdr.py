@@ -18,7 +18,9 @@ The mapping (file format: ``datasets.scans.dicos_tdr``):
   Category ANOMALY, ATD Ability Assessment SHIELD and flag UNKNOWN: the beam did not get through, so
   what lies behind is unknown; no probability.
 * **Mass**: a verdict that carries ``powder_mass_g`` (the declaration issue adds it) puts it on the
-  powder PTO when there is exactly one (a scan-level mass cannot be split between regions). Effective Z:
+  powder PTO when there is exactly one (a scan-level mass cannot be split between regions) and it is a
+  measurement: a body the beam does not cross everywhere has only a lower bound (``powder_mass_lower_bound``),
+  and DICOS's Mass has no way to say "at least", so none is written. Effective Z:
   nothing in the project estimates it yet, so it is not written.
 * **Images**: a scan read from DICOS is referenced by its source objects' UIDs; any other dual-energy
   scan is first written as a DX pair (``<scan_id>_low.dcs``/``_high.dcs``, For Processing) next to
@@ -134,8 +136,9 @@ def threat_objects(verdict: Verdict, outputs: ScanOutputs) -> list[ThreatObject]
             regions = [_top_tile_region(np.asarray(outputs.tile_probabilities).reshape(-1), outputs.prepared)]
             description = TILE_DESCRIPTION
         mass_g = getattr(verdict, "powder_mass_g", None)
-        if isinstance(mass_g, (list, tuple)):  # per body (inference.declaration): a mass only for one body
-            mass_g = mass_g[0] if len(mass_g) == 1 else None
+        lower_bound = getattr(verdict, "powder_mass_lower_bound", None) or []
+        if isinstance(mass_g, (list, tuple)):  # per body (inference.declaration): a mass only for one body, and
+            mass_g = mass_g[0] if len(mass_g) == 1 and not any(lower_bound) else None  # only a measured one
         for region in regions:
             objects.append(ThreatObject(
                 region.row0, region.col0, region.mask, category="CONTRABAND", description=description,

@@ -9,7 +9,9 @@ what the scan *was*, whatever its files are called or moved to — with ``scan_i
 deduplicate by, since a hot folder delivers at least once; null when an input is not a regular file),
 ``reason_classes`` (the verdict's reasons as classes from ``REASON_CLASSES``, the one list a station routes
 by: opaque parcels to a density lane, twins to XRF; empty for clear) and ``policy_sha256`` (the sha256 of
-the station policy file in force, ``inference.policy``).
+the station policy file in force, ``inference.policy``); on a suspect scan ``powder_mass_g`` (grams per body the
+model localised) and ``powder_mass_lower_bound`` (per body: the beam is stopped over part of it, so its grams are a
+lower bound), and ``declaration_check`` (``inference.declaration``).
 
 The dataclass enforces the fail-closed invariants, so no code path can produce a "clear" that was not
 earned: clear needs a finite score below the threshold, no error and no reason to doubt it.
@@ -28,12 +30,13 @@ from pathlib import Path
 from typing import Any
 
 from parcelscan.datasets.datatools import file_sha256
+from parcelscan.datasets.physics.mass import mass_words
 
 CLEAR, SUSPECT, MANUAL = "clear", "suspect", "manual_inspection"
 VERDICTS = (CLEAR, SUSPECT, MANUAL)
 FIELDS = ("scan_id", "inputs", "verdict", "score", "threshold", "model", "heatmap", "error", "latency_ms",
           "station", "scanned_at", "reasons", "reason_classes", "provider", "inputs_sha256", "policy_sha256",
-          "powder_mass_g", "declaration_check")
+          "powder_mass_g", "powder_mass_lower_bound", "declaration_check")
 # The reason classes, one documented list (README "Reason classes"); which verdict each may appear on.
 REASON_CLASSES: dict[str, str] = {
     "powder": "the model's score reached the threshold: concealed powder",
@@ -64,7 +67,8 @@ def signature_reason(bodies: list[dict[str, Any]]) -> tuple[str | None, bool]:
     twins = list(body.get("twins") or [])
     targets = [t for t in twins if t in set(body.get("targets") or [])]
     benign = [t for t in twins if t not in targets]
-    where = f"region {body.get('area_cm2', 0):g} cm², ≈ {body.get('mass_g', 0):g} g"
+    grams = mass_words(body.get("mass_g", 0), bool(body.get("mass_lower_bound")))
+    where = f"region {body.get('area_cm2', 0):g} cm², {grams}"
     if len(measured) > 1:
         where += f", the largest of {len(measured)}"
     if targets and benign:
@@ -122,6 +126,8 @@ class Verdict:
     reason_classes: list[str] = field(default_factory=list)
     policy_sha256: str | None = None
     powder_mass_g: list[float] | None = None  # per body the model localised on a suspect scan (inference.declaration)
+    powder_mass_lower_bound: list[bool] | None = None  # per body of powder_mass_g: the beam is stopped over part of
+    # it, so its grams are a lower bound (physics.mass.BodyMass.mass_lower_bound)
     declaration_check: dict[str, Any] | None = None  # status, priority, reasons, observed (inference.declaration)
 
     def __post_init__(self) -> None:

@@ -25,6 +25,7 @@ def _read(could_be: list[str], mass_g: float = 300.0, **mass_as: float) -> dict:
 def _stopped(mass_g: float = 900.0) -> dict:
     """A body the beam does not cross readably: no signature; its grams as anything are lower bounds."""
     return {"mass_g": mass_g, "nearest": None, "twins": [], "opaque_share": 0.6, "core_ratio": None, "could_be": [],
+            "mass_lower_bound": True,
             "mass_as_g": {"steel": mass_g * 1.5, "sand": mass_g * 2.0, "sugar": mass_g * 3.0}}
 
 
@@ -88,6 +89,16 @@ def test_a_beam_stopping_body_is_explained_only_by_goods_that_can_stop_the_beam(
     assert _status(_declared(("snacks", "1905.90", 5.0), ("clothes", "6109.10", 1.0)), _stopped()) == "mismatch"
     # … and only at a weight that can hold it: 0.1 kg of 'wrench' does not explain ≥ 1.35 kg of steel
     assert _status(_declared(("wrench", "8205.59", 0.1), ("snacks", "1905.90", 5.0)), _stopped()) == "mismatch"
+
+
+def test_the_reasons_write_a_lower_bound_as_one():
+    """A body behind a stopped beam weighs "≥" its grams in the reasons, a readable one "≈"."""
+    observed = {"bodies": [_stopped(900.0)], "xray_mass_kg": 1.0}
+    stopped = check_declaration(_declared(("snacks", "1905.90", 5.0)), ITEM, observed, "sidecar")
+    assert stopped.status == "mismatch" and "body of dense material ≥ 900 g" in stopped.reasons[0]
+    readable = check_declaration(_declared(("cerium oxide", "2846.10", 0.5)), ITEM,
+                                 {"bodies": [_read(["CeO2"], 300.0)], "xray_mass_kg": 1.0}, "sidecar")
+    assert readable.status == "consistent" and "1 body ≈ 300 g consistent" in readable.reasons[0]
 
 
 def test_small_bodies_and_older_body_records():

@@ -324,21 +324,26 @@ def test_score_alarm_without_a_heatmap_region_reports_the_top_tile(tmp_path):
     assert mask.sum() == width * height  # the whole tile, in scan pixels
 
 
-def test_mass_and_policy_are_written_when_the_verdict_has_them(tmp_path):
+@pytest.mark.parametrize("lower_bound", [False, True])
+def test_mass_and_policy_are_written_when_the_verdict_has_them(tmp_path, lower_bound):
+    """A measured mass goes on the powder PTO; a lower bound (the beam stopped over part of the body) does not:
+    DICOS's Mass cannot say "at least"."""
     captured = []
     inspector = Inspector(MODEL, threads=1)
     inspector.on_outputs = lambda verdict, outputs: captured.append((verdict, outputs))
     verdict = inspector.inspect(EXAMPLES / "sim31-000592_low.png")  # a powder alarm and an opaque region
     _, outputs = captured[0]
     verdict.policy_sha256 = "ab" * 32  # the station policy's (inference.policy)
-    verdict.powder_mass_g = 179.5  # the declaration issue's field, not yet on Verdict
+    verdict.powder_mass_g = [179.5]  # one body (inference.declaration)
+    verdict.powder_mass_lower_bound = [lower_bound]
     images = [pydicom.dcmread(p, stop_before_pixels=True) for p in write_dicos(outputs.scan, tmp_path)]
     report = build_report(verdict, outputs, [dx_reference(tmp_path / f"sim31-000592_{e}.dcs") for e in ("low", "high")])
     ds = pydicom.dcmread(write_tdr(report, tmp_path / "r_tdr.dcs"))
     assert list(ds.ThreatDetectionAlgorithmAndVersion)[-4:-2] == ["policy_sha256", "ab" * 32]
     masses = {p.ATDAssessmentSequence[0].ThreatCategory: p.PTORepresentationSequence[0].get("Mass")
               for p in ds.ThreatSequence}
-    assert masses["CONTRABAND"] == pytest.approx(179.5) and masses["ANOMALY"] is None
+    assert masses["ANOMALY"] is None
+    assert masses["CONTRABAND"] is None if lower_bound else masses["CONTRABAND"] == pytest.approx(179.5)
     assert ds.StudyInstanceUID == images[0].StudyInstanceUID
 
 

@@ -329,7 +329,7 @@ def test_verdicts_report_the_declaration_measures(tmp_path):
     """`evaluate --verdicts` on a set with declarations: mismatch rates by how each parcel was declared, and the
     powder-mass error on pure-powder suspects with a missed estimate counted as 100 %."""
     from parcelscan.datasets.manifest import ManifestRecord, write_manifest
-    from parcelscan.training.evaluate import evaluate_verdicts
+    from parcelscan.training.evaluate import LOWER_BOUND_ROW, MEASURED_ROW, evaluate_verdicts
 
     data = tmp_path / "set"
     data.mkdir()
@@ -347,6 +347,8 @@ def test_verdicts_report_the_declaration_measures(tmp_path):
     rows = {"c0": ("consistent", None), "c1": ("mismatch", None), "c2": ("absent", None),
             "s0": ("mismatch", [60.0, 60.0]), "s1": ("consistent", []), "s2": ("consistent", [5.0])}
     lines = [json.dumps({"scan_id": k, "score": 0.1, "threshold": 0.5, "verdict": "clear", "powder_mass_g": m,
+                         "powder_mass_lower_bound": None if m is None else [k == "s0" and i == 1
+                                                                            for i in range(len(m))],
                          "declaration_check": {"status": status}, "model": {"name": "m", "version": "1"}})
              for k, (status, m) in rows.items()]
     (tmp_path / "v.jsonl").write_text("\n".join(lines) + "\n")
@@ -358,4 +360,6 @@ def test_verdicts_report_the_declaration_measures(tmp_path):
     assert dc["mismatch"]["suspect_declared_as_twin"]["n"] == 1
     mass = dc["mass_error"]["all"]  # s0: |120 - 100| / 100 = 0.2; s1 without an estimate: 1.0; s2 is a mixture
     assert mass["n"] == 2 and mass["without_estimate"] == 1 and abs(mass["median"] - 0.6) < 1e-9
+    # s0's second body is behind a partly stopped beam: its scan's grams are a lower bound, reported apart
+    assert dc["mass_error"][LOWER_BOUND_ROW]["n"] == 1 and MEASURED_ROW not in dc["mass_error"]
     assert "Declaration check" in (run_dir / "report.md").read_text()

@@ -13,7 +13,7 @@ import pytest
 
 from parcelscan.datasets.physics import attenuation, signature
 from parcelscan.datasets.physics.forward import forward_model
-from parcelscan.datasets.physics.mass import body_mass, parcel_mass_g, table_references
+from parcelscan.datasets.physics.mass import body_mass, mass_words, parcel_mass_g, table_references
 from parcelscan.datasets.physics.materials import LIBRARY, get_material
 from parcelscan.datasets.physics.profile import default_profile
 from parcelscan.datasets.physics.pseudocolor import transmission_to_log_attenuation
@@ -68,6 +68,7 @@ def test_a_pouch_over_clutter_weighs_what_it_holds(target, areal):
     # the signature is a target's (the neighbouring oxide may be read: Nd2O3 as Sm2O3 — the lookup names them)
     assert measured.targets, measured
     assert measured.opaque_share == 0.0
+    assert measured.to_dict()["mass_lower_bound"] is False  # the beam crosses all of it: an estimate, "≈"
 
 
 def test_an_empty_region_and_air_weigh_nothing():
@@ -145,3 +146,9 @@ def test_a_body_that_stops_the_beam_has_no_signature_and_a_lower_bound_mass():
     assert measured.core_ratio is None and measured.nearest is None and measured.could_be == []
     assert 0 < measured.mass_g < truth
     assert set(measured.mass_as_g) >= {"steel", "sugar", "Nd2O3"}
+    assert measured.to_dict()["mass_lower_bound"] is True  # and every report says so
+
+
+def test_a_mass_is_written_as_an_estimate_or_as_a_lower_bound():
+    assert mass_words(164.5, False) == "≈ 164.5 g"
+    assert mass_words(809.6, True, decimals=0) == "≥ 810 g"

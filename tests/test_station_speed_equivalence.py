@@ -63,7 +63,7 @@ def test_sample_verdicts_are_the_recorded_ones():
         have = got[want["scan_id"]]
         assert have["verdict"] == want["verdict"], want["scan_id"]
         assert have["score"] == pytest.approx(want["score"], abs=1e-6), want["scan_id"]
-        for key in ("reasons", "reason_classes", "powder_mass_g", "declaration_check"):
+        for key in ("reasons", "reason_classes", "powder_mass_g", "powder_mass_lower_bound", "declaration_check"):
             assert have[key] == want[key], (want["scan_id"], key)
     assert {g["verdict"] for g in golden} == {"clear", "suspect"}  # both kinds of verdict are covered
 

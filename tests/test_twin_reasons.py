@@ -56,6 +56,12 @@ def test_the_other_cases_say_what_they_are():
     assert not signature_reason([_body(None, [], [])])[1]
 
 
+def test_a_mass_behind_a_partly_stopped_beam_is_written_as_a_lower_bound():
+    body = {**_body("Nd2O3", ["Nd2O3"], ["Nd2O3"]), "opaque_share": 0.08, "mass_lower_bound": True}
+    words, _ = signature_reason([body])
+    assert words.endswith("(region 12.5 cm², ≥ 48 g)")
+
+
 # --- real simulated scans -----------------------------------------------------------------------------------------
 @pytest.fixture(scope="module")
 def pouches(tmp_path_factory):

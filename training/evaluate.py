@@ -797,12 +797,18 @@ def render_station_section(st: dict[str, Any]) -> list[str]:
     return [*lines, ""]
 
 
+MEASURED_ROW = "grams measured (the beam crosses every body)"
+LOWER_BOUND_ROW = "grams a lower bound (the beam stopped over part of a body)"
+
+
 def declaration_summary(records: Sequence[Any], verdicts: dict[str, dict[str, Any]]) -> dict[str, Any] | None:
     """The declaration issue's measures from the station's verdicts: ``declaration_check.status`` present,
     ``mismatch`` rates (Wilson 95 %) for clear parcels with a declaration and for suspects by how they were
     declared (false naming no twin, declared as a twin, honest), and the error of ``powder_mass_g`` on pure-powder
-    suspects (|Σ bodies − true| / true; a suspect without an estimate counts as 100 %) overall and per scenario.
-    None for a set without declarations in its manifest."""
+    suspects (|Σ bodies − true| / true; a suspect without an estimate counts as 100 %) overall, per scenario, and
+    apart for the scans whose grams are measured and those where they are a lower bound (a body behind a partly
+    stopped beam, ``powder_mass_lower_bound``; verdicts that carry it). None for a set without declarations in its
+    manifest."""
     if not any(getattr(r, "declaration_honest", None) is not None for r in records):
         return None
 
@@ -826,10 +832,14 @@ def declaration_summary(records: Sequence[Any], verdicts: dict[str, dict[str, An
     for r in records:
         if r.label != "suspect" or r.mass_fraction != 1.0 or not r.mass_g:
             continue
-        bodies = verdicts[r.scan_id].get("powder_mass_g") or []
+        verdict = verdicts[r.scan_id]
+        bodies = verdict.get("powder_mass_g") or []
         error = abs(sum(float(b) for b in bodies) - r.mass_g) / r.mass_g if bodies else 1.0
         errors.setdefault("all", []).append(error)
         errors.setdefault(str(r.scenario), []).append(error)
+        bounds = verdict.get("powder_mass_lower_bound")
+        if bodies and isinstance(bounds, list):  # what the number is: a measurement, or a lower bound
+            errors.setdefault(LOWER_BOUND_ROW if any(bounds) else MEASURED_ROW, []).append(error)
     out["mass_error"] = {key: {"n": len(v), "median": float(np.median(v)), "p90": float(np.quantile(v, 0.9)),
                                "without_estimate": sum(e == 1.0 for e in v)} for key, v in sorted(errors.items())}
     return out

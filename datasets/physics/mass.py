@@ -23,7 +23,8 @@ measuring) is measured in four steps:
    the median over them (their range is reported): the rare-earth oxides need similar areal densities for
    the same attenuation, GeO2 or gallium three to six times more.
 4. *Mass.* Σ areal density × pixel area (cm², from the scan's pitch) → grams. Pixels where the beam is nearly
-   stopped (A_high ≥ ``OPAQUE_A``) count at that level; their share is reported (the mass is then a lower bound).
+   stopped (A_high ≥ ``OPAQUE_A``) count at that level; their share is reported and the mass is then a lower bound
+   (``mass_lower_bound``): written "≥", never "≈" (``mass_words``), and left out where a format has only a mass.
    ``mass_as_g``: the body's grams were it each reference it could be (every reference when it has no signature),
    so that a declared line can be held to its weight.
 
@@ -105,8 +106,16 @@ class BodyMass:
     mass_as_g: dict[str, float] = field(default_factory=dict)  # the body's grams were it each reference (could_be;
     # every reference for a body without signature: there a lower bound)
 
+    @property
+    def mass_lower_bound(self) -> bool:
+        """True when the beam is stopped over part of the body: those pixels count at the opaque level, what lies
+        there beyond it is not counted, so ``mass_g`` is a lower bound (how far below the truth, the scan cannot
+        tell), never to be written as an estimate."""
+        return self.opaque_share > 0.0
+
     def to_dict(self) -> dict:
         return {"pixels": self.pixels, "area_cm2": round(self.area_cm2, 1), "mass_g": round(self.mass_g, 1),
+                "mass_lower_bound": self.mass_lower_bound,
                 "a_high": round(self.a_high, 3), "ratio": round(self.ratio, 4), "nearest": self.nearest,
                 "d_prime": None if self.d_prime is None else round(self.d_prime, 2), "twins": self.twins,
                 "targets": self.targets, "opaque_share": round(self.opaque_share, 3),
@@ -320,6 +329,13 @@ def body_mass(a_low: np.ndarray, a_high: np.ndarray, region: np.ndarray, pitch_m
     result.mass_g = float(np.median(list(masses.values())))
     result.mass_range_g = (min(masses.values()), max(masses.values()))
     return result
+
+
+def mass_words(grams: float, lower_bound: bool, decimals: int | None = None) -> str:
+    """A mass as a person reads it: "≈ 164.5 g" for an estimate, "≥ 810 g" for a lower bound (a body the beam does
+    not cross everywhere: how much lies behind the stopped part, no scan can tell). ``decimals`` None: ``:g``."""
+    number = f"{grams:g}" if decimals is None else f"{grams:.{decimals}f}"
+    return f"{'≥' if lower_bound else '≈'} {number} g"
 
 
 def readable_a(profile: ScannerProfile) -> float:

@@ -75,7 +75,8 @@ def declaration_view(verdict_line: Any, scan_meta: Any) -> dict[str, Any] | None
                                        "could_be": could_be,
                                        "mass_as_g": {name: grams for name in could_be
                                                      if (grams := _number(masses.get(name))) is not None},
-                                       "opaque_share": _number(body.get("opaque_share"))})
+                                       "opaque_share": _number(body.get("opaque_share")),
+                                       "mass_lower_bound": body.get("mass_lower_bound") is True})
         view["xray_mass_kg"] = _number(observed.get("xray_mass_kg"))
     masses = verdict.get("powder_mass_g")
     if isinstance(masses, list):

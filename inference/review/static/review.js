@@ -165,13 +165,15 @@
     reasons.replaceChildren();
     for (const r of d.reasons || []) li(reasons, r);
     const bodies = (d.bodies || []).map((b) => {
-      const grams = "≈ " + (b.mass_g == null ? "?" : Math.round(b.mass_g)) + " g ";
+      // "≥": the beam is stopped over part of the body, its grams are a lower bound (physics.mass)
+      const grams = (b.mass_lower_bound ? "≥ " : "≈ ") + (b.mass_g == null ? "?" : Math.round(b.mass_g)) + " g ";
       if (b.could_be && b.could_be.length) {  // what the core and weight allow, each with its own grams
         const masses = b.mass_as_g || {};
         const names = b.could_be.slice(0, 5).map((n) => masses[n] == null ? n : n + " " + Math.round(masses[n]) + " g");
         return grams + (b.nearest || b.could_be[0]) + "; could be " + names.join(", ") +
           (b.could_be.length > 5 ? ", …" : "");
       }
+      if (!b.nearest && b.mass_lower_bound) return grams + "no signature (the beam is stopped)";
       return grams + (b.nearest || "?") +
         (b.twins && b.twins.length > 1 ? " (or " + b.twins.slice(1, 4).join(", ") + ")" : "");
     });
