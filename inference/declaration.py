@@ -15,7 +15,7 @@ What is *seen*: the bodies the model localises (connected regions of its heatmap
 ``MIN_BODY_CM2``), each measured by ``physics.mass.body_mass`` (background removed, signature from the readable
 core, what it could be, grams),
 whether or not the scan's score reached the threshold — the check is a second, independent look at the same
-regions — and the parcel's X-ray mass (``physics.mass.parcel_mass_g``).
+regions — and the parcel's X-ray mass (``physics.mass.parcel_mass``; a lower bound where the beam is stopped).
 
 When it is a **mismatch**: the declaration cannot be read (``customs.parse_declaration``'s problems: wrong
 types, absurd weights, huge strings, unknown HS codes, another item's id); or the X-ray mass exceeds
@@ -78,7 +78,7 @@ from parcelscan.datasets.physics.mass import (
     body_mass,
     lookup_references,
     mass_words,
-    parcel_mass_g,
+    parcel_mass,
 )
 from parcelscan.datasets.physics.materials import RARE_EARTH_TARGETS, TARGET_MATERIALS
 from parcelscan.datasets.physics.profile import default_profile
@@ -334,7 +334,8 @@ def _hot_box(hot: np.ndarray) -> tuple[slice, slice] | None:
 def observe_heat(scan: Any, heat: np.ndarray | None, spec: Any = None) -> dict[str, Any]:
     """``observe`` from the model's heatmap already at scan pixels (None: no heatmap)."""
     if getattr(scan, "low", None) is None or getattr(scan, "high", None) is None:
-        return {"bodies": [], "xray_mass_kg": None, "note": "no dual-energy images: no masses"}
+        return {"bodies": [], "xray_mass_kg": None, "xray_mass_lower_bound": None,
+                "note": "no dual-energy images: no masses"}
     pitch = scan_pitch_mm(scan, spec)
     profile = default_profile()
     a_low = log_attenuation(scan.low)
@@ -355,7 +356,9 @@ def observe_heat(scan: Any, heat: np.ndarray | None, spec: Any = None) -> dict[s
                 measured = body_mass(a_low, a_high, region, pitch, profile)
                 if measured is not None:
                     bodies.append(measured.to_dict())
-    return {"bodies": bodies, "xray_mass_kg": round(parcel_mass_g(a_low, a_high, pitch, profile) / 1000.0, 2)}
+    parcel = parcel_mass(a_low, a_high, pitch, profile)
+    return {"bodies": bodies, "xray_mass_kg": round(parcel.mass_g / 1000.0, 2),
+            "xray_mass_lower_bound": parcel.mass_lower_bound}
 
 
 # --- the check ---------------------------------------------------------------------------------------------------
@@ -514,7 +517,8 @@ def check_declaration(raw: Any, scan_item_id: Any, observed: dict[str, Any], sou
     xray_kg = observed.get("xray_mass_kg")
     gross = declaration.gross_weight_kg
     if xray_kg is not None and gross is not None and xray_kg > WEIGHT_FACTOR * gross + WEIGHT_SLACK_KG:
-        reasons.append(f"{declaration.summary()}; the X-ray shows ≈ {xray_kg:.1f} kg (> {WEIGHT_FACTOR:g} × the "
+        shown = "≥" if observed.get("xray_mass_lower_bound") is True else "≈"  # a floor proves the excess too
+        reasons.append(f"{declaration.summary()}; the X-ray shows {shown} {xray_kg:.1f} kg (> {WEIGHT_FACTOR:g} × the "
                        f"declared gross weight + {WEIGHT_SLACK_KG:g} kg): undeclared mass")
     if reasons:
         return DeclarationCheck("mismatch", reasons, observed, source)
@@ -548,9 +552,11 @@ class DeclarationChecker:
             raw, source = meta["declaration"], "sidecar"
         try:
             if scan is None or outputs.prepared is None:
-                observed = {"bodies": [], "xray_mass_kg": None, "note": "the scan was not analysed"}
+                observed = {"bodies": [], "xray_mass_kg": None, "xray_mass_lower_bound": None,
+                            "note": "the scan was not analysed"}
             elif raw is None and verdict.verdict != "suspect":
-                observed = {"bodies": [], "xray_mass_kg": None, "note": "nothing to weigh: no declaration, not flagged"}
+                observed = {"bodies": [], "xray_mass_kg": None, "xray_mass_lower_bound": None,
+                            "note": "nothing to weigh: no declaration, not flagged"}
             elif getattr(outputs, "observed", None) is not None and \
                     getattr(outputs, "observed_pitch_mm", None) == scan_pitch_mm(scan):
                 observed = outputs.observed  # the powder alarm's own look at the same regions (the twin lookup)
@@ -560,7 +566,7 @@ class DeclarationChecker:
         except Exception as error:  # the check must never cost a verdict; it only ever adds
             check = DeclarationCheck("mismatch" if raw is not None else "absent",
                                      [f"declaration check failed: {type(error).__name__}: {error}"],
-                                     {"bodies": [], "xray_mass_kg": None}, source)
+                                     {"bodies": [], "xray_mass_kg": None, "xray_mass_lower_bound": None}, source)
         verdict.declaration_check = check.to_dict()
         if verdict.verdict == "suspect":
             bodies = check.observed.get("bodies", [])

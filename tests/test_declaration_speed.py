@@ -16,7 +16,7 @@ import cv2
 import numpy as np
 
 from parcelscan.datasets.physics import signature
-from parcelscan.datasets.physics.mass import body_mass, parcel_mass_g
+from parcelscan.datasets.physics.mass import body_mass, parcel_mass
 from parcelscan.datasets.physics.profile import default_profile
 from parcelscan.datasets.physics.pseudocolor import transmission_to_log_attenuation
 from parcelscan.datasets.scans.readers import discover_scans
@@ -84,7 +84,9 @@ def _plain_observe_heat(scan, heat: np.ndarray, pitch: tuple[float, float]) -> d
         measured = body_mass(a_low, a_high, labels == k, pitch, profile)
         if measured is not None:
             bodies.append(measured.to_dict())
-    return {"bodies": bodies, "xray_mass_kg": round(parcel_mass_g(a_low, a_high, pitch, profile) / 1000.0, 2)}
+    parcel = parcel_mass(a_low, a_high, pitch, profile)
+    return {"bodies": bodies, "xray_mass_kg": round(parcel.mass_g / 1000.0, 2),
+            "xray_mass_lower_bound": parcel.mass_lower_bound}
 
 
 def test_observe_heat_weighs_the_same_bodies_in_the_same_order_as_the_plain_way():

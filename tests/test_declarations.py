@@ -229,7 +229,10 @@ def test_absent_and_undeclared_mass():
     assert check_declaration(None, ITEM, {"bodies": []}, None).status == "absent"
     heavy = check_declaration(_declared("t-shirt", "6109.10", 0.3, 0.4), ITEM, {"bodies": [], "xray_mass_kg": 9.0},
                               "sidecar")
-    assert heavy.status == "mismatch" and "undeclared mass" in heavy.reasons[0]
+    assert heavy.status == "mismatch" and "undeclared mass" in heavy.reasons[0] and "≈ 9.0 kg" in heavy.reasons[0]
+    floor = check_declaration(_declared("t-shirt", "6109.10", 0.3, 0.4), ITEM,
+                              {"bodies": [], "xray_mass_kg": 9.0, "xray_mass_lower_bound": True}, "sidecar")
+    assert floor.status == "mismatch" and "shows ≥ 9.0 kg" in floor.reasons[0]  # a floor proves the excess too
     organic = check_declaration(_declared("machinery parts", "8487.90"), ITEM,
                                 {"bodies": [_body("sugar", ["sugar"])], "xray_mass_kg": 1.0}, "sidecar")
     assert organic.status == "consistent"  # organic bodies (food, packaging) are not what the check is about

@@ -13,7 +13,7 @@ import pytest
 
 from parcelscan.datasets.physics import attenuation, signature
 from parcelscan.datasets.physics.forward import forward_model
-from parcelscan.datasets.physics.mass import body_mass, mass_words, parcel_mass_g, table_references
+from parcelscan.datasets.physics.mass import OPAQUE_A, body_mass, mass_words, parcel_mass, table_references
 from parcelscan.datasets.physics.materials import LIBRARY, get_material
 from parcelscan.datasets.physics.profile import default_profile
 from parcelscan.datasets.physics.pseudocolor import transmission_to_log_attenuation
@@ -77,7 +77,7 @@ def test_an_empty_region_and_air_weigh_nothing():
     assert body_mass(a, a, region, (1.0, 1.0)) is None
     region[20:40, 20:40] = True
     assert body_mass(a, a, region, (1.0, 1.0)).mass_g == 0.0
-    assert parcel_mass_g(a, a, (1.0, 1.0)) == 0.0
+    assert (parcel_mass(a, a, (1.0, 1.0)).mass_g, parcel_mass(a, a, (1.0, 1.0)).opaque_cm2) == (0.0, 0.0)
 
 
 def test_the_parcel_mass_of_slabs_between_the_basis_materials():
@@ -86,7 +86,26 @@ def test_the_parcel_mass_of_slabs_between_the_basis_materials():
         maps = np.full((1, 100, 120), areal, np.float32)
         a_low, a_high = forward_model(profile).log_attenuation([get_material(name)], maps)
         truth = areal * 100 * 120 / 100.0  # g: areal × area in cm² at 1 mm pitch
-        assert abs(parcel_mass_g(a_low, a_high, (1.0, 1.0)) - truth) / truth < tolerance, name
+        weighed = parcel_mass(a_low, a_high, (1.0, 1.0))
+        assert abs(weighed.mass_g - truth) / truth < tolerance, name
+        assert not weighed.mass_lower_bound, name  # the beam crosses every slab: an estimate
+
+
+def test_a_parcel_behind_a_stopped_beam_weighs_a_lower_bound():
+    """Where the beam is stopped the basis counts the table's edge: the mass is then a floor, never called an
+    estimate, and the stopped area is what the scan's blocks say (a 2 × 3.2 cm block of 6 cm of iron)."""
+    profile = default_profile()
+    maps = np.zeros((2, 100, 120), np.float32)
+    maps[0] = 5.0  # 5 g/cm² of polyethylene everywhere: readable
+    maps[1, 40:60, 40:72] = 50.0  # 50 g/cm² of iron over 20 × 32 px at 1 mm: the beam stopped
+    a_low, a_high = forward_model(profile).log_attenuation([get_material("polyethylene"), get_material("Fe")], maps)
+    assert a_high[40:60, 40:72].min() >= OPAQUE_A
+    weighed = parcel_mass(a_low, a_high, (1.0, 1.0))
+    assert weighed.mass_lower_bound and weighed.opaque_cm2 == pytest.approx(6.4)  # 5 × 8 blocks of 4 × 4 mm
+    truth = (5.0 * 100 * 120 + 50.0 * 20 * 32) / 100.0
+    assert weighed.mass_g < truth  # what lies beyond the opaque level is not counted
+    plain = parcel_mass(a_low, np.minimum(a_high, 7.0), (1.0, 1.0))
+    assert not plain.mass_lower_bound and plain.opaque_cm2 == 0.0
 
 
 _BLOCK = """
@@ -105,11 +124,11 @@ def test_the_station_weighs_without_the_physics_libraries():
     np.savez(f"{_tmp()}/scene.npz", a_low=a_low, a_high=a_high, mask=mask)
     code = _BLOCK + f"""
 import json, numpy as np
-from parcelscan.datasets.physics.mass import body_mass, parcel_mass_g
+from parcelscan.datasets.physics.mass import body_mass, parcel_mass
 d = np.load({_tmp()!r} + '/scene.npz')
 b = body_mass(d['a_low'], d['a_high'], d['mask'], (1.0, 1.0))
 print(json.dumps({{'mass_g': b.mass_g, 'targets': b.targets, 'nearest': b.nearest,
-                  'parcel': parcel_mass_g(d['a_low'], d['a_high'], (1.0, 1.0)),
+                  'parcel': parcel_mass(d['a_low'], d['a_high'], (1.0, 1.0)).mass_g,
                   'heavy': sorted(m for m in ('xraydb', 'spekpy') if m in sys.modules)}}))
 """
     result = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=300)

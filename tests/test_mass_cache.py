@@ -212,7 +212,7 @@ def test_a_stale_or_foreign_basis_table_is_computed_not_read(monkeypatch, tmp_pa
 
 @pytest.mark.parametrize("block", [2, 3, 4, 7, 8])
 def test_block_mean_is_numpys_mean_to_the_bit(block):
-    """``parcel_mass_g``'s block means (whole-array adds of strided views) are numpy's ``mean(axis=(1, 3))``."""
+    """``parcel_mass``'s block means (whole-array adds of strided views) are numpy's ``mean(axis=(1, 3))``."""
     rng = np.random.default_rng(block)
     for trial in range(40):
         high = 3 * block if trial % 5 == 0 else 400  # single block rows and columns too (numpy iterates otherwise)

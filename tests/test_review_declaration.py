@@ -33,7 +33,7 @@ MISMATCH = {"status": "mismatch", "priority": "raised", "source": "sidecar",
                                      "mass_as_g": {"Nd2O3": 1400.0, "Pr6O11": 1380.0, "barite": 1610.0,
                                                    "steel": 99.0}},
                                     {"mass_g": 810.0, "mass_lower_bound": True, "nearest": None, "opaque_share": 0.5}],
-                         "xray_mass_kg": 2.4}}
+                         "xray_mass_kg": 2.4, "xray_mass_lower_bound": True}}
 
 
 @pytest.fixture(scope="module")
@@ -48,7 +48,8 @@ def review(tmp_path_factory):
     target.update(declaration_check=MISMATCH, powder_mass_g=[1400.0])
     hostile.update(declaration_check={"status": ["x"], "reasons": "not a list", "observed": {"bodies": [7, {
         "mass_g": "heavy", "twins": "Nd2O3", "could_be": "Nd2O3", "mass_as_g": ["Nd2O3"], "mass_lower_bound": "yes"}, {
-        "could_be": [3, "x" * 500, None], "mass_as_g": {"x" * 40: float("nan")}}]}}, powder_mass_g=["a", float("inf")])
+        "could_be": [3, "x" * 500, None], "mass_as_g": {"x" * 40: float("nan")}}], "xray_mass_lower_bound": "yes"}},
+        powder_mass_g=["a", float("inf")])
     results.write_text("".join(json.dumps(v, sort_keys=True) + "\n" for v in lines))
     sidecar = Path(target["inputs"][0]).with_name(f"{target['scan_id']}.json")
     meta = json.loads(sidecar.read_text()) if sidecar.exists() else {}
@@ -83,6 +84,7 @@ def test_mismatches_sort_first_and_the_declaration_shows_beside_the_image(review
     assert view["bodies"][0]["mass_as_g"] == {"Nd2O3": 1400.0, "Pr6O11": 1380.0, "barite": 1610.0}
     # a body behind a stopped beam: its grams are a lower bound, and the view says so
     assert [b["mass_lower_bound"] for b in view["bodies"]] == [False, True]
+    assert view["xray_mass_kg"] == 2.4 and view["xray_mass_lower_bound"] is True  # the parcel's mass: a floor too
     assert item["position"]["index"] == 1
     page = client.get(f"/review/{first['id']}?sort=declaration")
     assert page.status_code == 200 and 'id="declaration"' in page.text
@@ -99,6 +101,7 @@ def test_a_hostile_declaration_check_is_shown_as_unusable_never_an_error(review)
     assert response.status_code == 200
     view = response.json()["declaration"]
     assert view["status"] is None and view["reasons"] == [] and view["powder_mass_g"] == []
+    assert view["xray_mass_kg"] is None and view["xray_mass_lower_bound"] is False
     assert view["bodies"] == [{"mass_g": None, "nearest": None, "twins": [], "could_be": [], "mass_as_g": {},
                                "opaque_share": None, "mass_lower_bound": False},
                               {"mass_g": None, "nearest": None, "twins": [], "could_be": ["x" * 40], "mass_as_g": {},

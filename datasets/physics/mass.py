@@ -28,10 +28,11 @@ measuring) is measured in four steps:
    ``mass_as_g``: the body's grams were it each reference it could be (every reference when it has no signature),
    so that a declared line can be held to its weight.
 
-**The parcel** (``parcel_mass_g``): every pixel decomposed into the same polyethylene + iron basis (a table over
+**The parcel** (``parcel_mass``): every pixel decomposed into the same polyethylene + iron basis (a table over
 (A_high, R) solved once per profile, shipped as ``profiles/<name>.basis.npz``), Σ (t_pe + t_fe) × pixel area. The
 basis conserves mass exactly only for materials between the two; for a customs check against a declared gross
-weight its error (tens of per cent) is small beside what a false declaration hides.
+weight its error (tens of per cent) is small beside what a false declaration hides. Blocks where the beam is
+stopped count at the table's edge (``OPAQUE_A``): the parcel's mass is then a lower bound, written "≥".
 
 Everything here runs from the shipped attenuation table (``attenuation``) when it covers the profile: the
 station measures grams without xraydb or spekpy. ``python -m parcelscan.datasets.physics.mass --write-table``
@@ -566,21 +567,39 @@ def block_mean(image: np.ndarray, rows: int, cols: int, block: int) -> np.ndarra
     return total / np.float32(block * block)
 
 
-def parcel_mass_g(a_low: np.ndarray, a_high: np.ndarray, pitch_mm: tuple[float, float],
-                  profile: ScannerProfile | None = None, block: int = 4) -> float:
-    """The X-ray mass of everything in the scan (g): each ``block``×``block`` mean pixel decomposed into the
-    polyethylene + iron basis. Opaque pixels count at the table's edge (A_high 8): a lower bound there."""
+@dataclass(frozen=True)
+class ParcelMass:
+    """The X-ray mass of everything in a scan, and how much of it lies behind a stopped beam."""
+
+    mass_g: float
+    opaque_cm2: float  # the area of the blocks whose mean A_high reaches the table's edge (``OPAQUE_A``)
+
+    @property
+    def mass_lower_bound(self) -> bool:
+        """True when the beam is stopped somewhere: those blocks count at the opaque level and what lies beyond it
+        is not counted, so ``mass_g`` is a floor (written "≥"). A floor still proves an undeclared mass."""
+        return self.opaque_cm2 > 0.0
+
+
+def parcel_mass(a_low: np.ndarray, a_high: np.ndarray, pitch_mm: tuple[float, float],
+                profile: ScannerProfile | None = None, block: int = 4) -> ParcelMass:
+    """The X-ray mass of everything in the scan: each ``block``×``block`` mean pixel decomposed into the
+    polyethylene + iron basis. Opaque blocks (mean A_high ≥ the table's edge, ``OPAQUE_A``) count at that edge:
+    their area is reported and the mass is then a lower bound."""
     profile = profile or default_profile()
     rows, cols = (a_high.shape[0] // block) * block, (a_high.shape[1] // block) * block
     if rows == 0 or cols == 0:
-        return 0.0
+        return ParcelMass(0.0, 0.0)
     def pooled(image: np.ndarray) -> np.ndarray:
         return block_mean(image, rows, cols, block)
-    high = np.clip(pooled(np.asarray(a_high, np.float32)), 0.0, _GRID_A_HIGH[-1])
+    block_cm2 = block * block * pitch_mm[0] * pitch_mm[1] / 100.0
+    high = pooled(np.asarray(a_high, np.float32))
+    opaque_cm2 = float(np.count_nonzero(high >= _GRID_A_HIGH[-1])) * block_cm2
+    high = np.clip(high, 0.0, _GRID_A_HIGH[-1])
     low = pooled(np.asarray(a_low, np.float32))
     content = high > 0.02  # air and belt noise weigh nothing
     if not content.any():
-        return 0.0
+        return ParcelMass(0.0, opaque_cm2)
     ratio = np.clip(low[content] / np.maximum(high[content], 1e-6), _GRID_R[0], _GRID_R[-1])
     table, r_axis = _basis_table(profile)
     i = np.interp(high[content], _GRID_A_HIGH, np.arange(len(_GRID_A_HIGH)))
@@ -590,7 +609,7 @@ def parcel_mass_g(a_low: np.ndarray, a_high: np.ndarray, pitch_mm: tuple[float, 
     fi, fj = i - i0, j - j0
     areal = (table[i0, j0] * (1 - fi) * (1 - fj) + table[i1, j0] * fi * (1 - fj)
              + table[i0, j1] * (1 - fi) * fj + table[i1, j1] * fi * fj)
-    return float(areal.sum()) * block * block * pitch_mm[0] * pitch_mm[1] / 100.0
+    return ParcelMass(float(areal.sum()) * block_cm2, opaque_cm2)
 
 
 if __name__ == "__main__":  # python -m parcelscan.datasets.physics.mass --write-table|--write-basis-table [PROFILE]

@@ -177,7 +177,8 @@
       return grams + (b.nearest || "?") +
         (b.twins && b.twins.length > 1 ? " (or " + b.twins.slice(1, 4).join(", ") + ")" : "");
     });
-    const xray = d.xray_mass_kg == null ? "" : "parcel ≈ " + d.xray_mass_kg + " kg by X-ray";
+    const xray = d.xray_mass_kg == null ? "" :
+      "parcel " + (d.xray_mass_lower_bound ? "≥ " : "≈ ") + d.xray_mass_kg + " kg by X-ray";
     text("declaration-seen", [bodies.join("; ") || "no dense body", xray].filter(Boolean).join(" · "));
     const problems = $("declaration-problems");
     problems.replaceChildren();
