@@ -331,11 +331,18 @@ def _hot_box(hot: np.ndarray) -> tuple[slice, slice] | None:
     return slice(y - y % 2, y + height), slice(x - x % 2, x + width)
 
 
+def _nothing_weighed(note: str | None = None) -> dict[str, Any]:
+    """``observed`` of a scan that was not weighed: no bodies, no parcel mass, and why (``note``)."""
+    observed: dict[str, Any] = {"bodies": [], "xray_mass_kg": None, "xray_mass_lower_bound": None}
+    if note is not None:
+        observed["note"] = note
+    return observed
+
+
 def observe_heat(scan: Any, heat: np.ndarray | None, spec: Any = None) -> dict[str, Any]:
     """``observe`` from the model's heatmap already at scan pixels (None: no heatmap)."""
     if getattr(scan, "low", None) is None or getattr(scan, "high", None) is None:
-        return {"bodies": [], "xray_mass_kg": None, "xray_mass_lower_bound": None,
-                "note": "no dual-energy images: no masses"}
+        return _nothing_weighed("no dual-energy images: no masses")
     pitch = scan_pitch_mm(scan, spec)
     profile = default_profile()
     a_low = log_attenuation(scan.low)
@@ -517,8 +524,9 @@ def check_declaration(raw: Any, scan_item_id: Any, observed: dict[str, Any], sou
     xray_kg = observed.get("xray_mass_kg")
     gross = declaration.gross_weight_kg
     if xray_kg is not None and gross is not None and xray_kg > WEIGHT_FACTOR * gross + WEIGHT_SLACK_KG:
-        shown = "≥" if observed.get("xray_mass_lower_bound") is True else "≈"  # a floor proves the excess too
-        reasons.append(f"{declaration.summary()}; the X-ray shows {shown} {xray_kg:.1f} kg (> {WEIGHT_FACTOR:g} × the "
+        # "≥" where the beam is stopped: a floor above the declared weight proves the excess too
+        shown = mass_words(xray_kg, observed.get("xray_mass_lower_bound") is True, decimals=1, unit="kg")
+        reasons.append(f"{declaration.summary()}; the X-ray shows {shown} (> {WEIGHT_FACTOR:g} × the "
                        f"declared gross weight + {WEIGHT_SLACK_KG:g} kg): undeclared mass")
     if reasons:
         return DeclarationCheck("mismatch", reasons, observed, source)
@@ -552,11 +560,9 @@ class DeclarationChecker:
             raw, source = meta["declaration"], "sidecar"
         try:
             if scan is None or outputs.prepared is None:
-                observed = {"bodies": [], "xray_mass_kg": None, "xray_mass_lower_bound": None,
-                            "note": "the scan was not analysed"}
+                observed = _nothing_weighed("the scan was not analysed")
             elif raw is None and verdict.verdict != "suspect":
-                observed = {"bodies": [], "xray_mass_kg": None, "xray_mass_lower_bound": None,
-                            "note": "nothing to weigh: no declaration, not flagged"}
+                observed = _nothing_weighed("nothing to weigh: no declaration, not flagged")
             elif getattr(outputs, "observed", None) is not None and \
                     getattr(outputs, "observed_pitch_mm", None) == scan_pitch_mm(scan):
                 observed = outputs.observed  # the powder alarm's own look at the same regions (the twin lookup)
@@ -566,7 +572,7 @@ class DeclarationChecker:
         except Exception as error:  # the check must never cost a verdict; it only ever adds
             check = DeclarationCheck("mismatch" if raw is not None else "absent",
                                      [f"declaration check failed: {type(error).__name__}: {error}"],
-                                     {"bodies": [], "xray_mass_kg": None, "xray_mass_lower_bound": None}, source)
+                                     _nothing_weighed(), source)
         verdict.declaration_check = check.to_dict()
         if verdict.verdict == "suspect":
             bodies = check.observed.get("bodies", [])

@@ -13,7 +13,14 @@ import pytest
 
 from parcelscan.datasets.physics import attenuation, signature
 from parcelscan.datasets.physics.forward import forward_model
-from parcelscan.datasets.physics.mass import OPAQUE_A, body_mass, mass_words, parcel_mass, table_references
+from parcelscan.datasets.physics.mass import (
+    OPAQUE_A,
+    ParcelMass,
+    body_mass,
+    mass_words,
+    parcel_mass,
+    table_references,
+)
 from parcelscan.datasets.physics.materials import LIBRARY, get_material
 from parcelscan.datasets.physics.profile import default_profile
 from parcelscan.datasets.physics.pseudocolor import transmission_to_log_attenuation
@@ -77,7 +84,7 @@ def test_an_empty_region_and_air_weigh_nothing():
     assert body_mass(a, a, region, (1.0, 1.0)) is None
     region[20:40, 20:40] = True
     assert body_mass(a, a, region, (1.0, 1.0)).mass_g == 0.0
-    assert (parcel_mass(a, a, (1.0, 1.0)).mass_g, parcel_mass(a, a, (1.0, 1.0)).opaque_cm2) == (0.0, 0.0)
+    assert parcel_mass(a, a, (1.0, 1.0)) == ParcelMass(0.0, 0.0)
 
 
 def test_the_parcel_mass_of_slabs_between_the_basis_materials():

@@ -332,11 +332,12 @@ def body_mass(a_low: np.ndarray, a_high: np.ndarray, region: np.ndarray, pitch_m
     return result
 
 
-def mass_words(grams: float, lower_bound: bool, decimals: int | None = None) -> str:
+def mass_words(mass: float, lower_bound: bool, decimals: int | None = None, unit: str = "g") -> str:
     """A mass as a person reads it: "≈ 164.5 g" for an estimate, "≥ 810 g" for a lower bound (a body the beam does
-    not cross everywhere: how much lies behind the stopped part, no scan can tell). ``decimals`` None: ``:g``."""
-    number = f"{grams:g}" if decimals is None else f"{grams:.{decimals}f}"
-    return f"{'≥' if lower_bound else '≈'} {number} g"
+    not cross everywhere: how much lies behind the stopped part, no scan can tell). ``mass`` is in ``unit`` (a
+    parcel's X-ray mass: "kg"); ``decimals`` None: ``:g``."""
+    number = f"{mass:g}" if decimals is None else f"{mass:.{decimals}f}"
+    return f"{'≥' if lower_bound else '≈'} {number} {unit}"
 
 
 def readable_a(profile: ScannerProfile) -> float:
