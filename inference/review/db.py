@@ -35,6 +35,7 @@ import json
 import re
 import sqlite3
 import threading
+import time
 from collections.abc import Iterator, Sequence
 from contextlib import contextmanager
 from dataclasses import dataclass, field
@@ -157,11 +158,25 @@ def connect(target: str | Path | Target, *, create: bool = False) -> sqlite3.Con
     return _connect_sqlite(parsed.path, create=create)
 
 
+def _wal_mode(conn: sqlite3.Connection) -> str:
+    """Switch to WAL and return the journal mode in force. The switch needs the file to itself, and when several
+    connections open a new file at once SQLite answers "database is locked" at once instead of waiting in its busy
+    handler (it would risk a deadlock): retried here up to ``BUSY_TIMEOUT_S``, as any other lock is waited for."""
+    deadline = time.monotonic() + BUSY_TIMEOUT_S
+    while True:
+        try:
+            return conn.execute("PRAGMA journal_mode=WAL").fetchone()[0]
+        except sqlite3.OperationalError as error:
+            if "locked" not in str(error) or time.monotonic() >= deadline:
+                raise
+            time.sleep(0.01)
+
+
 def _open_sqlite(path: Path) -> sqlite3.Connection:
     try:
         conn = sqlite3.connect(str(path), timeout=BUSY_TIMEOUT_S, isolation_level=None, check_same_thread=False)
         conn.row_factory = sqlite3.Row
-        mode = conn.execute("PRAGMA journal_mode=WAL").fetchone()[0]
+        mode = _wal_mode(conn)
         conn.execute("PRAGMA synchronous=FULL")
         conn.execute("PRAGMA foreign_keys=ON")
         conn.execute(f"PRAGMA busy_timeout={int(BUSY_TIMEOUT_S * 1000)}")
