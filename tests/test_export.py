@@ -218,8 +218,7 @@ def test_shipped_checkpoints_reproduce_the_shipped_models(kind):
     raw = read_checkpoint(checkpoint)
     assert raw["source"]["onnx_sha256"] == sha256_file(onnx_path)
     assert raw.get("optimizer") is None and raw.get("scheduler") is None and raw.get("ema") is None
-    stage = {"dual": "dual-ceiling", "rgb": "rgb"}[kind]  # the recipe of the run the file was exported from
-    recipe = load_config(Path(__file__).resolve().parent.parent / "training" / "recipes" / f"{stage}.yaml")
+    recipe = load_config(Path(__file__).resolve().parent.parent / "training" / "recipes" / f"{kind}.yaml")
     # the recipe as stored when the checkpoint was made; settings added since read back as their defaults
     from parcelscan.training.config import TrainConfig
     from parcelscan.training.ship import RUN_FIELDS

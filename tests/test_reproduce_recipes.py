@@ -2,11 +2,9 @@
 runs end to end, shrunk.
 
 It is the one command a station's engineers retrain a shipped model with (issue 14, item 5): simulate the three
-training parts → merge → split → train (→ for dual, fine-tune with the attenuation ceiling on the first half of the
-scans) → simulate the calibration set → export → calibrate over all clear parcels → export with that operating point →
-the weights-only `.pt`. Here it runs with the real recipe file, only
-shrunk (a few scans per part, 8 mm tiles of 64 px, one epoch). Nothing is stubbed:
-the same `python -m parcelscan` commands run."""
+training parts → merge → split → train → simulate the calibration set → export → calibrate over all clear parcels →
+export with that operating point → the weights-only `.pt`. Here it runs with the real recipe file, only shrunk (a few
+scans per part, 8 mm tiles of 64 px, one epoch). Nothing is stubbed: the same `python -m parcelscan` commands run."""
 
 from __future__ import annotations
 
@@ -26,8 +24,9 @@ from parcelscan.training.ship import RUN_FIELDS
 REPO = Path(__file__).resolve().parents[1]
 SCRIPT = REPO / "training" / "recipes" / "reproduce.sh"
 INPUT_KIND = {"dual": "dual_energy", "rgb": "pseudo_color"}
-SHIPPED_STAGE = {"dual": "dual-ceiling", "rgb": "rgb"}  # the recipe whose run the shipped file was exported from
-STAGE_1_TILES = {"pixel_pitch_mm": 4.0, "tile_rows": 160, "tile_cols": 160}
+TILES = {"pixel_pitch_mm": 4.0, "tile_rows": 160, "tile_cols": 160}
+# the dual-energy recipe clamps both attenuations at the opaque level (since session 15, from the first step)
+CEILING = {"dual": {"attenuation_ceiling": 8.0}, "rgb": {}}
 
 
 def _recipe(name: str) -> dict:
@@ -40,22 +39,15 @@ def test_the_shipped_recipe_is_what_the_script_trains(name):
     best.pt by partial AUC (the model cards state these), and the Makefile's target runs it; the shipped model's
     checkpoint carries the same training settings."""
     recipe = _recipe(name)
-    assert recipe["preprocessing"] == STAGE_1_TILES
+    assert recipe["preprocessing"] == TILES | CEILING[name]
     assert (recipe["twin_policy"], recipe["select_metric"]) == ("ignore", "pauc")
     assert recipe["input_kind"] == INPUT_KIND[name]
     assert f"training/recipes/reproduce.sh {name} " in (REPO / "Makefile").read_text(encoding="utf-8")
-    shipped_recipe = _recipe(SHIPPED_STAGE[name])
-    shipped = read_checkpoint(REPO / "model" / "default" / f"parcelscan-{name}.pt")["config"]
-    for key, value in shipped_recipe.items():
+    shipped = read_checkpoint(REPO / "model" / "default" / f"parcelscan-{name}.pt")
+    for key, value in recipe.items():
         if key not in RUN_FIELDS:  # loader processes: how fast the run ran, not what it learnt
-            assert shipped[key] == value, key
-    if name == "dual":  # stage 2: stage 1's recipe, fine-tuned with the dark end clamped, from a checkpoint
-        assert shipped_recipe["preprocessing"] == STAGE_1_TILES | {"attenuation_ceiling": 8.0}
-        source = read_checkpoint(REPO / "model" / "default" / f"parcelscan-{name}.pt")["source"]
-        assert source["init_from"] and shipped_recipe["epochs"] < recipe["epochs"]
-        schedule = ("preprocessing", "epochs", "lr", "warmup_epochs")
-        assert {k: v for k, v in shipped_recipe.items() if k not in schedule} \
-            == {k: v for k, v in recipe.items() if k not in schedule}
+            assert shipped["config"][key] == value, key
+    assert not shipped["source"].get("init_from")  # trained from scratch by the one stage the script runs
 
 
 def test_an_unknown_model_name_is_refused(tmp_path):
@@ -68,16 +60,11 @@ def test_an_unknown_model_name_is_refused(tmp_path):
 def test_reproduce_script_runs_end_to_end_shrunk(tmp_path, name):
     recipe = _recipe(name)
     recipe.update(epochs=1, batch_size=4, plots=False, workers=0,
-                  preprocessing={"pixel_pitch_mm": 8.0, "tile_rows": 64, "tile_cols": 64})
+                  preprocessing={"pixel_pitch_mm": 8.0, "tile_rows": 64, "tile_cols": 64} | CEILING[name])
     tiny = tmp_path / "tiny.yaml"
     tiny.write_text(yaml.safe_dump(recipe), encoding="utf-8")
-    ceiling = _recipe("dual-ceiling")
-    ceiling.update(epochs=1, batch_size=4, plots=False, workers=0,
-                   preprocessing=recipe["preprocessing"] | {"attenuation_ceiling": 8.0})
-    tiny_ceiling = tmp_path / "tiny-ceiling.yaml"
-    tiny_ceiling.write_text(yaml.safe_dump(ceiling), encoding="utf-8")
     out = tmp_path / "out"
-    env = {**os.environ, "PY": sys.executable, "RECIPE": str(tiny), "CEILING_RECIPE": str(tiny_ceiling),
+    env = {**os.environ, "PY": sys.executable, "RECIPE": str(tiny),
            "WORKERS": "1", "STRESS_COUNT": "16", "POSTAL_COUNT": "12", "SHIELDED_COUNT": "4", "CALIB_COUNT": "20",
            "VAL_FRACTION": "0.25", "OMP_NUM_THREADS": "1"}
     done = subprocess.run(["bash", str(SCRIPT), name, str(out)], cwd=REPO, env=env, capture_output=True, text=True,
@@ -90,11 +77,8 @@ def test_reproduce_script_runs_end_to_end_shrunk(tmp_path, name):
     calibration = json.loads((out / "calibration.json").read_text())
     metadata = read_metadata(out / f"parcelscan-{name}.onnx")
     assert metadata.input_kind == INPUT_KIND[name]
-    if name == "dual":  # stage 2 ran on the first half of the scans, and the shipped file is its export
-        half = [json.loads(line) for line in (out / "train-half" / "manifest.jsonl").read_text().splitlines()]
-        assert len(half) == 16 and {r["scan_id"] for r in half} < {r["scan_id"] for r in manifest}
-        assert "fine-tuned with the attenuation ceiling" in done.stdout
-        assert metadata.preprocessing["attenuation_ceiling"] == 8.0 and metadata.name == "dual-ceiling"
+    if name == "dual":  # the dark end clamped in the exported model's preprocessing
+        assert metadata.preprocessing["attenuation_ceiling"] == 8.0
     else:
         assert "attenuation_ceiling" not in metadata.preprocessing
     assert metadata.threshold == pytest.approx(calibration["threshold"])

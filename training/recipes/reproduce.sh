@@ -5,33 +5,30 @@
 #
 # 1. simulate the training scans: the stress mix (seed 9301), the postal stream (seed 9302, half of them suspect)
 #    and shielded concealments (seed 9303); merge them and split 90/10 by parcel;
-# 2. train `training/recipes/<name>.yaml` (4 mm, 160 × 160 tiles, classifier head, twins out of the losses);
-# 3. dual only (since session 11): fine-tune that with the dark end clamped, `training/recipes/dual-ceiling.yaml`,
-#    on the first half of the same scans (the first 6,000 / 3,000 / 600 of each seed, split 90/10 by parcel: the
-#    session-7 training set, which `rgb` trains on);
-# 4. simulate the clear-only postal calibration set (3,000 scans, seed 777101: no bar uses it);
-# 5. export, choose the threshold for Pfa 1 % over *all* its clear parcels (twins included: what a station
+# 2. train `training/recipes/<name>.yaml` (4 mm, 160 × 160 tiles, classifier head, twins out of the losses; dual:
+#    both attenuations clamped at the opaque level from the first step, since session 15);
+# 3. simulate the clear-only postal calibration set (3,000 scans, seed 777101: no bar uses it);
+# 4. export, choose the threshold for Pfa 1 % over *all* its clear parcels (twins included: what a station
 #    pays), export again with that operating point in the model's metadata, and write the weights-only `.pt`
 #    that `parcelscan retrain` starts from: `OUT_DIR/parcelscan-<name>.onnx` and `.pt`, as in `model/default/`.
 #
 # Training-set sizes (scan i of a seed depends only on (seed, i), so a smaller set is the start of a larger one, and
 # `simulate --start` continues a seed):
-#   dual: 12,000 stress + 6,000 postal + 1,200 shielded (since session 8; the session-7 default used half), simulated
-#         as two halves so that stage 3 has the first one;
+#   dual: 24,000 stress + 12,000 postal + 2,400 shielded (since session 15; session 8's default used half of it,
+#         session 7's a quarter);
 #   rgb:   6,000 stress + 3,000 postal +   600 shielded (the pseudo-colour variant: the operator images of the
 #          session-7 training set).
 # Every seed here is a development seed, never one a bar is measured on. Times on 2 cores (Intel Xeon, AMD EPYC) are in
 # the README's model cards.
 # Environment: PY (python, default: .venv/bin/python if present, else python3), WORKERS (simulation processes,
-# default 2), RECIPE (default training/recipes/<name>.yaml), CEILING_RECIPE (dual's stage 3, default
-# training/recipes/dual-ceiling.yaml). Sizes, for a shrunk run (tests/test_reproduce_recipes.py): STRESS_COUNT,
-# POSTAL_COUNT, SHIELDED_COUNT (defaults above), CALIB_COUNT (3000), VAL_FRACTION (0.1: a few dozen scans need more
-# for their validation split to hold both labels).
+# default 2), RECIPE (default training/recipes/<name>.yaml). Sizes, for a shrunk run (tests/test_reproduce_recipes.py):
+# STRESS_COUNT, POSTAL_COUNT, SHIELDED_COUNT (defaults above), CALIB_COUNT (3000), VAL_FRACTION (0.1: a few dozen
+# scans need more for their validation split to hold both labels).
 set -euo pipefail
 NAME=${1:?usage: reproduce.sh dual|rgb OUT_DIR}
 OUT=${2:?usage: reproduce.sh dual|rgb OUT_DIR}
 case "$NAME" in
-  dual) SIZES=(12000 6000 1200) ;;
+  dual) SIZES=(24000 12000 2400) ;;
   rgb) SIZES=(6000 3000 600) ;;
   *) echo "reproduce.sh: unknown model '$NAME' (dual or rgb)" >&2; exit 2 ;;
 esac
@@ -40,7 +37,6 @@ if [[ -z "${PY:-}" ]]; then
 fi
 WORKERS=${WORKERS:-2}
 RECIPE=${RECIPE:-training/recipes/$NAME.yaml}
-CEILING_RECIPE=${CEILING_RECIPE:-training/recipes/dual-ceiling.yaml}
 STRESS_COUNT=${STRESS_COUNT:-${SIZES[0]}}
 POSTAL_COUNT=${POSTAL_COUNT:-${SIZES[1]}}
 SHIELDED_COUNT=${SHIELDED_COUNT:-${SIZES[2]}}
@@ -59,29 +55,12 @@ simulate() {  # simulate NAME SEED MIX [more simulate options]
 }
 
 if [[ ! -f "$OUT/train/manifest.jsonl" ]]; then
-  if [[ "$NAME" == dual ]]; then  # two halves of each seed: the first is stage 3's training set
-    FIRST=($(( STRESS_COUNT / 2 )) $(( POSTAL_COUNT / 2 )) $(( SHIELDED_COUNT / 2 )))
-  else
-    FIRST=("$STRESS_COUNT" "$POSTAL_COUNT" "$SHIELDED_COUNT")
-  fi
-  PARTS=()
-  simulate stress9301 9301 stress --count "${FIRST[0]}"
-  simulate postal9302 9302 postal --count "${FIRST[1]}" --suspect-fraction 0.5
-  simulate shielded9303 9303 stress --count "${FIRST[2]}" --scenarios shielded --suspect-fraction 1
-  PARTS+=("$OUT/stress9301" "$OUT/postal9302" "$OUT/shielded9303")
-  if [[ "$NAME" == dual ]]; then
-    if [[ ! -f "$OUT/train-half/manifest.jsonl" ]]; then  # (a rerun after a stop in between keeps it)
-      $PY -m parcelscan data merge "$OUT/train-half" "${PARTS[@]}" > "$OUT/merge-half.log"  # hard links
-      $PY -m parcelscan data split "$OUT/train-half" --val "$VAL_FRACTION" --test 0 --seed 0
-    fi
-    simulate stress9301b 9301 stress --start "${FIRST[0]}" --count $(( STRESS_COUNT - FIRST[0] ))
-    simulate postal9302b 9302 postal --start "${FIRST[1]}" --count $(( POSTAL_COUNT - FIRST[1] )) --suspect-fraction 0.5
-    simulate shielded9303b 9303 stress --start "${FIRST[2]}" --count $(( SHIELDED_COUNT - FIRST[2] )) \
-      --scenarios shielded --suspect-fraction 1
-    PARTS+=("$OUT/stress9301b" "$OUT/postal9302b" "$OUT/shielded9303b")
-  fi
+  simulate stress9301 9301 stress --count "$STRESS_COUNT"
+  simulate postal9302 9302 postal --count "$POSTAL_COUNT" --suspect-fraction 0.5
+  simulate shielded9303 9303 stress --count "$SHIELDED_COUNT" --scenarios shielded --suspect-fraction 1
+  PARTS=("$OUT/stress9301" "$OUT/postal9302" "$OUT/shielded9303")
   $PY -m parcelscan data merge "$OUT/train" "${PARTS[@]}" > "$OUT/merge.log"  # hard links
-  rm -rf "${PARTS[@]}"  # the scans live on in train (and train-half)
+  rm -rf "${PARTS[@]}"  # the scans live on in train
   $PY -m parcelscan data split "$OUT/train" --val "$VAL_FRACTION" --test 0 --seed 0
   say "merged and split $(grep -c . "$OUT/train/manifest.jsonl") scans"
 fi
@@ -92,12 +71,6 @@ OMP_NUM_THREADS=2 $PY -m parcelscan train --data "$OUT/train" --config "$RECIPE"
   --project "$OUT/runs" --name "$NAME" --no-progress
 BEST="$OUT/runs/$NAME/weights/best.pt"
 say "trained: $(tail -n 1 "$OUT/runs/$NAME/results.csv" | cut -d, -f1) epochs"
-if [[ "$NAME" == dual ]]; then
-  OMP_NUM_THREADS=2 $PY -m parcelscan train --data "$OUT/train-half" --config "$CEILING_RECIPE" \
-    --init-from "$BEST" --project "$OUT/runs" --name dual-ceiling --no-progress
-  BEST="$OUT/runs/dual-ceiling/weights/best.pt"
-  say "fine-tuned with the attenuation ceiling: $(tail -n 1 "$OUT/runs/dual-ceiling/results.csv" | cut -d, -f1) epochs"
-fi
 
 simulate calib777101 777101 postal --count "$CALIB_COUNT" --suspect-fraction 0
 $PY -m parcelscan export --checkpoint "$BEST" --out "$OUT/uncalibrated.onnx" --data examples/scans
