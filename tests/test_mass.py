@@ -125,14 +125,14 @@ sys.meta_path.insert(0, _No())
 """
 
 
-def test_the_station_weighs_without_the_physics_libraries():
+def test_the_station_weighs_without_the_physics_libraries(tmp_path):
     """A body's mass and signature and the parcel's mass from the shipped table alone (no xraydb, no spekpy)."""
     a_low, a_high, mask, truth = _scene("Nd2O3", 0.6, np.random.default_rng(5))
-    np.savez(f"{_tmp()}/scene.npz", a_low=a_low, a_high=a_high, mask=mask)
+    np.savez(tmp_path / "scene.npz", a_low=a_low, a_high=a_high, mask=mask)
     code = _BLOCK + f"""
 import json, numpy as np
 from parcelscan.datasets.physics.mass import body_mass, parcel_mass
-d = np.load({_tmp()!r} + '/scene.npz')
+d = np.load({str(tmp_path / 'scene.npz')!r})
 b = body_mass(d['a_low'], d['a_high'], d['mask'], (1.0, 1.0))
 print(json.dumps({{'mass_g': b.mass_g, 'targets': b.targets, 'nearest': b.nearest,
                   'parcel': parcel_mass(d['a_low'], d['a_high'], (1.0, 1.0)).mass_g,
@@ -142,17 +142,6 @@ print(json.dumps({{'mass_g': b.mass_g, 'targets': b.targets, 'nearest': b.neares
     assert result.returncode == 0, result.stderr[-2000:]
     out = json.loads(result.stdout.strip().splitlines()[-1])
     assert out["heavy"] == [] and abs(out["mass_g"] - truth) / truth < 0.15 and out["parcel"] > truth
-
-
-_TMP: list[str] = []
-
-
-def _tmp() -> str:
-    if not _TMP:
-        import tempfile
-
-        _TMP.append(tempfile.mkdtemp(prefix="parcelscan-mass-"))
-    return _TMP[0]
 
 
 def test_a_pouch_could_be_its_own_target_and_weighs_what_it_holds_as_it():
