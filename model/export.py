@@ -2,7 +2,8 @@
 
 What ``export_checkpoint`` does, in order, and why:
 
-1. Wraps the network so the file's outputs are what a station needs: ``suspect_probability`` (N,) —
+1. Wraps the eval-mode network (with its test-time flips, when its configuration has them: the views are in the
+   graph) so the file's outputs are what a station needs: ``suspect_probability`` (N,) —
    softmax of the temperature-scaled logits, class 1 —, the raw ``logits`` (N, 2), and ``heatmap``
    (N, 1, h, w) as sigmoid probabilities. Input ``scan`` (N, C, tile_rows, tile_cols) float32 with a
    dynamic batch axis and dynamic rows/columns (the backbone is fully convolutional with global
@@ -493,6 +494,9 @@ def export_model(model, info: dict[str, Any], out: str | Path, parity_data: str 
         raise ParcelscanError(f"checkpoint has {info.get('in_channels')} input channels but its preprocessing "
                               f"spec makes {spec.in_channels}")
     model = model.eval()
+    flips = int(getattr(getattr(model, "config", None), "test_time_flips", 1))
+    if flips > 1:  # the graph scores every tile in this many views (model/network.py); a station sees one model
+        metadata.extra["test_time_flips"] = str(flips)
     parity_scans = load_scan_tiles(Path(parity_data), spec, limit=PARITY_MAX_SCANS)
     if not parity_scans:
         raise ParcelscanError(f"no readable scans under {parity_data} for the parity check")
@@ -560,11 +564,28 @@ def default_parity_data(info: dict[str, Any]) -> Path | None:
 def export_checkpoint(checkpoint: str | Path, out: str | Path, data: str | Path | None = None, int8: bool = False,
                       calibration: str | Path | None = None, threshold: float | None = None,
                       tolerance: float = DEFAULT_TOLERANCE, log: Callable[[str], None] = print,
-                      operating_point: dict[str, Any] | None = None) -> ExportResult:
-    """``parcelscan export``: load a checkpoint (EMA weights when present) and export it."""
+                      operating_point: dict[str, Any] | None = None,
+                      test_time_flips: int | None = None) -> ExportResult:
+    """``parcelscan export``: load a checkpoint (EMA weights when present) and export it; ``test_time_flips``
+    overrides the checkpoint's views per tile (``model.network``: 1, 2 or 4)."""
     from parcelscan.model.checkpoint import load_checkpoint  # loads torch: only when exporting a checkpoint
+    from parcelscan.model.network import set_test_time_flips
 
     model, info = load_checkpoint(checkpoint)
+    stored_flips = model.config.test_time_flips
+    if test_time_flips is not None and test_time_flips != stored_flips:
+        try:
+            set_test_time_flips(model, test_time_flips)
+        except ValueError as error:
+            raise ParcelscanError(f"--test-time-flips: {error}") from error
+        # another graph from the same weights: its version says so, and the checkpoint's threshold was chosen for
+        # scores of another number of views
+        version = str(info.get("version") or "0")
+        info = {**info, "version": f"{version}{'.' if '+' in version else '+'}flips{test_time_flips}"}
+        if threshold is None and operating_point is None:
+            log(f"warning: test-time flips {stored_flips} -> {test_time_flips}: the checkpoint's threshold "
+                f"{info.get('threshold')} was chosen for {stored_flips} view(s); calibrate this model "
+                "(python -m parcelscan.training.calibrate) and export again with --threshold-from")
     parity_data = data or calibration or default_parity_data(info)
     if parity_data is None:
         raise ParcelscanError("no scans for the parity check: pass --data DIR (station-format scans)")

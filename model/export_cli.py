@@ -6,6 +6,7 @@ Examples::
     parcelscan export --checkpoint best.pt --out model-int8.onnx --int8 --calibration data/val
     parcelscan export --checkpoint best.pt --out model.onnx --sign-key ~/.parcelscan-keys/release.key
     parcelscan export --checkpoint best.pt --out model.onnx --threshold-from calibration.json
+    parcelscan export --checkpoint best.pt --out model-flips4.onnx --test-time-flips 4
     parcelscan export --recalibrate model.onnx --threshold-from calibration.json [--out other.onnx]
     parcelscan export --show model/default/parcelscan-dual.onnx
 
@@ -44,6 +45,9 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--threshold-from", metavar="CALIB.json",
                         help="take the threshold and target Pfa from a `python -m parcelscan.training.calibrate "
                              "--json` result, and keep that result in the model's metrics (operating_point)")
+    parser.add_argument("--test-time-flips", type=int, choices=(1, 2, 4), metavar="N",
+                        help="score every tile in N views in the model file: 1, 2 (+ left-right) or 4 (+ up-down, "
+                             "both), logits averaged (default: the checkpoint's network setting); re-calibrate after")
     parser.add_argument("--tolerance", type=float, default=None,
                         help="parity tolerance on max |Δ| (default 1e-4)")
     parser.add_argument("--sign-key", metavar="KEY",
@@ -124,7 +128,8 @@ def run(args: argparse.Namespace) -> int:
     result = export_checkpoint(args.checkpoint, args.out, data=args.data, int8=args.int8,
                                calibration=args.calibration, threshold=args.threshold,
                                tolerance=args.tolerance if args.tolerance is not None else DEFAULT_TOLERANCE,
-                               log=lambda line: print(line, file=sys.stderr), operating_point=operating_point)
+                               log=lambda line: print(line, file=sys.stderr), operating_point=operating_point,
+                               test_time_flips=args.test_time_flips)
     m = result.metadata
     print(f"exported {result.path} ({result.path.stat().st_size / 1e6:.2f} MB, opset {m.extra.get('opset')}, "
           f"{m.extra.get('quantization')}) in {result.seconds:.1f} s")

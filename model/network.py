@@ -31,10 +31,20 @@ Why this shape:
   the 2 mm arms); the sum lets either kind of evidence raise the score. A hybrid verdict can rise without a
   hot cell, so on it the heatmap explains but does not bound the score.
 
+* **Test-time flips** (``NetworkConfig.test_time_flips``: 1, 2 or 4) — in eval mode the tile is also scored
+  mirrored left-right (2) and up-down and both (4), in one batch: the logits are the mean over the views, the
+  heatmap logits the mean of each view's heatmap flipped back. Why: a parcel mirrored on the belt is the same
+  parcel (training flips tiles for free), and the mean of the views lowers the score's variance where the
+  evidence is faint. It costs the network's compute times the views (~0.9 ms a tile on one core for the 4 mm
+  default) and changes no weight, so it is a setting of the stored network, applied by everything that runs it in
+  eval mode — validation, ``evaluate`` on a checkpoint, the exported graph, hence the station. Training steps
+  (train mode) see one view. Measured on the shipped default's weights: README, "Session 16 measurements".
+
 ``forward(x) -> (logits (N, 2), heatmap_logits (N, 1, ceil(H/8), ceil(W/8)))``.
 
 **Shape configuration**: everything that decides the shapes of the weights (arch, input channels,
-classes, decoder width, hidden units) is a :class:`NetworkConfig`, stored in every checkpoint
+classes, decoder width, hidden units) — and how the stored network scores a tile (score head, test-time
+flips) — is a :class:`NetworkConfig`, stored in every checkpoint
 (``network``) and read back to build the model, so changing a default here cannot silently break an old
 checkpoint. Checkpoints written before the configuration was stored lack some keys: those take the values
 the network had then (:data:`LEGACY_SHAPE`), never the current defaults.
@@ -43,7 +53,7 @@ the network had then (:data:`LEGACY_SHAPE`), never the current defaults.
 from __future__ import annotations
 
 import math
-from dataclasses import asdict, dataclass, fields
+from dataclasses import asdict, dataclass, fields, replace
 from typing import Any
 
 import torch
@@ -58,10 +68,12 @@ HIDDEN_UNITS = 256  # default hidden units of the classification head for new mo
 # The shape of every checkpoint written before ``network`` was stored in it: frozen, whatever the defaults
 # above become (a missing key in a stored configuration takes these values).
 LEGACY_SHAPE = {"decoder_channels": 32, "hidden_units": 256, "num_classes": 2, "score_head": "classifier",
-                "score_topk": 4}
+                "score_topk": 4, "test_time_flips": 1}
 SCORE_HEADS = ("classifier", "heatmap_topk", "hybrid")
 SCORE_TOPK = 4  # default cells in the top-k pool: 2×2 cells of 16 mm at 2 mm/px, about a 10 g pouch
 HEATMAP_PRIOR = 0.01  # initial powder probability per cell: a fresh model does not paint the whole scan
+TEST_TIME_FLIPS = (1, 2, 4)  # views scored in eval mode: identity; + left-right; + up-down and both
+FLIP_DIMS = ((), (3,), (2,), (2, 3))  # the views' flipped axes of an (N, C, H, W) tile batch, in that order
 BN_MOMENTUM = 0.1  # PyTorch's default, for every arch (torchvision's MobileNetV3 uses 0.01; see ParcelNet)
 
 
@@ -76,6 +88,7 @@ class NetworkConfig:
     hidden_units: int = HIDDEN_UNITS
     score_head: str = "classifier"  # see the module docstring: classifier | heatmap_topk | hybrid
     score_topk: int = SCORE_TOPK  # heatmap cells averaged by heatmap_topk and hybrid (unused by classifier)
+    test_time_flips: int = 1  # views averaged in eval mode (module docstring); changes no weight
 
     def to_dict(self) -> dict[str, Any]:
         return asdict(self)
@@ -95,7 +108,7 @@ class NetworkConfig:
         return cls(arch=str(values["arch"]), in_channels=int(values["in_channels"]),
                    num_classes=int(values["num_classes"]), decoder_channels=int(values["decoder_channels"]),
                    hidden_units=int(values["hidden_units"]), score_head=str(values["score_head"]),
-                   score_topk=int(values["score_topk"]))
+                   score_topk=int(values["score_topk"]), test_time_flips=int(values["test_time_flips"]))
 
 
 def _backbone_blocks(arch: str) -> list[nn.Module]:
@@ -193,6 +206,8 @@ class ParcelNet(nn.Module):
         if config.score_head != "classifier" and (num_classes != 2 or not 1 <= config.score_topk <= 16):
             # 16 cells: the smallest tile (32×32 px) has 4×4 heatmap cells, so k is always available
             raise ValueError(f"{config.score_head} needs num_classes 2 and score_topk within 1-16")
+        if config.test_time_flips not in TEST_TIME_FLIPS:
+            raise ValueError(f"test_time_flips must be one of {TEST_TIME_FLIPS}, got {config.test_time_flips}")
         self.config = config
         self.arch, self.in_channels, self.num_classes = arch, in_channels, num_classes
         blocks = _backbone_blocks(arch)
@@ -210,6 +225,7 @@ class ParcelNet(nn.Module):
                 module.momentum = BN_MOMENTUM
         self.score_head = config.score_head
         self.score_topk = config.score_topk
+        self.test_time_flips = config.test_time_flips
         if config.score_head in ("classifier", "hybrid"):
             hidden = config.hidden_units
             self.classifier = nn.Sequential(nn.Linear(2 * ch32, hidden), nn.Hardswish(), nn.Dropout(0.2),
@@ -231,6 +247,17 @@ class ParcelNet(nn.Module):
         return self.score_scale * top.mean(dim=1) + self.score_bias
 
     def forward(self, x: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+        if self.training or self.test_time_flips == 1:
+            return self.score_views(x)
+        views = FLIP_DIMS[: self.test_time_flips]
+        logits, heat = self.score_views(torch.cat([x.flip(dims) if dims else x for dims in views]))
+        # view-major batch → (views, N, …): reshape, not split, so the exported graph keeps a dynamic batch axis
+        logits = logits.reshape(len(views), -1, logits.shape[-1]).mean(dim=0)
+        heat = heat.reshape(len(views), -1, *heat.shape[1:]).unbind(0)
+        return logits, torch.stack([h.flip(dims) if dims else h for h, dims in zip(heat, views, strict=True)]).mean(0)
+
+    def score_views(self, x: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+        """One view per tile: (logits, heatmap logits) of the tiles as they are."""
         f8 = self.to_stride8(x)
         f32 = self.to_stride32(f8)
         heat = self.decoder(f8, f32)
@@ -247,18 +274,29 @@ class ParcelNet(nn.Module):
 
 def build_model(arch: str = DEFAULT_ARCH, in_channels: int = 3, num_classes: int = 2,
                 decoder_channels: int | None = None, hidden_units: int | None = None,
-                score_head: str = "classifier", score_topk: int = SCORE_TOPK) -> ParcelNet:
+                score_head: str = "classifier", score_topk: int = SCORE_TOPK, test_time_flips: int = 1) -> ParcelNet:
     """The contract's constructor: randomly initialised (never downloads weights). Unset widths take the
     module defaults *now* (:data:`DECODER_CHANNELS`, :data:`HIDDEN_UNITS`); a stored model is built with
     :func:`build_from_config` instead."""
     return ParcelNet(NetworkConfig(arch, in_channels, num_classes,
                                    DECODER_CHANNELS if decoder_channels is None else decoder_channels,
-                                   HIDDEN_UNITS if hidden_units is None else hidden_units, score_head, score_topk))
+                                   HIDDEN_UNITS if hidden_units is None else hidden_units, score_head, score_topk,
+                                   test_time_flips))
 
 
 def build_from_config(config: NetworkConfig) -> ParcelNet:
     """A randomly initialised model of exactly the stored shape (load the stored weights into it)."""
     return ParcelNet(config)
+
+
+def set_test_time_flips(model: ParcelNet, flips: int) -> ParcelNet:
+    """``model`` scoring ``flips`` views in eval mode from now on, its stored configuration saying so (a setting,
+    not a shape: no weight changes). Returns the model."""
+    if flips not in TEST_TIME_FLIPS:
+        raise ValueError(f"test_time_flips must be one of {TEST_TIME_FLIPS}, got {flips}")
+    model.config = replace(model.config, test_time_flips=flips)
+    model.test_time_flips = flips
+    return model
 
 
 def count_parameters(model: nn.Module) -> int:

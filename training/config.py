@@ -33,6 +33,9 @@ class TrainConfig:
     # heatmap_topk = the scan score is the mean of the top score_topk heatmap logits (verdict = localisation)
     score_head: str = "classifier"
     score_topk: int = 4
+    # views a tile is scored in by the eval-mode network — validation, and what export writes into the model file:
+    # 1, 2 (+ left-right) or 4 (+ up-down, both); model/network.py. 0 = keep init_from's (1 for a new model)
+    test_time_flips: int = 0
     epochs: int = 40
     batch_size: int = 32
     workers: int = 2  # DataLoader worker processes per rank
@@ -115,6 +118,11 @@ class TrainConfig:
             raise ParcelscanError(f"score_head must be one of {', '.join(SCORE_HEADS)}, got {self.score_head!r}")
         if not 1 <= self.score_topk <= 16:
             raise ParcelscanError(f"score_topk must be within 1-16, got {self.score_topk}")
+        from parcelscan.model.network import TEST_TIME_FLIPS
+
+        if self.test_time_flips not in (0, *TEST_TIME_FLIPS):
+            raise ParcelscanError(f"test_time_flips must be 0 (keep) or one of {TEST_TIME_FLIPS}, "
+                                  f"got {self.test_time_flips}")
         if self.twin_policy not in TWIN_POLICIES:
             raise ParcelscanError(f"twin_policy must be one of {', '.join(TWIN_POLICIES)}, got {self.twin_policy!r}")
         if self.train_crop < 0 or self.train_crop % 32:

@@ -227,7 +227,8 @@ def checkpoint_from_onnx(onnx_path: str | Path, recipe: str | Path | None = None
     spec = PreprocessSpec.from_dict(metadata.preprocessing)
     network = NetworkConfig(arch=metadata.arch, in_channels=spec.in_channels, num_classes=len(metadata.classes),
                             decoder_channels=LEGACY_SHAPE["decoder_channels"],
-                            hidden_units=LEGACY_SHAPE["hidden_units"])
+                            hidden_units=LEGACY_SHAPE["hidden_units"],
+                            test_time_flips=int(metadata.extra.get("test_time_flips", 1)))  # parity checks it
     torch.manual_seed(0)
     model = build_from_config(network)
     pairs = _assign(model, onnx_path)

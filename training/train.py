@@ -331,6 +331,8 @@ class Trainer:
             self.network = network_config(resumed)
         elif config.init_from:
             self.spec, self.init_weights, self.network = _initial_weights(config)
+            if config.test_time_flips:  # a scoring setting, not a shape: a fine-tune may change it
+                self.network = dataclasses.replace(self.network, test_time_flips=config.test_time_flips)
         else:
             self.spec = make_spec(config)
         self.fingerprint = data_fingerprint(self.train_records + self.val_records, self.data_dir)
@@ -354,7 +356,7 @@ class Trainer:
             persistent_workers=False)  # workers must see the dataset's set_epoch (augmentation varies per epoch)
         model = (build_from_config(self.network) if self.network is not None
                  else build_model(config.arch, self.spec.in_channels, score_head=config.score_head,
-                                  score_topk=config.score_topk))
+                                  score_topk=config.score_topk, test_time_flips=config.test_time_flips or 1))
         if self.init_weights is not None:
             model.load_state_dict(self.init_weights)
         # channels-last (NHWC) weights and batches: MobileNet's depthwise and 1×1 convolutions run ~1.5× faster
