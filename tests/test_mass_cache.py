@@ -10,8 +10,9 @@
 * Every body of the sample scans' ground-truth masks weighs the same with the cached curves as with the direct
   ones: the reported (rounded) numbers identical, every float to 1e-12 relative.
 * ``basis_stack``'s evaluator (μ/ρ looked up once) is the direct sum to the bit.
-* Reading excesses through a curve in ascending order (``_Ordered``) gives, to the bit, the plain
-  ``Σ sign(x)·interp(|x|, curve, grid)``.
+* Reading excesses through a curve by prefix sums over the sorted excesses (``_Ordered``) gives the plain
+  ``Σ sign(x)·interp(|x|, curve, grid)`` to 1e-12 relative — plateaus, zeros, pixels beyond the last knot and
+  knots falling on pixel values included — and reading through two curves in a row is one read.
 """
 
 from __future__ import annotations
@@ -156,14 +157,26 @@ def test_every_sample_body_weighs_the_same_with_cached_and_direct_curves(bodies,
                 assert other == value, name
 
 
-def test_ordered_reading_is_the_plain_sum_to_the_bit():
-    rng = np.random.default_rng(4)
-    x = np.concatenate([rng.normal(0.2, 0.4, 5000), np.zeros(7), [1e3, -1e3]])
-    rng.shuffle(x)
+def _plain(x: np.ndarray, xp: np.ndarray, fp: np.ndarray) -> float:
+    return float(np.sum(np.sign(x) * np.interp(np.abs(x), xp, fp)))
+
+
+@pytest.mark.parametrize("pixels", [1, 40, 5000, 60000])
+def test_ordered_reading_is_the_plain_sum(pixels):
+    rng = np.random.default_rng(pixels)
     grid = mass._P_GRID_G_CM2
     curve = np.maximum.accumulate(np.minimum(np.sqrt(grid), 2.0))  # plateaus: repeated x-points in interp
-    plain = float(np.sum(np.sign(x) * np.interp(np.abs(x), curve, grid))) * 0.25
-    assert mass._grams(mass._Ordered.of(x), curve, 0.25) == plain
+    x = np.concatenate([rng.normal(0.2, 0.4, pixels), np.zeros(7), [1e3, 5.0, -1e3], curve[[3, 50, 120]]])  # knots hit
+    rng.shuffle(x)
+    plain = _plain(x, curve, grid) * 0.25
+    assert mass._grams(mass._Ordered.of(x), curve, 0.25) == pytest.approx(plain, rel=1e-12, abs=1e-12)
+    low_curve = np.sin(grid / 50.0) * 3.0  # not monotone: an excess A_low curve need not be
+    assert mass._Ordered.of(x).sum_through(curve, low_curve) == pytest.approx(_plain(x, curve, low_curve), rel=1e-12,
+                                                                             abs=1e-9)
+    # the predicted R's two reads (excess A_high → areal density → excess A_low) are one read on the knots
+    areal = np.interp(np.abs(x), curve, grid)
+    two_reads = float(np.sum(np.sign(x) * np.interp(areal, grid, low_curve)))
+    assert mass._Ordered.of(x).sum_through(curve, low_curve) == pytest.approx(two_reads, rel=1e-12, abs=1e-9)
 
 
 def test_the_basis_evaluator_is_the_direct_sum_to_the_bit(background):

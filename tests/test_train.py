@@ -91,7 +91,7 @@ def test_run_writes_every_artefact(run):
     assert last["ema"] is not None and last["optimizer"]["state"]
     assert last["network"] == {"arch": "mobilenet_v3_small", "in_channels": 3, "num_classes": 2,
                                "decoder_channels": 32, "hidden_units": 256, "score_head": "classifier",
-                               "score_topk": 4}  # the shape is stored, not assumed
+                               "score_topk": 4, "test_time_flips": 1}  # the shape is stored, not assumed
     metrics = json.loads((run / "metrics.json").read_text())
     best = read_checkpoint(run / "weights" / "best.pt")
     assert metrics["best_epoch"] == best["epoch"] and metrics["threshold"] == best["threshold"]
@@ -142,6 +142,9 @@ def test_init_from_starts_at_the_checkpoint_weights(run, dataset, tmp_path):
     assert trainer.spec.to_dict() == best["preprocessing"]  # the checkpoint's spec, not the config's defaults
     for key, value in best["ema"].items():
         assert torch.equal(trainer.model.state_dict()[key], value), key
+    assert trainer.model.test_time_flips == 1  # test_time_flips 0: the checkpoint's setting
+    flipped = Trainer(TrainConfig.from_dict({**config.to_dict(), "test_time_flips": 4}))  # a setting, not a shape
+    assert flipped.model.test_time_flips == 4 and flipped.model.config.test_time_flips == 4
     with pytest.raises(ParcelscanError, match="is a mobilenet_v3_small model"):
         Trainer(TrainConfig.from_dict({**config.to_dict(), "arch": "resnet18"}))
 

@@ -286,11 +286,11 @@ def body_mass(a_low: np.ndarray, a_high: np.ndarray, region: np.ndarray, pitch_m
     # every reference fitted per pixel: its areal density from the pixel's excess A_high, its predicted excess
     # A_low from that; the body's predicted R = Σ predicted ΔA_low / Σ ΔA_high
     on_bg = np.full(len(refs), np.inf)
+    # (excess A_high → areal density → excess A_low is one piecewise-linear map on the excess A_high knots: the
+    # first interpolation sends knot k to grid point k, and the second is linear between grid points)
     core = _Ordered.of(core_high)
     for j, (high_c, low_c, _) in enumerate(curves):
-        areal = np.interp(core.magnitude, high_c, _P_GRID_G_CM2)  # ascending: the curves rise
-        on_bg[j] = float(np.sum(core.sign * core.in_place(np.interp(areal, _P_GRID_G_CM2, low_c)))) / max(
-            float(core_high.sum()), 1e-9)
+        on_bg[j] = core.sum_through(high_c, low_c) / max(float(core_high.sum()), 1e-9)
     predicted = np.where([family == "target" for _, family, _ in refs], on_bg, np.inf)
     result.core_ratio = core_ratio
     result.fit_ratios = {refs[j][0]: float(on_bg[j]) for j in range(len(refs)) if np.isfinite(on_bg[j])}
@@ -347,32 +347,41 @@ def readable_a(profile: ScannerProfile) -> float:
 
 @dataclass(frozen=True)
 class _Ordered:
-    """A body's per-pixel excesses sorted once for the ~40 reference curves they are read through: ``np.interp``
-    starts each search at the previous hit, so ascending queries cost a fifth of scattered ones (0.9 → 0.2 ms for
-    25 000 pixels). Each value is the same (interp is element-wise), and ``in_place`` puts them back in the pixels'
-    own order before anything is summed, so every sum is the same to the bit."""
+    """A body's per-pixel excesses sorted once, with two prefix sums, for the ~40 reference curves they are read
+    through. A curve is piecewise linear between its knots, so Σ sign(x)·interp(|x|, xp, fp) is, per interval
+    between two knots, intercept × Σ sign + slope × Σ sign·|x| over the pixels in it: the knots are searched in the
+    sorted excesses and the two sums read off, O(knots · log pixels) per curve instead of O(pixels) (a 30,000-pixel
+    body: 0.31 → 0.02 ms a curve on a 2-core EPYC). It equals the element-wise sum to ~1e-15 relative, not to the
+    bit (tests/test_mass_cache.py)."""
 
-    sign: np.ndarray  # sign of each excess, in the pixels' order
     magnitude: np.ndarray  # |excess|, ascending
-    order: np.ndarray  # magnitude[i] = |x[order[i]]|
+    signs: np.ndarray  # signs[i] = Σ sign over the first i sorted pixels (length pixels + 1)
+    moments: np.ndarray  # moments[i] = Σ sign·|x| over the first i
 
     @classmethod
     def of(cls, x: np.ndarray) -> _Ordered:
-        magnitude = np.abs(x)
+        magnitude = np.abs(np.asarray(x, float))
         order = np.argsort(magnitude)
-        return cls(np.sign(x), magnitude[order], order)
+        sign, ascending = np.sign(x)[order], magnitude[order]
+        return cls(ascending, np.concatenate([[0.0], np.cumsum(sign)]),
+                   np.concatenate([[0.0], np.cumsum(sign * ascending)]))
 
-    def in_place(self, values: np.ndarray) -> np.ndarray:
-        """``values`` (aligned with ``magnitude``) in the pixels' own order."""
-        out = np.empty_like(values)
-        out[self.order] = values
-        return out
+    def sum_through(self, xp: np.ndarray, fp: np.ndarray) -> float:
+        """Σ sign(x)·np.interp(|x|, xp, fp) over the pixels; ``xp`` ascending (repeated knots allowed, as in
+        ``np.interp``: a pixel below the first knot reads ``fp[0]``, one at or beyond the last ``fp[-1]``)."""
+        xp, fp = np.asarray(xp, float), np.asarray(fp, float)
+        cut = np.searchsorted(self.magnitude, xp, side="left")  # pixels [cut[k], cut[k+1]) lie in [xp[k], xp[k+1])
+        dx = np.diff(xp)
+        slope = np.divide(np.diff(fp), dx, out=np.zeros_like(dx), where=dx > 0)
+        intercept = fp[:-1] - slope * xp[:-1]
+        signs, moments = self.signs[cut], self.moments[cut]
+        return float(fp[0] * signs[0] + fp[-1] * (self.signs[-1] - signs[-1])
+                     + intercept @ np.diff(signs) + slope @ np.diff(moments))
 
 
 def _grams(excess: _Ordered, excess_high_curve: np.ndarray, pixel_cm2: float) -> float:
     """Σ areal density × pixel area of the excesses read through one reference's curve (signed: noise averages)."""
-    return float(np.sum(excess.sign * excess.in_place(np.interp(excess.magnitude, excess_high_curve,
-                                                                 _P_GRID_G_CM2)))) * pixel_cm2
+    return excess.sum_through(excess_high_curve, _P_GRID_G_CM2) * pixel_cm2
 
 
 def _unreadable(result: BodyMass, profile: ScannerProfile, d_high: np.ndarray, over_low: float, over_high: float,
