@@ -225,7 +225,6 @@ class ParcelNet(nn.Module):
                 module.momentum = BN_MOMENTUM
         self.score_head = config.score_head
         self.score_topk = config.score_topk
-        self.test_time_flips = config.test_time_flips
         if config.score_head in ("classifier", "hybrid"):
             hidden = config.hidden_units
             self.classifier = nn.Sequential(nn.Linear(2 * ch32, hidden), nn.Hardswish(), nn.Dropout(0.2),
@@ -240,6 +239,11 @@ class ParcelNet(nn.Module):
             self.score_scale = nn.Parameter(torch.ones(()))
             self.score_bias = nn.Parameter(torch.zeros(()))
         self.train()
+
+    @property
+    def test_time_flips(self) -> int:
+        """Views a tile is scored in by the eval-mode network: the stored configuration's, never a copy of it."""
+        return self.config.test_time_flips
 
     def pooled_margin(self, heat: torch.Tensor) -> torch.Tensor:
         """(N, 1, h, w) heatmap logits → (N,) suspect margin: affine map of the mean of the top-k cells."""
@@ -295,7 +299,6 @@ def set_test_time_flips(model: ParcelNet, flips: int) -> ParcelNet:
     if flips not in TEST_TIME_FLIPS:
         raise ValueError(f"test_time_flips must be one of {TEST_TIME_FLIPS}, got {flips}")
     model.config = replace(model.config, test_time_flips=flips)
-    model.test_time_flips = flips
     return model
 
 
