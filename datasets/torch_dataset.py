@@ -112,16 +112,21 @@ class ScanDataset(Dataset):
     ``augment``: physical augmentation in transmission space (``augment.XrayAugment``).
     ``skip_incompatible``: drop pseudo-colour-only records when the spec is dual-energy instead of
     refusing the manifest.
+    ``sort_by_scan_id``: items in scan-id order instead of manifest order (training: a set assembled in another
+    order then draws the same scans with the same randomness).
     """
 
     def __init__(self, manifest_or_dir: str | Path, spec: PreprocessSpec, split: str | list[str] | None = None,
                  augment: bool = False, seed: int = 0, augment_config: Any = None,
                  skip_incompatible: bool = False, tile_flips: bool = False, cache_root: str | Path | None = None,
-                 twin_policy: str = "negative", crop: int = 0, tile_augment: bool = False):
+                 twin_policy: str = "negative", crop: int = 0, tile_augment: bool = False,
+                 sort_by_scan_id: bool = False):
         path = manifest_path(Path(manifest_or_dir))
         self.root = path.parent
         self.spec = spec
         records = read_manifest(path)
+        if sort_by_scan_id:  # the items' randomness is seeded by their index: make it the scan's, not the line's
+            records.sort(key=lambda r: r.scan_id)
         if split is not None:
             wanted = {split} if isinstance(split, str) else set(split)
             records = [r for r in records if r.split in wanted]

@@ -3,9 +3,11 @@
 The dict (contract "Model"): ``arch``, ``in_channels``, ``model`` (state_dict), ``ema`` (state_dict or
 None), ``optimizer``, ``scheduler``, ``epoch``, ``config``, ``preprocessing`` (spec dict), ``classes``,
 ``threshold``, ``target_pfa``, ``temperature``, ``metrics``, ``data_fingerprint``, ``git_commit``,
-``created``, ``name``, ``version``, ``network`` (the :class:`~parcelscan.model.network.NetworkConfig`
-the weights were built with: the model is rebuilt from it, never from the network module's current
-defaults; checkpoints written before it was stored are read with the shape they had then); plus
+``created``, ``name``, ``version``, ``compute`` (torch version, intra-op threads and CPU instruction set of
+the run: what besides recipe and data decides its bits; ``training.train.compute_record``), ``network``
+(the :class:`~parcelscan.model.network.NetworkConfig` the weights were built with: the model is rebuilt
+from it, never from the network module's current defaults; checkpoints written before it was stored are
+read with the shape they had then); plus
 ``format`` so a future layout change is detectable.
 
 This module loads torch (through the network): callers on a torch-free path import it where they need it.

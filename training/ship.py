@@ -27,7 +27,7 @@ from parcelscan.training.config import TrainConfig
 # many processes load batches: every item's randomness is seeded by its index, so the batches are the same.
 RUN_FIELDS = ("data", "name", "project", "progress", "init_from", "workers")
 KEPT_KEYS = ("arch", "in_channels", "network", "config", "preprocessing", "classes", "target_pfa", "temperature",
-             "metrics", "data_fingerprint", "git_commit", "created", "name", "version", "epoch")
+             "metrics", "data_fingerprint", "git_commit", "compute", "created", "name", "version", "epoch")
 METHOD = "EMA weights of the training run's best.pt (weights only, no optimizer state)"
 
 

@@ -87,6 +87,17 @@ def seed_everything(seed: int, deterministic: bool) -> None:
         torch.use_deterministic_algorithms(True, warn_only=True)
 
 
+def compute_record() -> dict[str, Any]:
+    """What, besides the recipe and the data, decides a run's bits: the library versions, the CPU instruction set
+    oneDNN's kernels are chosen for and the number of intra-op threads (a convolution's weight gradient is summed
+    over per-thread partial sums, so 1 and 2 threads give weights that differ in the last bits after a step;
+    ``tests/test_train_determinism.py``). A run repeated with the same record, recipe and data gives the same
+    weights bit for bit."""
+    return {"torch": str(torch.__version__), "numpy": str(np.__version__), "threads": torch.get_num_threads(),
+            "cpu_capability": str(torch.backends.cpu.get_cpu_capability()),
+            "cuda": str(torch.version.cuda) if torch.cuda.is_available() else None}
+
+
 def data_fingerprint(records: list[Any], root: Path) -> str:
     """sha256 over the manifest lines used (sorted by scan id) and the size of every file they name.
 
@@ -214,7 +225,10 @@ class BalancedShardSampler(torch.utils.data.Sampler):
 
 # --- data ----------------------------------------------------------------------------------------------------------
 def load_splits(data_dir: Path) -> tuple[list[Any], list[Any]]:
-    records = read_manifest(data_dir)
+    """(train, val) records, each sorted by scan id: the sampler draws dataset indices, so a set whose manifest
+    lines were assembled in another order (``data merge`` of its parts in another order, ``--move``, an
+    extension by ``simulate --start``) trains exactly as the same scans in manifest order would."""
+    records = sorted(read_manifest(data_dir), key=lambda r: r.scan_id)
     train = [r for r in records if r.split == "train"]
     val = [r for r in records if r.split == "val"]
     if not any(r.split for r in records):
@@ -267,11 +281,12 @@ def make_spec(config: TrainConfig):
 
 def build_train_dataset(root: Path, spec: Any, config: TrainConfig):
     """The train split as ``datasets.torch_dataset.ScanDataset``: one tile per scan (the one with the most
-    powder for a suspect), tile label from the mask, physical augmentation, seeded by (seed, epoch, index)."""
+    powder for a suspect), tile label from the mask, physical augmentation, seeded by (seed, epoch, index), the
+    items in scan-id order (``load_splits``)."""
     return ScanDataset(root, spec, split="train", augment=config.augment, seed=config.seed,
                        tile_flips=config.tile_flips, cache_root=cache_root(root, config),
                        twin_policy=config.twin_policy, crop=config.train_crop,
-                       tile_augment=config.tile_augment)
+                       tile_augment=config.tile_augment, sort_by_scan_id=True)
 
 
 def cache_root(root: Path, config: TrainConfig) -> Path | None:
@@ -338,6 +353,12 @@ class Trainer:
         self.fingerprint = data_fingerprint(self.train_records + self.val_records, self.data_dir)
         if resumed is not None and resumed.get("data_fingerprint") != self.fingerprint and self.dist.is_main:
             print(f"warning: the dataset changed since {self.resume_path} was written (data fingerprint differs)")
+        self.compute = compute_record()
+        before = (resumed or {}).get("compute")
+        if before and before != self.compute and self.dist.is_main:
+            changed = ", ".join(f"{k} {before.get(k)} → {v}" for k, v in self.compute.items() if before.get(k) != v)
+            print(f"warning: resumed on other compute ({changed}): the run will not be bit-identical to one "
+                  "that was never interrupted")
         self._build(resumed)
 
     # --- setup --------------------------------------------------------------------------------------------
@@ -513,7 +534,7 @@ class Trainer:
             "epoch": epoch, "config": self.config.to_dict(), "preprocessing": self.spec.to_dict(),
             "threshold": float(val["val/threshold"]), "target_pfa": self.config.target_pfa,
             "temperature": float(val["val/temperature"]), "metrics": {"val": metrics},
-            "data_fingerprint": self.fingerprint, "git_commit": self.git_commit,
+            "data_fingerprint": self.fingerprint, "git_commit": self.git_commit, "compute": self.compute,
             "created": datetime.now(UTC).isoformat(timespec="seconds"), "name": self.run_name,
             "version": f"{__version__}+{self.run_name}.e{epoch}",
             "train_state": {"best_fitness": list(self.best["fitness"]), "best_epoch": self.best["epoch"],
@@ -555,6 +576,9 @@ class Trainer:
             print(f"training {config.arch} on {len(self.train_records)} train / {len(self.val_records)} val scans "
                   f"({self.spec.input_kind}, tiles {self.spec.tile_rows}x{self.spec.tile_cols}), device {self.device}"
                   f"{f', {self.dist.world_size} processes' if self.dist.enabled else ''} → {run_dir}")
+            print(f"compute: torch {self.compute['torch']}, {self.compute['threads']} intra-op thread(s), CPU "
+                  f"{self.compute['cpu_capability']} (a run repeated with the same compute, recipe and data gives "
+                  "the same weights)")
         started = time.perf_counter()
         if not self.dist.enabled and hasattr(self.train_dataset, "fill_cache"):  # decode once, on every core
             filled = self.train_dataset.fill_cache(os.cpu_count() or 1)
@@ -624,7 +648,8 @@ class Trainer:
         metrics = {"best_epoch": info["epoch"], "last_epoch": last_epoch, "stopped_early": stopped_early,
                    "train_seconds": seconds, "threshold": info["threshold"], "temperature": info["temperature"],
                    "target_pfa": self.config.target_pfa, "data_fingerprint": self.fingerprint,
-                   "git_commit": self.git_commit, "device": str(self.device), "world_size": self.dist.world_size,
+                   "git_commit": self.git_commit, "device": str(self.device), "compute": self.compute,
+                   "world_size": self.dist.world_size,
                    "val": {k.removeprefix("val/"): v for k, v in val.items()}, "val_summary": summary}
         (self.run_dir / "metrics.json").write_text(json.dumps(metrics, indent=1, sort_keys=True) + "\n",
                                                    encoding="utf-8")
