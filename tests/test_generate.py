@@ -4,6 +4,7 @@ that separates rare-earth powders from their benign look-alikes."""
 from __future__ import annotations
 
 import argparse
+import dataclasses
 import json
 import os
 import shutil
@@ -132,6 +133,22 @@ def test_start_writes_the_later_scans_of_a_seed_exactly_as_a_longer_run_does(tmp
     assert [r.scan_id for r in tail] == [r.scan_id for r in whole[3:]]
     assert [r.to_json() for r in tail] == [r.to_json() for r in whole[3:]]
     assert _file_bytes(tmp_path / "tail", tail) == _file_bytes(tmp_path / "whole", whole[3:])
+
+
+def test_without_the_operator_image_the_pairs_and_labels_are_the_same(tmp_path, coarse_profile):
+    """``--no-operator-image`` (a dual-energy training set): the same pairs, masks and sidecars byte for byte, no
+    ``_rgb.png`` and no ``files.rgb``; the provenance says so, and a directory is never a mix of both."""
+    full = _run(tmp_path / "full", coarse_profile, 4, seed=5)
+    pairs = _run(tmp_path / "pairs", coarse_profile, 4, seed=5, no_operator_image=True)
+    assert not list((tmp_path / "pairs").glob("*_rgb.png")) and all("rgb" in r.files for r in full)
+    for with_image, without in zip(full, pairs, strict=True):
+        assert without.files == {k: v for k, v in with_image.files.items() if k != "rgb"}
+        assert without.provenance.pop("operator_image") is False
+        assert without.to_json() == dataclasses.replace(with_image, files=without.files).to_json()
+    assert _file_bytes(tmp_path / "pairs", pairs) == {
+        name: data for name, data in _file_bytes(tmp_path / "full", full).items() if not name.endswith("_rgb.png")}
+    with pytest.raises(ParcelscanError, match="operator_image"):
+        run_simulate(_args(6, seed=5), coarse_profile, tmp_path / "pairs")
 
 
 def test_a_directory_made_with_other_settings_is_refused(tmp_path, coarse_profile):

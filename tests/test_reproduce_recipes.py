@@ -93,6 +93,8 @@ def test_reproduce_script_runs_end_to_end_shrunk(shrunk, name):
     manifest = [json.loads(line) for line in (out / "train" / "manifest.jsonl").read_text().splitlines()]
     assert {r["provenance"]["mix"] for r in manifest} == {"stress", "postal"}
     assert sum(r["scenario"] == "shielded" for r in manifest) == 4
+    # the dual-energy recipe simulates the pairs only; the pseudo-colour one trains on the operator images
+    assert all(("rgb" in r["files"]) == (name == "rgb") for r in manifest)
     calibration = json.loads((out / "calibration.json").read_text())
     metadata = read_metadata(out / f"parcelscan-{name}.onnx")
     assert metadata.input_kind == INPUT_KIND[name]

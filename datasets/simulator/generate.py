@@ -101,8 +101,10 @@ def write_simulated(
     low_path, high_path, sidecar_path, rgb_path = pair_paths(out_dir, scan.scan_id)
     write_bytes_atomic(low_path, encode_png(scan.low, params))
     write_bytes_atomic(high_path, encode_png(scan.high, params))
-    write_bytes_atomic(rgb_path, encode_png(scan.rgb, params))
-    files = {"low": low_path.name, "high": high_path.name, "rgb": rgb_path.name}
+    files = {"low": low_path.name, "high": high_path.name}
+    if scan.rgb is not None:
+        write_bytes_atomic(rgb_path, encode_png(scan.rgb, params))
+        files["rgb"] = rgb_path.name
     if scan.mask is not None:
         write_bytes_atomic(out_dir / scan.labels["mask"], encode_png(scan.mask, params))
     meta = {
@@ -206,6 +208,10 @@ def _warm(config: SimConfig, tables: bool = True) -> None:
 
 
 # --- resume -------------------------------------------------------------------------------------------------
+# settings the identity (and so every scan's provenance) names only when they differ from these defaults
+_IDENTITY_DEFAULTS = {"operator_image": True}
+
+
 def resume_state(out_dir: Path, config: SimConfig) -> dict[str, ManifestRecord]:
     """Finished scans of a previous run in ``out_dir``; rewrites the manifest if a line was torn or a
     listed scan lost a file. A directory made with other settings is an error, never merged."""
@@ -213,9 +219,9 @@ def resume_state(out_dir: Path, config: SimConfig) -> dict[str, ManifestRecord]:
     if not path.exists():
         return {}
     records = read_manifest(path)
-    expected = config.identity()
+    expected = _IDENTITY_DEFAULTS | config.identity()
     for record in records:
-        found = {key: record.provenance.get(key) for key in expected}
+        found = {key: record.provenance.get(key, _IDENTITY_DEFAULTS.get(key)) for key in expected}
         if found != expected:
             differing = ", ".join(
                 f"{k}={found[k]!r} (now {expected[k]!r})" for k in expected if found[k] != expected[k]
@@ -264,6 +270,7 @@ def config_from_args(args: argparse.Namespace, profile: ScannerProfile) -> SimCo
         suspect_fraction=float(args.suspect_fraction),
         scenarios=tuple(dict.fromkeys(scenarios)),
         mix=mix,
+        operator_image=not getattr(args, "no_operator_image", False),
     )
 
 

@@ -78,6 +78,10 @@ class SimConfig:
     overlap_probability: float = 0.5  # clutter laid over the fill (positives and look-alikes alike)
     spectral_variants: bool = True
     mix: str = "stress"  # the stream (simulator.streams): stress (the training law) or postal
+    # write the operator image (``_rgb.png``, what a pseudo-colour station exports) beside the pair; a dual-energy
+    # training set does without it (~15 % of a scan's simulation time, 13 % of its disk); no pixel of the pair
+    # depends on it
+    operator_image: bool = True
 
     def __post_init__(self) -> None:
         if self.mix not in MIXES:
@@ -94,7 +98,8 @@ class SimConfig:
             "scenarios": list(self.scenarios),
             "generator_version": GENERATOR_VERSION,
             "mix": self.mix,
-        } | ({"postal_law": POSTAL_LAW} if self.mix == "postal" else {})
+        } | ({"postal_law": POSTAL_LAW} if self.mix == "postal" else {}) | \
+            ({} if self.operator_image else {"operator_image": False})
 
 
 @dataclass
@@ -113,7 +118,7 @@ class SimulatedScan:
     scan_id: str
     low: np.ndarray
     high: np.ndarray
-    rgb: np.ndarray
+    rgb: np.ndarray | None  # the operator image (None: ``SimConfig.operator_image`` off)
     mask: np.ndarray | None  # uint8 0/255 for suspects
     labels: dict
     provenance: dict
@@ -422,7 +427,7 @@ def simulate_scan(config: SimConfig, index: int) -> SimulatedScan:
     low, high = model.detect(a_low, a_high, noise_rng, air_quanta_per_pixel=quanta, blur_sigma_px=blur)
     seconds["detect"] = time.process_time() - start
     start = time.process_time()
-    rgb = pseudocolor_from_pair(low, high, physics)
+    rgb = pseudocolor_from_pair(low, high, physics) if config.operator_image else None
     seconds["pseudocolor"] = time.process_time() - start
 
     scan_id = scan_id_for(config.seed, index)

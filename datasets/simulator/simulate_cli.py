@@ -27,6 +27,9 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--suspect-fraction", type=float, default=0.5, help="share of scans with a concealment")
     parser.add_argument("--scenarios", nargs="+", metavar="SCENARIO", help="restrict the concealment scenarios")
     parser.add_argument("--profile", help="scanner profile file or shipped name (default postal-dual-140)")
+    parser.add_argument("--no-operator-image", action="store_true",
+                        help="write only the dual-energy pair, no pseudo-colour operator image (_rgb.png): for a "
+                             "dual-energy training set (the same pairs, ~15 %% faster, 13 %% less disk)")
     parser.add_argument("--no-progress", action="store_true", help="no progress bar")
 
 

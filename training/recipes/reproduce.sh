@@ -4,7 +4,8 @@
 #   bash training/recipes/reproduce.sh dual|rgb OUT_DIR
 #
 # 1. simulate the training scans: the stress mix (seed 9301), the postal stream (seed 9302, half of them suspect)
-#    and shielded concealments (seed 9303); merge them and split 90/10 by parcel;
+#    and shielded concealments (seed 9303); merge them and split 90/10 by parcel (dual: the dual-energy pairs only,
+#    `simulate --no-operator-image`; rgb: with the operator images it trains on);
 # 2. train `training/recipes/<name>.yaml` (4 mm, 160 × 160 tiles, classifier head, twins out of the losses; dual:
 #    both attenuations clamped at the opaque level from the first step, since session 15);
 # 3. simulate the clear-only postal calibration set (3,000 scans, seed 777101: no bar uses it);
@@ -28,8 +29,8 @@ set -euo pipefail
 NAME=${1:?usage: reproduce.sh dual|rgb OUT_DIR}
 OUT=${2:?usage: reproduce.sh dual|rgb OUT_DIR}
 case "$NAME" in
-  dual) SIZES=(24000 12000 2400) ;;
-  rgb) SIZES=(6000 3000 600) ;;
+  dual) SIZES=(24000 12000 2400); IMAGES=(--no-operator-image) ;;  # the pairs only: ~15 % faster, 13 % less disk
+  rgb) SIZES=(6000 3000 600); IMAGES=() ;;  # the pseudo-colour model reads the operator images
   *) echo "reproduce.sh: unknown model '$NAME' (dual or rgb)" >&2; exit 2 ;;
 esac
 if [[ -z "${PY:-}" ]]; then
@@ -49,8 +50,8 @@ say() { echo "[$(( $(date +%s) - t0 )) s] $*"; }
 simulate() {  # simulate NAME SEED MIX [more simulate options]
   local name=$1 seed=$2 mix=$3; shift 3
   [[ -f "$OUT/$name/manifest.jsonl" ]] && { say "$name: already there"; return; }
-  $PY -m parcelscan simulate --out "$OUT/$name" --seed "$seed" --mix "$mix" --workers "$WORKERS" --no-progress "$@" \
-    > "$OUT/$name.log"
+  $PY -m parcelscan simulate --out "$OUT/$name" --seed "$seed" --mix "$mix" --workers "$WORKERS" --no-progress \
+    ${IMAGES[@]+"${IMAGES[@]}"} "$@" > "$OUT/$name.log"
   say "simulated $name"
 }
 
