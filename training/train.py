@@ -90,9 +90,9 @@ def seed_everything(seed: int, deterministic: bool) -> None:
 def compute_record() -> dict[str, Any]:
     """What, besides the recipe and the data, decides a run's bits: the library versions, the CPU instruction set
     oneDNN's kernels are chosen for and the number of intra-op threads (a convolution's weight gradient is summed
-    over per-thread partial sums, so 1 and 2 threads give weights that differ in the last bits after a step;
-    ``tests/test_train_determinism.py``). A run repeated with the same record, recipe and data gives the same
-    weights bit for bit."""
+    over per-thread partial sums, so 1 and 2 threads round differently from the first step on, and after two
+    epochs of a small run most weight tensors differed; README "Session 17 measurements"). A run repeated with the
+    same record, recipe and data gives the same weights bit for bit (``tests/test_train_determinism.py``)."""
     return {"torch": str(torch.__version__), "numpy": str(np.__version__), "threads": torch.get_num_threads(),
             "cpu_capability": str(torch.backends.cpu.get_cpu_capability()),
             "cuda": str(torch.version.cuda) if torch.cuda.is_available() else None}
@@ -227,7 +227,7 @@ class BalancedShardSampler(torch.utils.data.Sampler):
 def load_splits(data_dir: Path) -> tuple[list[Any], list[Any]]:
     """(train, val) records, each sorted by scan id: the sampler draws dataset indices, so a set whose manifest
     lines were assembled in another order (``data merge`` of its parts in another order, ``--move``, an
-    extension by ``simulate --start``) trains exactly as the same scans in manifest order would."""
+    extension by ``simulate --start``) trains exactly as any other listing of the same scans."""
     records = sorted(read_manifest(data_dir), key=lambda r: r.scan_id)
     train = [r for r in records if r.split == "train"]
     val = [r for r in records if r.split == "val"]
