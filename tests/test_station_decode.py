@@ -12,7 +12,7 @@ import numpy as np
 import pytest
 from PIL import Image
 
-from parcelscan.datasets.scans.scanfile import _unfilter, decode_png, verify_png
+from parcelscan.datasets.scans.scanfile import _unfilter, decode_png, sums_along_rows_mod256, verify_png
 from parcelscan.errors import ScanReadError
 
 
@@ -69,6 +69,16 @@ def test_one_pass_pixels_are_pillows(filters, kind, tmp_path):
     decoded = decode_png(path, image.shape[1], image.shape[0])
     assert decoded.dtype == image.dtype
     np.testing.assert_array_equal(decoded, image)
+
+
+@pytest.mark.parametrize("width", [1, 2, 3, 7, 64, 65, 640, 1001])
+@pytest.mark.parametrize("bpp", [1, 2, 3])
+def test_the_sub_filter_sums_are_cumsums_mod_256(width, bpp):
+    pixels = np.random.default_rng(width * 10 + bpp).integers(0, 256, (5, width, bpp)).astype(np.uint8)
+    expected = np.cumsum(pixels, axis=1, dtype=np.uint8)
+    before = pixels.copy()
+    np.testing.assert_array_equal(sums_along_rows_mod256(pixels), expected)
+    np.testing.assert_array_equal(pixels, before)  # a new array: the inflated bytes are left as they were
 
 
 def test_the_kept_stream_is_still_capped_and_checked(tmp_path):
