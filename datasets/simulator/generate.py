@@ -44,6 +44,7 @@ from parcelscan.datasets.simulator.concealments import SCENARIOS
 from parcelscan.datasets.simulator.declarations import attach_declaration
 from parcelscan.datasets.simulator.goods import GOODS
 from parcelscan.datasets.simulator.parcel import (
+    IDENTITY_DEFAULTS,
     SPECTRAL_VARIANTS,
     SimConfig,
     SimulatedScan,
@@ -208,10 +209,6 @@ def _warm(config: SimConfig, tables: bool = True) -> None:
 
 
 # --- resume -------------------------------------------------------------------------------------------------
-# settings the identity (and so every scan's provenance) names only when they differ from these defaults
-_IDENTITY_DEFAULTS = {"operator_image": True}
-
-
 def resume_state(out_dir: Path, config: SimConfig) -> dict[str, ManifestRecord]:
     """Finished scans of a previous run in ``out_dir``; rewrites the manifest if a line was torn or a
     listed scan lost a file. A directory made with other settings is an error, never merged."""
@@ -219,9 +216,9 @@ def resume_state(out_dir: Path, config: SimConfig) -> dict[str, ManifestRecord]:
     if not path.exists():
         return {}
     records = read_manifest(path)
-    expected = _IDENTITY_DEFAULTS | config.identity()
+    expected = IDENTITY_DEFAULTS | config.identity()
     for record in records:
-        found = {key: record.provenance.get(key, _IDENTITY_DEFAULTS.get(key)) for key in expected}
+        found = {key: record.provenance.get(key, IDENTITY_DEFAULTS.get(key)) for key in expected}
         if found != expected:
             differing = ", ".join(
                 f"{k}={found[k]!r} (now {expected[k]!r})" for k in expected if found[k] != expected[k]

@@ -65,6 +65,11 @@ from parcelscan.datasets.simulator.twins import fill_signature
 GENERATOR_VERSION = "scene-3"
 
 
+# Settings a run's identity names only when they differ from these values, so that the scans made before a setting
+# existed keep their provenance and can be resumed (``generate.resume_state`` reads an absent key as its default).
+IDENTITY_DEFAULTS = {"operator_image": True}
+
+
 @dataclass(frozen=True)
 class SimConfig:
     """The settings of a run (everything a scan depends on besides its index)."""
@@ -99,7 +104,8 @@ class SimConfig:
             "generator_version": GENERATOR_VERSION,
             "mix": self.mix,
         } | ({"postal_law": POSTAL_LAW} if self.mix == "postal" else {}) | \
-            ({} if self.operator_image else {"operator_image": False})
+            {key: value for key, value in {"operator_image": self.operator_image}.items()
+             if value != IDENTITY_DEFAULTS[key]}
 
 
 @dataclass
