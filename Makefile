@@ -6,6 +6,8 @@ VENV        ?= .venv
 PY          := $(VENV)/bin/python
 STAMP       := $(VENV)/.installed
 DEMO_OUT    ?= runs/demo
+# pytest-xdist workers for `make test`: the suite's modules on two processes (README, Development)
+TEST_WORKERS ?= 2
 
 .PHONY: demo test lint install browser postgres bench clean
 
@@ -44,7 +46,7 @@ postgres:
 
 test: $(STAMP) browser postgres
 	$(VENV)/bin/ruff check .
-	OMP_WAIT_POLICY=PASSIVE $(PY) -m pytest -q
+	OMP_WAIT_POLICY=PASSIVE $(PY) -m pytest -q -n $(TEST_WORKERS) --dist loadscope
 
 bench: $(STAMP)
 	$(PY) benchmarks/physics_bench.py
