@@ -6,7 +6,7 @@ VENV        ?= .venv
 PY          := $(VENV)/bin/python
 STAMP       := $(VENV)/.installed
 DEMO_OUT    ?= runs/demo
-# pytest-xdist workers for `make test`: the suite's modules on two processes (README, Development)
+# pytest-xdist workers for `make test` (0: one process). Two: 10 min against 15 on a 2-core machine (README, Development)
 TEST_WORKERS ?= 2
 
 .PHONY: demo test lint install browser postgres bench clean

@@ -23,22 +23,6 @@ from parcelscan.datasets.physics.forward import ForwardModel, forward_model
 from parcelscan.datasets.physics.profile import ScannerProfile, default_profile
 from parcelscan.inference.review.db import close_pools, migrate
 
-# The modules whose end-to-end runs take longest (a minute or more each on a 2-core machine), in that order. `make
-# test` runs the suite on two pytest-xdist workers, one module per worker at a time (`--dist loadscope`, so a module's
-# fixtures are built once); started first, they leave the many short modules to fill in beside them and both workers
-# finish together. Started in collection order, the reproduce module alone kept one worker busy for ~2.5 min after the
-# other had finished (session 18: 10:07 for the suite against 15:28 on one process).
-LONGEST_MODULES = ("test_reproduce_recipes.py", "test_gpu_recipe.py", "test_retrain.py", "test_train.py",
-                   "test_generate.py", "test_station_install.py")
-
-
-def pytest_collection_modifyitems(items: list[pytest.Item]) -> None:
-    """The longest modules first (``LONGEST_MODULES``), every other test in collection order after them."""
-    def rank(item: pytest.Item) -> int:
-        name = item.path.name
-        return LONGEST_MODULES.index(name) if name in LONGEST_MODULES else len(LONGEST_MODULES)
-    items.sort(key=rank)  # stable: the order within a module is kept
-
 
 @pytest.fixture(scope="session")
 def profile() -> ScannerProfile:
