@@ -4,20 +4,26 @@ Decoding two noisy 16-bit PNGs and preprocessing them costs ~20–30 ms of CPU p
 on a 2-core machine that re-decodes 20,000 scans every epoch spends as much time there as in the
 network. When physics augmentation is off, what an epoch needs of a scan is always the same array, so it
 is computed once — by the one preprocessing (``preprocess.prepare_planes``), never a copy of it — and
-stored as exact float32 ``.npy`` arrays.
+stored as its exact float32 bytes.
 
-Layout: ``<cache root>/prepared-<spec fingerprint>/<scan_id>.npz``. An entry is valid only for the
+Layout: ``<cache root>/prepared-<spec fingerprint>/<scan_id>.prepared``: one JSON line (the source key, the
+geometry of the prepared scan, the arrays' shapes), then the model tiles and the mask tiles as little-endian
+float32 bytes. Why not ``.npz``: an epoch reads every entry, and numpy's zip members cost ~0.2 ms each to open and
+parse, 2.7 ms an entry of 10 members against 0.3 ms for one read of this file (session 18; batch making was then 22 %
+of a training step on 2 cores). An entry is valid only for the
 same spec (the fingerprint names the folder) and the same source files: each entry stores a key of the
-record's file names, sizes and modification times, and a changed file makes it a miss. Writes are atomic
+record's file names, sizes and modification times, and a changed file makes it a miss; so does an entry whose
+bytes do not match its header (a torn or foreign file is recomputed). Writes are atomic
 (temporary file + rename), so DataLoader workers may fill the cache concurrently and a killed run leaves
-no torn entry. Delete the folder to reclaim the space; nothing else refers to it.
+no torn entry. Delete the folder to reclaim the space; nothing else refers to it (format 1's ``.npz`` entries
+are no longer read).
 """
 
 from __future__ import annotations
 
 import hashlib
+import json
 import os
-import zipfile
 from collections.abc import Callable
 from pathlib import Path
 from typing import Any
@@ -26,7 +32,9 @@ import numpy as np
 
 from parcelscan.datasets.preprocess import PreparedScan, PreprocessSpec
 
-CACHE_FORMAT = 1
+CACHE_FORMAT = 2  # 2: one JSON line + float32 bytes (1: .npz)
+SUFFIX = ".prepared"
+_FLOAT32 = np.dtype("<f4")
 DEFAULT_CACHE_DIRNAME = ".cache"
 
 
@@ -62,26 +70,29 @@ class PreparedCache:
         self.directory = Path(root) / f"prepared-{spec.fingerprint()}"
 
     def path(self, record: Any) -> Path:
-        return self.directory / f"{record.scan_id}.npz"
+        return self.directory / f"{record.scan_id}{SUFFIX}"
 
     def get(self, record: Any, data_root: Path) -> tuple[PreparedScan, np.ndarray | None] | None:
-        path = self.path(record)
+        """The entry of ``record``; None when absent, stale (another source key) or not a whole entry."""
         try:
-            with np.load(path, allow_pickle=False) as entry:
-                if str(entry["key"]) != source_key(record, data_root):
+            with open(self.path(record), "rb") as handle:
+                header = json.loads(handle.readline())
+                if header.get("key") != source_key(record, data_root):
                     return None
-                tiles = entry["tiles"]
-                masks = entry["mask_tiles"] if bool(entry["has_mask"]) else None
-                prepared = PreparedScan(
-                    scan_id=record.scan_id, tiles=tiles,
-                    tile_origins=[(int(r), int(c)) for r, c in entry["tile_origins"]],
-                    scale=(float(entry["scale"][0]), float(entry["scale"][1])),
-                    scan_shape=(int(entry["scan_shape"][0]), int(entry["scan_shape"][1])),
-                    content_shape=(int(entry["content_shape"][0]), int(entry["content_shape"][1])),
-                    padded_shape=(int(entry["padded_shape"][0]), int(entry["padded_shape"][1])),
-                    input_kind=str(entry["input_kind"]))
-                return prepared, masks
-        except (OSError, KeyError, ValueError, zipfile.BadZipFile, EOFError):
+                tiles = _read_floats(handle, header["tiles_shape"])
+                masks = None if header["mask_shape"] is None else _read_floats(handle, header["mask_shape"])
+                if handle.read(1):
+                    return None  # more bytes than its header says: not an entry this code wrote
+            prepared = PreparedScan(
+                scan_id=record.scan_id, tiles=tiles,
+                tile_origins=[(int(r), int(c)) for r, c in header["tile_origins"]],
+                scale=(float(header["scale"][0]), float(header["scale"][1])),
+                scan_shape=(int(header["scan_shape"][0]), int(header["scan_shape"][1])),
+                content_shape=(int(header["content_shape"][0]), int(header["content_shape"][1])),
+                padded_shape=(int(header["padded_shape"][0]), int(header["padded_shape"][1])),
+                input_kind=str(header["input_kind"]))
+            return prepared, masks
+        except (OSError, KeyError, ValueError, TypeError, IndexError, AttributeError):
             return None  # absent or unreadable: recompute (and overwrite)
 
     def fetch(self, record: Any, data_root: Path,
@@ -97,16 +108,30 @@ class PreparedCache:
     def put(self, record: Any, data_root: Path, prepared: PreparedScan, mask_tiles: np.ndarray | None) -> None:
         self.directory.mkdir(parents=True, exist_ok=True)
         path = self.path(record)
-        temporary = path.with_name(f".{path.stem}.{os.getpid()}.tmp.npz")
-        np.savez(temporary, key=np.array(source_key(record, data_root)),
-                 tiles=np.ascontiguousarray(prepared.tiles, dtype=np.float32),
-                 has_mask=np.array(mask_tiles is not None),
-                 mask_tiles=np.zeros((0,), np.float32) if mask_tiles is None
-                 else np.ascontiguousarray(mask_tiles, dtype=np.float32),
-                 tile_origins=np.array(prepared.tile_origins, dtype=np.int64).reshape(-1, 2),
-                 scale=np.array(prepared.scale, dtype=np.float64),
-                 scan_shape=np.array(prepared.scan_shape, dtype=np.int64),
-                 content_shape=np.array(prepared.content_shape, dtype=np.int64),
-                 padded_shape=np.array(prepared.padded_shape, dtype=np.int64),
-                 input_kind=np.array(prepared.input_kind))
+        tiles = np.ascontiguousarray(prepared.tiles, dtype=_FLOAT32)
+        masks = None if mask_tiles is None else np.ascontiguousarray(mask_tiles, dtype=_FLOAT32)
+        header = {"format": CACHE_FORMAT, "key": source_key(record, data_root), "input_kind": prepared.input_kind,
+                  "tiles_shape": list(tiles.shape), "mask_shape": None if masks is None else list(masks.shape),
+                  "tile_origins": [[int(r), int(c)] for r, c in prepared.tile_origins],
+                  "scale": [float(prepared.scale[0]), float(prepared.scale[1])],
+                  "scan_shape": [int(v) for v in prepared.scan_shape],
+                  "content_shape": [int(v) for v in prepared.content_shape],
+                  "padded_shape": [int(v) for v in prepared.padded_shape]}
+        temporary = path.with_name(f".{path.stem}.{os.getpid()}.tmp{SUFFIX}")
+        with open(temporary, "wb") as handle:
+            handle.write(json.dumps(header).encode() + b"\n")
+            handle.write(tiles.tobytes())
+            if masks is not None:
+                handle.write(masks.tobytes())
         os.replace(temporary, path)
+
+
+def _read_floats(handle: Any, shape: list[int]) -> np.ndarray:
+    """The next float32 array of ``shape`` from ``handle``, writable (a short read raises ValueError)."""
+    shape = tuple(int(n) for n in shape)
+    if any(n < 0 for n in shape):
+        raise ValueError(f"negative shape {shape}")
+    buffer = bytearray(int(np.prod(shape, dtype=np.int64)) * _FLOAT32.itemsize)
+    if handle.readinto(buffer) != len(buffer):
+        raise ValueError("entry shorter than its header says")
+    return np.frombuffer(buffer, dtype=_FLOAT32).reshape(shape)

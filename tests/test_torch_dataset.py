@@ -232,7 +232,7 @@ def test_cache_returns_exactly_what_the_preprocessing_computes(data, spec, tmp_p
             assert (item.masks is None) == (reference.masks is None)
             if item.masks is not None:
                 assert torch.equal(item.masks, reference.masks)
-    entries = list((tmp_path / f"prepared-{spec.fingerprint()}").glob("*.npz"))
+    entries = list((tmp_path / f"prepared-{spec.fingerprint()}").glob("*.prepared"))
     assert len(entries) == len(plain)
 
 
@@ -254,6 +254,24 @@ def test_cache_hit_skips_decoding_and_a_changed_file_is_recomputed(data, spec, t
         assert calls == [0]
     finally:
         os.utime(low, ns=(stat.st_atime_ns, stat.st_mtime_ns))
+
+
+def test_a_torn_or_foreign_cache_entry_is_recomputed_never_served(data, spec, tmp_path):
+    """An entry whose bytes do not match its header (cut short, longer, not an entry at all) is a miss: the scan is
+    prepared again, exactly, and the entry rewritten whole."""
+    dataset = ScanDataset(data, spec, split="train", cache_root=tmp_path)
+    reference = ScanDataset(data, spec, split="train").prepared(0)
+    dataset.prepared(0)
+    entry = dataset.cache.path(dataset.records[0])
+    whole = entry.read_bytes()
+    header = whole[:whole.index(b"\n") + 1]
+    for damaged in (whole[:-1], whole[:len(header) + 7], whole + b"\0\0\0\0", header, b"PK\x03\x04 not an entry",
+                    b"", b"[1, 2]\n", whole.replace(b'"tiles_shape": [', b'"tiles_shape": [-', 1)):
+        entry.write_bytes(damaged)
+        assert dataset.cache.get(dataset.records[0], data) is None
+        item = dataset.prepared(0)
+        assert torch.equal(item.tiles, reference.tiles)
+        assert entry.read_bytes() == whole
 
 
 def test_cache_is_per_spec_and_never_serves_augmented_items(data, spec, tmp_path):

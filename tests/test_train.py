@@ -257,7 +257,7 @@ def test_cached_run_trains_exactly_like_an_uncached_one(dataset, tmp_path):
     from parcelscan.datasets.manifest import read_manifest
     from parcelscan.datasets.torch_dataset import is_twin
 
-    entries = {path.stem for path in (data / ".cache").glob("prepared-*/*.npz")}
+    entries = {path.stem for path in (data / ".cache").glob("prepared-*/*.prepared")}
     used = {r.scan_id for r in read_manifest(data)
             if r.split == "val" or (r.split == "train" and not is_twin(r))}
     assert entries == used
@@ -266,7 +266,7 @@ def test_cached_run_trains_exactly_like_an_uncached_one(dataset, tmp_path):
                                                   cache=True, tile_flips=True, tile_augment=True)), encoding="utf-8")
     assert cli(["train", "--config", str(flipped), "--name", "flip"]) == 0
     assert load_config(tmp_path / "runs" / "flip" / "args.yaml").tile_augment
-    assert {path.stem for path in (data / ".cache").glob("prepared-*/*.npz")} == used  # augmented after the cache
+    assert {path.stem for path in (data / ".cache").glob("prepared-*/*.prepared")} == used  # augmented after the cache
 
 
 @pytest.mark.parametrize("recipe", ["dual.yaml", "rgb.yaml"])
