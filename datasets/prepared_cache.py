@@ -9,7 +9,7 @@ stored as its exact float32 bytes.
 Layout: ``<cache root>/prepared-<spec fingerprint>/<scan_id>.prepared``: one JSON line (the source key, the
 geometry of the prepared scan, the arrays' shapes), then the model tiles and the mask tiles as little-endian
 float32 bytes. Why not ``.npz``: an epoch reads every entry, and numpy's zip members cost ~0.2 ms each to open and
-parse, 2.7 ms an entry of 10 members against 0.3 ms for one read of this file (session 18; batch making was then 22 %
+parse, 2.7 ms an entry of 10 members against 0.23 ms for one read of this file (session 18; batch making was then 22 %
 of a training step on 2 cores). An entry is valid only for the
 same spec (the fingerprint names the folder) and the same source files: each entry stores a key of the
 record's file names, sizes and modification times, and a changed file makes it a miss; so does an entry whose
