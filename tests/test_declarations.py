@@ -35,6 +35,7 @@ from parcelscan.datasets.simulator.declarations import (
     VAGUE_WORDS,
     VESSEL_WORDS,
     declare,
+    part_mass_g,
 )
 from parcelscan.datasets.simulator.generate import run_simulate
 from parcelscan.datasets.simulator.parcel import SimConfig, simulate_scan
@@ -152,6 +153,21 @@ def test_the_declaration_comes_from_its_own_stream_and_is_deterministic(coarse_p
         lines = first["declaration"]["items"]
         assert lines[0]["net_weight_kg"] * 1000 >= scan.labels["mass_g"] * 0.99
         assert truth["declaration_honest"] is (truth["draws"]["cover"] == "honest")
+
+
+def test_parts_are_weighed_from_the_raster_exactly_as_by_projecting_them_again(coarse_profile):
+    """The declaration weighs each part from the path-length sums ``rasterise`` took on the same grid: the same
+    grams to the bit as projecting the part a second time (what it did before session 18)."""
+    config = SimConfig(coarse_profile, seed=11, mix="postal", suspect_fraction=0.5)
+    weighed = 0
+    for index in range(6):
+        scene = simulate_scan(config, index).scene
+        parts, sums = scene.belt.parts, scene.raster.part_path_sums_mm
+        assert len(sums) == len(parts)
+        for part, path_sum in zip(parts, sums, strict=True):
+            assert part_mass_g(part, scene.belt.grid, path_sum) == part_mass_g(part, scene.belt.grid)
+            weighed += path_sum > 0
+    assert weighed > 20
 
 
 def test_honest_and_false_declarations_share_one_vocabulary():

@@ -205,15 +205,19 @@ class Line:
     heaviest_first: int = 0
 
 
-def part_mass_g(part: Part, grid: Grid) -> float:
-    """A part's mass from its path lengths over its footprint (the same geometry the raster uses)."""
-    x0, x1, y0, y1 = part.shape.bounds_xy()
-    r0, r1, xs = grid.centres(x0, x1, grid.rows)
-    c0, c1, ys = grid.centres(y0, y1, grid.cols)
-    if r1 <= r0 or c1 <= c0:
-        return 0.0
+def part_mass_g(part: Part, grid: Grid, path_sum_mm: float | None = None) -> float:
+    """A part's mass from its path lengths over its footprint (the same geometry the raster uses). ``path_sum_mm``:
+    their sum as ``rasterise`` already took it on this grid (``Raster.part_path_sums_mm``, the same float), so the
+    part is not projected a second time (~12 ms a declared scan, 6 % of the simulation)."""
+    if path_sum_mm is None:
+        x0, x1, y0, y1 = part.shape.bounds_xy()
+        r0, r1, xs = grid.centres(x0, x1, grid.rows)
+        c0, c1, ys = grid.centres(y0, y1, grid.cols)
+        if r1 <= r0 or c1 <= c0:
+            return 0.0
+        path_sum_mm = float(path_length_mm(part, xs, ys).sum())
     density = part.density_g_cm3 + sum(d for _, d in part.admixture)
-    path_cm = float(path_length_mm(part, xs, ys).sum()) / MM_PER_CM
+    path_cm = path_sum_mm / MM_PER_CM
     return path_cm * density * (grid.pitch_mm / MM_PER_CM) ** 2
 
 
@@ -254,7 +258,10 @@ def declare(config: SimConfig, index: int, scan: SimulatedScan, scene: Scene | N
     if scene is None:
         scene = build_scene(config, index)  # the same scene the pixels came from (deterministic in seed, index)
     grid = scene.belt.grid
-    part_g = [part_mass_g(part, grid) for part in scene.belt.parts]  # each part weighed once
+    sums = scene.raster.part_path_sums_mm
+    if len(sums) != len(scene.belt.parts):
+        sums = (None,) * len(scene.belt.parts)  # a raster made otherwise: project each part here
+    part_g = [part_mass_g(part, grid, path_sum) for part, path_sum in zip(scene.belt.parts, sums, strict=True)]
     gross_g = sum(part_g)
     masses: dict[int, float] = {}
     for part, grams in zip(scene.belt.parts, part_g, strict=True):

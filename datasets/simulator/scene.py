@@ -543,6 +543,9 @@ class Raster:
     clutter: np.ndarray  # (rows, cols) bool: footprint of contents other than the concealment itself
     target_mass_g: float = 0.0  # mass of the target material itself (not of what it is mixed with)
     fill_g_cm2: np.ndarray | None = None  # (rows, cols) areal density of the whole filling, carrier included
+    # per part of the rasterised list, in its order: the sum of its path lengths (mm) over the grid, 0 where it lies
+    # off the grid; the declaration weighs parts from these (``declarations.part_mass_g``), not by projecting again
+    part_path_sums_mm: tuple[float, ...] = ()
 
 
 def rasterise(parts: list[Part], grid: Grid) -> Raster:
@@ -559,13 +562,17 @@ def rasterise(parts: list[Part], grid: Grid) -> Raster:
     clutter = np.zeros((grid.rows, grid.cols), bool)
     fill = np.zeros((grid.rows, grid.cols), bool)
     fill_areal = np.zeros((grid.rows, grid.cols), np.float32)
+    path_sums_mm = []
     for part in parts:
         x0, x1, y0, y1 = part.shape.bounds_xy()
         r0, r1, xs = grid.centres(x0, x1, grid.rows)
         c0, c1, ys = grid.centres(y0, y1, grid.cols)
         if r1 <= r0 or c1 <= c0:
+            path_sums_mm.append(0.0)
             continue
-        path_cm = path_length_mm(part, xs, ys) * np.float32(1.0 / MM_PER_CM)
+        path_mm = path_length_mm(part, xs, ys)
+        path_sums_mm.append(float(path_mm.sum()))
+        path_cm = path_mm * np.float32(1.0 / MM_PER_CM)
         areal_part = path_cm * np.float32(part.density_g_cm3)
         areal[index[id(part.material)], r0:r1, c0:c1] += areal_part
         for material, partial_density in part.admixture:
@@ -580,4 +587,4 @@ def rasterise(parts: list[Part], grid: Grid) -> Raster:
             clutter[r0:r1, c0:c1] |= path_cm > 0
     pixel_area_cm2 = (grid.pitch_mm / MM_PER_CM) ** 2
     mass = float(target.sum(dtype=np.float64) * pixel_area_cm2)
-    return Raster(materials, areal, target, fill, clutter, mass, fill_areal)
+    return Raster(materials, areal, target, fill, clutter, mass, fill_areal, tuple(path_sums_mm))
