@@ -258,10 +258,9 @@ def declare(config: SimConfig, index: int, scan: SimulatedScan, scene: Scene | N
     if scene is None:
         scene = build_scene(config, index)  # the same scene the pixels came from (deterministic in seed, index)
     grid = scene.belt.grid
-    sums = scene.raster.part_path_sums_mm
-    if len(sums) != len(scene.belt.parts):
-        sums = (None,) * len(scene.belt.parts)  # a raster made otherwise: project each part here
-    part_g = [part_mass_g(part, grid, path_sum) for part, path_sum in zip(scene.belt.parts, sums, strict=True)]
+    # each part weighed once, from the sums its scene's raster took (``build_scene`` rasterises ``belt.parts``)
+    part_g = [part_mass_g(part, grid, path_sum)
+              for part, path_sum in zip(scene.belt.parts, scene.raster.part_path_sums_mm, strict=True)]
     gross_g = sum(part_g)
     masses: dict[int, float] = {}
     for part, grams in zip(scene.belt.parts, part_g, strict=True):
