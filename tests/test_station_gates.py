@@ -75,6 +75,45 @@ def test_all_white_uniform_noise_and_a_blank_high_image_are_refused(samples, ins
                 "high image is blank")
 
 
+def _gain(image: np.ndarray, gain: float) -> np.ndarray:
+    """A flat-field (gain) error: every transmission times ``gain``, as the detector reports it (clipped)."""
+    return np.clip(np.round(image.astype(np.float64) * gain), 0, 65535).astype(np.uint16)
+
+
+@pytest.mark.parametrize(("name", "low_gain", "high_gain", "words"), [
+    ("both-0.5", 0.995, 0.995, "air reads"),  # both channels' air 0.5 % low: −4 points of Pd (gates docstring)
+    ("low-1", 0.99, 1.0, "air reads"),  # the low channel alone 1 % low: clear parcels' false alarms ×5
+    ("high-8", 1.0, 0.92, "air reads"),  # air at 60,000: two of the five suspect samples scored clear
+    ("over-0.5", 1.005, 1.005, "reads exactly 65535"),  # gain set high: the air's noise clipped at full scale
+])
+def test_a_scan_whose_air_is_not_at_full_scale_is_refused(samples, inspector, tmp_path, name, low_gain, high_gain,
+                                                          words):
+    """The station format is air-normalised; a gain error shifts every attenuation, which the model reads as
+    matter (found in session 19: air at 60,000 of 65,535 turned two suspect samples clear)."""
+    for scan_id in SUSPECTS:
+        real = samples[scan_id]
+        path = _write(tmp_path, f"{name}-{scan_id}", _gain(real.low, low_gain), _gain(real.high, high_gain))
+        _manual(inspector.inspect(path), "physics", words)
+
+
+def test_one_image_written_as_both_is_refused(samples, inspector, tmp_path):
+    """Two detector layers, two noises: a station exporting one layer twice (R = 1 everywhere) made two of the five
+    suspect samples clear before this gate."""
+    for scan_id in [*SUSPECTS, "sim31-000077"]:
+        real = samples[scan_id]
+        for which, image in (("low", real.low), ("high", real.high)):
+            _manual(inspector.inspect(_write(tmp_path, f"twice-{which}-{scan_id}", image, image.copy())), "physics",
+                    "reads exactly the same")
+
+
+def test_the_calibration_gates_leave_a_real_scan_within_them_alone(samples):
+    """Within the tolerance (0.3 %) the air gate passes: 0.1 % of gain on both channels, as honest scans show
+    (their median air is at most 0.09 % below full scale)."""
+    for scan_id in SUSPECTS:
+        real = samples[scan_id]
+        gates.check_physics(Scan("ok", _gain(real.low, 0.999), _gain(real.high, 0.999), {}))
+
+
 @pytest.mark.parametrize("side", [8, 16])
 def test_tiny_scans_are_refused(samples, inspector, tmp_path, side):
     scan = samples["sim31-000077"]
@@ -146,7 +185,7 @@ def test_any_sidecar_pitch_is_judged_only_within_the_tolerance(samples, pitch, r
 
 
 @settings(max_examples=30, deadline=None, suppress_health_check=[HealthCheck.function_scoped_fixture])
-@given(seed=st.integers(0, 2**32 - 1), kind=st.sampled_from(["noise", "constant", "swap", "scaled-high", "shuffled"]))
+@given(seed=st.integers(0, 2**32 - 1), kind=st.sampled_from(["noise", "constant", "swap", "scaled-high", "shuffled", "twice", "gain"]))
 def test_impossible_pairs_never_pass_the_physics_gate(samples, seed, kind):
     rng = np.random.default_rng(seed)
     real = samples[SUSPECTS[seed % len(SUSPECTS)]]
@@ -160,6 +199,13 @@ def test_impossible_pairs_never_pass_the_physics_gate(samples, seed, kind):
     elif kind == "scaled-high":  # the high image brightened towards air under a real low one
         high = (65535 - (65535 - real.high.astype(np.float64)) * rng.uniform(0.0, 0.05)).astype(np.uint16)
         low = real.low
+    elif kind == "twice":  # one layer written as both
+        low = high = real.low if rng.random() < 0.5 else real.high
+    elif kind == "gain":  # a flat-field error of 0.4-10 % on either channel or both
+        gain = 1.0 - rng.uniform(0.004, 0.1)
+        channel = int(rng.integers(0, 3))
+        low = _gain(real.low, gain) if channel != 1 else real.low
+        high = _gain(real.high, gain) if channel != 0 else real.high
     else:
         low, high = real.low, rng.permutation(real.high.reshape(-1)).reshape(shape)
     with pytest.raises(gates.GateError):
