@@ -84,6 +84,7 @@ AIR_LEVEL_MIN = 65535.0 * (1.0 - AIR_GAIN_TOLERANCE)
 MAX_AIR_CLIPPED_SHARE = 0.8
 MAX_IDENTICAL_SHARE = 0.25
 MAX_REGISTER_OFFSET_PX = 0.25
+REGISTER_MAX_SIDE_PX = 1024
 REGISTER_MIN_SIGMA = 10.0
 CONTENT_TRANSMISSION = 62000  # A_high > 0.055: where the registration is measured (the content's bounding box)
 CONTENT_A_HIGH = (0.05, 7.0)
@@ -240,18 +241,30 @@ def _transmission_below(a: float) -> float:
 _ATTENUATION_LUT = -np.log(np.maximum(np.arange(65536, dtype=np.float64), 1.0) / 65535.0).astype(np.float32)
 
 
+def _window(first: int, last: int, extent: int) -> slice:
+    """The content's span [first, last] grown by 3 pixels, at most ``REGISTER_MAX_SIDE_PX`` long about its middle (the
+    measurement's memory stays bounded on a huge scan: a few float32 copies of one window, not of the scan)."""
+    start, stop = max(first - 3, 0), min(last + 4, extent)
+    if stop - start > REGISTER_MAX_SIDE_PX:
+        start = (start + stop - REGISTER_MAX_SIDE_PX) // 2
+        stop = start + REGISTER_MAX_SIDE_PX
+    return slice(start, stop)
+
+
 def register_offset_px(low: np.ndarray, high: np.ndarray) -> tuple[float, float] | None:
     """How far (pixels; along the belt, across it) the high image's fine detail lies from the low image's: the
     correlation of the two readings high-passed (each minus its 3×3 mean), over the content's bounding box, at
     shifts of −1, 0 and +1 pixel along each axis, and the vertex of the parabola through the three (inf where the
     correlation does not peak at 0: two pixels or more out). Independent noise in the two layers does not
-    correlate, so the peak is where the same edges lie. None when the pair shows too little common detail to tell
-    (no correlation beyond ``REGISTER_MIN_SIGMA`` standard deviations of what independent noise gives)."""
+    correlate, so the peak is where the same edges lie. A box longer than ``REGISTER_MAX_SIDE_PX`` on a side is
+    measured in its middle window of that size. None when the pair shows too little common detail to tell (no
+    correlation beyond ``REGISTER_MIN_SIGMA`` standard deviations of what independent noise gives)."""
     content = high < CONTENT_TRANSMISSION
     rows, cols = np.flatnonzero(content.any(axis=1)), np.flatnonzero(content.any(axis=0))
     if rows.size < 8 or cols.size < 8:
         return None
-    box = (slice(max(rows[0] - 3, 0), rows[-1] + 4), slice(max(cols[0] - 3, 0), cols[-1] + 4))
+    box = tuple(_window(first, last, extent) for first, last, extent in
+                ((rows[0], rows[-1], low.shape[0]), (cols[0], cols[-1], low.shape[1])))
     d_low, d_high = low[box].astype(np.float32), high[box].astype(np.float32)
     d_low -= cv2.blur(d_low, (3, 3))
     d_high -= cv2.blur(d_high, (3, 3))

@@ -118,6 +118,18 @@ def test_layers_out_of_register_are_refused(samples, inspector, tmp_path, rows, 
                 "out of register")
 
 
+def test_registration_is_measured_in_a_bounded_window_of_a_long_scan(samples):
+    """A scan longer than the window (here 5 parcels, 1,085 rows) is measured in the middle of its content: honest
+    in register, one layer a row late out of it."""
+    real = samples["sim31-000077"]
+    low, high = np.tile(real.low, (5, 1)), np.tile(real.high, (5, 1))
+    assert low.shape[0] > gates.REGISTER_MAX_SIDE_PX
+    offset = gates.register_offset_px(low, high)
+    assert offset is not None and max(map(abs, offset)) <= gates.MAX_REGISTER_OFFSET_PX
+    late = gates.register_offset_px(low, np.roll(high, 1, axis=0))
+    assert late is not None and abs(late[0]) > gates.MAX_REGISTER_OFFSET_PX
+
+
 def test_the_calibration_gates_leave_a_real_scan_within_them_alone(samples):
     """Within the tolerance (0.3 %) the air gate passes: 0.1 % of gain on both channels, as honest scans show
     (their median air is at most 0.09 % below full scale)."""
