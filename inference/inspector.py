@@ -394,7 +394,7 @@ class Inspector:
             staged.scan_id = str(scan.scan_id or scan_id)
             if getattr(scan, "source_files", None):
                 staged.inputs = [str(p) for p in scan.source_files]
-            gates.check_scan(scan, self.spec, self.max_scan_bytes)
+            gates.check_scan(scan, self.spec, self.max_scan_bytes, self.policy.air_gain_tolerance)
             prepared = prepare_scan(scan, self.spec)
             tiles = prepared.tiles
             if tiles.ndim != 4 or tiles.shape[0] < 1 or tiles.shape[1:] != (

@@ -26,6 +26,9 @@ not such a key is refused with the policy.
 before decoding); ``max_batch_mb`` caps what ``inspect`` holds decoded at once — the scans read ahead by its
 workers and the batch going through the model — by the same header estimate, so a batch of individually
 admissible scans cannot add up past it (``inference.inspector``). It must be at least ``max_scan_mb``.
+
+**Gates** (``[gates]``): ``air_gain_tolerance``, how far below full scale a scan's air may read (a fraction; default
+0.01, at most 0.05) before the physics gate refuses it as a scanner off calibration (``inference.gates``).
 """
 
 from __future__ import annotations
@@ -38,6 +41,7 @@ from pathlib import Path
 from typing import Any
 
 from parcelscan.errors import ParcelscanError
+from parcelscan.inference.gates import AIR_GAIN_TOLERANCE, MAX_AIR_GAIN_TOLERANCE
 from parcelscan.inference.opaque import DEFAULT_DETECTOR_BLUR_PX, ShieldRule
 from parcelscan.inference.verdict import REASON_CLASSES
 from parcelscan.model.signing import check_public_key_hex
@@ -46,11 +50,12 @@ ALWAYS_ALARM = ("powder", "opaque", "implausible", "unreadable")
 DEFAULT_POLICY_PATH = Path(__file__).parent / "policies" / "default.toml"
 
 _SECTIONS: dict[str, set[str]] = {
-    "": {"name", "threat", "alarm", "memory", "models", "drift", "calibration", "declaration"},
+    "": {"name", "threat", "alarm", "memory", "gates", "models", "drift", "calibration", "declaration"},
     "threat": {"min_concealed_mass_g", "densest_powder", "densest_powder_bulk_density_g_cm3", "thickest_pouch_mm",
                "pouch_max_aspect"},
     "alarm": {"reasons", "threshold", "opaque_grey_levels", "opaque_rgb_level", "detector_blur_px"},
     "memory": {"max_scan_mb", "max_batch_mb"},
+    "gates": {"air_gain_tolerance"},
     "models": {"trusted_public_keys"},
     "drift": {"window", "sigma"},
     "declaration": {"powder_score_threshold", "model_sha256"},
@@ -135,6 +140,7 @@ class StationPolicy:
     detector_blur_px: float = DEFAULT_DETECTOR_BLUR_PX  # the station detector's blur (shield rim)
     max_scan_mb: float = 1024.0
     max_batch_mb: float = 4096.0
+    air_gain_tolerance: float = AIR_GAIN_TOLERANCE  # the physics gate's air-at-full-scale rule (inference.gates)
     trusted_public_keys: tuple[str, ...] = ()
     drift: DriftConfig = DriftConfig()
     calibration: Calibration | None = None
@@ -182,7 +188,8 @@ class StationPolicy:
             f"{t.min_pouch_area_cm2:.2f} cm² ({short:.0f} × {long:.0f} mm); opaque: high ≤ "
             f"{self.opaque_grey_levels}/65535, operator image ≤ {self.opaque_rgb_level}/255",
             f"  alarms: {', '.join(self.alarm_reasons)}; memory cap {self.max_scan_mb:g} MiB per scan, "
-            f"{self.max_batch_mb:g} MiB per batch; trusted model keys: "
+            f"{self.max_batch_mb:g} MiB per batch; air within {self.air_gain_tolerance:.1%} of full scale; "
+            "trusted model keys: "
             + (f"{len(self.trusted_public_keys)} ({', '.join(k[:16] + '…' for k in self.trusted_public_keys)}): "
                "unsigned or otherwise signed models are refused" if self.trusted_public_keys
                else "none (sha256 integrity only)"),
@@ -275,6 +282,11 @@ def parse_policy(data: dict[str, Any], path: str, sha256: str) -> StationPolicy:
     if max_batch_mb < max_scan_mb:
         raise ParcelscanError(f"{where}: memory.max_batch_mb ({max_batch_mb:g}) is below memory.max_scan_mb "
                               f"({max_scan_mb:g}): a scan the per-scan cap admits could never be analysed")
+    gates = _table(data, "gates", where)
+    air_gain_tolerance = _number(gates, "air_gain_tolerance", "gates", AIR_GAIN_TOLERANCE)
+    if air_gain_tolerance > MAX_AIR_GAIN_TOLERANCE:
+        raise ParcelscanError(f"{where}: gates.air_gain_tolerance ({air_gain_tolerance:g}) is over "
+                              f"{MAX_AIR_GAIN_TOLERANCE:g}: a scanner that far off calibration turns suspects clear")
     models = _table(data, "models", where)
     keys = models.get("trusted_public_keys", [])
     if not isinstance(keys, list) or not all(isinstance(k, str) for k in keys):
@@ -311,6 +323,7 @@ def parse_policy(data: dict[str, Any], path: str, sha256: str) -> StationPolicy:
     return StationPolicy(name=name, path=path, sha256=sha256, threat=threat, alarm_reasons=tuple(reasons),
                          threshold=threshold, opaque_grey_levels=int(grey), opaque_rgb_level=int(rgb),
                          detector_blur_px=blur_px, max_scan_mb=max_scan_mb, max_batch_mb=max_batch_mb,
+                         air_gain_tolerance=air_gain_tolerance,
                          trusted_public_keys=tuple(keys), drift=drift, calibration=calibration,
                          declaration=_declaration(data, where), raw=data)
 
