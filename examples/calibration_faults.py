@@ -9,12 +9,16 @@ as ``inspect`` computes it), so the table shows what a fault would cost were it 
 readings as a detector reports them: a gain multiplies the transmission, an offset adds grey levels, and both are
 clipped to 0-65535 (README, "Fail closed": calibration faults).
 
-    python examples/calibration_faults.py MODEL.onnx DATA_DIR [DATA_DIR ...]
+    python examples/calibration_faults.py MODEL.onnx DATA_DIR [DATA_DIR ...] [--attenuation-ceiling A]
+
+``--attenuation-ceiling A`` scores with the model's preprocessing clamped at A instead of its own ceiling (a probe
+at test time: where does the model read a fault from? The model was trained at its own ceiling).
 """
 
 from __future__ import annotations
 
 import argparse
+import dataclasses
 from collections.abc import Callable
 from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
@@ -62,16 +66,21 @@ def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("model", type=Path)
     parser.add_argument("data", type=Path, nargs="+")
+    parser.add_argument("--attenuation-ceiling", type=float, default=None, metavar="A",
+                        help="clamp both attenuations at A when scoring (default: the model's own ceiling)")
     args = parser.parse_args()
     session = open_session(args.model, threads=2)
     spec = PreprocessSpec.from_dict(session.metadata.preprocessing)
+    if args.attenuation_ceiling is not None:
+        spec = dataclasses.replace(spec, attenuation_ceiling=args.attenuation_ceiling)
     stored = float(session.metadata.threshold)
     items = [(record, folder) for folder in args.data for record in read_manifest(folder / "manifest.jsonl")]
     scans = [load_record_scan(record, folder) for record, folder in items]
     suspect = np.array([record.label == "suspect" for record, _ in items])
     non_twin_clear = np.array([record.label == "clear" and not record.twin_of for record, _ in items])
     scored = suspect | non_twin_clear
-    print(f"{args.model.name} (stored threshold {stored:.4f}) on {', '.join(map(str, args.data))}: "
+    print(f"{args.model.name} (stored threshold {stored:.4f}; attenuation ceiling {spec.attenuation_ceiling}) on "
+          f"{', '.join(map(str, args.data))}: "
           f"{int(suspect.sum())} suspects, {int(non_twin_clear.sum())} non-twin clears")
     print(f"{'fault':32s} {'AUC':>7s} {'Pd@Pfa1%':>9s} {'Pd@stored':>10s} {'Pfa@stored':>11s} {'gate refuses':>13s}")
 
