@@ -329,9 +329,8 @@ def check_physics(scan: Any, air_gain_tolerance: float = AIR_GAIN_TOLERANCE) -> 
             raise GateError("physics", f"{scan.scan_id}: air reads {level:.0f} of 65535 in the {name}-energy image "
                                        f"({1.0 - level / 65535.0:.1%} below full scale; the station format is "
                                        f"air-normalised and this station allows {air_gain_tolerance:.1%}): the "
-                                       "scanner's "
-                                       "flat field (gain) or the export is off — every attenuation is shifted, "
-                                       "which the model reads as matter; recalibrate")
+                                       "scanner's flat field (gain) or the export is off — every attenuation is "
+                                       "shifted, which the model reads as matter; recalibrate")
         clipped = float(np.mean(air_values == 65535))
         if clipped > MAX_AIR_CLIPPED_SHARE:
             raise GateError("physics", f"{scan.scan_id}: {clipped:.0%} of the air reads exactly 65535 in the "
