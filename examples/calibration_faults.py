@@ -9,10 +9,11 @@ as ``inspect`` computes it), so the table shows what a fault would cost were it 
 readings as a detector reports them: a gain multiplies the transmission, an offset adds grey levels, and both are
 clipped to 0-65535 (README, "Fail closed": calibration faults).
 
-    python examples/calibration_faults.py MODEL.onnx DATA_DIR [DATA_DIR ...] [--attenuation-ceiling A]
+    python examples/calibration_faults.py MODEL.onnx DATA_DIR [DATA_DIR ...] [--attenuation-ceiling A] [--only NAME ...]
 
 ``--attenuation-ceiling A`` scores with the model's preprocessing clamped at A instead of its own ceiling (a probe
-at test time: where does the model read a fault from? The model was trained at its own ceiling).
+at test time: where does the model read a fault from? The model was trained at its own ceiling). ``--only NAME``
+runs the faults whose name starts with NAME (repeatable; e.g. ``--only none --only "dark offset +20"``).
 """
 
 from __future__ import annotations
@@ -53,8 +54,8 @@ FAULTS: list[tuple[str, Callable[[np.ndarray, np.ndarray], Readings]]] = [
       for g in (0.5, 1, 2, 4, 8)),
     ("gain -1 %, low channel only", lambda low, high: (gain(low, 0.99), high)),
     ("gain -2 %, high channel only", lambda low, high: (low, gain(high, 0.98))),
-    *((f"dark offset +{d} grey, both", lambda low, high, d=d: (offset(low, d), offset(high, d)))
-      for d in (20, 100, 200, 2000)),
+    *((f"dark offset {d:+d} grey, both", lambda low, high, d=d: (offset(low, d), offset(high, d)))
+      for d in (20, 50, 100, 200, 2000, -20)),
     ("low layer written as both", lambda low, high: (low, low.copy())),
     *((f"high layer {d:+d} px along the belt", lambda low, high, d=d: (low, np.roll(high, d, axis=0)))
       for d in (1, 2)),
@@ -68,7 +69,13 @@ def main() -> None:
     parser.add_argument("data", type=Path, nargs="+")
     parser.add_argument("--attenuation-ceiling", type=float, default=None, metavar="A",
                         help="clamp both attenuations at A when scoring (default: the model's own ceiling)")
+    parser.add_argument("--only", action="append", default=[], metavar="NAME",
+                        help="run only the faults whose name starts with NAME (repeatable; default: every fault)")
     args = parser.parse_args()
+    faults = [(name, fault) for name, fault in FAULTS if not args.only or name.startswith(tuple(args.only))]
+    if not faults:
+        parser.error(f"no fault starts with {' or '.join(map(repr, args.only))}; the faults: "
+                     + "; ".join(name for name, _ in FAULTS))
     session = open_session(args.model, threads=2)
     spec = PreprocessSpec.from_dict(session.metadata.preprocessing)
     if args.attenuation_ceiling is not None:
@@ -96,7 +103,7 @@ def main() -> None:
         return float(np.max(probability)), refused
 
     with ThreadPoolExecutor(2) as pool:
-        for name, fault in FAULTS:
+        for name, fault in faults:
             results = list(pool.map(lambda scan, fault=fault: judge(scan, fault), scans))
             scores = np.array([score for score, _ in results])
             refused = sum(flag for _, flag in results)

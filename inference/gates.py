@@ -91,7 +91,6 @@ MAX_IDENTICAL_SHARE = 0.25
 MAX_REGISTER_OFFSET_PX = 0.25
 REGISTER_MAX_SIDE_PX = 1024
 REGISTER_MIN_SIGMA = 10.0
-CONTENT_TRANSMISSION = 62000  # A_high > 0.055: where the registration is measured (the content's bounding box)
 CONTENT_A_HIGH = (0.05, 7.0)
 INVERTED_MARGIN_A = 0.05
 MAX_INVERTED_SHARE = 0.02
@@ -258,13 +257,14 @@ def _window(first: int, last: int, extent: int) -> slice:
 
 def register_offset_px(low: np.ndarray, high: np.ndarray) -> tuple[float, float] | None:
     """How far (pixels; along the belt, across it) the high image's fine detail lies from the low image's: the
-    correlation of the two readings high-passed (each minus its 3×3 mean), over the content's bounding box, at
-    shifts of −1, 0 and +1 pixel along each axis, and the vertex of the parabola through the three (inf where the
-    correlation does not peak at 0: two pixels or more out). Independent noise in the two layers does not
-    correlate, so the peak is where the same edges lie. A box longer than ``REGISTER_MAX_SIDE_PX`` on a side is
-    measured in its middle window of that size. None when the pair shows too little common detail to tell (no
-    correlation beyond ``REGISTER_MIN_SIGMA`` standard deviations of what independent noise gives)."""
-    content = high < CONTENT_TRANSMISSION
+    correlation of the two readings high-passed (each minus its 3×3 mean), over the bounding box of the content
+    (A_high above ``CONTENT_A_HIGH``'s lower end), at shifts of −1, 0 and +1 pixel along each axis, and the vertex
+    of the parabola through the three (inf where the correlation does not peak at 0: two pixels or more out).
+    Independent noise in the two layers does not correlate, so the peak is where the same edges lie. A box longer
+    than ``REGISTER_MAX_SIDE_PX`` on a side is measured in its middle window of that size. None when the pair shows
+    too little common detail to tell (no correlation beyond ``REGISTER_MIN_SIGMA`` standard deviations of what
+    independent noise gives)."""
+    content = high < _transmission_below(CONTENT_A_HIGH[0])  # the content of the rules below: A_high > 0.05
     rows, cols = np.flatnonzero(content.any(axis=1)), np.flatnonzero(content.any(axis=0))
     if rows.size < 8 or cols.size < 8:
         return None

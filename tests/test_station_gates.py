@@ -143,7 +143,7 @@ def test_the_calibration_gates_leave_a_real_scan_within_them_alone(samples):
                                 air_gain_tolerance=0.003)
 
 
-def test_the_station_policy_sets_the_air_tolerance(samples, tmp_path):
+def test_the_station_policy_sets_the_air_tolerance(samples, inspector, tmp_path):
     """``[gates] air_gain_tolerance`` reaches the gate through the Inspector; a policy cannot loosen it past 5 %."""
     from parcelscan.inference.policy import DEFAULT_POLICY_PATH, load_policy
 
@@ -155,7 +155,7 @@ def test_the_station_policy_sets_the_air_tolerance(samples, tmp_path):
     real = samples[SUSPECTS[1]]
     path = _write(tmp_path, "gain-0.5", _gain(real.low, 0.995), _gain(real.high, 0.995))
     _manual(strict.inspect(path), "physics", "this station allows 0.3%")
-    assert Inspector(SHIPPED_DEFAULT).inspect(path).verdict != "manual_inspection"
+    assert inspector.inspect(path).verdict != "manual_inspection"  # the module's Inspector: the default policy
     loose_path = tmp_path / "loose.toml"
     loose_path.write_text(default.replace("air_gain_tolerance = 0.01", "air_gain_tolerance = 0.1"))
     with pytest.raises(ParcelscanError, match="air_gain_tolerance"):
