@@ -181,6 +181,42 @@ def test_sidecar_geometry_must_agree_with_the_model(inspector, tmp_path, meta):
         _manual(inspector.inspect(tmp_path / f"{scan_id}_low.png"), "geometry", "disagrees with the 1 mm")
 
 
+def _half_resolution(image: np.ndarray) -> np.ndarray:
+    """2 × 2 block means: what a resampling export does (the pixels stay plausible, the pitch doubles)."""
+    rows, cols = (image.shape[0] // 2) * 2, (image.shape[1] // 2) * 2
+    blocks = image[:rows, :cols].reshape(rows // 2, 2, cols // 2, 2, *image.shape[2:]).astype(np.float64)
+    return np.round(blocks.mean(axis=(1, 3))).astype(image.dtype)
+
+
+@pytest.mark.parametrize("kind", ["pair", "operator image"])
+def test_a_half_resolution_export_with_its_sidecar_copied_is_refused(samples, inspector, tmp_path, kind):
+    """Session 19: every suspect sample resampled to half resolution, its sidecar (1 mm, 640 channels) copied, passed
+    every gate and was scored at the wrong pitch. The sidecar's rows and channels must be the images' own."""
+    from parcelscan.datasets.scans.readers import read_rgb_image
+
+    station = inspector if kind == "pair" else Inspector(default_model_path("pseudo_color"))
+    for scan_id in SUSPECTS:
+        if kind == "pair":
+            scan = samples[scan_id]
+            write_png(tmp_path / f"{scan_id}_low.png", _half_resolution(scan.low))
+            write_png(tmp_path / f"{scan_id}_high.png", _half_resolution(scan.high))
+            path = tmp_path / f"{scan_id}_low.png"
+        else:
+            rgb = read_rgb_image(EXAMPLES / f"{scan_id}_rgb.png").rgb
+            path = tmp_path / f"{scan_id}_rgb.png"
+            cv2.imwrite(str(path), cv2.cvtColor(_half_resolution(rgb), cv2.COLOR_RGB2BGR))
+        sidecar = json.loads((EXAMPLES / f"{scan_id}.json").read_text())
+        (tmp_path / f"{scan_id}.json").write_text(json.dumps(sidecar))
+        verdict = station.inspect(path)
+        assert verdict.verdict == "manual_inspection" and verdict.score is None, verdict
+        assert verdict.reason_classes == ["unreadable"], verdict
+        assert (f"the sidecar says rows {sidecar['rows']} but the images have {sidecar['rows'] // 2}"
+                in verdict.error), verdict.error
+        # the same images with a sidecar that states no size are read and scored (the pitch is then the only claim)
+        (tmp_path / f"{scan_id}.json").write_text(json.dumps({"pixel_pitch_mm": 1.0}))
+        assert station.inspect(path).score is not None
+
+
 def _png_header_only(path: Path, width: int, height: int, bit_depth: int = 16, colour: int = 0) -> None:
     ihdr = b"IHDR" + struct.pack(">IIBBBBB", width, height, bit_depth, colour, 0, 0, 0)
     idat = b"IDAT" + zlib.compress(b"\0" * 64)

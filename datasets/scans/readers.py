@@ -58,6 +58,7 @@ from parcelscan.datasets.scans.scanfile import (
     Scan,
     UnsupportedScanError,
     check_file,
+    check_sidecar_shape,
     check_size,
     decode_png,
     png_header,
@@ -185,7 +186,9 @@ def read_rgb_image(path: Path, scan_id: str | None = None, image_format: str | N
     validate_rgb(pixels, str(path))
     scan_id = scan_id or _rgb_scan_id(path)
     sidecar_path = path.with_name(f"{scan_id}.json")
-    meta = scan_meta(read_sidecar(sidecar_path))
+    sidecar = read_sidecar(sidecar_path)
+    check_sidecar_shape(sidecar, pixels.shape[:2], sidecar_path)
+    meta = scan_meta(sidecar)
     files = [str(path)] + ([str(sidecar_path)] if sidecar_path.exists() else [])
     return Scan(scan_id, None, None, meta, kind="pseudo_color", rgb=pixels, source_files=files)
 

@@ -451,6 +451,21 @@ def read_sidecar(path: Path) -> dict[str, Any]:
     return data
 
 
+def check_sidecar_shape(sidecar: dict[str, Any], shape: tuple[int, int], source: Any) -> None:
+    """The image size a sidecar (or an embedded description) states must be the images' own: ``rows`` along the
+    belt and ``channels`` across it, each checked when present. A scan resampled after export (half resolution)
+    with its sidecar copied still claims the scanner's pitch, so every size and mass read from it is wrong while
+    the pixels decode perfectly; or the sidecar belongs to another scan. Either way the scan cannot be trusted."""
+    for key, size in (("rows", shape[0]), ("channels", shape[1])):
+        if key not in sidecar:
+            continue
+        value = sidecar[key]
+        if isinstance(value, bool) or not isinstance(value, (int, float)) or value != size:
+            raise ScanReadError(f"{source}: the sidecar says {key} {value!r} but the images have {size}: resampled "
+                                "after export, or the sidecar of another scan — its sizes and pitch cannot be "
+                                "trusted")
+
+
 def scan_meta(sidecar: dict[str, Any]) -> dict[str, Any]:
     """Scan.meta from a sidecar or embedded description: everything but the structural keys."""
     return {k: v for k, v in sidecar.items() if k not in STRUCTURAL_KEYS}
@@ -470,7 +485,9 @@ def read_station_pair(low_path: Path, high_path: Path | None = None) -> Scan:
     low, high = read_png16(low_path), read_png16(high_path)
     validate_pair(low, high, str(low_path))
     sidecar_path = low_path.with_name(f"{scan_id}.json")
-    meta = scan_meta(read_sidecar(sidecar_path))
+    sidecar = read_sidecar(sidecar_path)
+    check_sidecar_shape(sidecar, low.shape, sidecar_path)
+    meta = scan_meta(sidecar)
     files = [str(low_path), str(high_path)] + ([str(sidecar_path)] if sidecar_path.exists() else [])
     return Scan(scan_id, low, high, meta, source_files=files)
 
@@ -563,8 +580,11 @@ def read_tiff(path: Path) -> Scan:
         embedded = {}
     embedded = embedded if isinstance(embedded, dict) else {}
     scan_id = str(embedded.get("scan_id", path.stem))
+    check_sidecar_shape(embedded, low.shape, f"{path} (its description)")
     meta = scan_meta(embedded)
     sidecar_path = path.with_suffix(".json")
-    meta.update(scan_meta(read_sidecar(sidecar_path)))
+    sidecar = read_sidecar(sidecar_path)
+    check_sidecar_shape(sidecar, low.shape, sidecar_path)
+    meta.update(scan_meta(sidecar))
     files = [str(path)] + ([str(sidecar_path)] if sidecar_path.exists() else [])
     return Scan(scan_id, low, high, meta, source_files=files)
