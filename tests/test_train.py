@@ -269,7 +269,7 @@ def test_cached_run_trains_exactly_like_an_uncached_one(dataset, tmp_path):
     assert {path.stem for path in (data / ".cache").glob("prepared-*/*.prepared")} == used  # augmented after the cache
 
 
-@pytest.mark.parametrize("recipe", ["dual.yaml", "rgb.yaml"])
+@pytest.mark.parametrize("recipe", ["dual.yaml", "rgb.yaml", "dual-ceiling65.yaml"])
 def test_shipped_recipes_are_valid_configs(recipe):
     from parcelscan.training.config import load_config
     from parcelscan.training.train import make_spec
