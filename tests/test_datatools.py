@@ -152,6 +152,20 @@ def test_check_flags_a_clear_scan_with_powder_in_its_mask(copy_of):
     assert any(clear.scan_id in e and "labelled clear" in e for e in report.errors)
 
 
+def test_check_refuses_a_sidecar_that_states_another_size(copy_of):
+    """The station's rule (``check_sidecar_shape``): a resampled scan whose sidecar was copied is not a scan of that
+    size. The record's own sidecar (the manifest's ``files.sidecar``) is held to it as well."""
+    records = read_manifest(copy_of)
+    record = records[0]
+    sidecar_path = copy_of / record.files["sidecar"]
+    sidecar = json.loads(sidecar_path.read_text())
+    sidecar_path.write_text(json.dumps({**sidecar, "channels": sidecar["channels"] * 2}))
+    report = check_dataset(copy_of, workers=1)
+    assert any(record.scan_id in e and f"the sidecar says channels {sidecar['channels'] * 2} but the images have "
+               f"{sidecar['channels']}" in e for e in report.errors), report.errors
+    assert not any(r.scan_id in " ".join(report.errors) for r in records[1:])
+
+
 def test_check_without_manifest_is_a_user_error(tmp_path, capsys):
     assert main(["data", "check", str(tmp_path)]) == 2
     assert "no manifest" in capsys.readouterr().err
