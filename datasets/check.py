@@ -30,7 +30,7 @@ from parcelscan.datasets.datatools import (
     record_path,
 )
 from parcelscan.datasets.manifest import SPLITS, ManifestRecord, manifest_path, read_manifest_lenient
-from parcelscan.datasets.scans.scanfile import check_sidecar_shape, png_header, read_sidecar
+from parcelscan.datasets.scans.scanfile import png_header, read_sidecar
 from parcelscan.errors import ParcelscanError, ScanReadError
 
 UNSPLIT = "(none)"
@@ -102,7 +102,6 @@ def _check_record(record: ManifestRecord, root: Path) -> _ScanResult:
     if sidecar_name:
         try:
             sidecar = read_sidecar(record_path(root, sidecar_name))
-            check_sidecar_shape(sidecar, shape, sidecar_name)  # the station's rule: a size stated is the images'
             if sidecar.get("scan_id") not in (None, record.scan_id):
                 result.warnings.append(f"{record.scan_id}: sidecar {sidecar_name} names scan {sidecar['scan_id']!r}")
         except ScanReadError as error:

@@ -19,11 +19,9 @@ from parcelscan.datasets.scans.scanfile import (
     IncompleteScanError,
     Scan,
     check_file,
-    check_sidecar_shape,
     png_header,
     read_png16,
-    read_sidecar,
-    scan_meta,
+    read_sidecar_meta,
     validate_pair,
 )
 from parcelscan.errors import ScanReadError
@@ -59,9 +57,7 @@ def load_record_scan(record: ManifestRecord, root: Path) -> Any:
         raise ScanReadError(f"{record.scan_id}: manifest says dual-energy but the files hold a {scan.kind} image")
     sidecar_name = files.get("sidecar")
     if sidecar_name:  # the sidecar the manifest names (pitch, profile) wins
-        sidecar = read_sidecar(record_path(root, sidecar_name))
-        check_sidecar_shape(sidecar, scan.shape, sidecar_name)
-        scan.meta = {**scan.meta, **scan_meta(sidecar)}
+        scan.meta = {**scan.meta, **read_sidecar_meta(record_path(root, sidecar_name), scan.shape)}
     scan.scan_id = record.scan_id
     return scan
 
@@ -72,9 +68,7 @@ def load_record_input(record: ManifestRecord, root: Path, input_kind: str) -> An
     if input_kind == "pseudo_color" and record.kind == "dual_energy" and record.files.get("rgb"):
         scan = read_rgb_image(check_file(record_path(root, record.files["rgb"])), record.scan_id)
         if record.files.get("sidecar"):  # the pair's sidecar (pitch) also describes its operator image
-            sidecar = read_sidecar(record_path(root, record.files["sidecar"]))
-            check_sidecar_shape(sidecar, scan.shape, record.files["sidecar"])
-            scan.meta = {**scan.meta, **scan_meta(sidecar)}
+            scan.meta = {**scan.meta, **read_sidecar_meta(record_path(root, record.files["sidecar"]), scan.shape)}
         scan.scan_id = record.scan_id
         return scan
     return load_record_scan(record, root)

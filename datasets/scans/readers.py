@@ -58,15 +58,13 @@ from parcelscan.datasets.scans.scanfile import (
     Scan,
     UnsupportedScanError,
     check_file,
-    check_sidecar_shape,
     check_size,
     decode_png,
     png_header,
     png_kind,
-    read_sidecar,
+    read_sidecar_meta,
     read_station_pair,
     read_tiff,
-    scan_meta,
     validate_rgb,
 )
 from parcelscan.errors import ParcelscanError, ScanReadError
@@ -186,9 +184,7 @@ def read_rgb_image(path: Path, scan_id: str | None = None, image_format: str | N
     validate_rgb(pixels, str(path))
     scan_id = scan_id or _rgb_scan_id(path)
     sidecar_path = path.with_name(f"{scan_id}.json")
-    sidecar = read_sidecar(sidecar_path)
-    check_sidecar_shape(sidecar, pixels.shape[:2], sidecar_path)
-    meta = scan_meta(sidecar)
+    meta = read_sidecar_meta(sidecar_path, pixels.shape[:2])
     files = [str(path)] + ([str(sidecar_path)] if sidecar_path.exists() else [])
     return Scan(scan_id, None, None, meta, kind="pseudo_color", rgb=pixels, source_files=files)
 

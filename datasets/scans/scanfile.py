@@ -471,6 +471,13 @@ def scan_meta(sidecar: dict[str, Any]) -> dict[str, Any]:
     return {k: v for k, v in sidecar.items() if k not in STRUCTURAL_KEYS}
 
 
+def read_sidecar_meta(path: Path, shape: tuple[int, int]) -> dict[str, Any]:
+    """Scan.meta from the sidecar at ``path`` ({} when there is none), held to the images' ``shape`` first."""
+    sidecar = read_sidecar(path)
+    check_sidecar_shape(sidecar, shape, path)
+    return scan_meta(sidecar)
+
+
 def read_station_pair(low_path: Path, high_path: Path | None = None) -> Scan:
     """Read ``<id>_low.png`` + ``<id>_high.png`` (+ ``<id>.json`` when present)."""
     low_path = Path(low_path)
@@ -485,9 +492,7 @@ def read_station_pair(low_path: Path, high_path: Path | None = None) -> Scan:
     low, high = read_png16(low_path), read_png16(high_path)
     validate_pair(low, high, str(low_path))
     sidecar_path = low_path.with_name(f"{scan_id}.json")
-    sidecar = read_sidecar(sidecar_path)
-    check_sidecar_shape(sidecar, low.shape, sidecar_path)
-    meta = scan_meta(sidecar)
+    meta = read_sidecar_meta(sidecar_path, low.shape)
     files = [str(low_path), str(high_path)] + ([str(sidecar_path)] if sidecar_path.exists() else [])
     return Scan(scan_id, low, high, meta, source_files=files)
 
@@ -583,8 +588,6 @@ def read_tiff(path: Path) -> Scan:
     check_sidecar_shape(embedded, low.shape, f"{path} (its description)")
     meta = scan_meta(embedded)
     sidecar_path = path.with_suffix(".json")
-    sidecar = read_sidecar(sidecar_path)
-    check_sidecar_shape(sidecar, low.shape, sidecar_path)
-    meta.update(scan_meta(sidecar))
+    meta.update(read_sidecar_meta(sidecar_path, low.shape))
     files = [str(path)] + ([str(sidecar_path)] if sidecar_path.exists() else [])
     return Scan(scan_id, low, high, meta, source_files=files)
