@@ -62,7 +62,7 @@ def signature_reason(bodies: list[dict[str, Any]]) -> tuple[str | None, bool]:
     if not bodies:
         return "powder signature not named: the model localised no region to weigh", False
     if not measured:
-        return "powder signature not named: the localised region shows no material over its surroundings", False
+        return _unnamed_reason(bodies), False
     body = measured[0]
     twins = list(body.get("twins") or [])
     targets = [t for t in twins if t in set(body.get("targets") or [])]
@@ -85,6 +85,26 @@ def signature_reason(bodies: list[dict[str, Any]]) -> tuple[str | None, bool]:
     return (f"powder signature nearest {body['nearest']}"
             + (f" (d′ {d_prime:.1f})" if isinstance(d_prime, (int, float)) else "")
             + f", nothing within d′ 4.2 ({where})", False)
+
+
+def _unnamed_reason(bodies: list[dict[str, Any]]) -> str:
+    """Why no localised region has a signature. Two different things leave ``nearest`` empty (``physics.mass``):
+    a region with no material over its surroundings (no grams), and a region full of matter that the beam does not
+    cross readably — stopped over part of it, or the low channel at its floor — whose grams are counted (a lower
+    bound where the beam is stopped) but whose material cannot be named. Saying "no material" of the second, a
+    parcel with a kilogram behind a casting, would be false."""
+    weighed = [b for b in bodies if float(b.get("mass_g") or 0.0) > 0.0]
+    if not weighed:
+        return "powder signature not named: the localised region shows no material over its surroundings"
+    body = weighed[0]
+    grams = mass_words(float(body["mass_g"]), bool(body.get("mass_lower_bound")))
+    where = f"region {body.get('area_cm2', 0):g} cm², {grams} as a target powder"
+    stopped = float(body.get("opaque_share") or 0.0)
+    if stopped > 0.0:
+        return (f"powder signature not readable: the beam is stopped over {stopped:.0%} of the localised region, so "
+                f"what it holds cannot be named ({where})")
+    return ("powder signature not readable: too few of the localised region's pixels are read in both channels to "
+            f"name what it holds ({where})")
 
 
 def inputs_digest(paths: Iterable[str | Path]) -> str | None:

@@ -62,6 +62,24 @@ def test_a_mass_behind_a_partly_stopped_beam_is_written_as_a_lower_bound():
     assert words.endswith("(region 12.5 cm², ≥ 48 g)")
 
 
+def test_a_region_the_beam_does_not_cross_readably_is_not_called_empty():
+    """A body without signature is either empty (no grams) or full of matter the scan cannot name (the demo's first
+    suspect: 1.26 kg behind a casting, stopped over 51 % of its region). Only the first may be called "no material"."""
+    empty = {**_body(None, [], [], mass_g=0.0), "opaque_share": 0.0}
+    assert signature_reason([empty]) == (
+        "powder signature not named: the localised region shows no material over its surroundings", False)
+    behind_metal = {**_body(None, [], [], area_cm2=500.3, mass_g=1257.6), "opaque_share": 0.514,
+                    "mass_lower_bound": True}
+    words, twin = signature_reason([empty, behind_metal])
+    assert not twin
+    assert words == ("powder signature not readable: the beam is stopped over 51% of the localised region, so what it "
+                     "holds cannot be named (region 500.3 cm², ≥ 1257.6 g as a target powder)")
+    thin = {**_body(None, [], [], mass_g=14.0), "opaque_share": 0.0, "mass_lower_bound": False}
+    words, _ = signature_reason([thin])
+    assert words.startswith("powder signature not readable: too few of the localised region's pixels are read")
+    assert words.endswith("(region 12.5 cm², ≈ 14 g as a target powder)")
+
+
 # --- real simulated scans -----------------------------------------------------------------------------------------
 @pytest.fixture(scope="module")
 def pouches(tmp_path_factory):
