@@ -31,6 +31,7 @@ from typing import Any
 
 from parcelscan.datasets.datatools import file_sha256
 from parcelscan.datasets.physics.mass import mass_words
+from parcelscan.datasets.physics.materials import TARGET_MATERIALS
 
 CLEAR, SUSPECT, MANUAL = "clear", "suspect", "manual_inspection"
 VERDICTS = (CLEAR, SUSPECT, MANUAL)
@@ -67,17 +68,17 @@ def signature_reason(bodies: list[dict[str, Any]]) -> tuple[str | None, bool]:
     twins = list(body.get("twins") or [])
     targets = [t for t in twins if t in set(body.get("targets") or [])]
     benign = [t for t in twins if t not in targets]
-    grams = mass_words(body.get("mass_g", 0), bool(body.get("mass_lower_bound")))
-    where = f"region {body.get('area_cm2', 0):g} cm², {grams}"
+    where = f"region {body.get('area_cm2', 0):g} cm², {_grams_as(body)}"
     if len(measured) > 1:
         where += f", the largest of {len(measured)}"
     if targets and benign:
         twin_words = "its benign twin" if len(benign) == 1 else "its benign twins"
         return (f"powder signature consistent with {' or '.join(targets[:MAX_NAMED])} — or {twin_words} "
-                f"{' or '.join(benign[:MAX_NAMED])}: confirm by XRF or opening ({where})", True)
+                f"{' or '.join(benign[:MAX_NAMED])}: confirm by XRF or opening ({where}{_benign_grams(body)})", True)
     if benign:
         return (f"powder signature consistent with benign {' or '.join(benign[:MAX_NAMED])}, no target within "
-                f"d′ 4.2 — a look-alike or a target the scanner cannot read: confirm by XRF or opening ({where})", True)
+                f"d′ 4.2 — a look-alike or a target the scanner cannot read: confirm by XRF or opening "
+                f"({where}{_benign_grams(body)})", True)
     if targets:
         return (f"powder signature consistent with {' or '.join(targets[:MAX_NAMED])}, no benign look-alike within "
                 f"d′ 4.2 ({where})", False)
@@ -85,6 +86,33 @@ def signature_reason(bodies: list[dict[str, Any]]) -> tuple[str | None, bool]:
     return (f"powder signature nearest {body['nearest']}"
             + (f" (d′ {d_prime:.1f})" if isinstance(d_prime, (int, float)) else "")
             + f", nothing within d′ 4.2 ({where})", False)
+
+
+def _grams_as(body: dict[str, Any]) -> str:
+    """A body's grams with the material they assume. The same attenuation is ten times the mass as salt as it is as
+    a rare-earth oxide, so a number alone misleads: ``mass_g`` is the body weighed as the target its reading matches
+    best (``mass_material``), or the median over the targets equally near (``mass_range_g`` then spans them)."""
+    grams = mass_words(float(body.get("mass_g") or 0.0), bool(body.get("mass_lower_bound")))
+    material = body.get("mass_material")
+    span = body.get("mass_range_g")
+    if not material:
+        return grams
+    if isinstance(span, (list, tuple)) and len(span) == 2 and span[1] > 1.05 * span[0]:
+        return f"{grams} as a target powder ({span[0]:g}–{span[1]:g} g over the targets it reads as)"
+    return f"{grams} as {material}"
+
+
+def _benign_grams(body: dict[str, Any]) -> str:
+    """For a twin alarm, the same body weighed as the benign materials its reading could also be (``mass_as_g`` of
+    the benign references in ``could_be``): what an inspector opening it should expect to find either way."""
+    benign = {name: grams for name, grams in (body.get("mass_as_g") or {}).items()
+              if name not in TARGET_MATERIALS and isinstance(grams, (int, float))}
+    if not benign:
+        return ""
+    names = sorted(benign, key=benign.get)[:MAX_NAMED]
+    low, high = min(benign[n] for n in names), max(benign[n] for n in names)
+    amount = f"{low:.0f} g" if high <= 1.05 * low else f"{low:.0f}–{high:.0f} g"
+    return f"; ≈ {amount} as {' or '.join(names)}"
 
 
 def _unnamed_reason(bodies: list[dict[str, Any]]) -> str:

@@ -62,6 +62,22 @@ def test_a_mass_behind_a_partly_stopped_beam_is_written_as_a_lower_bound():
     assert words.endswith("(region 12.5 cm², ≥ 48 g)")
 
 
+def test_the_grams_say_which_material_they_assume_and_a_twin_alarm_gives_the_benign_reading_too():
+    """The same attenuation is ~13 times the mass as salt as it is as Dy2O3 (the demo's sim31-000641): a number
+    alone would tell an inspector to expect 181 g where a benign filling would weigh 2.1-2.5 kg."""
+    body = {**_body("sand", ["sand"], [], area_cm2=188.1, mass_g=181.3), "mass_material": "Dy2O3",
+            "mass_range_g": [181.3, 181.3],
+            "mass_as_g": {"Dy2O3": 181.3, "titanium white": 2091.1, "CaCO3": 2399.2, "salt": 2512.6}}
+    words, twin = signature_reason([body])
+    assert twin
+    assert words.endswith("(region 188.1 cm², ≈ 181.3 g as Dy2O3; ≈ 2091–2513 g as titanium white or CaCO3 or salt)")
+    several = {**_body("Nd2O3", ["Nd2O3", "Pr6O11"], ["Nd2O3", "Pr6O11"]), "mass_material": "Nd2O3",
+               "mass_range_g": [40.0, 61.0], "mass_as_g": {"Nd2O3": 44.0}}
+    words, twin = signature_reason([several])
+    assert not twin  # no benign twin: no benign reading is added
+    assert words.endswith("(region 12.5 cm², ≈ 48 g as a target powder (40–61 g over the targets it reads as))")
+
+
 def test_a_region_the_beam_does_not_cross_readably_is_not_called_empty():
     """A body without signature is either empty (no grams) or full of matter the scan cannot name (the demo's first
     suspect: 1.26 kg behind a casting, stopped over 51 % of its region). Only the first may be called "no material"."""
