@@ -214,8 +214,8 @@ DECLARED = {"item_id": "RR123456785CN", "category": "sale_of_goods", "origin": "
 CHECK = {"status": "mismatch", "priority": "raised", "source": "sidecar",
          "reasons": ["declared 'machinery parts' (HS 8487.90), 2 kg; seen: 1 body ≈ 1400 g — no line holds it"],
          "observed": {"xray_mass_kg": 2.4, "xray_mass_lower_bound": True,
-                      "bodies": [{"mass_g": 1400.0, "nearest": "Nd2O3", "twins": ["Nd2O3"],
-                                  "could_be": ["Nd2O3", "Pr6O11", "barite"],
+                      "bodies": [{"mass_g": 1400.0, "nearest": "barite", "twins": ["barite", "Nd2O3"],
+                                  "mass_material": "Nd2O3", "could_be": ["Nd2O3", "Pr6O11", "barite"],
                                   "mass_as_g": {"Nd2O3": 1400.0, "Pr6O11": 1380.0, "barite": 1610.0}},
                                  {"mass_g": 810.0, "mass_lower_bound": True, "nearest": None, "twins": [],
                                   "opaque_share": 0.51}]}}
@@ -241,7 +241,8 @@ def declared_server(tmp_path):
 def test_the_declaration_panel_shows_what_the_body_could_be_in_grams(declared_server):
     """Sorted by declaration, the mismatched item opens first with the declaration beside the image: the declared
     line, the check's reason, and each body with the materials it could be, each with its own grams; a body behind
-    a stopped beam with its lower bound ("≥")."""
+    a stopped beam with its lower bound ("≥"); the grams name the material they assume when the nearest reading is
+    another (a twin: weighed as Nd2O3, read nearest barite)."""
     from playwright.sync_api import expect, sync_playwright
 
     base, _, scan_id = declared_server
@@ -262,7 +263,7 @@ def test_the_declaration_panel_shows_what_the_body_could_be_in_grams(declared_se
             expect(page.locator("#declaration-status")).to_have_text("mismatch")
             expect(page.locator("#declaration-items")).to_contain_text("machinery parts")
             expect(page.locator("#declaration-seen")).to_have_text(
-                "≈ 1400 g Nd2O3; could be Nd2O3 1400 g, Pr6O11 1380 g, barite 1610 g; "
+                "≈ 1400 g as Nd2O3, nearest barite; could be Nd2O3 1400 g, Pr6O11 1380 g, barite 1610 g; "
                 "≥ 810 g no signature (the beam is stopped) · parcel ≥ 2.4 kg by X-ray")
             assert not errors, errors
         finally:

@@ -102,10 +102,11 @@ def test_a_hostile_declaration_check_is_shown_as_unusable_never_an_error(review)
     view = response.json()["declaration"]
     assert view["status"] is None and view["reasons"] == [] and view["powder_mass_g"] == []
     assert view["xray_mass_kg"] is None and view["xray_mass_lower_bound"] is False
-    assert view["bodies"] == [{"mass_g": None, "nearest": None, "twins": [], "could_be": [], "mass_as_g": {},
-                               "opaque_share": None, "mass_lower_bound": False},
-                              {"mass_g": None, "nearest": None, "twins": [], "could_be": ["x" * 40], "mass_as_g": {},
-                               "opaque_share": None, "mass_lower_bound": False}]
+    assert view["bodies"] == [{"mass_g": None, "nearest": None, "mass_material": None, "twins": [], "could_be": [],
+                               "mass_as_g": {}, "opaque_share": None, "mass_lower_bound": False},
+                              {"mass_g": None, "nearest": None, "mass_material": None, "twins": [],
+                               "could_be": ["x" * 40], "mass_as_g": {}, "opaque_share": None,
+                               "mass_lower_bound": False}]
 
 
 def test_the_view_reads_anything():

@@ -170,8 +170,11 @@
       if (b.could_be && b.could_be.length) {  // what the core and weight allow, each with its own grams
         const masses = b.mass_as_g || {};
         const names = b.could_be.slice(0, 5).map((n) => masses[n] == null ? n : n + " " + Math.round(masses[n]) + " g");
-        return grams + (b.nearest || b.could_be[0]) + "; could be " + names.join(", ") +
-          (b.could_be.length > 5 ? ", …" : "");
+        // the grams assume a material (the best-matching target): say which, and the nearest reading if it differs
+        const nearest = b.nearest || b.could_be[0];
+        const label = !b.mass_material ? nearest :
+          (b.mass_material === nearest ? "as " + nearest : "as " + b.mass_material + ", nearest " + nearest);
+        return grams + label + "; could be " + names.join(", ") + (b.could_be.length > 5 ? ", …" : "");
       }
       if (!b.nearest && b.mass_lower_bound) return grams + "no signature (the beam is stopped)";
       return grams + (b.nearest || "?") +
