@@ -125,8 +125,7 @@ def _unnamed_reason(bodies: list[dict[str, Any]]) -> str:
     if not weighed:
         return "powder signature not named: the localised region shows no material over its surroundings"
     body = weighed[0]
-    grams = mass_words(float(body["mass_g"]), bool(body.get("mass_lower_bound")))
-    where = f"region {body.get('area_cm2', 0):g} cm², {grams} as a target powder"
+    where = f"region {body.get('area_cm2', 0):g} cm², {_grams_as(body)} as a target powder"  # no mass_material here
     stopped = float(body.get("opaque_share") or 0.0)
     if stopped > 0.0:
         return (f"powder signature not readable: the beam is stopped over {stopped:.0%} of the localised region, so "

@@ -801,6 +801,13 @@ MEASURED_ROW = "grams measured (the beam crosses every body)"
 LOWER_BOUND_ROW = "grams a lower bound (the beam stopped over part of a body)"
 
 
+def mass_error(verdict: dict[str, Any], true_g: float) -> float:
+    """The declaration issue's mass error of one pure-powder suspect: |Σ ``powder_mass_g`` − true| / true, and 1.0
+    (a miss) when the verdict weighs no body."""
+    bodies = verdict.get("powder_mass_g") or []
+    return abs(sum(float(b) for b in bodies) - true_g) / true_g if bodies else 1.0
+
+
 def declaration_summary(records: Sequence[Any], verdicts: dict[str, dict[str, Any]]) -> dict[str, Any] | None:
     """The declaration issue's measures from the station's verdicts: ``declaration_check.status`` present,
     ``mismatch`` rates (Wilson 95 %) for clear parcels with a declaration and for suspects by how they were
@@ -834,7 +841,7 @@ def declaration_summary(records: Sequence[Any], verdicts: dict[str, dict[str, An
             continue
         verdict = verdicts[r.scan_id]
         bodies = verdict.get("powder_mass_g") or []
-        error = abs(sum(float(b) for b in bodies) - r.mass_g) / r.mass_g if bodies else 1.0
+        error = mass_error(verdict, r.mass_g)
         errors.setdefault("all", []).append(error)
         errors.setdefault(str(r.scenario), []).append(error)
         bounds = verdict.get("powder_mass_lower_bound")
