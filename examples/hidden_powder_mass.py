@@ -23,8 +23,6 @@ from __future__ import annotations
 
 import argparse
 import collections
-import json
-import math
 from pathlib import Path
 
 import numpy as np
@@ -32,10 +30,11 @@ from PIL import Image
 
 from parcelscan.datasets.manifest import ManifestRecord, read_manifest
 from parcelscan.datasets.physics.profile import load_profile
-from parcelscan.datasets.physics.pseudocolor import OPAQUE_A_HIGH
 from parcelscan.datasets.simulator.parcel import SimConfig, build_scene
+from parcelscan.inference.opaque import OPAQUE_GREY_LEVELS
+from parcelscan.training.evaluate import mass_error, read_verdicts
 
-OPAQUE_GREY_LEVEL = 65535.0 * math.exp(-OPAQUE_A_HIGH)
+OPAQUE_GREY_LEVEL = OPAQUE_GREY_LEVELS  # the station's stopped-beam level (A_high >= 8: 22 of 65535)
 HIDDEN_BANDS = (0.0, 0.05, 0.3, 0.7)  # lower edges of the hidden-mass-share bands
 MASS_TOLERANCE = 0.30  # the declaration issue's bar: median error ≤ 30 %
 
@@ -59,8 +58,8 @@ def hidden_mass_share(root: Path, record: ManifestRecord, config: SimConfig) -> 
     level in the written scan."""
     scene = build_scene(config, int(record.provenance["index"]))
     powder_g_cm2 = scene.raster.target_g_cm2.astype(np.float64)
-    pixel_cm2 = (scene.belt.grid.pitch_mm / 10.0) ** 2
-    total_g = float(powder_g_cm2.sum()) * pixel_cm2
+    total_g_cm2 = float(powder_g_cm2.sum())
+    total_g = total_g_cm2 * (scene.belt.grid.pitch_mm / 10.0) ** 2
     if record.mass_g and abs(total_g - record.mass_g) > 0.01 * record.mass_g:
         raise ValueError(f"{record.scan_id}: the rebuilt scene holds {total_g:.1f} g of powder, the manifest "
                          f"{record.mass_g} g")
@@ -68,7 +67,7 @@ def hidden_mass_share(root: Path, record: ManifestRecord, config: SimConfig) -> 
     if high.shape != powder_g_cm2.shape:
         raise ValueError(f"{record.scan_id}: the rebuilt scene is {powder_g_cm2.shape}, the scan {high.shape}")
     stopped = high <= OPAQUE_GREY_LEVEL
-    return float(powder_g_cm2[stopped].sum() / max(powder_g_cm2.sum(), 1e-12))
+    return float(powder_g_cm2[stopped].sum() / max(total_g_cm2, 1e-12))
 
 
 def band_of(share: float) -> str:
@@ -79,22 +78,10 @@ def band_of(share: float) -> str:
 
 
 def mass_errors(path: Path, records: list[ManifestRecord]) -> dict[str, float]:
-    """The evaluate report's mass error per pure-powder suspect (1.0 where the verdict has no estimate)."""
-    verdicts = {}
-    with open(path) as handle:
-        for line in handle:
-            if line.strip():
-                verdict = json.loads(line)
-                verdicts[verdict.get("scan_id")] = verdict
-    errors = {}
-    for record in records:
-        verdict = verdicts.get(record.scan_id)
-        if verdict is None:
-            continue
-        bodies = verdict.get("powder_mass_g") or []
-        errors[record.scan_id] = (abs(sum(float(b) for b in bodies) - record.mass_g) / record.mass_g
-                                  if bodies else 1.0)
-    return errors
+    """The evaluate report's mass error per pure-powder suspect (``evaluate.mass_error``: 1.0 where the verdict has
+    no estimate)."""
+    verdicts, _, _, _ = read_verdicts(path)
+    return {r.scan_id: mass_error(verdicts[r.scan_id], r.mass_g) for r in records if r.scan_id in verdicts}
 
 
 def main() -> None:
