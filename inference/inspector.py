@@ -410,7 +410,7 @@ class Inspector:
                 raise
             staged.error = _error_text(error)
             staged.gate = getattr(error, "gate", None)
-        staged.inputs_sha256 = inputs_digest(staged.inputs)
+        staged.inputs_sha256 = inputs_digest(staged.inputs, getattr(staged.scan, "source_sha256", None))
         return staged
 
     def _judge(self, chunk: list[_Staged], finishers: ThreadPoolExecutor | None = None) -> list[Verdict]:

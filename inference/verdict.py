@@ -23,7 +23,7 @@ import hashlib
 import json
 import math
 import os
-from collections.abc import Iterable
+from collections.abc import Iterable, Mapping
 from dataclasses import asdict, dataclass, field
 from datetime import UTC, datetime
 from pathlib import Path
@@ -134,15 +134,18 @@ def _unnamed_reason(bodies: list[dict[str, Any]]) -> str:
             f"name what it holds ({where})")
 
 
-def inputs_digest(paths: Iterable[str | Path]) -> str | None:
+def inputs_digest(paths: Iterable[str | Path], known: Mapping[str, str] | None = None) -> str | None:
     """sha256 of the inputs' contents: the sha256 of the lines ``<sha256 of file i>\\n`` in ``inputs`` order
     (so it can be recomputed from per-file digests). Independent of names and folders: a scan moved to
-    ``done/`` keeps it. None when there is no input or one is not a regular file (never opens a FIFO)."""
+    ``done/`` keeps it. None when there is no input or one is not a regular file (never opens a FIFO).
+    ``known``: digests a reader took of the bytes it decoded (``Scan.source_sha256``), used instead of reading
+    those files again — the digest then names exactly what was analysed."""
     paths = list(paths)
     if not paths or not all(os.path.isfile(p) for p in paths):
         return None
+    known = known or {}
     try:
-        lines = "".join(f"{file_sha256(Path(p))}\n" for p in paths)
+        lines = "".join(f"{known.get(str(p)) or file_sha256(Path(p))}\n" for p in paths)
     except OSError:
         return None
     return hashlib.sha256(lines.encode()).hexdigest()

@@ -91,6 +91,25 @@ def test_threaded_station_equals_inline(tmp_path):
     assert any(c["status"] != "absent" for c in checks)  # the declared sample was checked, not skipped
 
 
+def test_inputs_digest_is_of_the_bytes_decoded(tmp_path):
+    """The verdict's ``inputs_sha256`` comes from the PNG bytes the reader decoded (no second read of the files)
+    and equals the digest recomputed from the files; a file changed after the read gives another digest when
+    recomputed, while the verdict keeps naming what was analysed."""
+    from parcelscan.datasets.datatools import file_sha256
+    from parcelscan.inference.verdict import inputs_digest
+
+    folder = tmp_path / "scans"
+    shutil.copytree(SAMPLES, folder)
+    ref = discover_scans([folder])[0]
+    scan = scanfile.read_station_pair(Path(ref.paths[0]))
+    assert {path: file_sha256(Path(path)) for path in scan.source_files[:2]} == scan.source_sha256
+    verdict = _station(0, 1, [ref])[0]
+    assert verdict["inputs_sha256"] == inputs_digest(verdict["inputs"])
+    Path(scan.source_files[1]).write_bytes(Path(scan.source_files[1]).read_bytes() + b"changed")
+    assert inputs_digest(scan.source_files, scan.source_sha256) == verdict["inputs_sha256"]
+    assert inputs_digest(scan.source_files) != verdict["inputs_sha256"]
+
+
 def _png(pixels: np.ndarray, raw: bytes | None = None) -> bytes:
     """A 16-bit grey PNG of ``pixels`` (rows filtered Sub), or with ``raw`` as its inflated image data."""
     height, width = pixels.shape

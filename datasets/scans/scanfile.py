@@ -22,6 +22,7 @@ are in ``readers`` and ``dicos``.
 from __future__ import annotations
 
 import contextlib
+import hashlib
 import io
 import json
 import logging
@@ -79,7 +80,9 @@ class Scan:
 
     ``kind`` is ``"dual_energy"`` (``low``/``high``: uint16 transmission images of one shape) or
     ``"pseudo_color"`` (``rgb``: uint8 H×W×3 operator image as scanners and public data sets export it;
-    ``low``/``high`` are None). ``source_files`` lists the files it was decoded from.
+    ``low``/``high`` are None). ``source_files`` lists the files it was decoded from; ``source_sha256`` holds,
+    for those a reader hashed as it read them, the sha256 of the very bytes decoded (path → hex digest), so the
+    verdict's ``inputs_sha256`` names what was analysed without reading the files a second time.
     """
 
     scan_id: str
@@ -89,6 +92,7 @@ class Scan:
     kind: str = "dual_energy"
     rgb: np.ndarray | None = None
     source_files: list[str] = field(default_factory=list)
+    source_sha256: dict[str, str] = field(default_factory=dict)
 
     def __post_init__(self) -> None:
         if self.kind not in SCAN_KINDS:
@@ -350,13 +354,16 @@ def _unfilter(raw: bytes, data: bytes) -> np.ndarray | None:
     return pixels.reshape(height, width, channels) if channels > 1 else pixels.reshape(height, width)
 
 
-def decode_png(path: Path, width: int, height: int) -> np.ndarray:
+def decode_png(path: Path, width: int, height: int, digests: dict[str, str] | None = None) -> np.ndarray:
     """Decode a PNG whose header was checked; a truncated or corrupt stream is an error, never a partial image
-    (``verify_png`` first: CRCs and the exact length of the image data)."""
+    (``verify_png`` first: CRCs and the exact length of the image data). ``digests``: where to record the sha256
+    of the bytes read (keyed by ``str(path)``)."""
     try:
         data = Path(path).read_bytes()
     except OSError as error:
         raise ScanReadError(f"{path}: cannot read: {error.strerror or error}") from error
+    if digests is not None:
+        digests[str(path)] = hashlib.sha256(data).hexdigest()
     raw = verify_png(data, path, keep=True)
     pixels = _unfilter(raw, data) if raw is not None else None
     if pixels is None:
@@ -368,13 +375,13 @@ def decode_png(path: Path, width: int, height: int) -> np.ndarray:
     return pixels
 
 
-def read_png16(path: Path) -> np.ndarray:
-    """A 16-bit greyscale PNG as uint16, validated before and after decoding."""
+def read_png16(path: Path, digests: dict[str, str] | None = None) -> np.ndarray:
+    """A 16-bit greyscale PNG as uint16, validated before and after decoding (``digests``: as ``decode_png``)."""
     path = check_file(path)
     width, height, bit_depth, colour_type = png_header(path)
     if bit_depth != 16 or colour_type != 0:
         raise BitDepthError(f"{path}: expected a 16-bit greyscale PNG, got {png_kind(bit_depth, colour_type)}")
-    image = decode_png(path, width, height)
+    image = decode_png(path, width, height, digests)
     if image.dtype != np.uint16 and image.dtype.kind in "iu" and 0 <= image.min() <= image.max() < 65536:
         image = image.astype(np.uint16)  # some Pillow builds hand 16-bit grey out as int32 mode "I"
     if image.ndim != 2 or image.dtype != np.uint16:
@@ -489,12 +496,13 @@ def read_station_pair(low_path: Path, high_path: Path | None = None) -> Scan:
         raise IncompleteScanError(f"{high_path}: the low-energy image {low_path.name} is missing")
     if not high_path.exists():
         raise IncompleteScanError(f"{low_path}: the high-energy image {high_path.name} is missing")
-    low, high = read_png16(low_path), read_png16(high_path)
+    digests: dict[str, str] = {}
+    low, high = read_png16(low_path, digests), read_png16(high_path, digests)
     validate_pair(low, high, str(low_path))
     sidecar_path = low_path.with_name(f"{scan_id}.json")
     meta = read_sidecar_meta(sidecar_path, low.shape)
     files = [str(low_path), str(high_path)] + ([str(sidecar_path)] if sidecar_path.exists() else [])
-    return Scan(scan_id, low, high, meta, source_files=files)
+    return Scan(scan_id, low, high, meta, source_files=files, source_sha256=digests)
 
 
 # --- TIFF ----------------------------------------------------------------------------------------------
