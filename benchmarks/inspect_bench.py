@@ -18,9 +18,13 @@ those N scans (a fresh process, startup and model load included, and the in-proc
 prints the ratios (bar: inspect ≤ 0.8 × the Pillow decode). ``--workers 2`` is two forked worker processes on a
 folder (``inspect_cli.parallelism``); the API row is ``inspect_many(workers=2)``, two reader threads in one process.
 ``--also OPTIONS`` times further ``inspect`` option sets in the same runs (their verdicts must equal ``--workers 2``'s,
-timing fields aside), e.g. the threads with ``--processes 1 --workers 2``.
+timing fields aside), e.g. the threads with ``--processes 1 --workers 2``. ``--against CHECKOUT`` times the same
+``inspect --workers 2`` run by the code of another checkout of this repository (e.g. ``git worktree add /tmp/base
+<commit>``), interleaved in the same runs, and requires its verdicts to be this checkout's, timing fields aside: a
+speed change measured side by side, on the same files, under the same load.
 
     python benchmarks/inspect_bench.py --ratio 400 --scans DIR [--model MODEL.onnx] [--also '--processes 1 --workers 2']
+        [--against CHECKOUT]
 """
 
 from __future__ import annotations
@@ -81,9 +85,10 @@ def stage_breakdown(model: Path, refs: list, n: int) -> dict[str, float]:
 
 
 def decode_ratio(scans: Path, n: int, model: str | None, workdir: Path, policy_path: str | None = None,
-                 also: list[str] | None = None) -> None:
+                 also: list[str] | None = None, against: Path | None = None) -> None:
     """The bar of issue 15 part 4, measured side by side (module docstring); ``also``: further ``inspect`` option
-    sets (e.g. ``"--workers 1 --processes 2"``) timed in the same runs, each a fresh process on the same files."""
+    sets (e.g. ``"--workers 1 --processes 2"``) timed in the same runs, each a fresh process on the same files;
+    ``against``: another checkout whose ``inspect --workers 2`` is timed in the same runs."""
     import numpy as np
     from PIL import Image
 
@@ -111,6 +116,12 @@ def decode_ratio(scans: Path, n: int, model: str | None, workdir: Path, policy_p
           f"load average {os.getloadavg()[0]:.2f} before")
     rows = []
     best_also: dict[str, float] = {}
+    against_env = None
+    if against is not None:  # `-m parcelscan` resolves to the other checkout: PYTHONPATH precedes the editable install
+        (workdir / "against").mkdir()
+        (workdir / "against" / "parcelscan").symlink_to(against.resolve(), target_is_directory=True)
+        against_env = {**os.environ, "PYTHONPATH": str(workdir / "against")}
+        print(f"against: the checkout {against.resolve()} ({_describe_checkout(against)})")
     for attempt in range(2):  # twice, interleaved: a shared machine's load moves both sides alike
         start = time.perf_counter()
         for path in images:
@@ -124,6 +135,15 @@ def decode_ratio(scans: Path, n: int, model: str | None, workdir: Path, policy_p
         if result.returncode not in (0, 1) or len(result.stdout.splitlines()) != len(refs):
             raise SystemExit(f"inspect failed ({result.returncode}): {result.stderr[-2000:]}")
         others = []
+        if against_env is not None:
+            start = time.perf_counter()
+            other = subprocess.run([sys.executable, "-m", "parcelscan", "inspect", str(subset), "--workers", "2",
+                                    "--device", "cpu", "--quiet", *model_args], capture_output=True, text=True,
+                                   env=against_env)
+            others.append(("--workers 2 [against]", time.perf_counter() - start))
+            if other.returncode not in (0, 1) or _verdicts(other.stdout) != _verdicts(result.stdout):
+                raise SystemExit(f"the other checkout's inspect failed or gave other verdicts ({other.returncode}): "
+                                 f"{other.stderr[-2000:]}")
         for options in also or []:
             start = time.perf_counter()
             other = subprocess.run([sys.executable, "-m", "parcelscan", "inspect", str(subset), "--device", "cpu",
@@ -154,6 +174,13 @@ def decode_ratio(scans: Path, n: int, model: str | None, workdir: Path, policy_p
           + f"load average {os.getloadavg()[0]:.2f} after")
 
 
+def _describe_checkout(path: Path) -> str:
+    """The commit a checkout is at (and whether it has changes), or what git says."""
+    result = subprocess.run(["git", "-C", str(path), "describe", "--always", "--dirty"], capture_output=True,
+                            text=True)
+    return result.stdout.strip() or result.stderr.strip() or "not a git checkout"
+
+
 def _verdicts(stdout: str) -> list[dict]:
     """Verdict lines without their timing fields (latency_ms, scanned_at)."""
     out = []
@@ -179,6 +206,9 @@ def main() -> None:
     parser.add_argument("--also", action="append", metavar="OPTIONS",
                         help="--ratio: also time `inspect OPTIONS` in the same runs (repeatable), e.g. "
                              "'--processes 1 --workers 2' (the threads)")
+    parser.add_argument("--against", type=Path, metavar="CHECKOUT",
+                        help="--ratio: also time inspect --workers 2 run by another checkout of this repository "
+                             "(its verdicts must equal this one's)")
     parser.add_argument("--ratio", type=int, metavar="N",
                         help="only the issue-15 bar: Pillow decode of N scans' files vs inspect --workers 2")
     args = parser.parse_args()
@@ -188,7 +218,7 @@ def main() -> None:
         print(f"machine: {describe_machine()}")
         workdir = Path(tempfile.mkdtemp(prefix="parcelscan-ratio-"))
         try:
-            decode_ratio(Path(args.scans), args.ratio, args.model, workdir, args.policy, args.also)
+            decode_ratio(Path(args.scans), args.ratio, args.model, workdir, args.policy, args.also, args.against)
         finally:
             shutil.rmtree(workdir, ignore_errors=True)
         return
