@@ -13,6 +13,9 @@
 * Reading excesses through a curve by prefix sums over the sorted excesses (``_Ordered``) gives the plain
   ``Σ sign(x)·interp(|x|, curve, grid)`` to 1e-12 relative — plateaus, zeros, pixels beyond the last knot and
   knots falling on pixel values included — and reading through two curves in a row is one read.
+* Reading a body's excesses through all reference curves at once (``_Ordered.sums_through``) is reading each alone
+  (the per-curve expression) to the bit, and the excess curves made for all references at once are the per-reference
+  expression to the bit.
 """
 
 from __future__ import annotations
@@ -252,3 +255,41 @@ def test_the_shipped_basis_table_holds_on_a_cpu_whose_grids_differ_in_the_last_b
     assert mass.basis_table_key(profile) == key and mass._shipped_basis_table(profile) is not None
     monkeypatch.setattr(mass, "_GRID_R_SPEC", (0.9, 3.0, 44))  # a grid defined otherwise is another table
     assert mass.basis_table_key(profile) != key and mass._shipped_basis_table(profile) is None
+
+
+def _sum_through_one(ordered: mass._Ordered, xp: np.ndarray, fp: np.ndarray) -> float:
+    """``_Ordered.sum_through`` as it was written for one curve at a time."""
+    xp, fp = np.asarray(xp, float), np.asarray(fp, float)
+    cut = np.searchsorted(ordered.magnitude, xp, side="left")
+    dx = np.diff(xp)
+    slope = np.divide(np.diff(fp), dx, out=np.zeros_like(dx), where=dx > 0)
+    intercept = fp[:-1] - slope * xp[:-1]
+    signs, moments = ordered.signs[cut], ordered.moments[cut]
+    return float(fp[0] * signs[0] + fp[-1] * (ordered.signs[-1] - signs[-1])
+                 + intercept @ np.diff(signs) + slope @ np.diff(moments))
+
+
+def test_reading_all_curves_at_once_is_reading_each_to_the_bit(bodies, background):
+    profile = default_profile()
+    refs = mass.lookup_references(profile)
+    curves = mass._excess_curves(profile, refs, *background)
+    with np.errstate(divide="ignore", invalid="ignore", over="ignore"):
+        a_low, a_high = attenuation.log_attenuation_on_background(profile, attenuation.basis_materials(), background,
+                                                                  [m for _, _, m in refs], mass._P_GRID_G_CM2)
+    for j, (high_c, low_c, _) in enumerate(curves):  # the per-reference expression
+        assert np.array_equal(high_c, np.maximum.accumulate(mass._finite(a_high[j] - a_high[j][0], posinf=1e3)))
+        assert np.array_equal(low_c, mass._finite(a_low[j] - a_low[j][0], posinf=1e3))
+    highs, lows = np.stack([c[0] for c in curves]), np.stack([c[1] for c in curves])
+    rng = np.random.default_rng(2)
+    samples = [rng.normal(0.3, 0.5, n) for n in (1, 40, 5000, 60000)]
+    samples.append(np.concatenate([samples[2], highs[3, [0, 7, 100, 240]], -highs[5, [9, 60]], np.zeros(5)]))
+    for body in bodies[:3]:
+        samples.append((body[1] - mass.background(body[1], mass.grown(body[2])))[body[2]].astype(float))
+    for x in samples:
+        ordered = mass._Ordered.of(x)
+        for fp in (lows, mass._P_GRID_G_CM2):
+            got = ordered.sums_through(highs, fp)
+            want = [_sum_through_one(ordered, highs[j], fp if fp.ndim == 1 else fp[j]) for j in range(len(highs))]
+            assert all(a == b or (np.isnan(a) and np.isnan(b)) for a, b in zip(got, want, strict=True))
+            assert ordered.sum_through(highs[4], fp if fp.ndim == 1 else fp[4]) == want[4]
+        assert mass._grams_each(ordered, highs[[2, 0]], 0.25) == [mass._grams(ordered, highs[k], 0.25) for k in (2, 0)]

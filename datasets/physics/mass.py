@@ -32,7 +32,9 @@ measuring) is measured in four steps:
 (A_high, R) solved once per profile, shipped as ``profiles/<name>.basis.npz``), Σ (t_pe + t_fe) × pixel area. The
 basis conserves mass exactly only for materials between the two; for a customs check against a declared gross
 weight its error (tens of per cent) is small beside what a false declaration hides. Blocks where the beam is
-stopped count at the table's edge (``OPAQUE_A``): the parcel's mass is then a lower bound, written "≥".
+stopped count at the table's edge (``OPAQUE_A``): the parcel's mass is then a lower bound, written "≥". The station
+weighs from the 16-bit grey levels through its log table (``parcel_mass``'s ``table``): blocks that can only be air
+are not looked up, the rest are pooled from the levels, the same numbers to the bit.
 
 Everything here runs from the shipped attenuation table (``attenuation``) when it covers the profile: the
 station measures grams without xraydb or spekpy. ``python -m parcelscan.datasets.physics.mass --write-table``
@@ -154,6 +156,19 @@ def _attenuate(profile: ScannerProfile, materials: list[Material], areal: np.nda
 def _box(mask: np.ndarray, reach: int) -> tuple[slice, slice]:
     rows, cols = np.flatnonzero(mask.any(axis=1)), np.flatnonzero(mask.any(axis=0))
     return (slice(max(0, rows[0] - reach), rows[-1] + 1 + reach), slice(max(0, cols[0] - reach), cols[-1] + 1 + reach))
+
+
+def body_window(top: int, left: int, height: int, width: int, shape: tuple[int, ...],
+                grow_px: int = GROW_PX) -> tuple[slice, slice]:
+    """The part of the images ``body_mass`` reads for a region inside the box (``top``, ``left``, ``height``,
+    ``width``) of images of ``shape``: the box grown by ``grow_px`` + ``RING_PX``, within the images. Every step of
+    ``body_mass`` works on the grown region's box ± ``RING_PX`` (clipped at the image's edges, as this window is),
+    so ``body_mass`` of the images and the region cut to this window is ``body_mass`` of the whole ones, to the bit
+    (tests/test_declaration_speed.py). Why: the station then looks up a body's logs in two crops and grows and boxes
+    a crop-sized region, not whole scans (``declaration.observe``)."""
+    reach = max(grow_px, 0) + RING_PX
+    return (slice(max(0, top - reach), min(shape[0], top + height + reach)),
+            slice(max(0, left - reach), min(shape[1], left + width + reach)))
 
 
 def grown(region: np.ndarray, px: int = GROW_PX) -> np.ndarray:
@@ -285,12 +300,11 @@ def body_mass(a_low: np.ndarray, a_high: np.ndarray, region: np.ndarray, pitch_m
     # rare-earth oxide to salt; twins are named below)
     # every reference fitted per pixel: its areal density from the pixel's excess A_high, its predicted excess
     # A_low from that; the body's predicted R = Σ predicted ΔA_low / Σ ΔA_high
-    on_bg = np.full(len(refs), np.inf)
     # (excess A_high → areal density → excess A_low is one piecewise-linear map on the excess A_high knots: the
     # first interpolation sends knot k to grid point k, and the second is linear between grid points)
     core = _Ordered.of(core_high)
-    for j, (high_c, low_c, _) in enumerate(curves):
-        on_bg[j] = core.sum_through(high_c, low_c) / max(float(core_high.sum()), 1e-9)
+    highs, lows = np.stack([c[0] for c in curves]), np.stack([c[1] for c in curves])
+    on_bg = np.array(core.sums_through(highs, lows)) / max(float(core_high.sum()), 1e-9)
     predicted = np.where([family == "target" for _, family, _ in refs], on_bg, np.inf)
     result.core_ratio = core_ratio
     result.fit_ratios = {refs[j][0]: float(on_bg[j]) for j in range(len(refs)) if np.isfinite(on_bg[j])}
@@ -307,8 +321,8 @@ def body_mass(a_low: np.ndarray, a_high: np.ndarray, region: np.ndarray, pitch_m
     nearest_gap = abs(predicted[best] - core_ratio)
     close = [j for j in range(len(refs)) if abs(predicted[j] - core_ratio) <= nearest_gap + R_TOLERANCE]
     excess = _Ordered.of(d_high)
-    grams = {j: _grams(excess, curves[j][0], pixel_cm2) for j in range(len(refs))
-             if j in close or refs[j][0] in result.could_be}  # each reference read once for both uses
+    weighed = [j for j in range(len(refs)) if j in close or refs[j][0] in result.could_be]  # each reference read
+    grams = dict(zip(weighed, _grams_each(excess, highs[weighed], pixel_cm2), strict=True))  # once for both uses
     result.mass_as_g = {refs[j][0]: grams[j] for j in range(len(refs)) if refs[j][0] in result.could_be}
     masses = {j: grams[j] for j in close}
     # the lookup sees the body as a slab of its own: R scaled by what the background's hardening changed
@@ -369,19 +383,33 @@ class _Ordered:
     def sum_through(self, xp: np.ndarray, fp: np.ndarray) -> float:
         """Σ sign(x)·np.interp(|x|, xp, fp) over the pixels; ``xp`` ascending (repeated knots allowed, as in
         ``np.interp``: a pixel below the first knot reads ``fp[0]``, one at or beyond the last ``fp[-1]``)."""
-        xp, fp = np.asarray(xp, float), np.asarray(fp, float)
+        return self.sums_through(np.asarray(xp, float)[None], np.asarray(fp, float)[None])[0]
+
+    def sums_through(self, xp: np.ndarray, fp: np.ndarray) -> list[float]:
+        """``sum_through`` of each curve: ``xp`` (curves, knots), ``fp`` the same or one row for all. Every
+        element-wise step is done for all curves at once and each curve's two dot products are its own rows (the
+        same products of the same numbers, so each sum is ``sum_through``'s to the bit, tests/test_mass_cache.py):
+        a 20,000-pixel body's 32 curves cost ~0.3 ms, not ~1.0 ms of per-curve calls (2-core EPYC)."""
+        xp = np.asarray(xp, float)
+        fp = np.broadcast_to(np.asarray(fp, float), xp.shape)
         cut = np.searchsorted(self.magnitude, xp, side="left")  # pixels [cut[k], cut[k+1]) lie in [xp[k], xp[k+1])
-        dx = np.diff(xp)
-        slope = np.divide(np.diff(fp), dx, out=np.zeros_like(dx), where=dx > 0)
-        intercept = fp[:-1] - slope * xp[:-1]
+        dx = np.diff(xp, axis=-1)
+        slope = np.divide(np.diff(fp, axis=-1), dx, out=np.zeros_like(dx), where=dx > 0)
+        intercept = fp[:, :-1] - slope * xp[:, :-1]
         signs, moments = self.signs[cut], self.moments[cut]
-        return float(fp[0] * signs[0] + fp[-1] * (self.signs[-1] - signs[-1])
-                     + intercept @ np.diff(signs) + slope @ np.diff(moments))
+        d_signs, d_moments = np.diff(signs, axis=-1), np.diff(moments, axis=-1)
+        return [float(fp[j, 0] * signs[j, 0] + fp[j, -1] * (self.signs[-1] - signs[j, -1])
+                      + intercept[j] @ d_signs[j] + slope[j] @ d_moments[j]) for j in range(len(xp))]
 
 
 def _grams(excess: _Ordered, excess_high_curve: np.ndarray, pixel_cm2: float) -> float:
     """Σ areal density × pixel area of the excesses read through one reference's curve (signed: noise averages)."""
     return excess.sum_through(excess_high_curve, _P_GRID_G_CM2) * pixel_cm2
+
+
+def _grams_each(excess: _Ordered, excess_high_curves: np.ndarray, pixel_cm2: float) -> list[float]:
+    """``_grams`` through each row of ``excess_high_curves`` (``_Ordered.sums_through``: the same numbers)."""
+    return [grams * pixel_cm2 for grams in excess.sums_through(excess_high_curves, _P_GRID_G_CM2)]
 
 
 def _unreadable(result: BodyMass, profile: ScannerProfile, d_high: np.ndarray, over_low: float, over_high: float,
@@ -392,7 +420,8 @@ def _unreadable(result: BodyMass, profile: ScannerProfile, d_high: np.ndarray, o
     t_pe, t_fe = basis_stack(profile, np.array([over_low]), np.array([over_high]))
     curves = _excess_curves(profile, refs, float(t_pe[0]), float(t_fe[0]))
     excess = _Ordered.of(d_high)
-    result.mass_as_g = {name: _grams(excess, c[0], pixel_cm2) for (name, _, _), c in zip(refs, curves, strict=True)}
+    result.mass_as_g = dict(zip((name for name, _, _ in refs), _grams_each(excess, np.stack([c[0] for c in curves]),
+                                                                      pixel_cm2), strict=True))
     masses = [result.mass_as_g[name] for name, family, _ in refs if family == "target"]
     result.mass_g = float(np.median(masses))
     result.mass_range_g = (min(masses), max(masses))
@@ -412,12 +441,11 @@ def _excess_curves(profile: ScannerProfile, refs, t_pe: float, t_fe: float
         a_low, a_high = attenuation.log_attenuation_on_background(profile, basis, (t_pe, t_fe),
                                                                   [m for _, _, m in refs], _P_GRID_G_CM2)
     slabs = _slab_ratios(profile, tuple(name for name, _, _ in refs))
-    out = []
-    for j, (low_b, high_b) in enumerate(zip(a_low, a_high, strict=True)):
-        excess_high = np.maximum.accumulate(_finite(high_b - high_b[0], posinf=1e3))
-        excess_low = _finite(low_b - low_b[0], posinf=1e3)
-        out.append((excess_high, excess_low, slabs[j]))
-    return out
+    # all references at once, element-wise (the same numbers as one at a time; nan_to_num is the identity on the
+    # finite values of a row that has none other), each curve a row
+    excess_high = np.maximum.accumulate(_finite(a_high - a_high[:, :1], posinf=1e3), axis=1)
+    excess_low = _finite(a_low - a_low[:, :1], posinf=1e3)
+    return list(zip(excess_high, excess_low, slabs, strict=True))
 
 
 @functools.cache
@@ -577,6 +605,74 @@ def block_mean(image: np.ndarray, rows: int, cols: int, block: int) -> np.ndarra
     return total / np.float32(block * block)
 
 
+def _pooled_levels(levels: np.ndarray, table: np.ndarray, block: int) -> np.ndarray:
+    """``block_mean`` of ``table.take(levels)`` (``levels``: 16-bit grey levels, both sides multiples of ``block``,
+    2 ≤ ``block`` < 8; ``table``: float32, 65,536 entries), read straight from the levels: each strided plane of the
+    blocks is looked up (``mode="wrap"``: no range check, the table holds every level) and added in ``block_mean``'s
+    order, so the same float32 numbers to the bit, without the image's float32 values or index array."""
+    view = levels.reshape(levels.shape[0] // block, block, levels.shape[1] // block, block)
+    total = None
+    for k in range(block):
+        row = table.take(view[:, k, :, 0], mode="wrap")
+        for col in range(1, block):
+            row = row + table.take(view[:, k, :, col], mode="wrap")
+        total = row if total is None else total + row
+    return total / np.float32(block * block)
+
+
+_AIR_LEVELS: dict[tuple[int, int], tuple[np.ndarray, int]] = {}
+
+
+def _air_level(table: np.ndarray, block: int) -> int:
+    """The lowest grey level from which on a block is air to ``parcel_mass`` whatever its levels: a block all of whose
+    levels are at least this pools (``_pooled_levels``) to an A_high that is neither content (> 0.02) nor opaque.
+    Found by pooling blocks of the largest table value from each level on (a sum of float32 values never rounds
+    above the sum of larger ones, and clipping and the comparisons keep the order); 65,536 (no block is taken for
+    air) for a table with a NaN. Kept per read-only table (by identity: its values cannot change)."""
+    key = (id(table), block)
+    hit = _AIR_LEVELS.get(key)
+    if hit is not None and hit[0] is table:
+        return hit[1]
+    level = len(table)
+    if not np.isnan(table).any():
+        largest = np.ascontiguousarray(np.maximum.accumulate(table[::-1])[::-1])  # from each level on
+        each = np.arange(len(table), dtype=np.uint16).reshape(256, 256).repeat(block, axis=0).repeat(block, axis=1)
+        pooled = _pooled_levels(each, largest, block).ravel()  # a block of level L: copies of largest[L]
+        beyond = np.flatnonzero((pooled >= _GRID_A_HIGH[-1]) | (np.clip(pooled, 0.0, _GRID_A_HIGH[-1]) > 0.02))
+        level = int(beyond[-1]) + 1 if len(beyond) else 0
+    if not table.flags.writeable and len(_AIR_LEVELS) < 16:
+        _AIR_LEVELS[key] = (table, level)
+    return level
+
+
+def _pooled_content(low: np.ndarray, high: np.ndarray, rows: int, cols: int, block: int, table: np.ndarray
+                    ) -> tuple[np.ndarray, np.ndarray, int] | None:
+    """``parcel_mass``'s pooled A_high and A_low of its content blocks (in the blocks' row-major order) and its number
+    of opaque blocks, from 16-bit grey levels through ``table``; None where the levels, the table or the image's size
+    are not of the kind ``_pooled_levels`` reads as ``block_mean`` does.
+
+    Why: a postal scan is mostly air (~20 % of its blocks hold anything, on postal set 9358), and a block whose
+    every level reaches ``_air_level`` can be neither content nor opaque: only the blocks inside the bounding box
+    (on the block grid) of the levels below it are looked up and pooled. In row-major order the content blocks
+    there are those of the whole image, each pooled by ``block_mean``'s additions: the numbers of
+    ``block_mean(table.take(image))[content]`` to the bit (tests/test_declaration_speed.py)."""
+    if not (2 <= block < 8 and rows >= 2 * block and cols >= 2 * block and table.dtype == np.float32
+            and table.shape == (65536,) and low.dtype == np.uint16 and high.dtype == np.uint16
+            and low.shape == high.shape):
+        return None
+    dark = high[:rows, :cols] < _air_level(table, block)
+    x, y, width, height = cv2.boundingRect(dark.view(np.uint8))
+    if width == 0 or height == 0:  # air everywhere
+        return np.zeros(0), np.zeros(0, np.float32), 0
+    box = (slice(y - y % block, -(-(y + height) // block) * block),
+           slice(x - x % block, -(-(x + width) // block) * block))
+    pooled_high = _pooled_levels(high[box], table, block)
+    opaque = int(np.count_nonzero(pooled_high >= _GRID_A_HIGH[-1]))
+    pooled_high = np.clip(pooled_high, 0.0, _GRID_A_HIGH[-1])
+    content = pooled_high > 0.02  # air and belt noise weigh nothing
+    return pooled_high[content], _pooled_levels(low[box], table, block)[content], opaque
+
+
 @dataclass(frozen=True)
 class ParcelMass:
     """The X-ray mass of everything in a scan, and how much of it lies behind a stopped beam."""
@@ -592,33 +688,44 @@ class ParcelMass:
 
 
 def parcel_mass(a_low: np.ndarray, a_high: np.ndarray, pitch_mm: tuple[float, float],
-                profile: ScannerProfile | None = None, block: int = 4) -> ParcelMass:
+                profile: ScannerProfile | None = None, block: int = 4, table: np.ndarray | None = None) -> ParcelMass:
     """The X-ray mass of everything in the scan: each ``block``×``block`` mean pixel decomposed into the
     polyethylene + iron basis. Opaque blocks (mean A_high ≥ the table's edge, ``OPAQUE_A``) count at that edge:
-    their area is reported and the mass is then a lower bound."""
+    their area is reported and the mass is then a lower bound.
+
+    ``table`` (float32, one entry per 16-bit grey level: the station's log-attenuation table,
+    ``declaration.log_attenuation``): ``a_low`` and ``a_high`` are then the scan's grey levels, and the mass is
+    that of their log images ``table.take(…)`` to the bit, without making them: only the blocks that are not air are
+    looked up and pooled (``_pooled_content``)."""
     profile = profile or default_profile()
     rows, cols = (a_high.shape[0] // block) * block, (a_high.shape[1] // block) * block
     if rows == 0 or cols == 0:
         return ParcelMass(0.0, 0.0)
-    def pooled(image: np.ndarray) -> np.ndarray:
-        return block_mean(image, rows, cols, block)
     block_cm2 = block * block * pitch_mm[0] * pitch_mm[1] / 100.0
-    high = pooled(np.asarray(a_high, np.float32))
-    opaque_cm2 = float(np.count_nonzero(high >= _GRID_A_HIGH[-1])) * block_cm2
-    high = np.clip(high, 0.0, _GRID_A_HIGH[-1])
-    low = pooled(np.asarray(a_low, np.float32))
-    content = high > 0.02  # air and belt noise weigh nothing
-    if not content.any():
+    found = None if table is None else _pooled_content(np.asarray(a_low), np.asarray(a_high), rows, cols, block,
+                                                       table)
+    if found is not None:
+        high, low, opaque = found
+    else:
+        def logs(image: np.ndarray) -> np.ndarray:
+            return np.asarray(image if table is None else table.take(image), np.float32)
+        pooled_high = block_mean(logs(a_high), rows, cols, block)
+        opaque = int(np.count_nonzero(pooled_high >= _GRID_A_HIGH[-1]))
+        pooled_high = np.clip(pooled_high, 0.0, _GRID_A_HIGH[-1])
+        content = pooled_high > 0.02  # air and belt noise weigh nothing
+        high, low = pooled_high[content], block_mean(logs(a_low), rows, cols, block)[content]
+    opaque_cm2 = float(opaque) * block_cm2
+    if not len(high):
         return ParcelMass(0.0, opaque_cm2)
-    ratio = np.clip(low[content] / np.maximum(high[content], 1e-6), _GRID_R[0], _GRID_R[-1])
-    table, r_axis = _basis_table(profile)
-    i = np.interp(high[content], _GRID_A_HIGH, np.arange(len(_GRID_A_HIGH)))
+    ratio = np.clip(low / np.maximum(high, 1e-6), _GRID_R[0], _GRID_R[-1])
+    basis, r_axis = _basis_table(profile)
+    i = np.interp(high, _GRID_A_HIGH, np.arange(len(_GRID_A_HIGH)))
     j = np.interp(ratio, r_axis, np.arange(len(r_axis)))
     i0, j0 = np.floor(i).astype(int), np.floor(j).astype(int)
     i1, j1 = np.minimum(i0 + 1, len(_GRID_A_HIGH) - 1), np.minimum(j0 + 1, len(r_axis) - 1)
     fi, fj = i - i0, j - j0
-    areal = (table[i0, j0] * (1 - fi) * (1 - fj) + table[i1, j0] * fi * (1 - fj)
-             + table[i0, j1] * (1 - fi) * fj + table[i1, j1] * fi * fj)
+    areal = (basis[i0, j0] * (1 - fi) * (1 - fj) + basis[i1, j0] * fi * (1 - fj)
+             + basis[i0, j1] * (1 - fi) * fj + basis[i1, j1] * fi * fj)
     return ParcelMass(float(areal.sum()) * block_cm2, opaque_cm2)
 
 
