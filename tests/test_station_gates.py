@@ -5,6 +5,7 @@ copies of the sample scans; each hostile case of the issue is one regression tes
 from __future__ import annotations
 
 import json
+import math
 import shutil
 import struct
 import zlib
@@ -129,6 +130,43 @@ def test_registration_is_measured_in_a_bounded_window_of_a_long_scan(samples):
     assert offset is not None and max(map(abs, offset)) <= gates.MAX_REGISTER_OFFSET_PX
     late = gates.register_offset_px(low, np.roll(high, 1, axis=0))
     assert late is not None and abs(late[0]) > gates.MAX_REGISTER_OFFSET_PX
+
+
+def test_the_registration_high_pass_is_exact(samples):
+    """register_offset_px correlates 9·T minus each 3×3 sum (borders reflected as cv2.blur reflects them) in float32,
+    whole numbers it holds exactly."""
+    image = samples["sim31-000077"].high
+    wide = np.pad(image.astype(np.int64), 1, mode="reflect")
+    summed = sum(wide[1 + dy:1 + dy + image.shape[0], 1 + dx:1 + dx + image.shape[1]]
+                 for dy in (-1, 0, 1) for dx in (-1, 0, 1))
+    assert np.array_equal(gates._high_pass(image), 9 * image.astype(np.int64) - summed)
+
+
+def test_the_integer_forms_of_the_physics_rules_decide_as_the_rules(samples):
+    """check_physics compares the 16-bit readings with integer bounds, reads the attenuation ratio from a table of
+    bounds, and reads the identical and inverted rules only where T_low ≥ T_high: for every reading, the decisions
+    of the float rules of the module docstring."""
+    grey = np.arange(65536, dtype=np.uint16)
+    for a in (gates.AIR_A, *gates.CONTENT_A_HIGH, gates.DENSE_LOW_A):
+        assert np.array_equal(grey > gates._transmission_below(a), grey > gates._grey_above(a))
+        assert np.array_equal(grey < gates._transmission_below(a), grey < gates._grey_below(a))
+    lut, bound = gates._ATTENUATION_LUT, gates._RATIO_HIGH_BOUND.astype(np.int64)
+    assert np.all(np.diff(lut) <= 0)  # A non-increasing in T: the high readings that break the ratio are a top run
+
+    def breaks(t_low: np.ndarray, t_high: np.ndarray) -> np.ndarray:
+        return lut[t_low] > gates.RATIO_MAX * lut[t_high]
+
+    assert not breaks(grey, bound).any()
+    below_top = bound < 65535
+    assert breaks(grey[below_top], bound[below_top] + 1).all()
+    # a dense pixel without matter in the high image breaks the ratio whatever it reads: counted, not read
+    assert bound[gates._grey_below(gates.DENSE_LOW_A) - 1] < gates._grey_below(gates.CONTENT_A_HIGH[0])
+    readings = np.maximum(grey, 1).astype(np.float32)  # the inverted rule's float32, over every T_high
+    first_inverted = np.searchsorted(readings, readings * np.float32(math.exp(gates.INVERTED_MARGIN_A)), side="right")
+    assert np.all(first_inverted > grey)  # inverted ⇒ T_low > T_high
+    real = samples["sim31-000077"]  # the registration given the content's lines, as check_physics gives them
+    assert gates.register_offset_px(real.low, real.high, gates._content_lines(real.high)) == \
+        gates.register_offset_px(real.low, real.high)
 
 
 def test_the_calibration_gates_leave_a_real_scan_within_them_alone(samples):
