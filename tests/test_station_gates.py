@@ -77,6 +77,26 @@ def test_all_white_uniform_noise_and_a_blank_high_image_are_refused(samples, ins
                 "high image is blank")
 
 
+def test_a_blank_high_image_under_a_light_parcel_is_refused(samples, inspector, tmp_path):
+    """A parcel with no dense pixel (every A_low < 0.5: a letter, a garment) under a blank high image: the dense
+    ratio rule has nothing to read, the light one refuses it; the honest light parcel passes."""
+    real = samples["sim31-000077"]
+    a_low = -np.log(np.maximum(real.low, 1) / 65535.0)
+    a_high = -np.log(np.maximum(real.high, 1) / 65535.0)
+    scale = 0.4 / max(float(np.percentile(a_low, 99.5)), 1e-6)  # the same parcel, thinner: A_low at most ~0.4
+    light_low = np.clip(np.rint(65535.0 * np.exp(-np.minimum(a_low * scale, 0.45))), 1, 65535).astype(np.uint16)
+    light_high = np.clip(np.rint(65535.0 * np.exp(-a_high * scale)), 1, 65535).astype(np.uint16)
+    noise = real.high[:8, :].astype(np.int32) - 65535  # a real air strip's detector noise, on both readings
+    light_low = np.clip(light_low + np.resize(noise, light_low.shape), 1, 65535).astype(np.uint16)
+    light_high = np.clip(light_high + np.resize(noise[::-1], light_high.shape), 1, 65535).astype(np.uint16)
+    assert int(np.count_nonzero(-np.log(np.maximum(light_low, 1) / 65535.0) > gates.DENSE_LOW_A)) < \
+        gates.MIN_CONTENT_PIXELS  # no dense pixel: the dense rule cannot see it
+    gates.check_scan(Scan("light", light_low, light_high, {}), inspector.spec)  # the honest light parcel
+    blank = np.resize(real.high[:8, :], real.high.shape).astype(np.uint16)  # all air, with detector noise
+    _manual(inspector.inspect(_write(tmp_path, "light-blank", light_low, blank)), "physics",
+            "high image is blank")
+
+
 def _gain(image: np.ndarray, gain: float) -> np.ndarray:
     """A flat-field (gain) error: every transmission times ``gain``, as the detector reports it (clipped)."""
     return np.clip(np.round(image.astype(np.float64) * gain), 0, 65535).astype(np.uint16)
