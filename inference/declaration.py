@@ -300,8 +300,15 @@ def load_declarations(path: str | Path, warn: Callable[[str], None] | None = Non
 
 # --- what the scan shows ------------------------------------------------------------------------------------------
 def observe(scan: Any, tile_heatmaps: np.ndarray | None, prepared: Any, spec: Any = None) -> dict[str, Any]:
-    """The bodies the model localises (mass, signature) and the parcel's X-ray mass; dual-energy scans only."""
-    heat = heatmap_to_scan(tile_heatmaps, prepared) if tile_heatmaps is not None and prepared is not None else None
+    """The bodies the model localises (mass, signature) and the parcel's X-ray mass; dual-energy scans only.
+
+    Tiles whose heat stays below ``BODY_HEAT`` everywhere hold no body: the heatmap is brought to scan pixels only
+    when one reaches it (linear resizing and the max over overlaps never exceed the tiles' own maximum; the margin
+    covers float rounding), as it is not on most declared clear parcels — the same bodies, ~0.5 ms less a scan."""
+    heat = None
+    if tile_heatmaps is not None and prepared is not None and \
+            float(np.max(tile_heatmaps)) >= BODY_HEAT * (1.0 - 1e-6):
+        heat = heatmap_to_scan(tile_heatmaps, prepared)
     return observe_heat(scan, heat, spec)
 
 

@@ -120,6 +120,27 @@ def test_observe_heat_weighs_the_same_bodies_in_the_same_order_as_the_plain_way(
                                                                                   pitch)["xray_mass_kg"]
 
 
+def test_tiles_below_the_body_heat_are_not_brought_to_scan_pixels():
+    """``observe`` skips the upsampling where no tile reaches ``BODY_HEAT``: linear resizing and the max over
+    overlaps never exceed the tiles' maximum (random heat up to just below it, on a scan of overlapping tiles), so
+    the bodies are the ones the full path finds — none — and a tile at the body heat still finds its body."""
+    from parcelscan.datasets.preprocess import PreprocessSpec, heatmap_to_scan, prepare_scan
+
+    scan = next(ref for ref in discover_scans([SAMPLES]) if ref.ok and ref.format == "pair").load()
+    prepared = prepare_scan(scan, PreprocessSpec())
+    rng = np.random.default_rng(3)
+    for top in (0.3, declaration.BODY_HEAT * (1.0 - 2e-6)):
+        tiles = rng.uniform(0.0, top, (prepared.n_tiles, 1, 40, 40)).astype(np.float32)
+        tiles.reshape(-1)[rng.integers(0, tiles.size, 50)] = top
+        full = heatmap_to_scan(tiles, prepared)
+        assert float(full.max()) <= top * (1.0 + 1e-6)
+        assert declaration.observe(scan, tiles, prepared) == declaration.observe_heat(scan, full)
+    hot = np.zeros((prepared.n_tiles, 1, 40, 40), np.float32)
+    hot[0, 0, 10:30, 10:30] = declaration.BODY_HEAT
+    got = declaration.observe(scan, hot, prepared)
+    assert got == declaration.observe_heat(scan, heatmap_to_scan(hot, prepared)) and got["bodies"]
+
+
 def test_the_kv_neighbours_are_made_once_per_profile():
     profile = default_profile()
     up, down = signature._kv_neighbours(profile)
