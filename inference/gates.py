@@ -277,9 +277,14 @@ _RATIO_HIGH_BOUND = _ratio_bound()
 _RATIO_HIGH_BOUND.setflags(write=False)
 
 
-def _content_lines(high: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
-    """The rows and the columns of ``high`` that hold content (A_high above ``CONTENT_A_HIGH``'s lower end)."""
-    matter = high < _grey_below(CONTENT_A_HIGH[0])
+def _matter(high: np.ndarray) -> np.ndarray:
+    """The pixels with matter in the high image: A_high above ``CONTENT_A_HIGH``'s lower end (0.05)."""
+    return high < _grey_below(CONTENT_A_HIGH[0])
+
+
+def _content_lines(high: np.ndarray, matter: np.ndarray | None = None) -> tuple[np.ndarray, np.ndarray]:
+    """The rows and the columns of ``high`` that hold matter (``_matter(high)``, when the caller has it)."""
+    matter = _matter(high) if matter is None else matter
     return np.flatnonzero(matter.any(axis=1)), np.flatnonzero(matter.any(axis=0))
 
 
@@ -429,8 +434,8 @@ def check_physics(scan: Any, air_gain_tolerance: float = AIR_GAIN_TOLERANCE) -> 
                                        f"{name}-energy image (an air-normalised reading puts about half its noise "
                                        f"above full scale; ≤ {MAX_AIR_CLIPPED_SHARE:.0%} allowed): the gain is set "
                                        "too high or the air was clipped; recalibrate the flat field")
-    matter = high < _grey_below(CONTENT_A_HIGH[0])  # A_high > 0.05: the registration's content and the rules'
-    lines = np.flatnonzero(matter.any(axis=1)), np.flatnonzero(matter.any(axis=0))
+    matter = _matter(high)  # the registration's content and the rules'
+    lines = _content_lines(high, matter)
     offset = register_offset_px(low, high, lines)
     if offset is not None and max(abs(v) for v in offset) > MAX_REGISTER_OFFSET_PX:
         along, across = (f"{v:+.2f}" if math.isfinite(v) else "≥ 2" for v in offset)

@@ -47,6 +47,7 @@ from __future__ import annotations
 import functools
 import hashlib
 import sys
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -596,11 +597,20 @@ def block_mean(image: np.ndarray, rows: int, cols: int, block: int) -> np.ndarra
     if not (2 <= block < 8 and rows >= 2 * block and cols >= 2 * block and image.dtype == np.float32
             and image.flags.c_contiguous):
         return view.mean(axis=(1, 3))
+    return _strided_block_mean(view, block)
+
+
+def _strided_block_mean(view: np.ndarray, block: int, read: Callable[[np.ndarray], np.ndarray] | None = None
+                        ) -> np.ndarray:
+    """The mean of each block of ``view`` (rows, ``block``, cols, ``block``), added in numpy's order (``block_mean``):
+    each block row's pixels left to right, then the rows' sums top to bottom, then divided by block². ``read``: what
+    each strided plane of pixels is turned into first (``_pooled_levels``: a table lookup of grey levels)."""
+    read = read or (lambda plane: plane)
     total = None
     for k in range(block):
-        row = view[:, k, :, 0]
+        row = read(view[:, k, :, 0])
         for col in range(1, block):
-            row = row + view[:, k, :, col]
+            row = row + read(view[:, k, :, col])
         total = row if total is None else total + row
     return total / np.float32(block * block)
 
@@ -611,13 +621,7 @@ def _pooled_levels(levels: np.ndarray, table: np.ndarray, block: int) -> np.ndar
     blocks is looked up (``mode="wrap"``: no range check, the table holds every level) and added in ``block_mean``'s
     order, so the same float32 numbers to the bit, without the image's float32 values or index array."""
     view = levels.reshape(levels.shape[0] // block, block, levels.shape[1] // block, block)
-    total = None
-    for k in range(block):
-        row = table.take(view[:, k, :, 0], mode="wrap")
-        for col in range(1, block):
-            row = row + table.take(view[:, k, :, col], mode="wrap")
-        total = row if total is None else total + row
-    return total / np.float32(block * block)
+    return _strided_block_mean(view, block, lambda plane: table.take(plane, mode="wrap"))
 
 
 _AIR_LEVELS: dict[tuple[int, int], tuple[np.ndarray, int]] = {}
