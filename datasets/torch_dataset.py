@@ -55,7 +55,7 @@ from parcelscan.datasets.augment import DEFAULT_NOMINAL_QUANTA, XrayAugment
 from parcelscan.datasets.datatools import load_record_input, load_record_mask
 from parcelscan.datasets.manifest import LABELS as CLASSES
 from parcelscan.datasets.manifest import ManifestRecord, manifest_path, read_manifest
-from parcelscan.datasets.prepared_cache import PreparedCache
+from parcelscan.datasets.prepared_cache import PreparedCache, forget_source_pages
 from parcelscan.datasets.preprocess import (
     PreparedScan,
     PreprocessSpec,
@@ -104,6 +104,7 @@ _FILLING: ScanDataset | None = None  # the dataset ``fill_cache``'s forked proce
 
 def _fill_one(index: int) -> None:
     _FILLING._load(index, None)
+    forget_source_pages(_FILLING.records[index], _FILLING.root)  # read once, never again: leave the memory to the cache
 
 
 class ScanDataset(Dataset):
@@ -218,6 +219,7 @@ class ScanDataset(Dataset):
         if processes <= 1 or len(missing) < 2 * processes:
             for index in missing:
                 self._load(index, None)
+                forget_source_pages(self.records[index], self.root)
             return len(missing)
         import multiprocessing
 

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import json
+import zlib
 from pathlib import Path
 
 import numpy as np
@@ -272,6 +274,32 @@ def test_a_torn_or_foreign_cache_entry_is_recomputed_never_served(data, spec, tm
         item = dataset.prepared(0)
         assert torch.equal(item.tiles, reference.tiles)
         assert entry.read_bytes() == whole
+
+
+def test_cache_masks_are_deflated_and_format_2_entries_still_serve(data, spec, tmp_path):
+    """Format 3 stores the mask tiles deflated (almost all zeros: a quarter of a raw entry's bytes), and reads back the
+    very same floats; an entry written by the format-2 code (every array raw) is still served, unchanged."""
+    dataset = ScanDataset(data, spec, split="train", cache_root=tmp_path)
+    index = next(i for i in range(len(dataset)) if dataset.records[i].mask)
+    reference = ScanDataset(data, spec, split="train").prepared(index)
+    dataset.prepared(index)
+    entry = dataset.cache.path(dataset.records[index])
+    whole = entry.read_bytes()
+    header = json.loads(whole[:whole.index(b"\n")])
+    raw_mask_bytes = int(np.prod(header["mask_shape"])) * 4
+    assert header["format"] == 3 and 0 < header["mask_deflated_bytes"] < raw_mask_bytes / 20
+    assert reference.masks is not None and reference.masks.sum() > 0  # a mask with powder in it, not only zeros
+    tiles_end = whole.index(b"\n") + 1 + int(np.prod(header["tiles_shape"])) * 4
+    format_2 = dict(header, format=2)
+    del format_2["mask_deflated_bytes"]
+    entry.write_bytes(json.dumps(format_2).encode() + b"\n" + whole[whole.index(b"\n") + 1:tiles_end]
+                      + reference.masks.numpy().astype("<f4").tobytes())
+    served = dataset.cache.get(dataset.records[index], data)
+    assert served is not None
+    assert torch.equal(torch.from_numpy(served[0].tiles), reference.tiles)
+    assert torch.equal(torch.from_numpy(served[1]), reference.masks)
+    entry.write_bytes(whole[:tiles_end] + zlib.compress(b"\0" * (raw_mask_bytes + 4)))  # inflates to another length
+    assert dataset.cache.get(dataset.records[index], data) is None
 
 
 def test_cache_is_per_spec_and_never_serves_augmented_items(data, spec, tmp_path):

@@ -341,8 +341,46 @@ def test_the_cache_filled_on_every_core_holds_what_the_loop_would_have_prepared(
         assert np.array_equal(prepared.tiles, expected.tiles)
         assert (masks is None) == (expected_masks is None)
         assert masks is None or np.array_equal(masks, expected_masks)
-    assert sorted(p.name for p in (tmp_path / "filled").rglob("*.npz")) \
-        == sorted(p.name for p in (tmp_path / "lazy").rglob("*.npz"))
+    entries = sorted(p.name for p in (tmp_path / "filled").rglob("*.prepared"))
+    assert len(entries) == len(filled.records)
+    assert entries == sorted(p.name for p in (tmp_path / "lazy").rglob("*.prepared"))
+
+
+def _fs_type(path: Path) -> str:
+    done = subprocess.run(["stat", "-f", "-c", "%T", str(path)], capture_output=True, text=True)
+    return done.stdout.strip()
+
+
+def _resident_bytes(path: Path) -> int | None:
+    """The bytes of ``path`` in the page cache (util-linux ``fincore``), None where that cannot be read."""
+    if shutil.which("fincore") is None:
+        return None
+    done = subprocess.run(["fincore", "--bytes", "--noheadings", "--output", "RES", str(path)],
+                          capture_output=True, text=True)
+    return int(done.stdout.split()[0]) if done.returncode == 0 and done.stdout.strip() else None
+
+
+def test_filling_the_cache_leaves_the_scans_out_of_memory(dataset, tmp_path):
+    """Each scan is read once to fill the cache and never again: its pages are handed back (``forget_source_pages``),
+    so that on a machine whose memory cannot hold both, the cache the epochs read stays in memory (session 23)."""
+    from parcelscan.datasets.preprocess import PreprocessSpec
+    from parcelscan.datasets.torch_dataset import ScanDataset
+
+    if not hasattr(os, "posix_fadvise") or _fs_type(tmp_path) in ("tmpfs", "ramfs", ""):
+        pytest.skip("no posix_fadvise, or a memory file system (its pages are the files)")
+    copied = tmp_path / "scans"
+    shutil.copytree(dataset, copied)  # files of its own, so that other tests' reads do not count
+    os.sync()  # written back, as a simulation's scans are long before training: the kernel drops only clean pages
+    filled = ScanDataset(copied, PreprocessSpec(tile_rows=64, tile_cols=64, pixel_pitch_mm=8.0), split="train",
+                         cache_root=tmp_path / "cache", twin_policy="ignore")
+    sources = [copied / name for r in filled.records for name in r.files.values() if name]
+    for path in sources:
+        path.read_bytes()
+    before = [_resident_bytes(path) for path in sources]
+    if not all(before):
+        pytest.skip("no fincore, or this file system keeps no page cache of the files read")
+    assert filled.fill_cache(processes=2) == len(filled.records)  # the forked processes: each forgets its own
+    assert [_resident_bytes(path) for path in sources] == [0] * len(sources)
 
 
 @pytest.mark.parametrize(("workers", "user", "expected"), [(0, None, None), (2, None, "PASSIVE"),
