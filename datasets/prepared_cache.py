@@ -64,7 +64,7 @@ def forget_source_pages(record: Any, root: Path) -> None:
     the platform lacks it, and nothing changes but memory). Why: filling the cache reads every training scan once
     (31 GB for the dual recipe) and never again, yet those pages, touched twice (written by the simulator, read by the
     fill), outrank the cache's own entries, which every epoch reads. On a 24 GiB machine the epochs then read part of
-    the cache from disk (session 23: 7-19 MB/s and up to 30 % I/O wait, one epoch at 74 img/s against 118)."""
+    the cache from disk (session 23: 6-19 MB/s and up to 30 % I/O wait, one epoch at 74 img/s against 118)."""
     advise = getattr(os, "posix_fadvise", None)
     if advise is None:
         return
