@@ -113,8 +113,8 @@ class PreparedCache:
                 if header.get("format") not in (2, 3):
                     return None
                 tiles = _read_floats(handle, header["tiles_shape"])
-                masks = None if header["mask_shape"] is None else _read_floats(
-                    handle, header["mask_shape"], header.get("mask_deflated_bytes"))
+                deflated = header["mask_deflated_bytes"] if header["format"] == 3 else None  # format 2: raw
+                masks = None if header["mask_shape"] is None else _read_floats(handle, header["mask_shape"], deflated)
                 if handle.read(1):
                     return None  # more bytes than its header says: not an entry this code wrote
             prepared = PreparedScan(

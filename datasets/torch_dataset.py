@@ -103,8 +103,7 @@ _FILLING: ScanDataset | None = None  # the dataset ``fill_cache``'s forked proce
 
 
 def _fill_one(index: int) -> None:
-    _FILLING._load(index, None)
-    forget_source_pages(_FILLING.records[index], _FILLING.root)  # read once, never again: leave the memory to the cache
+    _FILLING._fill(index)
 
 
 class ScanDataset(Dataset):
@@ -218,8 +217,7 @@ class ScanDataset(Dataset):
             return 0
         if processes <= 1 or len(missing) < 2 * processes:
             for index in missing:
-                self._load(index, None)
-                forget_source_pages(self.records[index], self.root)
+                self._fill(index)
             return len(missing)
         import multiprocessing
 
@@ -232,6 +230,12 @@ class ScanDataset(Dataset):
         finally:
             _FILLING = None
         return len(missing)
+
+    def _fill(self, index: int) -> None:
+        """Prepare scan ``index`` into the cache, then hand its files' pages back: read once, never again, they would
+        otherwise take the memory the epochs' cache needs (``prepared_cache.forget_source_pages``)."""
+        self._load(index, None)
+        forget_source_pages(self.records[index], self.root)
 
     def known_empty(self, index: int) -> bool:
         """A clear scan without a mask file: its powder mask is known to be empty."""
