@@ -41,7 +41,9 @@ Gates, in the order they run (``GateError.gate`` names the one that refused):
   - *two readings*: the low and the high image come from two detector layers, each with its own noise, so
     among pixels with content at most ``MAX_IDENTICAL_SHARE`` (25 %) may read exactly the same in both (honest
     scans: ≤ 1.2 %); one image written twice (a station exporting one layer as both) read as R = 1 everywhere,
-    and two of the five suspect samples scored clear;
+    and two of the five suspect samples scored clear. The same limit holds in the air of the noise rows (pixels not
+    at full scale in both), so that a parcel with (nearly) no content is held to it too: one layer written twice
+    under 17 of 400 postal scans (9358; letters, an empty belt) passed before (session 24);
   - *in register*: the two layers see the same pixel, so their fine detail lines up at no shift
     (``register_offset_px``: the vertex of the correlation's parabola over shifts of −1, 0, +1 px along and across
     the belt); an offset above ``MAX_REGISTER_OFFSET_PX`` (0.25 px) is refused. One layer read one pixel late
@@ -50,7 +52,14 @@ Gates, in the order they run (``GateError.gate`` names the one that refused):
     them refused;
   - *the low/high relation*: a real material attenuates the low-energy beam at least as much as the high
     one, so among pixels with content (0.05 < A_high < 7) at most ``MAX_INVERTED_SHARE`` (2 %) may have
-    A_low < A_high − ``INVERTED_MARGIN_A`` (0.05; noise); and no material has A_low/A_high above
+    A_low < A_high − ``INVERTED_MARGIN_A`` (0.05; noise); the same relation holds in the mean: over the
+    content's pixels (on every k-th row, k = the content's pixels // 4,000) the mean of A_low − A_high may not
+    lie more than ``RELATION_SIGMAS`` (3) noise sigmas below zero (the sigma: the pixels' spread over √(n / 10),
+    the blur correlating ~2.5 neighbours along a row). Every material on the default profile has R ≥ 1.12 at
+    every thickness, so a light parcel's mean is small (~0.01) but positive, inside each pixel's noise and the
+    0.05 margin: the two images swapped under 25 of 400 postal scans (9358), some with 30,000 pixels of content,
+    passed the per-pixel rule (session 24); the mean refuses every swapped scan with ≥ 20 content pixels (2,000
+    postal scans of 9358, 717171 and 9401: honest z ≥ +4.2, swapped ≤ −4.2). And no material has A_low/A_high above
     ``RATIO_MAX`` (4): at most ``MAX_RATIO_SHARE`` (5 %) of pixels with A_low > 0.5 may exceed it
     (a blank high image under a real low one) — and, for parcels with no dense pixel at all (letters,
     garments, a box of paper), at most 5 % of the pixels with A_low > ``LIGHT_LOW_A`` (0.1) on every 4th row
@@ -99,6 +108,10 @@ REGISTER_MIN_SIGMA = 10.0
 CONTENT_A_HIGH = (0.05, 7.0)
 INVERTED_MARGIN_A = 0.05
 MAX_INVERTED_SHARE = 0.02
+MIN_RELATION_PIXELS = 20  # the relation in the mean (module docstring): content pixels it needs
+RELATION_SAMPLE_PIXELS = 4000  # read on every k-th row of the content, k = its pixels // this (at least 1)
+RELATION_CORRELATED_PX = 10.0  # pixels along a row whose noise the detector blur correlates (σ 0.7 px: ~2.5)
+RELATION_SIGMAS = 3.0
 DENSE_LOW_A = 0.5
 LIGHT_LOW_A = 0.1  # the ratio rule on light parcels (module docstring)
 RATIO_MAX = 4.0
@@ -419,6 +432,20 @@ def check_physics(scan: Any, air_gain_tolerance: float = AIR_GAIN_TOLERANCE) -> 
             raise GateError("physics", f"{scan.scan_id}: the {name}-energy image has no detector noise in air "
                                        f"({noise:.1f} grey levels rms < {NOISE_FLOOR_GREY:g}): a synthetic or "
                                        "processed image, not a detector reading")
+    # two readings in air too: the two layers' noises are independent, so two readings tie only by chance (both at
+    # full scale is the clipping's tie, not the layers'); a parcel with (nearly) no content leaves the content's rule
+    # below nothing to read
+    readable = np.minimum(rows_low, rows_high) < 65535
+    readable &= air
+    air_count = int(np.count_nonzero(readable))
+    if air_count >= MIN_CONTENT_PIXELS:
+        tied = np.equal(rows_low, rows_high)
+        tied &= readable
+        identical = int(np.count_nonzero(tied)) / air_count
+        if identical > MAX_IDENTICAL_SHARE:
+            raise GateError("physics", f"{scan.scan_id}: {identical:.0%} of the air reads exactly the same in the "
+                                       "low- and the high-energy image (two detector layers, each with its own "
+                                       f"noise: ≤ {MAX_IDENTICAL_SHARE:.0%}): one image was written as both")
     for name, image in (("low", low), ("high", high)):
         air_values = image[strips[airiest]][air_masks[airiest]]
         level = _median(air_values)
@@ -467,6 +494,21 @@ def check_physics(scan: Any, air_gain_tolerance: float = AIR_GAIN_TOLERANCE) -> 
             raise GateError("physics", f"{scan.scan_id}: {inverted:.0%} of the content attenuates the high-energy "
                                        f"beam more than the low-energy one (real materials: ≤ "
                                        f"{MAX_INVERTED_SHARE:.0%}, noise): the low/high relation is broken")
+    if count >= MIN_RELATION_PIXELS:
+        # the same relation in the mean, where a pixel's margin cannot tell: on a light parcel (paper, garments)
+        # A_low − A_high is ~0.01, inside any pixel's noise, but its mean over the content is many noise sigmas above
+        # zero — and below zero when the two images are swapped. Read on every k-th row, k = count // 4000 (at least
+        # 1): 4,000-8,000 pixels, hundreds of sigmas on a whole light parcel, at a few per cent of the gate's time
+        step = max(1, count // RELATION_SAMPLE_PIXELS)
+        sampled = content[::step]
+        excess = (_ATTENUATION_LUT.take(low_box[::step][sampled]) - _ATTENUATION_LUT.take(high_box[::step][sampled]))
+        mean = float(excess.mean(dtype=np.float64))
+        noise = float(excess.std(dtype=np.float64)) * math.sqrt(RELATION_CORRELATED_PX / excess.size)
+        if mean < -RELATION_SIGMAS * noise:
+            raise GateError("physics", f"{scan.scan_id}: the content attenuates the high-energy beam more than the "
+                                       f"low-energy one on average (A_low − A_high {mean:+.4f} over {excess.size} "
+                                       f"pixels, {-mean / max(noise, 1e-12):.0f} noise sigmas below zero; every "
+                                       "material attenuates the low-energy beam more): the two images are swapped")
     dense_t = _grey_below(DENSE_LOW_A)
     count = int(np.count_nonzero(low < dense_t))
     if count >= MIN_CONTENT_PIXELS:

@@ -17,6 +17,9 @@ import pytest
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
+from parcelscan.datasets.physics.forward import forward_model
+from parcelscan.datasets.physics.materials import get_material
+from parcelscan.datasets.physics.profile import default_profile
 from parcelscan.datasets.preprocess import PreprocessSpec
 from parcelscan.datasets.scans.readers import discover_scans, load_scan
 from parcelscan.datasets.scans.scanfile import Scan, write_png, write_station_scan
@@ -126,6 +129,39 @@ def test_one_image_written_as_both_is_refused(samples, inspector, tmp_path):
         for which, image in (("low", real.low), ("high", real.high)):
             _manual(inspector.inspect(_write(tmp_path, f"twice-{which}-{scan_id}", image, image.copy())), "physics",
                     "reads exactly the same")
+
+
+def _garment_parcel() -> tuple[np.ndarray, np.ndarray]:
+    """A parcel of cloth alone (folded textile, 0.3-0.75 g/cm²: A_high 0.05-0.13, A_low − A_high 0.01-0.03, under a
+    pixel's noise of ~0.01 and the relation's 0.05 margin), through the default scanner's physics and detector."""
+    areal = np.zeros((1, 320, 640))
+    areal[0, 60:260, 120:520] = 0.3
+    areal[0, 90:230, 160:470] += 0.25  # folds
+    areal[0, 120:200, 200:330] += 0.2
+    return forward_model(default_profile()).scan([get_material("textile")], areal, np.random.default_rng(3))
+
+
+def test_swapped_layers_under_a_light_parcel_are_refused(samples, inspector, tmp_path):
+    """On a light parcel A_low − A_high (~0.01) is inside every pixel's noise, so the per-pixel relation cannot see
+    the two images swapped (25 of 400 postal scans passed, some with 30,000 pixels of content); its mean over the
+    content can. The honest light parcel passes."""
+    light_low, light_high = _garment_parcel()
+    gates.check_scan(Scan("light", light_low, light_high, {}), inspector.spec)
+    with pytest.raises(gates.GateError, match="two images are swapped"):  # not the per-pixel rule: this one
+        gates.check_physics(Scan("light-swapped", light_high, light_low, {}))
+    _manual(inspector.inspect(_write(tmp_path, "light-swapped", light_high, light_low)), "physics", "swapped")
+
+
+def test_one_image_written_as_both_under_an_empty_parcel_is_refused(samples, inspector, tmp_path):
+    """A parcel with no content (an empty belt, a thin letter) leaves the content's rule nothing to read; the air's
+    readings, two independent noises, still tell one layer written twice."""
+    real = samples["sim31-000077"]
+    low = np.resize(real.low[:8, :], (300, real.low.shape[1])).astype(np.uint16)  # air, real detector noise
+    high = np.resize(real.high[:8, :], low.shape).astype(np.uint16)
+    gates.check_scan(Scan("empty", low, high, {}), inspector.spec)
+    for which, image in (("low", low), ("high", high)):
+        _manual(inspector.inspect(_write(tmp_path, f"empty-twice-{which}", image, image.copy())), "physics",
+                "of the air reads exactly the same")
 
 
 @pytest.mark.parametrize(("rows", "cols"), [(1, 0), (-1, 0), (0, 1), (0, -1), (2, 0), (0, -2)])
