@@ -230,12 +230,17 @@ def declared_server(tmp_path):
     lines = [json.loads(line) for line in results.read_text().splitlines()]
     target = next(v for v in lines if v["verdict"] != "clear")
     target.update(declaration_check=CHECK, powder_mass_g=[1400.0])
+    undeclared = next(v for v in lines if v is not target)  # as inspect writes a parcel without advance data
+    undeclared.update(declaration_check={"status": "absent", "priority": "normal",
+                                         "reasons": ["no declaration for this item"],
+                                         "observed": {"xray_mass_kg": 1.6, "xray_mass_lower_bound": False,
+                                                      "bodies": []}})
     results.write_text("".join(json.dumps(v, sort_keys=True) + "\n" for v in lines))
     sidecar = Path(target["inputs"][0]).with_name(f"{target['scan_id']}.json")
     meta = json.loads(sidecar.read_text()) if sidecar.exists() else {}
     sidecar.write_text(json.dumps({**meta, "item_id": DECLARED["item_id"], "declaration": DECLARED}))
     for base_db in _serve(tmp_path, results):
-        yield (*base_db, target["scan_id"])
+        yield (*base_db, target["scan_id"], undeclared["scan_id"])
 
 
 def test_the_declaration_panel_shows_what_the_body_could_be_in_grams(declared_server):
@@ -245,7 +250,7 @@ def test_the_declaration_panel_shows_what_the_body_could_be_in_grams(declared_se
     another (a twin: weighed as Nd2O3, read nearest barite)."""
     from playwright.sync_api import expect, sync_playwright
 
-    base, _, scan_id = declared_server
+    base, _, scan_id, undeclared_id = declared_server
     with sync_playwright() as playwright:
         browser = playwright.chromium.launch(executable_path=CHROMIUM, args=CHROMIUM_ARGS)
         try:
@@ -265,6 +270,17 @@ def test_the_declaration_panel_shows_what_the_body_could_be_in_grams(declared_se
             expect(page.locator("#declaration-seen")).to_have_text(
                 "≈ 1400 g as Nd2O3, nearest barite; could be Nd2O3 1400 g, Pr6O11 1380 g, barite 1610 g; "
                 "≥ 810 g no signature (the beam is stopped) · parcel ≥ 2.4 kg by X-ray")
+            expect(page.locator("#declaration-problems")).to_be_hidden()  # none: no empty red bar
+            # a parcel without a declaration: its status and reason, no empty table, head or problems box
+            undeclared = next(i for i in page.request.get(base + "/api/queue?state=all").json()["items"]
+                              if i["scan_id"] == undeclared_id)
+            page.goto(f"{base}/review/{undeclared['id']}?state=all")
+            expect(page.locator("#scan-id")).to_have_text(undeclared_id)
+            expect(page.locator("#declaration-status")).to_have_text("absent")
+            expect(page.locator("#declaration-reasons")).to_have_text("no declaration for this item")
+            expect(page.locator("#declaration-seen")).to_have_text("no dense body · parcel ≈ 1.6 kg by X-ray")
+            for empty in ("#declaration-table", "#declaration-head", "#declaration-problems"):
+                expect(page.locator(empty)).to_be_hidden()
             assert not errors, errors
         finally:
             browser.close()

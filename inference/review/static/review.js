@@ -147,11 +147,16 @@
     const badge = $("declaration-status");
     badge.textContent = d.status || "unknown";
     badge.className = "badge declaration-" + (d.status || "unknown");
+    // an absent declaration has no head, no lines and (usually) no problems: their empty boxes stay hidden — an
+    // empty problems list would otherwise show as a red error bar with nothing in it
     const declared = d.declared || {};
-    text("declaration-head", [declared.item_id, declared.category, declared.origin,
-      declared.gross_weight_kg != null ? "gross " + declared.gross_weight_kg + " kg" : null].filter(Boolean).join(" · "));
+    const head = [declared.item_id, declared.category, declared.origin,
+      declared.gross_weight_kg != null ? "gross " + declared.gross_weight_kg + " kg" : null].filter(Boolean).join(" · ");
+    text("declaration-head", head);
+    $("declaration-head").hidden = !head;
     const items = $("declaration-items");
     items.replaceChildren();
+    $("declaration-table").hidden = !(declared.items && declared.items.length);
     for (const it of declared.items || []) {
       const tr = document.createElement("tr");
       for (const v of [it.description, it.hs_code, it.quantity, it.net_weight_kg, it.value]) {
@@ -186,6 +191,7 @@
     const problems = $("declaration-problems");
     problems.replaceChildren();
     for (const p of d.problems || []) li(problems, p);
+    problems.hidden = !problems.children.length;
   }
 
   function render(item) {
