@@ -42,6 +42,7 @@ import numpy as np
 from PIL import Image
 
 from parcelscan.datasets.simulator.projection import make_library
+from parcelscan.inference.declaration import attach_declaration_check
 from parcelscan.inference.inspector import Inspector
 from parcelscan.inference.review import auth, store, tip
 from parcelscan.inference.review.db import connect
@@ -99,6 +100,7 @@ def build_database(work: Path, seed: int) -> tuple[Path, dict[str, int], dict]:
         library = work / "tip-library"
         make_library(library, 1.0, seed=2, scenarios=("mail_pouch",), targets=("Dy2O3", "Nd2O3"), per_pair=2)
         inspector = Inspector(heatmap_dir=work / "tip-scans" / "heatmaps", threads=1)
+        attach_declaration_check(inspector)  # as `inspect` ran on the batch: the test image's page has the panel too
         context = tip.TipContext(library, work / "tip-scans", inspector, np.random.default_rng(seed))
         report = ingest(conn, day2, tip=context)
         print(f"day 2: {report.added} queued, TIP: {report.tip_queued} test image(s) queued, "

@@ -19,7 +19,9 @@ import pytest
 warnings.filterwarnings("ignore", message=".*install `httpx2`.*")
 from fastapi.testclient import TestClient  # noqa: E402
 
+from parcelscan.datasets.scans.customs import make_s10, s10_valid  # noqa: E402
 from parcelscan.datasets.simulator.projection import make_library  # noqa: E402
+from parcelscan.inference.declaration import attach_declaration_check  # noqa: E402
 from parcelscan.inference.inspector import Inspector  # noqa: E402
 from parcelscan.inference.review import auth, store, tip  # noqa: E402
 from parcelscan.inference.review.app import create_app  # noqa: E402
@@ -149,6 +151,64 @@ def test_nothing_tells_a_projection_before_the_decision(world):
         response = client.get(f"/images/{test_id}/{kind}.png")
         assert response.status_code == 200 and response.headers["content-type"] == "image/png"
     assert client.get("/supervisor").status_code == 403 and client.get("/api/tip/stats").status_code == 403
+
+
+def _as_declared(results: Path, first_serial: int) -> Path:
+    """``results`` as a station that checks declarations writes them: every sidecar with the parcel's S10 item
+    id and its declaration (advance data), every verdict with its ``declaration_check``."""
+    lines = [json.loads(line) for line in results.read_text().splitlines()]
+    for k, verdict in enumerate(lines):
+        item_id = make_s10("RR", first_serial + k, "CN")
+        sidecar = Path(verdict["inputs"][0]).with_name(f"{verdict['scan_id']}.json")
+        declaration = {"item_id": item_id, "category": "gift", "origin": "CN", "gross_weight_kg": 1.5,
+                       "items": [{"description": "clothes", "hs_code": "620442", "quantity": 2,
+                                  "net_weight_kg": 1.2, "value": 40}]}
+        sidecar.write_text(json.dumps({**json.loads(sidecar.read_text()), "item_id": item_id,
+                                       "declaration": declaration}))
+        verdict["declaration_check"] = {"status": "consistent", "priority": "normal", "source": "sidecar",
+                                        "reasons": ["declared 'clothes' (HS 6204.42), 1.2 kg; seen: nothing dense"],
+                                        "observed": {"xray_mass_kg": 1.4, "xray_mass_lower_bound": False,
+                                                     "bodies": []}}
+    results.write_text("".join(json.dumps(v) + "\n" for v in lines))
+    return results
+
+
+def test_a_test_image_is_declared_and_checked_as_the_station_writes_its_parcels(tmp_path, library):
+    """Where the station's verdicts carry a declaration check, so does a test image's (its page shows the
+    declaration panel as a real parcel's does), under an S10 item id of its own — the background's declaration
+    travels with the parcel, the background's identifier does not. An inspector that runs no declaration check
+    makes no test image for such a station: one without the panel would tell itself."""
+    db = tmp_path / "review.sqlite"
+    conn = connect(db, create=True)
+    users = {name: auth.add_user(conn, name, password) for name, password in PASSWORDS.items()}
+    tip.grant_supervisor(conn, users["sue"])
+    ingest(conn, _as_declared(write_sample_results(tmp_path / "day1", seed=0), 10_000_000))
+    for row in conn.execute("SELECT id FROM items WHERE station = 'LHR-2'").fetchall():
+        store.decide(conn, int(row["id"]), users["alice"], "alice", "false_alarm")
+    tip.set_rate(conn, "LHR-2", tip.MAX_RATE, users["sue"])
+    unchecked = tip.TipContext(library, tmp_path / "tip-unchecked", Inspector(threshold=0.0),
+                               np.random.default_rng(3))
+    report = ingest(conn, _as_declared(write_sample_results(tmp_path / "day2", seed=1), 20_000_000), tip=unchecked)
+    assert report.tip_queued + report.tip_model_misses == 0 and not _projections(db)
+    inspector = Inspector(threshold=0.0)
+    attach_declaration_check(inspector)
+    context = tip.TipContext(library, tmp_path / "tip", inspector, np.random.default_rng(3))
+    report = ingest(conn, _as_declared(write_sample_results(tmp_path / "day3", seed=2), 30_000_000), tip=context)
+    conn.close()
+    projections = [p for p in _projections(db) if p["item_id"] is not None]
+    assert report.tip_queued >= 1 and projections
+    client, _ = _client(db, "bob")
+    queue = client.get("/api/queue?state=undecided").json()["items"]
+    for projection in projections:
+        background = client.get(f"/api/items/{projection['background_item_id']}").json()
+        test_item = client.get(f"/api/items/{projection['item_id']}").json()
+        real_id = next(r["id"] for r in queue if r["id"] != projection["item_id"])
+        real_item = client.get(f"/api/items/{real_id}").json()
+        assert test_item["declaration"] is not None and real_item["declaration"] is not None
+        assert _keys(test_item) == _keys(real_item)
+        assert test_item["declaration"]["status"] in ("consistent", "mismatch")  # checked on the composite itself
+        item_id = test_item["declaration"]["declared"]["item_id"]
+        assert s10_valid(item_id) and item_id != background["declaration"]["declared"]["item_id"]
 
 
 def test_a_projection_is_numbered_in_sequence_with_its_batch(world):

@@ -10,16 +10,19 @@ station) a projection is made with the probability a supervisor set for that que
    composed into it in the forward model (``projection.project``: basis-material decomposition, beam
    hardening, Poisson noise at the scan's own measured dose and blur), at a place over the parcel;
 3. the composite is written as station files with a new scan id of the station's own pattern and its
-   sidecar's scan time next to the real scan that triggered it, and **the real inspector** (the shipped
-   model, ``inference.inspector.Inspector``) inspects it: its own score, heatmap and reasons. Flagged, it
+   sidecar's scan time next to the real scan that triggered it and its own S10 item identifier (the
+   background's declaration travels with it, as a parcel's label does), and **the real inspector** (the shipped
+   model, ``inference.inspector.Inspector``, with the declaration check when the station's verdicts carry one)
+   inspects it: its own score, heatmap, reasons and declaration check. Flagged, it
    is ingested by the same code as every verdict line, in the same transaction, at a random place among
    the batch's rows; cleared by the model, it is recorded as a **model miss** and never shown.
 
 Nothing an inspector can see tells a projection before the decision: the item row, API answer, page,
-images and file names are made by the same code as a real one's (``tests/test_review_tip.py`` checks
-the JSON keys, the HTML, the id order, the image sizes). After the inspector's decision the API reveals
-it to that inspector (``reveal``): "test image: Dy2O3 mail pouch, 42 g", where it was, and whether it was
-a hit: a seizure decision *with a mark* (``marks``) inside the threat (within ``HIT_TOLERANCE_MM``).
+images, file names and declaration panel are made by the same code as a real one's
+(``tests/test_review_tip.py`` checks the JSON keys, the HTML, the id order, the image sizes, the declaration's
+presence). After the inspector's decision the API reveals it to that inspector (``reveal``): "test image: Dy2O3
+mail pouch, 42 g", where it was, and whether it was a hit: a seizure decision *with a mark* (``marks``) inside
+the threat (within ``HIT_TOLERANCE_MM``).
 
 Projections never reach exports, retraining data or the seizure statistics: ``export`` skips them and
 ``store.counts`` leaves decided ones out. Supervisors (``roles``; every check is server-side) set the rate
@@ -44,9 +47,11 @@ import cv2
 import numpy as np
 
 from parcelscan.datasets.scans.colour import profile_for
+from parcelscan.datasets.scans.customs import make_s10, s10_valid
 from parcelscan.datasets.scans.scanfile import Scan, write_station_scan
 from parcelscan.datasets.simulator.projection import ThreatImage, choose_position, project, read_library
 from parcelscan.errors import ParcelscanError, ScanReadError
+from parcelscan.inference.declaration import attach_declaration_check
 from parcelscan.inference.inspector import Inspector
 from parcelscan.inference.review.db import Connection
 from parcelscan.inference.review.images import ImageUnavailable, load_item_scan
@@ -166,8 +171,12 @@ class TipContext:
 
 
 def station_context(library_dir: Path, out_dir: Path) -> TipContext:
-    """The context ``review ingest --tip-library`` uses: the shipped model, heatmaps beside the composites."""
-    return TipContext(Path(library_dir), Path(out_dir), Inspector(heatmap_dir=Path(out_dir) / "heatmaps"))
+    """The context ``review ingest --tip-library`` uses: the shipped model and the default policy's declaration
+    check, as ``parcelscan inspect`` runs them, heatmaps beside the composites."""
+    inspector = Inspector(heatmap_dir=Path(out_dir) / "heatmaps")
+    if inspector.policy.alarms_on("declaration"):
+        attach_declaration_check(inspector)
+    return TipContext(Path(library_dir), Path(out_dir), inspector)
 
 
 def cleared_backgrounds(conn: Connection, station: str | None, exclude: set[int] = frozenset()) -> list[Any]:
@@ -223,6 +232,15 @@ class Projection:
         return self.verdict["verdict"] in ("suspect", "manual_inspection")
 
 
+def _new_item_id(item_id: Any, rng: np.random.Generator) -> Any:
+    """A fresh UPU S10 identifier of ``item_id``'s service indicator and country, with its check digit: the
+    composite is a parcel of its own, and the background's identifier, on a parcel inspectors have seen, would
+    tell it. Anything that is not an S10 identifier is kept as it was."""
+    if not s10_valid(item_id):
+        return item_id
+    return make_s10(item_id[:2], int(rng.integers(0, 10**8)), item_id[-2:])
+
+
 def _shifted_time(scanned_at: str | None, rng: np.random.Generator) -> str:
     try:
         base = datetime.fromisoformat(str(scanned_at).replace("Z", "+00:00"))
@@ -263,8 +281,20 @@ def make_projection(conn: Connection, ctx: TipContext, trigger: dict[str, Any],
     meta = {k: (scan_id if v == background["scan_id"] else v) for k, v in dict(scan.meta).items()}
     if "scanned_at" in meta:
         meta["scanned_at"] = scanned_at
+    if "item_id" in meta:  # its own S10 identifier, in the sidecar and in the declaration the parcel carries
+        old_item_id, meta["item_id"] = meta["item_id"], _new_item_id(meta["item_id"], ctx.rng)
+        declaration = meta.get("declaration")
+        if isinstance(declaration, dict) and declaration.get("item_id") == old_item_id:
+            meta["declaration"] = {**declaration, "item_id": meta["item_id"]}
     files = write_station_scan(Scan(scan_id, composite.low, composite.high, meta), ctx.out_dir)
     verdict = ctx.inspector.inspect(ctx.out_dir / files["low"]).to_dict()
+    # the declaration check as the station ran it on the batch: a test image carries one exactly when the real
+    # verdict does (a "Declaration" panel on real parcels only would tell it); an inspector that runs no check
+    # cannot make one for a station that does, and then no test image is made this time
+    if trigger.get("declaration_check") is None:
+        verdict["declaration_check"] = None
+    elif verdict.get("declaration_check") is None:
+        return None
     verdict["station"], verdict["scanned_at"] = station, scanned_at
     # name the files the way this station's verdicts do (which parts, in which order): a different file
     # list would tell the test image apart
