@@ -45,6 +45,12 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
                              "library (datasets.simulator.projection.make_library)")
     ingest.add_argument("--tip-scans", metavar="DIR", help="where the test images' scan files go "
                                                           "(default: tip-scans beside the results file)")
+    ingest.add_argument("--model", metavar="MODEL.onnx",
+                        help="with --tip-library: the model the station's `inspect` runs (default: the shipped "
+                             "default); test images are made only for verdicts of this model at its threshold")
+    ingest.add_argument("--policy", metavar="FILE",
+                        help="with --tip-library: the station policy `inspect` runs (its threshold and "
+                             "declaration check; default: the shipped policy)")
 
     add_user = sub.add_parser("add-user", help="create an inspector account",
                               description="create an inspector account (password hashed with argon2id)")
@@ -138,11 +144,14 @@ def _run(args: argparse.Namespace) -> int:
         from parcelscan.inference.review.ingest import ingest
 
         tip = None
+        if (args.model or args.policy) and not args.tip_library:
+            raise ParcelscanError("review ingest: --model and --policy say who judges the test images; give them "
+                                  "with --tip-library")
         if args.tip_library:
             from parcelscan.inference.review.tip import station_context
 
             out = Path(args.tip_scans or Path(args.results[0]).resolve().parent / "tip-scans")
-            tip = station_context(Path(args.tip_library), out)
+            tip = station_context(Path(args.tip_library), out, args.model, args.policy)
         with opened(args.db, create=True) as conn:
             for results in args.results:
                 report = ingest(conn, Path(results), actor=_actor(), tip=tip)

@@ -40,6 +40,16 @@ def library(tmp_path_factory) -> Path:
     return folder
 
 
+def _judged_by(results: Path, inspector: Inspector) -> Path:
+    """``results`` (hand-written sample verdicts) as if ``inspector``'s model had judged them at its threshold: a
+    test image is made only for a batch of its own judge (``TipContext.judges_like``)."""
+    lines = [json.loads(line) for line in results.read_text().splitlines()]
+    for verdict in lines:
+        verdict.update(model=dict(inspector.model_info), threshold=inspector.threshold)
+    results.write_text("".join(json.dumps(v) + "\n" for v in lines))
+    return results
+
+
 @pytest.fixture(scope="module")
 def world(tmp_path_factory, library):
     """A queue with cleared backgrounds, then a second batch ingested with TIP at rate 0.5 for LHR-2, every
@@ -54,8 +64,9 @@ def world(tmp_path_factory, library):
     for row in conn.execute("SELECT id FROM items WHERE station = 'LHR-2'").fetchall():
         store.decide(conn, int(row["id"]), users["alice"], "alice", "false_alarm")
     tip.set_rate(conn, "LHR-2", 0.5, users["sue"])
-    second = write_sample_results(base / "day2", seed=1)
-    context = tip.TipContext(library, base / "tip-scans", Inspector(threshold=0.0), np.random.default_rng(3))
+    judge = Inspector(threshold=0.0)
+    second = _judged_by(write_sample_results(base / "day2", seed=1), judge)
+    context = tip.TipContext(library, base / "tip-scans", judge, np.random.default_rng(3))
     report = ingest(conn, second, tip=context)
     conn.close()
     return {"db": db, "users": users, "report": report, "second": second, "library": library, "base": base}
@@ -123,7 +134,7 @@ def test_the_model_decides_and_a_miss_is_recorded_not_shown(tmp_path, world, lib
     before = len(_projections(world["db"]))
     inspector = Inspector()
     context = tip.TipContext(library, tmp_path / "tip", inspector, np.random.default_rng(11))
-    report = ingest(conn, write_sample_results(tmp_path / "day3", seed=3), tip=context)
+    report = ingest(conn, _judged_by(write_sample_results(tmp_path / "day3", seed=3), inspector), tip=context)
     made = _projections(world["db"])[before:]
     assert len(made) == report.tip_queued + report.tip_model_misses >= 1
     for p in made:
@@ -186,14 +197,16 @@ def test_a_test_image_is_declared_and_checked_as_the_station_writes_its_parcels(
     for row in conn.execute("SELECT id FROM items WHERE station = 'LHR-2'").fetchall():
         store.decide(conn, int(row["id"]), users["alice"], "alice", "false_alarm")
     tip.set_rate(conn, "LHR-2", tip.MAX_RATE, users["sue"])
-    unchecked = tip.TipContext(library, tmp_path / "tip-unchecked", Inspector(threshold=0.0),
-                               np.random.default_rng(3))
-    report = ingest(conn, _as_declared(write_sample_results(tmp_path / "day2", seed=1), 20_000_000), tip=unchecked)
+    judge = Inspector(threshold=0.0)
+    unchecked = tip.TipContext(library, tmp_path / "tip-unchecked", judge, np.random.default_rng(3))
+    day2 = _judged_by(_as_declared(write_sample_results(tmp_path / "day2", seed=1), 20_000_000), judge)
+    report = ingest(conn, day2, tip=unchecked)
     assert report.tip_queued + report.tip_model_misses == 0 and not _projections(db)
     inspector = Inspector(threshold=0.0)
     attach_declaration_check(inspector)
     context = tip.TipContext(library, tmp_path / "tip", inspector, np.random.default_rng(3))
-    report = ingest(conn, _as_declared(write_sample_results(tmp_path / "day3", seed=2), 30_000_000), tip=context)
+    day3 = _judged_by(_as_declared(write_sample_results(tmp_path / "day3", seed=2), 30_000_000), inspector)
+    report = ingest(conn, day3, tip=context)
     conn.close()
     projections = [p for p in _projections(db) if p["item_id"] is not None]
     assert report.tip_queued >= 1 and projections
@@ -209,6 +222,29 @@ def test_a_test_image_is_declared_and_checked_as_the_station_writes_its_parcels(
         assert test_item["declaration"]["status"] in ("consistent", "mismatch")  # checked on the composite itself
         item_id = test_item["declaration"]["declared"]["item_id"]
         assert s10_valid(item_id) and item_id != background["declaration"]["declared"]["item_id"]
+
+
+def test_a_batch_judged_by_another_model_or_threshold_gets_no_test_image(tmp_path, library):
+    """The page shows the model and the threshold: a test image scored by the shipped default at its stored
+    threshold, among parcels a station judged at its own calibrated threshold (or with a retrained model), would
+    tell itself. No test image is made for such a batch, and ingest says why; given the station's judge, it is."""
+    db = tmp_path / "review.sqlite"
+    conn = connect(db, create=True)
+    users = {name: auth.add_user(conn, name, password) for name, password in PASSWORDS.items()}
+    tip.grant_supervisor(conn, users["sue"])
+    ingest(conn, write_sample_results(tmp_path / "day1", seed=0))
+    for row in conn.execute("SELECT id FROM items WHERE station = 'LHR-2'").fetchall():
+        store.decide(conn, int(row["id"]), users["alice"], "alice", "false_alarm")
+    tip.set_rate(conn, "LHR-2", tip.MAX_RATE, users["sue"])
+    station_judge = Inspector(threshold=0.0)  # the station's own threshold
+    shipped = tip.TipContext(library, tmp_path / "tip-shipped", Inspector(), np.random.default_rng(3))
+    report = ingest(conn, _judged_by(write_sample_results(tmp_path / "day2", seed=1), station_judge), tip=shipped)
+    assert report.tip_queued + report.tip_model_misses == 0 and not _projections(db)
+    assert report.tip_other_judge >= 1 and "judged by another model or threshold" in report.summary()
+    same = tip.TipContext(library, tmp_path / "tip-same", station_judge, np.random.default_rng(3))
+    report = ingest(conn, _judged_by(write_sample_results(tmp_path / "day3", seed=2), station_judge), tip=same)
+    assert report.tip_queued >= 1 and report.tip_other_judge == 0
+    conn.close()
 
 
 def test_a_projection_is_numbered_in_sequence_with_its_batch(world):
@@ -325,3 +361,13 @@ def test_wilson_interval_matches_the_textbook_values():
     assert tip.wilson(0, 0) == (None, None, None)
     rate, low, high = tip.wilson(8, 10)
     assert rate == 0.8 and low == pytest.approx(0.4902, abs=1e-4) and high == pytest.approx(0.9433, abs=1e-4)
+
+
+def test_review_ingest_takes_the_tip_judge_only_with_a_library(tmp_path, capsys):
+    """--model and --policy say who judges the test images; without --tip-library they would be ignored: refused."""
+    from parcelscan.cli import main
+
+    results = write_sample_results(tmp_path / "day", seed=0)
+    assert main(["review", "ingest", str(results), "--db", str(tmp_path / "r.sqlite"), "--model", "x.onnx"]) == 2
+    assert "give them with --tip-library" in capsys.readouterr().err
+    assert not (tmp_path / "r.sqlite").exists()

@@ -60,6 +60,7 @@ class IngestReport:
     not_scans: int = 0
     tip_queued: int = 0  # threat image projections (review.tip) queued among the batch
     tip_model_misses: int = 0  # projections the model cleared: recorded, never shown
+    tip_other_judge: int = 0  # test images not made: the batch was judged by another model or threshold
     incomplete_last_line: bool = False
     messages: list[str] = field(default_factory=list)
 
@@ -72,6 +73,9 @@ class IngestReport:
             text += f", {self.not_scans} not a scan (not queued)"
         if self.tip_queued or self.tip_model_misses:
             text += f"; TIP: {self.tip_queued} test image(s) queued, {self.tip_model_misses} missed by the model"
+        if self.tip_other_judge:
+            text += (f"; TIP: {self.tip_other_judge} test image(s) not made: the batch was judged by another model "
+                     "or threshold than the TIP inspector's (give `review ingest` the station's --model and --policy)")
         if self.incomplete_last_line:
             text += "; the last line is incomplete (still being written?) and was left for a later ingest"
         return text
@@ -291,8 +295,10 @@ def ingest(conn: sqlite3.Connection, results_path: Path, actor: str = "cli", tip
             continue
         prepared.append(_prepare(data, [p for p in inputs if reasons[p] is None], bases, report, inputs))
     # test images (review.tip.TipContext: it calls back into _prepare, so ingest never imports it)
+    other_judge = tip.other_judge if tip is not None else 0
     made = tip.projections(conn, prepared, lambda line, inputs: _prepare(line, inputs, bases, IngestReport(), inputs),
                            {str(data.get("scan_id")) for _, data in lines}) if tip is not None else []
+    report.tip_other_judge = tip.other_judge - other_judge if tip is not None else 0
     rows: list[tuple[dict[str, Any], Any]] = [(row, None) for row in prepared]
     for projection, row in made:  # a test image goes anywhere among the batch: its item id tells nothing
         if row is not None:

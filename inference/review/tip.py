@@ -13,7 +13,8 @@ station) a projection is made with the probability a supervisor set for that que
    sidecar's scan time next to the real scan that triggered it and its own S10 item identifier (the
    background's declaration travels with it, as a parcel's label does), and **the real inspector** (the shipped
    model, ``inference.inspector.Inspector``, with the declaration check when the station's verdicts carry one)
-   inspects it: its own score, heatmap, reasons and declaration check. Flagged, it
+   inspects it: its own score, heatmap, reasons and declaration check — only where the batch was judged by the
+   same model at the same threshold (``TipContext.judges_like``), else no test image is made. Flagged, it
    is ingested by the same code as every verdict line, in the same transaction, at a random place among
    the batch's rows; cleared by the model, it is recorded as a **model miss** and never shown.
 
@@ -53,6 +54,7 @@ from parcelscan.datasets.simulator.projection import ThreatImage, choose_positio
 from parcelscan.errors import ParcelscanError, ScanReadError
 from parcelscan.inference.declaration import attach_declaration_check
 from parcelscan.inference.inspector import Inspector
+from parcelscan.inference.policy import load_policy
 from parcelscan.inference.review.db import Connection
 from parcelscan.inference.review.images import ImageUnavailable, load_item_scan
 from parcelscan.inference.verdict import inputs_digest, utc_now
@@ -127,6 +129,7 @@ class TipContext:
     inspector: Any  # inference.inspector.Inspector (with heatmap_dir when the station writes heatmaps)
     rng: np.random.Generator = field(default_factory=np.random.default_rng)
     threats: list[dict] = field(default_factory=list)
+    other_judge: int = 0  # test images not made: their batch was judged by another model or threshold
 
     def __post_init__(self) -> None:
         self.library_dir, self.out_dir = Path(self.library_dir), Path(self.out_dir)
@@ -154,7 +157,11 @@ class TipContext:
             rate = rate_of(conn, row["station"])
             if known is not None or rate <= 0 or self.rng.random() >= rate:
                 continue
-            projection = make_projection(conn, self, {**row, **json.loads(row["verdict_line"])}, used, taken)
+            trigger = {**row, **json.loads(row["verdict_line"])}
+            if not self.judges_like(trigger):
+                self.other_judge += 1
+                continue
+            projection = make_projection(conn, self, trigger, used, taken)
             if projection is None:
                 continue
             used.add(projection.background_item_id)
@@ -165,15 +172,25 @@ class TipContext:
             made.append((projection, item_row))
         return made
 
+    def judges_like(self, verdict: dict[str, Any]) -> bool:
+        """Is this inspector the judge of ``verdict``: the same model (sha256) at the same threshold? The page
+        shows both; a test image scored by another model, or at the shipped threshold on a station that set its
+        own (``parcelscan calibrate``), would tell itself — such a batch gets no test image."""
+        model = verdict.get("model") if isinstance(verdict.get("model"), dict) else {}
+        threshold = verdict.get("threshold")
+        return (model.get("sha256") == self.inspector.model_info.get("sha256")
+                and isinstance(threshold, (int, float)) and abs(float(threshold) - self.inspector.threshold) < 1e-9)
+
     @staticmethod
     def record(conn: Connection, projection: Projection, item_id: int | None) -> None:
         record(conn, projection, item_id)
 
 
-def station_context(library_dir: Path, out_dir: Path) -> TipContext:
-    """The context ``review ingest --tip-library`` uses: the shipped model and the default policy's declaration
-    check, as ``parcelscan inspect`` runs them, heatmaps beside the composites."""
-    inspector = Inspector(heatmap_dir=Path(out_dir) / "heatmaps")
+def station_context(library_dir: Path, out_dir: Path, model_path: Path | None = None,
+                    policy_path: Path | None = None) -> TipContext:
+    """The context ``review ingest --tip-library`` uses: the model and station policy the station's ``inspect``
+    runs (default: the shipped ones) with the policy's declaration check, heatmaps beside the composites."""
+    inspector = Inspector(model_path, heatmap_dir=Path(out_dir) / "heatmaps", policy=load_policy(policy_path))
     if inspector.policy.alarms_on("declaration"):
         attach_declaration_check(inspector)
     return TipContext(Path(library_dir), Path(out_dir), inspector)
