@@ -20,6 +20,7 @@ from parcelscan.inference.review.db import connect  # noqa: E402
 from parcelscan.inference.review.declaration_view import declaration_view  # noqa: E402
 from parcelscan.inference.review.ingest import ingest  # noqa: E402
 from parcelscan.inference.review.sample import write_sample_results  # noqa: E402
+from parcelscan.inference.verdict import REASON_CLASSES  # noqa: E402
 
 ITEM = "RR123456785CN"
 DECLARATION = {"item_id": ITEM, "category": "sale_of_goods", "origin": "CN", "gross_weight_kg": 2.5,
@@ -45,11 +46,11 @@ def review(tmp_path_factory):
     lines = [json.loads(line) for line in results.read_text().splitlines()]
     flagged = sorted((v for v in lines if v["verdict"] != "clear"), key=lambda v: v["score"] or 0.0)
     target, hostile = flagged[0], flagged[-1]
-    target.update(declaration_check=MISMATCH, powder_mass_g=[1400.0])
+    target.update(declaration_check=MISMATCH, powder_mass_g=[1400.0], reason_classes=["powder", "declaration"])
     hostile.update(declaration_check={"status": ["x"], "reasons": "not a list", "observed": {"bodies": [7, {
         "mass_g": "heavy", "twins": "Nd2O3", "could_be": "Nd2O3", "mass_as_g": ["Nd2O3"], "mass_lower_bound": "yes"}, {
         "could_be": [3, "x" * 500, None], "mass_as_g": {"x" * 40: float("nan")}}], "xray_mass_lower_bound": "yes"}},
-        powder_mass_g=["a", float("inf")])
+        powder_mass_g=["a", float("inf")], reason_classes=["opaque", "<b>x</b>", 7])
     results.write_text("".join(json.dumps(v, sort_keys=True) + "\n" for v in lines))
     sidecar = Path(target["inputs"][0]).with_name(f"{target['scan_id']}.json")
     meta = json.loads(sidecar.read_text()) if sidecar.exists() else {}
@@ -91,6 +92,21 @@ def test_mismatches_sort_first_and_the_declaration_shows_beside_the_image(review
     queue = client.get("/?sort=declaration&state=all")
     assert queue.status_code == 200 and 'value="declaration" selected' in queue.text
     assert client.get("/api/queue?sort=bogus").status_code == 400
+
+
+def test_the_queue_says_why_each_parcel_is_there(review):
+    """Each row names its reason classes (the station's lanes) and a declaration mismatch, so the mismatches sorted
+    first are seen as such; a hostile check is shown as no status, never an error."""
+    client, target, hostile = review
+    rows = {r["scan_id"]: r for r in client.get("/api/queue?state=all&sort=declaration").json()["items"]}
+    assert rows[target]["declaration_status"] == "mismatch" and rows[hostile]["declaration_status"] is None
+    assert all(r["declaration_status"] is None for k, r in rows.items() if k != target)
+    assert rows[target]["reason_classes"] == ["powder", "declaration"]
+    assert rows[hostile]["reason_classes"] == ["opaque"]  # only the documented classes
+    assert all(set(r["reason_classes"]) <= set(REASON_CLASSES) for r in rows.values())
+    assert all("verdict_line" not in r for r in rows.values())  # the line itself stays on the server
+    html = client.get("/?sort=declaration&state=all").text
+    assert html.count("declaration mismatch</span>") == 1
 
 
 def test_a_hostile_declaration_check_is_shown_as_unusable_never_an_error(review):

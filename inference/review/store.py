@@ -20,6 +20,7 @@ from parcelscan.errors import ParcelscanError
 from parcelscan.inference.review import DECISIONS
 from parcelscan.inference.review.db import Connection, Row, transaction, utc_now
 from parcelscan.inference.review.declaration_view import RAISED_PATTERN, SORTS
+from parcelscan.inference.verdict import REASON_CLASSES
 
 STATES = ("undecided", "mine_pending", "decided", "seizure", "false_alarm", "unsure", "conflict", "all")
 VERDICT_FILTERS = ("suspect", "manual_inspection")
@@ -131,9 +132,28 @@ def queue(conn: Connection, filters: QueueFilter, me: int, limit: int = 500,
     if filters.sort == "declaration":
         order = " ORDER BY CASE WHEN i.verdict_line LIKE :raised THEN 0 ELSE 1 END," + _ORDER_SQL[len(" ORDER BY"):]
         params["raised"] = RAISED_PATTERN
-    sql = _STATE_SQL + where + order + (" LIMIT :limit" if limit else "")
+    sql = _STATE_SQL.replace("SELECT i.id,", "SELECT i.verdict_line, i.id,", 1) + where + order + (
+        " LIMIT :limit" if limit else "")
     params["limit"] = limit
-    return [dict(row) for row in conn.execute(sql, params)]
+    return [_with_why(dict(row)) for row in conn.execute(sql, params)]
+
+
+def _with_why(row: dict[str, Any]) -> dict[str, Any]:
+    """``row`` with what flagged it, read from its verdict line (and the line itself dropped): the reason
+    classes (``reason_classes``, the station's routing lanes) and the declaration check's status
+    (``declaration_status``: consistent, mismatch, absent or None where the station checked none), so the queue
+    shows why each parcel is there and where the mismatches sorted first end."""
+    try:
+        verdict = json.loads(row.pop("verdict_line") or "{}")
+    except (json.JSONDecodeError, RecursionError, TypeError):
+        verdict = {}
+    verdict = verdict if isinstance(verdict, dict) else {}
+    classes = verdict.get("reason_classes")
+    row["reason_classes"] = [c for c in classes if c in REASON_CLASSES] if isinstance(classes, list) else []
+    check = verdict.get("declaration_check")
+    status = check.get("status") if isinstance(check, dict) else None
+    row["declaration_status"] = status if status in ("consistent", "mismatch", "absent") else None
+    return row
 
 
 def neighbours(conn: Connection, filters: QueueFilter, me: int, item_id: int) -> dict[str, Any]:
