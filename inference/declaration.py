@@ -18,7 +18,11 @@ whether or not the scan's score reached the threshold — the check is a second,
 regions — and the parcel's X-ray mass (``physics.mass.parcel_mass``; a lower bound where the beam is stopped).
 
 When it is a **mismatch**: the declaration cannot be read (``customs.parse_declaration``'s problems: wrong
-types, absurd weights, huge strings, unknown HS codes, another item's id); or the X-ray mass exceeds
+types, absurd weights, huge strings, unknown HS codes, another item's id); or **nothing could be weighed** — the
+scan was not analysed (unreadable, refused by a gate) or has no dual-energy images — so the X-ray cannot confirm
+the declaration, and "consistent" would claim a look that never happened (fail closed, as for a check that
+fails; until session 24 such a parcel read "consistent: no dense body the declaration would have to explain");
+or the X-ray mass exceeds
 ``WEIGHT_FACTOR`` × the declared gross weight + ``WEIGHT_SLACK_KG`` (undeclared mass); or **the image shows a
 powder no declared line names**: the model's scan score reaches the policy's declaration operating point
 (``[declaration] powder_score_threshold``, far below the alarm threshold: a mismatch never flags alone; set for a
@@ -525,6 +529,11 @@ def check_declaration(raw: Any, scan_item_id: Any, observed: dict[str, Any], sou
         headings.append((item.hs_code, heading))
         lines.append((heading, item.net_weight_kg, item.description.strip().lower() in VAGUE_DESCRIPTIONS))
     reasons = [f"declaration not usable: {p}" for p in problems]
+    note = observed.get("note")  # set only where nothing was weighed (_nothing_weighed)
+    if isinstance(note, str):
+        reasons.append(f"{declaration.summary()}; nothing was weighed ({note}): the X-ray cannot confirm the "
+                       "declaration")
+        return DeclarationCheck("mismatch", reasons, observed, source)
     checked = [b for b in observed.get("bodies", []) if _is_checked(b)]
     image_rule = score is not None and powder_score is not None and math.isfinite(score)
     powder_seen = image_rule and score >= powder_score  # type: ignore[operator]

@@ -4,7 +4,14 @@ a target and that no declared line can be — by material, or by weight — is."
 
 from __future__ import annotations
 
-from parcelscan.inference.declaration import HS_TABLE, MAGNET_SHARE, MIN_BODY_G, _stops_beam, check_declaration
+from parcelscan.inference.declaration import (
+    HS_TABLE,
+    MAGNET_SHARE,
+    MIN_BODY_G,
+    _nothing_weighed,
+    _stops_beam,
+    check_declaration,
+)
 
 ITEM = "RR123456785CN"
 
@@ -119,3 +126,16 @@ def test_a_vague_line_explains_benign_readings_but_not_a_body_only_a_target_can_
     assert _status(vague, _read(["CeO2", "La2O3"], 60.0)) == "mismatch"
     assert _status(vague, _stopped()) == "mismatch"
     assert _status(_declared(("gift", "1905.90", 0.01)), _read(["CeO2", "zircon"], 600.0)) == "mismatch"
+
+
+def test_a_declaration_is_never_consistent_with_a_scan_nothing_was_weighed_of():
+    """A scan not analysed (unreadable, refused by a gate) or without dual-energy images shows nothing: its
+    declaration cannot be confirmed, so the check says so as a mismatch (fail closed), never "consistent" with "no
+    dense body" that nobody looked for. Without a declaration it stays absent."""
+    raw = _declared(("ceramic tiles", "6907.21", 0.9))
+    for note in ("the scan was not analysed", "no dual-energy images: no masses"):
+        check = check_declaration(raw, ITEM, _nothing_weighed(note), "sidecar")
+        assert check.status == "mismatch" and check.to_dict()["priority"] == "raised"
+        assert f"nothing was weighed ({note})" in check.reasons[-1] and "ceramic tiles" in check.reasons[-1]
+        assert check_declaration(None, ITEM, _nothing_weighed(note), None).status == "absent"
+    assert _status(raw) == "consistent"  # weighed, nothing to explain: consistent

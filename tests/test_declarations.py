@@ -21,6 +21,7 @@ from parcelscan.datasets.manifest import MANIFEST_NAME, read_manifest, record_fr
 from parcelscan.datasets.physics.attenuation import station_references
 from parcelscan.datasets.physics.materials import TARGET_MATERIALS
 from parcelscan.datasets.physics.profile import default_profile
+from parcelscan.datasets.preprocess import scan_pitch_mm
 from parcelscan.datasets.scans.customs import make_s10, parse_declaration, s10_check_digit, s10_valid
 from parcelscan.datasets.scans.scanfile import read_png16
 from parcelscan.datasets.simulator.concealments import LOOKALIKE_FILLS
@@ -236,9 +237,16 @@ def test_a_twin_declaration_is_consistent_and_never_lowers_the_alarm():
     check = check_declaration(_declared("barium sulphate, natural", "2511.10"), ITEM, observed, "sidecar")
     assert check.status == "consistent"
     verdict = _verdict("suspect")
-    DeclarationChecker({ITEM: _declared("barium sulphate, natural", "2511.10")})(verdict, _outputs(ITEM))
+    DeclarationChecker({ITEM: _declared("barium sulphate, natural", "2511.10")})(verdict, _outputs(ITEM, observed))
     assert verdict.verdict == "suspect" and verdict.declaration_check["status"] == "consistent"
     assert "declaration" not in verdict.reason_classes
+    # the same parcel not analysed: its declaration cannot be confirmed (a mismatch that raises priority only)
+    unread = Verdict(scan_id="a", inputs=[], verdict="manual_inspection", score=None, threshold=0.5, model=None,
+                     error="unreadable", reasons=["not analysed: the model gave no score, a person must look"],
+                     reason_classes=["unreadable"])
+    DeclarationChecker({ITEM: _declared("barium sulphate, natural", "2511.10")})(unread, _outputs(ITEM))
+    assert unread.verdict == "manual_inspection" and unread.declaration_check["status"] == "mismatch"
+    assert "the scan was not analysed" in unread.declaration_check["reasons"][-1]
 
 
 def test_absent_and_undeclared_mass():
@@ -351,6 +359,11 @@ def _verdict(kind: str) -> Verdict:
                    reasons=["score 0.9 ≥ threshold 0.5"], reason_classes=["powder"])
 
 
-def _outputs(item_id: str) -> SimpleNamespace:
-    return SimpleNamespace(scan=SimpleNamespace(meta={"item_id": item_id}, low=None, high=None), prepared=None,
-                           tile_heatmaps=None)
+def _outputs(item_id: str, observed: dict | None = None) -> SimpleNamespace:
+    """What the inspector hands the check: an analysed scan (``prepared``) with the powder alarm's own look at it
+    (``observed``, weighed at the scan's pitch), or, without ``observed``, a scan that was not analysed."""
+    scan = SimpleNamespace(meta={"item_id": item_id, "pixel_pitch_mm": 1.0}, low=None, high=None)
+    if observed is None:
+        return SimpleNamespace(scan=scan, prepared=None, tile_heatmaps=None)
+    return SimpleNamespace(scan=scan, prepared=object(), tile_heatmaps=None, observed=observed,
+                           observed_pitch_mm=scan_pitch_mm(scan))

@@ -184,7 +184,7 @@ def test_keyboard_review_persists_across_reload(server, tmp_path):
             states = {}
             for k in range(5):
                 cells = rows.nth(k).locator("td")
-                states[cells.nth(1).inner_text().strip()] = cells.nth(6).inner_text().strip().lower()
+                states[cells.nth(1).inner_text().strip()] = cells.last.inner_text().strip().lower()  # Decision
             assert states == {"PX-0001": "seizure", "PX-0002": "false alarm", "PX-0006": "unsure",
                               "PX-0004": "undecided", "PX-0003": "undecided"}
             page.goto(base + "/review/1?state=all")
@@ -278,7 +278,8 @@ def test_the_declaration_panel_shows_what_the_body_could_be_in_grams(declared_se
             expect(page.locator("#scan-id")).to_have_text(undeclared_id)
             expect(page.locator("#declaration-status")).to_have_text("absent")
             expect(page.locator("#declaration-reasons")).to_have_text("no declaration for this item")
-            expect(page.locator("#declaration-seen")).to_have_text("no dense body · parcel ≈ 1.6 kg by X-ray")
+            expect(page.locator("#declaration-seen")).to_have_text(
+                "no powder body localised · parcel ≈ 1.6 kg by X-ray")
             for empty in ("#declaration-table", "#declaration-head", "#declaration-problems"):
                 expect(page.locator(empty)).to_be_hidden()
             assert not errors, errors

@@ -131,3 +131,13 @@ def test_the_view_reads_anything():
         "the declaration is not an object (str)"]
     long = declaration_view(json.dumps({"declaration_check": {"status": "mismatch", "reasons": ["x" * 10**5]}}), None)
     assert long["status"] == "mismatch" and len(long["reasons"][0]) <= 480
+
+
+def test_a_scan_nothing_was_weighed_of_says_why_not_no_body():
+    """A scan not analysed has no bodies because nobody looked: the view carries the check's note, which the page
+    shows instead of "no powder body localised"."""
+    line = json.dumps({"declaration_check": {"status": "absent", "reasons": ["no declaration for this item"],
+                                             "observed": {"bodies": [], "note": "the scan was not analysed"}}})
+    assert declaration_view(line, {})["weighed_note"] == "the scan was not analysed"
+    hostile = json.dumps({"declaration_check": {"status": "absent", "observed": {"note": ["x"]}}})
+    assert declaration_view(hostile, {})["weighed_note"] is None

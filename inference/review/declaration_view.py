@@ -54,7 +54,8 @@ def declaration_view(verdict_line: Any, scan_meta: Any) -> dict[str, Any] | None
     if check is None and raw is None:
         return None
     view: dict[str, Any] = {"status": None, "priority": None, "reasons": [], "bodies": [], "xray_mass_kg": None,
-                            "xray_mass_lower_bound": False, "powder_mass_g": None, "declared": None, "problems": []}
+                            "xray_mass_lower_bound": False, "powder_mass_g": None, "declared": None, "problems": [],
+                            "weighed_note": None}
     if check is not None:
         status = check.get("status")
         view["status"] = status if status in ("consistent", "mismatch", "absent") else None
@@ -79,6 +80,8 @@ def declaration_view(verdict_line: Any, scan_meta: Any) -> dict[str, Any] | None
                                        "opaque_share": _number(body.get("opaque_share")),
                                        "mass_lower_bound": body.get("mass_lower_bound") is True})
         view["xray_mass_kg"] = _number(observed.get("xray_mass_kg"))
+        # why nothing was weighed (a scan not analysed: its "no body" is no observation, and is not to read as one)
+        view["weighed_note"] = _text(observed.get("note"))
         view["xray_mass_lower_bound"] = observed.get("xray_mass_lower_bound") is True
     masses = verdict.get("powder_mass_g")
     if isinstance(masses, list):

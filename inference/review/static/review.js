@@ -187,7 +187,9 @@
     });
     const xray = d.xray_mass_kg == null ? "" :
       "parcel " + (d.xray_mass_lower_bound ? "≥ " : "≈ ") + d.xray_mass_kg + " kg by X-ray";
-    text("declaration-seen", [bodies.join("; ") || "no dense body", xray].filter(Boolean).join(" · "));
+    // no body: what the model localised none of — or, for a scan never analysed, nothing at all was seen
+    const none = d.weighed_note ? "nothing weighed: " + d.weighed_note : "no powder body localised";
+    text("declaration-seen", [bodies.join("; ") || none, xray].filter(Boolean).join(" · "));
     const problems = $("declaration-problems");
     problems.replaceChildren();
     for (const p of d.problems || []) li(problems, p);
