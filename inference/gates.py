@@ -58,8 +58,10 @@ Gates, in the order they run (``GateError.gate`` names the one that refused):
     the blur correlating ~2.5 neighbours along a row). Every material on the default profile has R ≥ 1.12 at
     every thickness, so a light parcel's mean is small (~0.01) but positive, inside each pixel's noise and the
     0.05 margin: the two images swapped under 25 of 400 postal scans (9358), some with 30,000 pixels of content,
-    passed the per-pixel rule (session 24); the mean refuses every swapped scan with ≥ 20 content pixels (2,000
-    postal scans of 9358, 717171 and 9401: honest z ≥ +4.2, swapped ≤ −4.2). And no material has A_low/A_high above
+    passed the per-pixel rule (session 24); the mean refuses all but one swapped scan with ≥ 20 content pixels
+    (4,200 scans: postal 9358, 717171, 9401, the second scanner's 9357, shielded 616161: honest z ≥ +2.2, swapped
+    ≤ −2.2, the one passing sim9401-000977 with 86 content pixels; 0 honest scans refused; of 5,807 honest scans
+    the gate refuses one, for its registration, as before). And no material has A_low/A_high above
     ``RATIO_MAX`` (4): at most ``MAX_RATIO_SHARE`` (5 %) of pixels with A_low > 0.5 may exceed it
     (a blank high image under a real low one) — and, for parcels with no dense pixel at all (letters,
     garments, a box of paper), at most 5 % of the pixels with A_low > ``LIGHT_LOW_A`` (0.1) on every 4th row
