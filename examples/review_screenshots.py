@@ -1,4 +1,4 @@
-"""The README's threat image projection (TIP) screenshots: docs/images/tip_{review,reveal,supervisor}.png.
+"""The README's review-app screenshots: docs/images/review_queue.png, review.png, tip_{reveal,supervisor}.png.
 
     .venv/bin/python examples/review_screenshots.py [--out docs/images] [--seed 3]
 
@@ -14,7 +14,8 @@ nothing is drawn or typed into the pictures:
    (``make_library``, Dy2O3 and Nd2O3 mail pouches, as ``tests/test_review_tip.py`` does); day 2 is ingested
    with it (``ingest(..., tip=TipContext(...))``, the real inspector judging the composite);
 4. the app (``create_app``) is served by uvicorn in a thread on 127.0.0.1 (a free port) and Debian's
-   Chromium, driven by Playwright, logs in as ``alice``: (1) the review page on a real flagged parcel;
+   Chromium, driven by Playwright, logs in as ``alice``: (0) the queue, with its Why column; (1) the review page
+   on a real flagged parcel (the first in the queue);
    (2) the test image, marked by a click on the threat (the script knows where it put it) and decided
    seizure with the S key: the page reveals it; then ``alice`` decides the real parcels as the simulator
    labelled them and ``bob`` decides the test image as a false alarm (a miss), through the same store
@@ -194,9 +195,11 @@ def screenshots(db: Path, users: dict[str, int], projection: dict, out: Path) ->
             browser = playwright.chromium.launch(executable_path=CHROMIUM, args=CHROMIUM_ARGS)
             try:
                 page = log_in(browser, base, "alice", "/")
+                expect(page.locator("table.items tbody tr").first).to_be_visible()
+                save(page, out / "review_queue.png")
                 review_item(page, base, first["id"])
                 expect(page.locator("#scan-id")).to_have_text(first["scan_id"])
-                save(page, out / "tip_review.png")
+                save(page, out / "review.png")
 
                 review_item(page, base, test["id"])
                 mask = tip.decode_mask(projection["mask"], (test["scan_rows"], test["scan_cols"]))
