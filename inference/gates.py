@@ -395,6 +395,27 @@ def _median(readings: np.ndarray) -> float:
     return (int(below) + int(above)) / 2
 
 
+def relation_in_the_mean(low: np.ndarray, high: np.ndarray, content: np.ndarray,
+                         count: int) -> tuple[float, float, int]:
+    """The content's mean A_low − A_high, its noise sigma and the pixels read: the low/high relation where a pixel's
+    margin cannot tell. On a light parcel (paper, garments) A_low − A_high is ~0.01, inside any pixel's noise, but its
+    mean over the content lies many noise sigmas above zero — and below zero when the two images are swapped.
+
+    ``low``/``high`` are 16-bit readings, ``content`` their mask of ``count`` pixels. Read on every k-th row, k =
+    count // ``RELATION_SAMPLE_PIXELS`` (at least 1): 4,000-8,000 pixels, hundreds of sigmas on a whole light parcel,
+    at a few per cent of the gate's time; where those rows miss the content (it lies on the rows between), on every
+    row. The sigma is the pixels' spread over √(n / ``RELATION_CORRELATED_PX``): the detector blur correlates the
+    noise of neighbouring pixels along a row."""
+    step = max(1, count // RELATION_SAMPLE_PIXELS)
+    sampled = content[::step]
+    if step > 1 and np.count_nonzero(sampled) < MIN_RELATION_PIXELS:
+        step, sampled = 1, content
+    excess = _ATTENUATION_LUT.take(low[::step][sampled]) - _ATTENUATION_LUT.take(high[::step][sampled])
+    mean = float(excess.mean(dtype=np.float64))
+    noise = float(excess.std(dtype=np.float64)) * math.sqrt(RELATION_CORRELATED_PX / excess.size)
+    return mean, noise, int(excess.size)
+
+
 def check_physics(scan: Any, air_gain_tolerance: float = AIR_GAIN_TOLERANCE) -> None:
     """The dual-energy plausibility rules of the module docstring; the first broken one is raised.
 
@@ -497,18 +518,10 @@ def check_physics(scan: Any, air_gain_tolerance: float = AIR_GAIN_TOLERANCE) -> 
                                        f"beam more than the low-energy one (real materials: ≤ "
                                        f"{MAX_INVERTED_SHARE:.0%}, noise): the low/high relation is broken")
     if count >= MIN_RELATION_PIXELS:
-        # the same relation in the mean, where a pixel's margin cannot tell: on a light parcel (paper, garments)
-        # A_low − A_high is ~0.01, inside any pixel's noise, but its mean over the content is many noise sigmas above
-        # zero — and below zero when the two images are swapped. Read on every k-th row, k = count // 4000 (at least
-        # 1): 4,000-8,000 pixels, hundreds of sigmas on a whole light parcel, at a few per cent of the gate's time
-        step = max(1, count // RELATION_SAMPLE_PIXELS)
-        sampled = content[::step]
-        excess = (_ATTENUATION_LUT.take(low_box[::step][sampled]) - _ATTENUATION_LUT.take(high_box[::step][sampled]))
-        mean = float(excess.mean(dtype=np.float64))
-        noise = float(excess.std(dtype=np.float64)) * math.sqrt(RELATION_CORRELATED_PX / excess.size)
+        mean, noise, pixels = relation_in_the_mean(low_box, high_box, content, count)
         if mean < -RELATION_SIGMAS * noise:
             raise GateError("physics", f"{scan.scan_id}: the content attenuates the high-energy beam more than the "
-                                       f"low-energy one on average (A_low − A_high {mean:+.4f} over {excess.size} "
+                                       f"low-energy one on average (A_low − A_high {mean:+.4f} over {pixels} "
                                        f"pixels, {-mean / max(noise, 1e-12):.0f} noise sigmas below zero; every "
                                        "material attenuates the low-energy beam more): the two images are swapped")
     dense_t = _grey_below(DENSE_LOW_A)

@@ -152,6 +152,24 @@ def test_swapped_layers_under_a_light_parcel_are_refused(samples, inspector, tmp
     _manual(inspector.inspect(_write(tmp_path, "light-swapped", light_high, light_low)), "physics", "swapped")
 
 
+def test_the_mean_relation_reads_content_that_its_sampled_rows_miss():
+    """The mean relation reads every k-th row of a large content; content that lies only on the rows between (a
+    striped parcel, k = 2 here) would leave it no pixel to read — an empty mean, a swapped pair passed unseen. It
+    reads every row then, and sees the swap."""
+    rng = np.random.default_rng(0)
+    rows, cols = 64, 400
+    content = np.zeros((rows, cols), dtype=bool)
+    content[1::2] = True  # the odd rows only
+    count = 8_000  # the count the gate passes sets k = 8,000 // 4,000 = 2: it would read rows 0, 2, 4, ...
+    low = np.full((rows, cols), 40_000, dtype=np.uint16) + rng.integers(0, 50, (rows, cols)).astype(np.uint16)
+    high = np.full((rows, cols), 41_000, dtype=np.uint16) + rng.integers(0, 50, (rows, cols)).astype(np.uint16)
+    mean, noise, pixels = gates.relation_in_the_mean(low, high, content, count)
+    assert pixels == int(content.sum())
+    assert mean > 10 * noise > 0  # honest: the low beam attenuated more
+    mean, noise, _ = gates.relation_in_the_mean(high, low, content, count)
+    assert mean < -gates.RELATION_SIGMAS * noise  # swapped
+
+
 def test_one_image_written_as_both_under_an_empty_parcel_is_refused(samples, inspector, tmp_path):
     """A parcel with no content (an empty belt, a thin letter) leaves the content's rule nothing to read; the air's
     readings, two independent noises, still tell one layer written twice."""
