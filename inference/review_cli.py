@@ -51,6 +51,9 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     ingest.add_argument("--policy", metavar="FILE",
                         help="with --tip-library: the station policy `inspect` runs (its threshold and "
                              "declaration check; default: the shipped policy)")
+    ingest.add_argument("--declarations", metavar="FILE",
+                        help="with --tip-library: the advance data the station's `inspect --declarations` reads "
+                             "(a test image carries its background's declaration and is checked against it)")
 
     add_user = sub.add_parser("add-user", help="create an inspector account",
                               description="create an inspector account (password hashed with argon2id)")
@@ -144,14 +147,14 @@ def _run(args: argparse.Namespace) -> int:
         from parcelscan.inference.review.ingest import ingest
 
         tip = None
-        if (args.model or args.policy) and not args.tip_library:
-            raise ParcelscanError("review ingest: --model and --policy say who judges the test images; give them "
-                                  "with --tip-library")
+        if (args.model or args.policy or args.declarations) and not args.tip_library:
+            raise ParcelscanError("review ingest: --model, --policy and --declarations say how the test images are "
+                                  "judged; give them with --tip-library")
         if args.tip_library:
             from parcelscan.inference.review.tip import station_context
 
             out = Path(args.tip_scans or Path(args.results[0]).resolve().parent / "tip-scans")
-            tip = station_context(Path(args.tip_library), out, args.model, args.policy)
+            tip = station_context(Path(args.tip_library), out, args.model, args.policy, args.declarations)
         with opened(args.db, create=True) as conn:
             for results in args.results:
                 report = ingest(conn, Path(results), actor=_actor(), tip=tip)

@@ -164,9 +164,10 @@ def test_nothing_tells_a_projection_before_the_decision(world):
     assert client.get("/supervisor").status_code == 403 and client.get("/api/tip/stats").status_code == 403
 
 
-def _as_declared(results: Path, first_serial: int) -> Path:
+def _as_declared(results: Path, first_serial: int, advance_data: Path | None = None) -> Path:
     """``results`` as a station that checks declarations writes them: every sidecar with the parcel's S10 item
-    id and its declaration (advance data), every verdict with its ``declaration_check``."""
+    id and its declaration, every verdict with its ``declaration_check``. With ``advance_data`` the declarations
+    go to that JSON-lines file instead (``inspect --declarations FILE``; appended), the sidecars hold the id only."""
     lines = [json.loads(line) for line in results.read_text().splitlines()]
     for k, verdict in enumerate(lines):
         item_id = make_s10("RR", first_serial + k, "CN")
@@ -174,9 +175,13 @@ def _as_declared(results: Path, first_serial: int) -> Path:
         declaration = {"item_id": item_id, "category": "gift", "origin": "CN", "gross_weight_kg": 1.5,
                        "items": [{"description": "clothes", "hs_code": "620442", "quantity": 2,
                                   "net_weight_kg": 1.2, "value": 40}]}
-        sidecar.write_text(json.dumps({**json.loads(sidecar.read_text()), "item_id": item_id,
-                                       "declaration": declaration}))
-        verdict["declaration_check"] = {"status": "consistent", "priority": "normal", "source": "sidecar",
+        written = {"item_id": item_id} if advance_data else {"item_id": item_id, "declaration": declaration}
+        sidecar.write_text(json.dumps({**json.loads(sidecar.read_text()), **written}))
+        if advance_data:
+            with advance_data.open("a") as out:
+                out.write(json.dumps(declaration) + "\n")
+        source = str(advance_data) if advance_data else "sidecar"
+        verdict["declaration_check"] = {"status": "consistent", "priority": "normal", "source": source,
                                         "reasons": ["declared 'clothes' (HS 6204.42), 1.2 kg; seen: nothing dense"],
                                         "observed": {"xray_mass_kg": 1.4, "xray_mass_lower_bound": False,
                                                      "bodies": []}}
@@ -222,6 +227,51 @@ def test_a_test_image_is_declared_and_checked_as_the_station_writes_its_parcels(
         assert test_item["declaration"]["status"] in ("consistent", "mismatch")  # checked on the composite itself
         item_id = test_item["declaration"]["declared"]["item_id"]
         assert s10_valid(item_id) and item_id != background["declaration"]["declared"]["item_id"]
+
+
+def test_a_station_with_advance_data_gets_test_images_declared_from_it(tmp_path, library):
+    """A station that reads declarations from advance data (``inspect --declarations FILE``) shows its parcels
+    declared; a test image checked without that file would read "no declaration for this item" every time. Without
+    the file no test image is made and ingest says why; with it (``review ingest --declarations``), the composite
+    carries its background's declaration under its own S10 id and is checked against it like a real parcel."""
+    from parcelscan.inference.policy import load_policy
+
+    db = tmp_path / "review.sqlite"
+    advance = tmp_path / "advance.jsonl"
+    conn = connect(db, create=True)
+    users = {name: auth.add_user(conn, name, password) for name, password in PASSWORDS.items()}
+    tip.grant_supervisor(conn, users["sue"])
+    ingest(conn, _as_declared(write_sample_results(tmp_path / "day1", seed=0), 10_000_000, advance))
+    for row in conn.execute("SELECT id FROM items WHERE station = 'LHR-2'").fetchall():
+        store.decide(conn, int(row["id"]), users["alice"], "alice", "false_alarm")
+    tip.set_rate(conn, "LHR-2", tip.MAX_RATE, users["sue"])
+    judge = Inspector(threshold=0.0)
+    without = tip.TipContext(library, tmp_path / "tip-without", judge, np.random.default_rng(3),
+                             declarations=attach_declaration_check(judge))
+    day2 = _judged_by(_as_declared(write_sample_results(tmp_path / "day2", seed=1), 20_000_000, advance), judge)
+    report = ingest(conn, day2, tip=without)
+    assert report.tip_queued + report.tip_model_misses == 0 and not _projections(db)
+    assert report.tip_no_advance_data >= 1 and "--declarations" in report.summary()
+
+    day3 = _judged_by(_as_declared(write_sample_results(tmp_path / "day3", seed=2), 30_000_000, advance), judge)
+    context = tip.station_context(library, tmp_path / "tip", declarations_path=advance)
+    context.inspector.threshold = 0.0  # the station's threshold (judges_like): as `_judged_by` wrote the batch
+    context.rng = np.random.default_rng(3)
+    assert load_policy(None).alarms_on("declaration")
+    report = ingest(conn, day3, tip=context)
+    projections = [p for p in _projections(db) if p["item_id"] is not None]
+    assert report.tip_queued >= 1 and report.tip_no_advance_data == 0 and projections
+    station_file = {json.loads(line)["item_id"] for line in advance.read_text().splitlines()}
+    for projection in projections:
+        item = store.get_item(conn, projection["item_id"])
+        background = store.get_item(conn, projection["background_item_id"])
+        check = json.loads(item["verdict_line"])["declaration_check"]
+        assert check["source"] == str(advance) and check["status"] in ("consistent", "mismatch")
+        assert any("clothes" in reason for reason in check["reasons"])  # the background's declaration, checked
+        new_id, old_id = (json.loads(Path(json.loads(row["inputs"])[0]).with_name(f"{row['scan_id']}.json")
+                                     .read_text())["item_id"] for row in (item, background))
+        assert s10_valid(new_id) and new_id != old_id and new_id not in station_file  # the file is not written
+    conn.close()
 
 
 def test_a_batch_judged_by_another_model_or_threshold_gets_no_test_image(tmp_path, library):
@@ -364,10 +414,12 @@ def test_wilson_interval_matches_the_textbook_values():
 
 
 def test_review_ingest_takes_the_tip_judge_only_with_a_library(tmp_path, capsys):
-    """--model and --policy say who judges the test images; without --tip-library they would be ignored: refused."""
+    """--model, --policy and --declarations say how the test images are judged; without --tip-library they would be
+    ignored: refused."""
     from parcelscan.cli import main
 
     results = write_sample_results(tmp_path / "day", seed=0)
-    assert main(["review", "ingest", str(results), "--db", str(tmp_path / "r.sqlite"), "--model", "x.onnx"]) == 2
-    assert "give them with --tip-library" in capsys.readouterr().err
+    for option in (["--model", "x.onnx"], ["--policy", "p.toml"], ["--declarations", "advance.csv"]):
+        assert main(["review", "ingest", str(results), "--db", str(tmp_path / "r.sqlite"), *option]) == 2
+        assert "give them with --tip-library" in capsys.readouterr().err
     assert not (tmp_path / "r.sqlite").exists()

@@ -61,6 +61,7 @@ class IngestReport:
     tip_queued: int = 0  # threat image projections (review.tip) queued among the batch
     tip_model_misses: int = 0  # projections the model cleared: recorded, never shown
     tip_other_judge: int = 0  # test images not made: the batch was judged by another model or threshold
+    tip_no_advance_data: int = 0  # nor: the batch was checked against advance data the TIP inspector lacks
     incomplete_last_line: bool = False
     messages: list[str] = field(default_factory=list)
 
@@ -76,6 +77,10 @@ class IngestReport:
         if self.tip_other_judge:
             text += (f"; TIP: {self.tip_other_judge} test image(s) not made: the batch was judged by another model "
                      "or threshold than the TIP inspector's (give `review ingest` the station's --model and --policy)")
+        if self.tip_no_advance_data:
+            text += (f"; TIP: {self.tip_no_advance_data} test image(s) not made: the station checked the batch's "
+                     "declarations against advance data the TIP inspector was not given (give `review ingest` the "
+                     "station's --declarations)")
         if self.incomplete_last_line:
             text += "; the last line is incomplete (still being written?) and was left for a later ingest"
         return text
@@ -296,9 +301,11 @@ def ingest(conn: sqlite3.Connection, results_path: Path, actor: str = "cli", tip
         prepared.append(_prepare(data, [p for p in inputs if reasons[p] is None], bases, report, inputs))
     # test images (review.tip.TipContext: it calls back into _prepare, so ingest never imports it)
     other_judge = tip.other_judge if tip is not None else 0
+    no_advance_data = tip.no_advance_data if tip is not None else 0
     made = tip.projections(conn, prepared, lambda line, inputs: _prepare(line, inputs, bases, IngestReport(), inputs),
                            {str(data.get("scan_id")) for _, data in lines}) if tip is not None else []
     report.tip_other_judge = tip.other_judge - other_judge if tip is not None else 0
+    report.tip_no_advance_data = tip.no_advance_data - no_advance_data if tip is not None else 0
     rows: list[tuple[dict[str, Any], Any]] = [(row, None) for row in prepared]
     for projection, row in made:  # a test image goes anywhere among the batch: its item id tells nothing
         if row is not None:

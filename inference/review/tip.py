@@ -11,10 +11,12 @@ station) a projection is made with the probability a supervisor set for that que
    hardening, Poisson noise at the scan's own measured dose and blur), at a place over the parcel;
 3. the composite is written as station files with a new scan id of the station's own pattern and its
    sidecar's scan time next to the real scan that triggered it and its own S10 item identifier (the
-   background's declaration travels with it, as a parcel's label does), and **the real inspector** (the shipped
+   background's declaration travels with it, as a parcel's label does: in the sidecar, or entered under the new
+   identifier in the inspector's copy of the station's advance data), and **the real inspector** (the shipped
    model, ``inference.inspector.Inspector``, with the declaration check when the station's verdicts carry one)
    inspects it: its own score, heatmap, reasons and declaration check — only where the batch was judged by the
-   same model at the same threshold (``TipContext.judges_like``), else no test image is made. Flagged, it
+   same model at the same threshold (``TipContext.judges_like``) and its declarations read where the station read
+   them (``reads_advance_data_like``), else no test image is made. Flagged, it
    is ingested by the same code as every verdict line, in the same transaction, at a random place among
    the batch's rows; cleared by the model, it is recorded as a **model miss** and never shown.
 
@@ -129,7 +131,11 @@ class TipContext:
     inspector: Any  # inference.inspector.Inspector (with heatmap_dir when the station writes heatmaps)
     rng: np.random.Generator = field(default_factory=np.random.default_rng)
     threats: list[dict] = field(default_factory=list)
+    # the inspector's declaration check (``attach_declaration_check``'s return), None when it runs none: a
+    # composite's new item id is entered in its advance data under the background's declaration
+    declarations: Any = None
     other_judge: int = 0  # test images not made: their batch was judged by another model or threshold
+    no_advance_data: int = 0  # nor: the batch was checked against advance data this inspector was not given
 
     def __post_init__(self) -> None:
         self.library_dir, self.out_dir = Path(self.library_dir), Path(self.out_dir)
@@ -161,6 +167,9 @@ class TipContext:
             if not self.judges_like(trigger):
                 self.other_judge += 1
                 continue
+            if not self.reads_advance_data_like(trigger):
+                self.no_advance_data += 1
+                continue
             projection = make_projection(conn, self, trigger, used, taken)
             if projection is None:
                 continue
@@ -181,19 +190,35 @@ class TipContext:
         return (model.get("sha256") == self.inspector.model_info.get("sha256")
                 and isinstance(threshold, (int, float)) and abs(float(threshold) - self.inspector.threshold) < 1e-9)
 
+    def reads_advance_data_like(self, verdict: dict[str, Any]) -> bool:
+        """Does this inspector read declarations where the station did? A station that checks advance data
+        (``inspect --declarations FILE``) shows most parcels declared; a test image checked without that file would
+        read "no declaration for this item" every time, and tell itself — such a batch gets no test image."""
+        check = verdict.get("declaration_check")
+        source = check.get("source") if isinstance(check, dict) else None
+        if source in (None, "sidecar"):
+            return True
+        return self.declarations is not None and getattr(self.declarations, "source", None) is not None
+
     @staticmethod
     def record(conn: Connection, projection: Projection, item_id: int | None) -> None:
         record(conn, projection, item_id)
 
 
 def station_context(library_dir: Path, out_dir: Path, model_path: Path | None = None,
-                    policy_path: Path | None = None) -> TipContext:
-    """The context ``review ingest --tip-library`` uses: the model and station policy the station's ``inspect``
-    runs (default: the shipped ones) with the policy's declaration check, heatmaps beside the composites."""
-    inspector = Inspector(model_path, heatmap_dir=Path(out_dir) / "heatmaps", policy=load_policy(policy_path))
+                    policy_path: Path | None = None, declarations_path: Path | None = None) -> TipContext:
+    """The context ``review ingest --tip-library`` uses: the model, station policy and advance data (``inspect
+    --declarations``) the station's ``inspect`` runs (default: the shipped model and policy, no advance data) with the
+    policy's declaration check, heatmaps beside the composites."""
+    policy = load_policy(policy_path)
+    inspector = Inspector(model_path, heatmap_dir=Path(out_dir) / "heatmaps", policy=policy)
+    declarations = None
     if inspector.policy.alarms_on("declaration"):
-        attach_declaration_check(inspector)
-    return TipContext(Path(library_dir), Path(out_dir), inspector)
+        declarations = attach_declaration_check(inspector, declarations_path)
+    elif declarations_path:
+        raise ParcelscanError(f"--declarations: the policy {policy.path} leaves the declaration class out of "
+                              "alarm.reasons, so no declaration is checked")
+    return TipContext(Path(library_dir), Path(out_dir), inspector, declarations=declarations)
 
 
 def cleared_backgrounds(conn: Connection, station: str | None, exclude: set[int] = frozenset()) -> list[Any]:
@@ -258,6 +283,29 @@ def _new_item_id(item_id: Any, rng: np.random.Generator) -> Any:
     return make_s10(item_id[:2], int(rng.integers(0, 10**8)), item_id[-2:])
 
 
+def _check_source(item: Any) -> Any:
+    """Where the station read an item's declaration: its verdict line's ``declaration_check.source`` (a file of
+    advance data, ``sidecar``, or None: no declaration, or no check)."""
+    try:
+        check = json.loads(item["verdict_line"]).get("declaration_check")
+    except (TypeError, ValueError, AttributeError, KeyError, IndexError):
+        return None
+    return check.get("source") if isinstance(check, dict) else None
+
+
+def _declare_in_advance_data(checker: Any, background_source: Any, old_item_id: Any, new_item_id: Any) -> bool:
+    """Enter the background's advance-data declaration under the composite's new item id, in the inspector's own
+    copy of the advance data (the station's file is never written): the declaration travels with the parcel as a
+    sidecar's does, and the composite is checked against it like any parcel of the batch. False when the station
+    read the background's declaration from advance data that holds no entry for it here."""
+    advance_data = getattr(checker, "advance_data", None)
+    if not isinstance(advance_data, dict) or not isinstance(old_item_id, str) or old_item_id not in advance_data:
+        return background_source in (None, "sidecar")
+    raw = advance_data[old_item_id]
+    advance_data[new_item_id] = {**raw, "item_id": new_item_id} if isinstance(raw, dict) else raw
+    return True
+
+
 def _shifted_time(scanned_at: str | None, rng: np.random.Generator) -> str:
     try:
         base = datetime.fromisoformat(str(scanned_at).replace("Z", "+00:00"))
@@ -303,6 +351,8 @@ def make_projection(conn: Connection, ctx: TipContext, trigger: dict[str, Any],
         declaration = meta.get("declaration")
         if isinstance(declaration, dict) and declaration.get("item_id") == old_item_id:
             meta["declaration"] = {**declaration, "item_id": meta["item_id"]}
+        if not _declare_in_advance_data(ctx.declarations, _check_source(background), old_item_id, meta["item_id"]):
+            return None  # declared in advance data this inspector lacks: checked here it would read "absent"
     files = write_station_scan(Scan(scan_id, composite.low, composite.high, meta), ctx.out_dir)
     verdict = ctx.inspector.inspect(ctx.out_dir / files["low"]).to_dict()
     # the declaration check as the station ran it on the batch: a test image carries one exactly when the real
