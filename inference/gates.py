@@ -46,7 +46,9 @@ Gates, in the order they run (``GateError.gate`` names the one that refused):
     under 17 of 400 postal scans (9358; letters, an empty belt) passed before (session 24);
   - *in register*: the two layers see the same pixel, so their fine detail lines up at no shift
     (``register_offset_px``: the vertex of the correlation's parabola over shifts of −1, 0, +1 px along and across
-    the belt); an offset above ``MAX_REGISTER_OFFSET_PX`` (0.25 px) is refused. One layer read one pixel late
+    the belt); an offset above ``MAX_REGISTER_OFFSET_PX`` (0.25 px) by more than ``REGISTER_SIGMAS`` (3) sigmas of
+    its own reading is refused (the sigma term since session 25: a light parcel with little fine detail reads its
+    vertex to ±0.1 px, and one honest scan of 5,807 read 0.27 ± 0.10 px and was refused). One layer read one pixel late
     cost 9 points of Pd at Pfa 1 % on the 1,200 development scans (two pixels 21), and the low/high relation
     below caught only ~78 % of such scans; honest scans (the 1,707): ≤ 0.065 px, all 1- and 2-pixel shifts of
     them refused;
@@ -105,6 +107,7 @@ MAX_AIR_GAIN_TOLERANCE = 0.05  # the loosest a policy may set: air at 60,000 (8.
 MAX_AIR_CLIPPED_SHARE = 0.8
 MAX_IDENTICAL_SHARE = 0.25
 MAX_REGISTER_OFFSET_PX = 0.25
+REGISTER_SIGMAS = 3.0  # an offset is refused beyond the limit by this many sigmas of its own reading (session 25)
 REGISTER_MAX_SIDE_PX = 1024
 REGISTER_MIN_SIGMA = 10.0
 CONTENT_A_HIGH = (0.05, 7.0)
@@ -328,8 +331,28 @@ def _power(image: np.ndarray) -> float:
     return cv2.norm(image, cv2.NORM_L2SQR)
 
 
+class Registration(NamedTuple):
+    """The two images' offset (pixels; along the belt, across it) and the noise sigma of each reading."""
+
+    offset_px: tuple[float, float]
+    sigma_px: tuple[float, float]
+
+
+def out_of_register(found: Registration) -> bool:
+    """Is either offset beyond ``MAX_REGISTER_OFFSET_PX`` by more than ``REGISTER_SIGMAS`` of its own sigmas?"""
+    return any(abs(offset) > MAX_REGISTER_OFFSET_PX + REGISTER_SIGMAS * sigma
+               for offset, sigma in zip(found.offset_px, found.sigma_px, strict=True))
+
+
 def register_offset_px(low: np.ndarray, high: np.ndarray,
                        lines: tuple[np.ndarray, np.ndarray] | None = None) -> tuple[float, float] | None:
+    """``registration``'s offsets alone (pixels; along the belt, across it), or None."""
+    found = registration(low, high, lines)
+    return None if found is None else found.offset_px
+
+
+def registration(low: np.ndarray, high: np.ndarray,
+                 lines: tuple[np.ndarray, np.ndarray] | None = None) -> Registration | None:
     """How far (pixels; along the belt, across it) the high image's fine detail lies from the low image's: the
     correlation of the two readings high-passed (each minus its 3×3 mean), over the bounding box of the content
     (A_high above ``CONTENT_A_HIGH``'s lower end), at shifts of −1, 0 and +1 pixel along each axis, and the vertex
@@ -342,7 +365,12 @@ def register_offset_px(low: np.ndarray, high: np.ndarray,
 
     Each correlation is Σ c·h = (Σ c² + Σ h² − Σ (c − h)²) / 2 (c: the low image's centre, 2 pixels in from every
     side; h: the high image there, shifted), every sum a float64 pass of ``cv2.norm`` over whole numbers; a shifted
-    window's Σ h² is the unshifted one's with one row or column traded at its edges."""
+    window's Σ h² is the unshifted one's with one row or column traded at its edges.
+
+    Each offset comes with its sigma: a correlation's noise (``spread``, what independent noise of the two powers
+    gives over the window) carried through the vertex, spread · √2 / (2 · curvature) — the two side correlations'
+    noises, the curvature taken as read. A parcel with little fine detail has a shallow peak: its vertex is read to
+    ±0.1 px or worse (session 22's sim9401-001432: curvature 7 spreads, offset 0.27 ± 0.10 px)."""
     rows, cols = _content_lines(high) if lines is None else lines
     if rows.size < 8 or cols.size < 8:
         return None
@@ -373,11 +401,13 @@ def register_offset_px(low: np.ndarray, high: np.ndarray,
     spread = math.sqrt(low_power * high_power / centre.size)
     if max(abs(at_zero), *(abs(v) for pair in pairs for v in pair)) <= REGISTER_MIN_SIGMA * spread:
         return None
-    offsets = []
+    offsets, sigmas = [], []
     for plus, minus in pairs:
         curvature = 2.0 * at_zero - plus - minus
-        offsets.append((plus - minus) / (2.0 * curvature) if at_zero > 0 and curvature > 0 else math.inf)
-    return offsets[0], offsets[1]
+        peaks = at_zero > 0 and curvature > 0
+        offsets.append((plus - minus) / (2.0 * curvature) if peaks else math.inf)
+        sigmas.append(spread * math.sqrt(2.0) / (2.0 * curvature) if peaks else 0.0)
+    return Registration((offsets[0], offsets[1]), (sigmas[0], sigmas[1]))
 
 
 def _share(mask: np.ndarray) -> float:
@@ -486,13 +516,15 @@ def check_physics(scan: Any, air_gain_tolerance: float = AIR_GAIN_TOLERANCE) -> 
                                        "too high or the air was clipped; recalibrate the flat field")
     matter = _matter(high)  # the registration's content and the rules'
     lines = _content_lines(high, matter)
-    offset = register_offset_px(low, high, lines)
-    if offset is not None and max(abs(v) for v in offset) > MAX_REGISTER_OFFSET_PX:
-        along, across = (f"{v:+.2f}" if math.isfinite(v) else "≥ 2" for v in offset)
+    found = registration(low, high, lines)
+    if found is not None and out_of_register(found):
+        along, across = (f"{v:+.2f} ± {sigma:.2f}" if math.isfinite(v) else "≥ 2"
+                         for v, sigma in zip(found.offset_px, found.sigma_px, strict=True))
         raise GateError("physics", f"{scan.scan_id}: the low- and the high-energy image are out of register (the "
-                                   f"same edges {along} px apart along the belt, {across} px across; honest scans "
-                                   f"≤ {MAX_REGISTER_OFFSET_PX:g}): each pixel pairs two different places, and "
-                                   "their edges read as matter that is not there — check the layers' timing")
+                                   f"same edges {along} px apart along the belt, {across} px across; allowed: "
+                                   f"{MAX_REGISTER_OFFSET_PX:g} px and {REGISTER_SIGMAS:g} sigmas of the reading): "
+                                   "each pixel pairs two different places, and their edges read as matter that is "
+                                   "not there — check the layers' timing")
     rows, cols = lines  # every pixel with matter (A_high > 0.05) lies in the bounding box of these lines
     box = np.s_[rows[0]:rows[-1] + 1, cols[0]:cols[-1] + 1] if rows.size else np.s_[:0, :0]
     low_box, high_box, matter_box = low[box], high[box], matter[box]

@@ -182,6 +182,27 @@ def test_one_image_written_as_both_under_an_empty_parcel_is_refused(samples, ins
                 "of the air reads exactly the same")
 
 
+def test_an_honest_light_parcel_whose_vertex_reads_loosely_is_not_refused(tmp_path):
+    """sim9401-001432 (postal dev 9401): a light clear parcel with little fine detail, whose correlation peak is only
+    7 noise spreads deep, reads 0.27 ± 0.10 px out of register — honest, and refused until the rule allowed the
+    reading's own sigmas. Shifted by a pixel it is still refused."""
+    from parcelscan.cli import main as cli
+    from parcelscan.datasets.datatools import load_record_scan
+    from parcelscan.datasets.manifest import read_manifest
+
+    out = tmp_path / "one"
+    assert cli(["simulate", "--out", str(out), "--mix", "postal", "--seed", "9401", "--start", "1432", "--count",
+                "1", "--suspect-fraction", "0.5", "--workers", "1", "--no-progress", "--no-operator-image"]) == 0
+    scan = load_record_scan(read_manifest(out / "manifest.jsonl")[0], out)
+    found = gates.registration(scan.low, scan.high)
+    assert found is not None and max(map(abs, found.offset_px)) > gates.MAX_REGISTER_OFFSET_PX  # the plain limit
+    assert not gates.out_of_register(found)
+    gates.check_physics(scan)
+    for shift in ((1, 0), (0, 1), (-1, 0), (0, -1)):
+        with pytest.raises(gates.GateError, match="out of register"):
+            gates.check_physics(Scan(scan.scan_id, scan.low, np.roll(scan.high, shift, axis=(0, 1)), scan.meta))
+
+
 @pytest.mark.parametrize(("rows", "cols"), [(1, 0), (-1, 0), (0, 1), (0, -1), (2, 0), (0, -2)])
 def test_layers_out_of_register_are_refused(samples, inspector, tmp_path, rows, cols):
     """A layer read one pixel late (a timing fault between the two layers of a line-scan detector) pairs each pixel
