@@ -231,10 +231,33 @@ class DeclarationCheck:
     reasons: list[str]
     observed: dict[str, Any]
     source: str | None = None  # "sidecar" | the --declarations file
+    # the declaration as read from advance data (``declared_record``): the review page shows it beside the image,
+    # where the sidecar holds none. Absent for a sidecar's declaration, which travels with the scan files.
+    declared: dict[str, Any] | None = None
 
     def to_dict(self) -> dict[str, Any]:
-        return {"status": self.status, "priority": "raised" if self.status == "mismatch" else "normal",
-                "reasons": self.reasons, "observed": self.observed, "source": self.source}
+        check = {"status": self.status, "priority": "raised" if self.status == "mismatch" else "normal",
+                 "reasons": self.reasons, "observed": self.observed, "source": self.source}
+        if self.declared is not None:
+            check["declared"] = self.declared
+        return check
+
+
+DECLARED_MAX_ITEMS = 20
+DECLARED_MAX_TEXT = 200
+
+
+def declared_record(declaration: Declaration) -> dict[str, Any]:
+    """What could be read of a declaration, in the declaration format (``customs.parse_declaration`` reads it back),
+    at most ``DECLARED_MAX_ITEMS`` items and ``DECLARED_MAX_TEXT`` characters a text: a verdict line carries it."""
+    def text(value: str | None) -> str | None:
+        return None if value is None else value[:DECLARED_MAX_TEXT]
+
+    return {"item_id": text(declaration.item_id), "category": declaration.category, "origin": declaration.origin,
+            "currency": text(declaration.currency), "gross_weight_kg": declaration.gross_weight_kg,
+            "items": [{"description": text(item.description), "hs_code": item.hs_code, "quantity": item.quantity,
+                       "net_weight_kg": item.net_weight_kg, "value": item.value}
+                      for item in declaration.items[:DECLARED_MAX_ITEMS]]}
 
 
 # --- advance data ---------------------------------------------------------------------------------------------
@@ -603,6 +626,8 @@ class DeclarationChecker:
             else:
                 observed = observe(scan, outputs.tile_heatmaps, outputs.prepared)
             check = check_declaration(raw, item_id, observed, source, verdict.score, self.powder_score)
+            if raw is not None and source == self.source:  # advance data: the review page has no sidecar copy
+                check.declared = declared_record(parse_declaration(raw))
         except Exception as error:  # the check must never cost a verdict; it only ever adds
             check = DeclarationCheck("mismatch" if raw is not None else "absent",
                                      [f"declaration check failed: {type(error).__name__}: {error}"],

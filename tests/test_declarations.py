@@ -345,6 +345,16 @@ def test_inspect_with_hostile_advance_data_keeps_every_alarm(tmp_path):
     for verdict in after.values():
         if verdict["verdict"] == "suspect":
             assert isinstance(verdict["powder_mass_g"], list)
+    # what was read of each advance-data declaration travels in the check (the review page has no sidecar copy),
+    # its texts cut and its numbers finite; an absent one carries none
+    for scan_id, raw in zip(("sim31-000074", "sim31-000077", "sim31-000286", "sim31-000415", "sim31-000592"),
+                            hostile, strict=True):
+        declared = after[scan_id]["declaration_check"]["declared"]
+        assert declared["item_id"] == raw["item_id"] and len(json.dumps(declared, allow_nan=False)) < 5000
+    description = after["sim31-000077"]["declaration_check"]["declared"]["items"][0]["description"]
+    assert set(description) == {"x"} and len(description) <= 200  # of 100,000
+    assert after["sim31-000592"]["declaration_check"]["declared"]["items"][0]["hs_code"] == "251110"
+    assert "declared" not in after["sim31-000141"]["declaration_check"]
 
 
 def _inspect(args: list[str]) -> subprocess.CompletedProcess:

@@ -133,6 +133,21 @@ def test_the_view_reads_anything():
     assert long["status"] == "mismatch" and len(long["reasons"][0]) <= 480
 
 
+def test_a_declaration_from_advance_data_is_shown_from_the_check():
+    """A station reading advance data (``inspect --declarations``) has no declaration in the sidecar: the page shows
+    the one its check read, carried in ``declaration_check.declared``; the sidecar's, where there is one, wins."""
+    check = {**MISMATCH, "source": "advance.csv", "declared": DECLARATION}
+    view = declaration_view(json.dumps({"declaration_check": check}), {"item_id": ITEM})
+    assert view["declared"]["item_id"] == ITEM and view["problems"] == []
+    assert view["declared"]["items"][0]["description"] == "machinery parts"
+    assert view["declared"]["items"][0]["hs_code"] == "8487.90"
+    other = {**DECLARATION, "items": [{"description": "toys", "hs_code": "9503.00", "net_weight_kg": 1.0}]}
+    assert declaration_view(json.dumps({"declaration_check": check}), {"declaration": other})["declared"]["items"][0][
+        "description"] == "toys"
+    hostile = declaration_view(json.dumps({"declaration_check": {**check, "declared": [1, "x"]}}), {})
+    assert hostile["declared"]["items"] == [] and hostile["problems"] == ["the declaration is not an object (list)"]
+
+
 def test_a_scan_nothing_was_weighed_of_says_why_not_no_body():
     """A scan not analysed has no bodies because nobody looked: the view carries the check's note, which the page
     shows instead of "no powder body localised"."""

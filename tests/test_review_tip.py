@@ -271,6 +271,7 @@ def test_a_station_with_advance_data_gets_test_images_declared_from_it(tmp_path,
         new_id, old_id = (json.loads(Path(json.loads(row["inputs"])[0]).with_name(f"{row['scan_id']}.json")
                                      .read_text())["item_id"] for row in (item, background))
         assert s10_valid(new_id) and new_id != old_id and new_id not in station_file  # the file is not written
+        assert check["declared"]["item_id"] == new_id  # the page shows the declaration under the parcel's own id
     conn.close()
 
 

@@ -51,6 +51,8 @@ def declaration_view(verdict_line: Any, scan_meta: Any) -> dict[str, Any] | None
     check = verdict.get("declaration_check")
     check = check if isinstance(check, dict) else None
     raw = meta.get("declaration")
+    if raw is None and check is not None:  # read from advance data: the station's check carries it
+        raw = check.get("declared")
     if check is None and raw is None:
         return None
     view: dict[str, Any] = {"status": None, "priority": None, "reasons": [], "bodies": [], "xray_mass_kg": None,
