@@ -82,10 +82,12 @@ def signature_reason(bodies: list[dict[str, Any]]) -> tuple[str | None, bool]:
     if targets:
         return (f"powder signature consistent with {' or '.join(targets[:MAX_NAMED])}, no benign look-alike within "
                 f"d′ 4.2 ({where})", False)
+    # Nothing within d′ 4.2: "nearest lead" alone read as "lead" to an inspector, though the reading may lie far
+    # from every reference (clutter over the region mixes into it, or the material is not in the table).
     d_prime = body.get("d_prime")
-    return (f"powder signature nearest {body['nearest']}"
-            + (f" (d′ {d_prime:.1f})" if isinstance(d_prime, (int, float)) else "")
-            + f", nothing within d′ 4.2 ({where})", False)
+    at = f" at d′ {d_prime:.1f}" if isinstance(d_prime, (int, float)) else ""
+    return (f"powder signature matches no listed material: nearest {body['nearest']}{at}, a match needs d′ < 4.2 — "
+            f"clutter over the region or a material outside the table ({where})", False)
 
 
 def _grams_as(body: dict[str, Any]) -> str:

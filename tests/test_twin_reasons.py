@@ -51,7 +51,8 @@ def test_the_other_cases_say_what_they_are():
     benign, twin = signature_reason([_body("barite", ["barite", "zircon"], [])])
     assert twin and benign.startswith("powder signature consistent with benign barite or zircon, no target")
     alone, twin = signature_reason([_body("lead", [], [], d_prime=6.3)])
-    assert not twin and alone.startswith("powder signature nearest lead (d′ 6.3), nothing within d′ 4.2")
+    assert not twin and alone.startswith("powder signature matches no listed material: nearest lead at d′ 6.3, a "
+                                         "match needs d′ < 4.2 — clutter over the region or a material outside")
     assert signature_reason([]) == ("powder signature not named: the model localised no region to weigh", False)
     assert not signature_reason([_body(None, [], [])])[1]
 
