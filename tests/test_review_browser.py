@@ -213,7 +213,9 @@ CHECK = {"status": "mismatch", "priority": "raised", "source": "sidecar",
                                   "mass_material": "Nd2O3", "could_be": ["Nd2O3", "Pr6O11", "barite"],
                                   "mass_as_g": {"Nd2O3": 1400.0, "Pr6O11": 1380.0, "barite": 1610.0}},
                                  {"mass_g": 810.0, "mass_lower_bound": True, "nearest": None, "twins": [],
-                                  "opaque_share": 0.51}]}}
+                                  "opaque_share": 0.51},
+                                 {"mass_g": 165.7, "nearest": "lead", "d_prime": 12.75, "twins": [],
+                                  "mass_material": "Dy2O3", "could_be": ["sand"], "mass_as_g": {"sand": 2447.0}}]}}
 
 
 @pytest.fixture
@@ -242,7 +244,7 @@ def test_the_declaration_panel_shows_what_the_body_could_be_in_grams(declared_se
     """Sorted by declaration, the mismatched item opens first with the declaration beside the image: the declared
     line, the check's reason, and each body with the materials it could be, each with its own grams; a body behind
     a stopped beam with its lower bound ("≥"); the grams name the material they assume when the nearest reading is
-    another (a twin: weighed as Nd2O3, read nearest barite)."""
+    another (a twin: weighed as Nd2O3, read nearest barite), and a reading far from every reference as no match."""
     from playwright.sync_api import expect, sync_playwright
 
     base, _, scan_id, undeclared_id = declared_server
@@ -264,7 +266,8 @@ def test_the_declaration_panel_shows_what_the_body_could_be_in_grams(declared_se
             expect(page.locator("#declaration-items")).to_contain_text("machinery parts")
             expect(page.locator("#declaration-seen")).to_have_text(
                 "≈ 1400 g as Nd2O3, nearest barite; could be Nd2O3 1400 g, Pr6O11 1380 g, barite 1610 g; "
-                "≥ 810 g no signature (the beam is stopped) · parcel ≥ 2.4 kg by X-ray")
+                "≥ 810 g no signature (the beam is stopped); ≈ 166 g as Dy2O3, matches no listed material "
+                "(nearest lead, d′ 12.8); could be sand 2447 g · parcel ≥ 2.4 kg by X-ray")
             expect(page.locator("#declaration-problems")).to_be_hidden()  # none: no empty red bar
             # a parcel without a declaration: its status and reason, no empty table, head or problems box
             undeclared = next(i for i in page.request.get(base + "/api/queue?state=all").json()["items"]

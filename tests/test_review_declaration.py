@@ -48,8 +48,10 @@ def review(tmp_path_factory):
     target, hostile = flagged[0], flagged[-1]
     target.update(declaration_check=MISMATCH, powder_mass_g=[1400.0], reason_classes=["powder", "declaration"])
     hostile.update(declaration_check={"status": ["x"], "reasons": "not a list", "observed": {"bodies": [7, {
-        "mass_g": "heavy", "twins": "Nd2O3", "could_be": "Nd2O3", "mass_as_g": ["Nd2O3"], "mass_lower_bound": "yes"}, {
-        "could_be": [3, "x" * 500, None], "mass_as_g": {"x" * 40: float("nan")}}], "xray_mass_lower_bound": "yes"}},
+        "mass_g": "heavy", "twins": "Nd2O3", "could_be": "Nd2O3", "mass_as_g": ["Nd2O3"], "mass_lower_bound": "yes",
+        "d_prime": "far"}, {
+        "could_be": [3, "x" * 500, None], "mass_as_g": {"x" * 40: float("nan")}, "d_prime": float("inf")}],
+        "xray_mass_lower_bound": "yes"}},
         powder_mass_g=["a", float("inf")], reason_classes=["opaque", "<b>x</b>", 7])
     results.write_text("".join(json.dumps(v, sort_keys=True) + "\n" for v in lines))
     sidecar = Path(target["inputs"][0]).with_name(f"{target['scan_id']}.json")
@@ -118,9 +120,9 @@ def test_a_hostile_declaration_check_is_shown_as_unusable_never_an_error(review)
     view = response.json()["declaration"]
     assert view["status"] is None and view["reasons"] == [] and view["powder_mass_g"] == []
     assert view["xray_mass_kg"] is None and view["xray_mass_lower_bound"] is False
-    assert view["bodies"] == [{"mass_g": None, "nearest": None, "mass_material": None, "twins": [], "could_be": [],
-                               "mass_as_g": {}, "opaque_share": None, "mass_lower_bound": False},
-                              {"mass_g": None, "nearest": None, "mass_material": None, "twins": [],
+    assert view["bodies"] == [{"mass_g": None, "nearest": None, "d_prime": None, "mass_material": None, "twins": [],
+                               "could_be": [], "mass_as_g": {}, "opaque_share": None, "mass_lower_bound": False},
+                              {"mass_g": None, "nearest": None, "d_prime": None, "mass_material": None, "twins": [],
                                "could_be": ["x" * 40], "mass_as_g": {}, "opaque_share": None,
                                "mass_lower_bound": False}]
 

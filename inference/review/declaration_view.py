@@ -74,6 +74,7 @@ def declaration_view(verdict_line: Any, scan_meta: Any) -> dict[str, Any] | None
                 could_be = [name[:40] for name in could_be[:MAX_MATERIALS] if isinstance(name, str)]
                 masses = body.get("mass_as_g") if isinstance(body.get("mass_as_g"), dict) else {}
                 view["bodies"].append({"mass_g": _number(body.get("mass_g")), "nearest": _text(body.get("nearest")),
+                                       "d_prime": _number(body.get("d_prime")),
                                        "mass_material": _text(body.get("mass_material")),
                                        "twins": [t[:40] for t in twins[:6] if isinstance(t, str)],
                                        "could_be": could_be,

@@ -175,10 +175,15 @@
       if (b.could_be && b.could_be.length) {  // what the core and weight allow, each with its own grams
         const masses = b.mass_as_g || {};
         const names = b.could_be.slice(0, 5).map((n) => masses[n] == null ? n : n + " " + Math.round(masses[n]) + " g");
-        // the grams assume a material (the best-matching target): say which, and the nearest reading if it differs
+        // the grams assume a material (the best-matching target): say which, and the nearest reading if it differs;
+        // a reading d′ ≥ 4.2 from every reference matches none (clutter mixed in, or a material outside the table):
+        // "nearest lead" alone would read as "lead"
         const nearest = b.nearest || b.could_be[0];
-        const label = !b.mass_material ? nearest :
-          (b.mass_material === nearest ? "as " + nearest : "as " + b.mass_material + ", nearest " + nearest);
+        const far = typeof b.d_prime === "number" && b.d_prime >= 4.2;
+        const read = far ? "matches no listed material (nearest " + nearest + ", d′ " + b.d_prime.toFixed(1) + ")"
+          : "nearest " + nearest;
+        const label = !b.mass_material ? (far ? read : nearest) :
+          (b.mass_material === nearest && !far ? "as " + nearest : "as " + b.mass_material + ", " + read);
         return grams + label + "; could be " + names.join(", ") + (b.could_be.length > 5 ? ", …" : "");
       }
       if (!b.nearest && b.mass_lower_bound) return grams + "no signature (the beam is stopped)";
