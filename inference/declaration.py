@@ -521,8 +521,11 @@ def _powder_heading(heading: Heading) -> bool:
 
 
 def check_declaration(raw: Any, scan_item_id: Any, observed: dict[str, Any], source: str | None,
-                      score: float | None = None, powder_score: float | None = None) -> DeclarationCheck:
+                      score: float | None = None, powder_score: float | None = None,
+                      carry_declared: bool = False) -> DeclarationCheck:
     """``declaration_check`` of one scan from its raw declaration (None: absent) and what was observed.
+    ``carry_declared``: the check carries the declaration as read (``declared_record``) — for advance data, of
+    which the review page has no sidecar copy.
 
     ``score``: the image model's scan score; ``powder_score``: the policy's declaration operating point
     (``[declaration] powder_score_threshold``). With both given, the image's evidence decides whether there is a
@@ -531,6 +534,7 @@ def check_declaration(raw: Any, scan_item_id: Any, observed: dict[str, Any], sou
     if raw is None:
         return DeclarationCheck("absent", ["no declaration for this item"], observed, None)
     declaration: Declaration = parse_declaration(raw)
+    declared = declared_record(declaration) if carry_declared else None
     problems = list(declaration.problems)
     if isinstance(raw, dict) and raw.get("_conflict"):
         problems.append("the advance data declare this item more than once (conflicting declarations)")
@@ -556,7 +560,7 @@ def check_declaration(raw: Any, scan_item_id: Any, observed: dict[str, Any], sou
     if isinstance(note, str):
         reasons.append(f"{declaration.summary()}; nothing was weighed ({note}): the X-ray cannot confirm the "
                        "declaration")
-        return DeclarationCheck("mismatch", reasons, observed, source)
+        return DeclarationCheck("mismatch", reasons, observed, source, declared)
     checked = [b for b in observed.get("bodies", []) if _is_checked(b)]
     image_rule = score is not None and powder_score is not None and math.isfinite(score)
     powder_seen = image_rule and score >= powder_score  # type: ignore[operator]
@@ -586,11 +590,11 @@ def check_declaration(raw: Any, scan_item_id: Any, observed: dict[str, Any], sou
         reasons.append(f"{declaration.summary()}; the X-ray shows {shown} (> {WEIGHT_FACTOR:g} × the "
                        f"declared gross weight + {WEIGHT_SLACK_KG:g} kg): undeclared mass")
     if reasons:
-        return DeclarationCheck("mismatch", reasons, observed, source)
+        return DeclarationCheck("mismatch", reasons, observed, source, declared)
     seen = (f"seen: {len(checked)} bod{'y' if len(checked) == 1 else 'ies'} {_grams_words(checked)} "
             "consistent with the declared headings" if checked
             else "seen: no dense body the declaration would have to explain")
-    return DeclarationCheck("consistent", [f"{declaration.summary()}; {seen}"], observed, source)
+    return DeclarationCheck("consistent", [f"{declaration.summary()}; {seen}"], observed, source, declared)
 
 
 # --- the station hook -----------------------------------------------------------------------------------------------
@@ -625,9 +629,8 @@ class DeclarationChecker:
                 observed = outputs.observed  # the powder alarm's own look at the same regions (the twin lookup)
             else:
                 observed = observe(scan, outputs.tile_heatmaps, outputs.prepared)
-            check = check_declaration(raw, item_id, observed, source, verdict.score, self.powder_score)
-            if raw is not None and source == self.source:  # advance data: the review page has no sidecar copy
-                check.declared = declared_record(parse_declaration(raw))
+            check = check_declaration(raw, item_id, observed, source, verdict.score, self.powder_score,
+                                      carry_declared=source == self.source)
         except Exception as error:  # the check must never cost a verdict; it only ever adds
             check = DeclarationCheck("mismatch" if raw is not None else "absent",
                                      [f"declaration check failed: {type(error).__name__}: {error}"],
